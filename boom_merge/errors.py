@@ -1,0 +1,17 @@
+"""The one exception type that users see as a one-line message (no traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BoomError(Exception):
+    """A user-facing error: bad input, refused output, unreadable file.
+
+    The CLI prints ``error: <message>`` and exits non-zero. Messages name the file
+    (and tensor, line, ...) and the problem in one line.
+    """
+
+    def __init__(self, message: str, *, path: str | Path | None = None):
+        self.path = str(path) if path is not None else None
+        super().__init__(f"{self.path}: {message}" if self.path else message)
