@@ -1,0 +1,385 @@
+"""Model cards for merged and member models (one builder, used by merge and push).
+
+The card is a Hugging Face ``README.md``: YAML metadata the Hub understands
+(``library_name``, ``pipeline_tag``, ``base_model`` with ``base_model_relation``,
+licence, MTEB scores as ``model-index``) and a body that says how the model was made:
+merge method and recipe, members with their sample ratios, seeds and data, incremental
+lineage, and the licences of the datasets used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import DatasetCard, EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard import metadata_load
+
+from boom_merge.errors import BoomError
+
+logger = logging.getLogger(__name__)
+
+MEMBER_MANIFEST = "boom_member.json"
+MEMBERS_DIR = "boom_members"
+LINEAGE_FILE = "boom_lineage.json"
+RECIPE_FILES = ("boom_recipe.yml", "mergekit_config.yml")
+TAGS = [
+    "sentence-transformers",
+    "sentence-similarity",
+    "feature-extraction",
+    "boom-merge",
+    "mergekit",
+    "merge",
+]
+_HF_CACHE_DIR = re.compile(r"^models--([^/]+?)--([^/]+)$")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One bag member as recorded in its ``boom_member.json``."""
+
+    name: str
+    manifest: dict[str, Any]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object, turning unreadable or malformed files into a BoomError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BoomError(f"cannot read JSON: {error}", path=path) from None
+    if not isinstance(data, dict):
+        raise BoomError("expected a JSON object", path=path)
+    return data
+
+
+def hub_id(model: str) -> str:
+    """The ``base_model`` entry for an input: a Hub id as given, else a readable name.
+
+    Local paths inside a Hugging Face cache (``models--ORG--NAME/snapshots/...``) map
+    back to ``ORG/NAME``; any other local path becomes its directory name.
+    """
+    path = Path(model)
+    if not path.exists():
+        return model
+    for part in reversed(path.resolve().parts):
+        match = _HF_CACHE_DIR.match(part)
+        if match:
+            return f"{match.group(1)}/{match.group(2)}"
+    return path.resolve().name
+
+
+def read_members(model_dir: Path) -> list[Member]:
+    """Member manifests found in ``model_dir``: its own and those under ``boom_members/``.
+
+    ``boom_members/NAME.json`` and ``boom_members/NAME/boom_member.json`` are both
+    accepted; the member is named after the file (or folder).
+    """
+    members = []
+    if (model_dir / MEMBER_MANIFEST).is_file():
+        members.append(Member(model_dir.name, read_json(model_dir / MEMBER_MANIFEST)))
+    copies = model_dir / MEMBERS_DIR
+    if copies.is_dir():
+        for path in sorted(copies.rglob("*.json")):
+            name = path.parent.name if path.name == MEMBER_MANIFEST else path.stem
+            members.append(Member(name, read_json(path)))
+    return members
+
+
+def read_recipe(model_dir: Path) -> str | None:
+    """The merge recipe saved with the model (``boom_recipe.yml`` first), if any."""
+    for name in RECIPE_FILES:
+        if (model_dir / name).is_file():
+            return (model_dir / name).read_text(encoding="utf-8")
+    return None
+
+
+def recipe_inputs(recipe_yaml: str, *, source: Path | None = None) -> tuple[list[str], str | None]:
+    """The input models and merge method of a mergekit recipe."""
+    try:
+        recipe = yaml.safe_load(recipe_yaml)
+    except yaml.YAMLError as error:
+        raise BoomError(f"invalid recipe YAML: {error}".replace("\n", " "), path=source) from None
+    if not isinstance(recipe, dict):
+        raise BoomError("recipe is not a YAML mapping", path=source)
+    inputs = [entry["model"] if isinstance(entry, dict) else entry for entry in recipe.get("models") or []]
+    base = recipe.get("base_model")
+    if base and base not in inputs:
+        inputs.insert(0, base)
+    return [str(model) for model in inputs], recipe.get("merge_method")
+
+
+def model_licence(model: str) -> str | None:
+    """The ``license`` in a local model's README metadata, following a member to its base."""
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    if (path / "README.md").is_file():
+        licence = metadata_load(path / "README.md") or {}
+        if licence.get("license"):
+            return str(licence["license"])
+    if (path / MEMBER_MANIFEST).is_file():
+        base = read_json(path / MEMBER_MANIFEST).get("base_model")
+        if base and Path(str(base)).resolve() != path.resolve():
+            return model_licence(str(base))
+    return None
+
+
+def common_licence(inputs: Iterable[str]) -> str | None:
+    """The licence shared by all inputs, or None if any is unknown or they differ."""
+    licences = {model_licence(model) for model in inputs}
+    return licences.pop() if len(licences) == 1 else None
+
+
+def dataset_licences(members: Sequence[Member], dataset_cards: Sequence[Path] = ()) -> dict[str, str]:
+    """Dataset name -> licence, from manifest entries carrying ``licence`` and dataset cards."""
+    licences: dict[str, str] = {}
+    for member in members:
+        for name, entry in (member.manifest.get("datasets") or {}).items():
+            if isinstance(entry, dict) and entry.get("licence"):
+                licences[name] = str(entry["licence"])
+    for path in dataset_cards:
+        card_path = path / "README.md" if path.is_dir() else path
+        if not card_path.is_file():
+            raise BoomError("dataset card not found", path=card_path)
+        data = DatasetCard.load(card_path).data
+        licence = data.get("license")
+        if not licence:
+            raise BoomError("dataset card has no 'license' in its metadata", path=card_path)
+        name = data.get("pretty_name") or card_path.parent.name
+        licences[str(name)] = ", ".join(licence) if isinstance(licence, list) else str(licence)
+    return licences
+
+
+def _task_metadata(task_name: str) -> tuple[str, str, str, str | None]:
+    """(HF task type, metric name, dataset type, dataset revision) of an MTEB task.
+
+    Tasks outside mteb's registry (our own offline corpora) fall back to generic values.
+    """
+    import mteb
+
+    try:
+        meta = mteb.get_task(task_name).metadata
+    except (KeyError, ValueError):
+        return "sentence-similarity", "main_score", task_name, None
+    return meta._hf_task_type()[0], meta.main_score, meta.dataset["path"], meta.dataset.get("revision")
+
+
+def mteb_eval_results(results_dir: Path) -> list[EvalResult]:
+    """EvalResults (main score per task, split and subset) from saved MTEB result files.
+
+    Every ``*.json`` below ``results_dir`` with ``task_name`` and ``scores`` keys is read
+    with mteb's own ``TaskResult`` loader; other JSON files (``model_meta.json``) are skipped.
+    """
+    from mteb import TaskResult
+
+    if not results_dir.is_dir():
+        raise BoomError("MTEB results directory not found", path=results_dir)
+    results = []
+    for path in sorted(results_dir.rglob("*.json")):
+        raw = read_json(path)
+        if not {"task_name", "scores"} <= raw.keys():
+            continue
+        try:
+            task_result = TaskResult.from_disk(path)
+        except ValueError as error:
+            raise BoomError(f"not a valid MTEB result: {str(error).splitlines()[0]}", path=path) from None
+        results.extend(_task_eval_results(task_result))
+    if not results:
+        raise BoomError("no MTEB result files (TaskName.json) found", path=results_dir)
+    return results
+
+
+def _task_eval_results(task_result: Any) -> list[EvalResult]:
+    """One EvalResult per split and subset of one MTEB ``TaskResult``."""
+    task_type, metric, dataset_type, revision = _task_metadata(task_result.task_name)
+    return [
+        EvalResult(
+            task_type=task_type,
+            task_name=task_result.task_name,
+            dataset_type=dataset_type,
+            dataset_name=f"MTEB {task_result.task_name} ({scores.get('hf_subset', 'default')})",
+            dataset_config=scores.get("hf_subset", "default"),
+            dataset_split=split,
+            dataset_revision=revision,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=float(scores["main_score"]),
+            source_name="MTEB",
+            source_url="https://github.com/embeddings-benchmark/mteb",
+        )
+        for split, split_scores in task_result.scores.items()
+        for scores in split_scores
+    ]
+
+
+def _members_section(members: Sequence[Member]) -> str:
+    rows = [
+        "| member | kind | sample ratio | seed | datasets (sampled / available) |",
+        "|---|---|---|---|---|",
+    ]
+    for member in members:
+        m = member.manifest
+        data = ", ".join(
+            f"{name}: {entry.get('sampled', '?')} / {entry.get('available', '?')}"
+            if isinstance(entry, dict)
+            else name
+            for name, entry in (m.get("datasets") or {}).items()
+        )
+        rows.append(
+            f"| {member.name} | {m.get('kind', 'member')} | {m.get('sample_ratio', '?')} "
+            f"| {m.get('seed', '?')} | {data} |"
+        )
+    return "## Members\n\n" + "\n".join(rows) + "\n"
+
+
+def _lineage_section(lineage: dict[str, Any]) -> str:
+    old, update = lineage.get("old", {}), lineage.get("update", {})
+    return (
+        "## Incremental lineage\n\n"
+        f"This model is an incremental update ({lineage.get('interpolation', '?')} interpolation, "
+        f"update weight {lineage.get('update_weight', '?')}, created {lineage.get('created', '?')}).\n\n"
+        "| role | model | sha256 |\n|---|---|---|\n"
+        f"| old | {old.get('path', '?')} | `{old.get('sha256', '?')}` |\n"
+        f"| update | {update.get('path', '?')} | `{update.get('sha256', '?')}` |\n"
+    )
+
+
+def _body(
+    model_id: str,
+    *,
+    inputs: Sequence[str],
+    relation: str,
+    method: str | None,
+    recipe_yaml: str | None,
+    members: Sequence[Member],
+    lineage: dict[str, Any] | None,
+    licences: dict[str, str],
+    eval_results: Sequence[EvalResult],
+) -> str:
+    what = (
+        f"a merge of {len(inputs)} models with the `{method or 'unknown'}` method"
+        if relation == "merge"
+        else f"a fine-tuned bag member of `{inputs[0]}`"
+    )
+    parts = [
+        f"# {Path(model_id).name}\n\n"
+        f"A [sentence-transformers](https://www.sbert.net) embedding model: {what}, built with "
+        "[boom-merge](https://arxiv.org/abs/2602.05787) (BOOM: bagging-based robust model "
+        "merging) and [mergekit](https://github.com/arcee-ai/mergekit).\n",
+        "## Usage\n\n```python\nfrom sentence_transformers import SentenceTransformer\n\n"
+        f'model = SentenceTransformer("{model_id}")\n'
+        'embeddings = model.encode(["An example sentence.", "Another one."])\n'
+        "print(model.similarity(embeddings, embeddings))\n```\n",
+        "## Inputs\n\n" + "".join(f"- `{model}`\n" for model in inputs),
+    ]
+    if relation == "merge":
+        parts.append(f"## Merge\n\nMethod: `{method or 'unknown'}`\n")
+    if recipe_yaml:
+        parts.append(f"### Recipe\n\n```yaml\n{recipe_yaml.rstrip()}\n```\n")
+    if members:
+        parts.append(_members_section(members))
+    if lineage:
+        parts.append(_lineage_section(lineage))
+    if licences:
+        parts.append(
+            "## Dataset licences\n\n" + "".join(f"- {name}: {lic}\n" for name, lic in sorted(licences.items()))
+        )
+    if eval_results:
+        parts.append(
+            "## Evaluation (MTEB)\n\n| task | split | subset | metric | value |\n|---|---|---|---|---|\n"
+            + "".join(
+                f"| {r.task_name} | {r.dataset_split} | {r.dataset_config} | {r.metric_type} | {r.metric_value:.4f} |\n"
+                for r in eval_results
+            )
+        )
+    return "\n".join(parts)
+
+
+def build_model_card(
+    model_dir: str | Path,
+    *,
+    inputs: Sequence[str] | None = None,
+    recipe_yaml: str | None = None,
+    method: str | None = None,
+    results_dir: str | Path | None = None,
+    dataset_cards: Sequence[str | Path] = (),
+    model_id: str | None = None,
+) -> ModelCard:
+    """Build the card of the model in ``model_dir`` from its saved manifests.
+
+    ``inputs``, ``recipe_yaml`` and ``method`` default to what the model directory
+    records (recipe file, or ``boom_member.json``'s base model for a trained member).
+    ``model_id`` is the name used in the usage snippet (the Hub repo id when pushing).
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise BoomError("model directory not found", path=model_dir)
+    members = read_members(model_dir)
+    own = read_json(model_dir / MEMBER_MANIFEST) if (model_dir / MEMBER_MANIFEST).is_file() else None
+    lineage = read_json(model_dir / LINEAGE_FILE) if (model_dir / LINEAGE_FILE).is_file() else None
+    if recipe_yaml is None:
+        recipe_yaml = read_recipe(model_dir)
+    if recipe_yaml is not None:
+        recipe_models, recipe_method = recipe_inputs(recipe_yaml, source=model_dir)
+        inputs = recipe_models if inputs is None else inputs
+        method = method or recipe_method
+    elif inputs is None and own is not None and own.get("base_model"):
+        inputs = [str(own["base_model"])]
+    if not inputs:
+        raise BoomError("cannot tell the model's inputs: no recipe or boom_member.json", path=model_dir)
+    relation = "finetune" if own is not None and recipe_yaml is None else "merge"
+    eval_results = mteb_eval_results(Path(results_dir)) if results_dir is not None else []
+    model_id = model_id or model_dir.name
+    data = ModelCardData(
+        base_model=[hub_id(model) for model in inputs],
+        base_model_relation=relation,
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=list(TAGS),
+        license=common_licence(inputs),
+        model_name=model_id if eval_results else None,
+        eval_results=eval_results or None,
+    )
+    body = _body(
+        model_id,
+        inputs=inputs,
+        relation=relation,
+        method=method,
+        recipe_yaml=recipe_yaml,
+        members=members,
+        lineage=lineage,
+        licences=dataset_licences(members, [Path(p) for p in dataset_cards]),
+        eval_results=eval_results,
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def write_model_card(
+    model_dir: str | Path,
+    *,
+    inputs: Sequence[str],
+    recipe_yaml: str | None = None,
+    method: str | None = None,
+    results_dir: str | Path | None = None,
+    dataset_cards: Sequence[str | Path] = (),
+) -> Path:
+    """Write the card as ``model_dir/README.md`` (replacing mergekit's) and return its path."""
+    card = build_model_card(
+        model_dir,
+        inputs=inputs,
+        recipe_yaml=recipe_yaml,
+        method=method,
+        results_dir=results_dir,
+        dataset_cards=dataset_cards,
+    )
+    path = Path(model_dir) / "README.md"
+    path.write_text(str(card), encoding="utf-8")
+    logger.info("wrote model card %s", path)
+    return path
