@@ -1,0 +1,150 @@
+"""Input checks that run before any merge writes anything.
+
+Each problem becomes a one-line :class:`BoomError` naming the file (and tensor):
+missing config, missing/truncated/corrupt safetensors, pickled weights (refused
+unless allowed: unpickling runs arbitrary code), tensor name or shape mismatches
+between models, and NaN/Inf weights. Tensors are read one at a time, so checking
+never holds a whole model in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from boom_merge.errors import BoomError
+
+_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The weights of one model directory, by tensor name."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+
+
+def _read_header(file: Path) -> dict[str, TensorInfo]:
+    """Parse a safetensors header and check that the file holds every byte it declares."""
+    size = file.stat().st_size
+    try:
+        with file.open("rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(header_len))
+    except (struct.error, ValueError, UnicodeDecodeError) as error:
+        raise BoomError(f"corrupt safetensors file ({error})", path=file) from None
+    header.pop("__metadata__", None)
+    tensors = {}
+    end = 0
+    for name, entry in header.items():
+        try:
+            begin, stop = entry["data_offsets"]
+            shape = tuple(int(d) for d in entry["shape"])
+            dtype = str(entry["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise BoomError(f"corrupt safetensors header entry for tensor {name!r}", path=file) from None
+        expected = _DTYPE_BYTES.get(dtype, 0)
+        numel = 1
+        for dim in shape:
+            numel *= dim
+        if expected and stop - begin != numel * expected:
+            raise BoomError(f"corrupt safetensors: tensor {name!r} has the wrong byte length", path=file)
+        end = max(end, stop)
+        tensors[name] = TensorInfo(file, dtype, shape)
+    if 8 + header_len + end > size:
+        raise BoomError(
+            f"truncated safetensors file: {size} bytes, header declares {8 + header_len + end}",
+            path=file,
+        )
+    return tensors
+
+
+def model_files(model_dir: str | Path, *, allow_pickle: bool = False) -> ModelFiles:
+    """Check a model directory's config and weight files; return its tensor index."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise BoomError("model directory not found", path=model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise BoomError("missing config.json (not a transformers model directory)", path=model_dir)
+    weight_files = sorted(model_dir.glob("*.safetensors"))
+    if not weight_files:
+        pickled = sorted(model_dir.glob("*.bin")) + sorted(model_dir.glob("*.pt"))
+        if pickled and not allow_pickle:
+            raise BoomError(
+                f"only pickled weights ({pickled[0].name}); unpickling can run arbitrary code: "
+                "convert to safetensors or pass --allow-pickle",
+                path=model_dir,
+            )
+        if not pickled:
+            raise BoomError("no weight files (*.safetensors) found", path=model_dir)
+        return ModelFiles(model_dir, {})
+    tensors: dict[str, TensorInfo] = {}
+    for file in weight_files:
+        tensors.update(_read_header(file))
+    return ModelFiles(model_dir, tensors)
+
+
+def check_same_tensors(models: list[ModelFiles]) -> None:
+    """Every model must have the same tensor names and shapes as the first."""
+    reference = models[0]
+    if not reference.tensors:
+        return
+    for other in models[1:]:
+        if not other.tensors:
+            continue
+        for name in sorted(set(reference.tensors) | set(other.tensors)):
+            mine, theirs = reference.tensors.get(name), other.tensors.get(name)
+            if mine is None or theirs is None:
+                has, lacks = (reference, other) if theirs is None else (other, reference)
+                raise BoomError(
+                    f"tensor {name!r} is in {has.path} but not in {lacks.path}", path=lacks.path
+                )
+            if mine.shape != theirs.shape:
+                raise BoomError(
+                    f"tensor {name!r} has shape {list(mine.shape)} in {reference.path} "
+                    f"but {list(theirs.shape)} in {other.path}",
+                    path=other.path,
+                )
+
+
+def check_finite(model: ModelFiles) -> None:
+    """Raise naming the first floating tensor that holds NaN or Inf."""
+    import torch
+    from safetensors import safe_open
+
+    by_file: dict[Path, list[str]] = {}
+    for name, info in model.tensors.items():
+        if info.dtype.startswith(("F", "BF")):
+            by_file.setdefault(info.file, []).append(name)
+    for file, names in by_file.items():
+        with safe_open(str(file), framework="pt") as handle:
+            for name in tqdm(names, desc=f"checking {model.path.name}", leave=False, unit="tensor"):
+                if not bool(torch.isfinite(handle.get_tensor(name)).all()):
+                    raise BoomError(f"tensor {name!r} contains NaN or Inf values", path=file)
+
+
+def check_inputs(paths: list[str | Path], *, allow_pickle: bool = False, finite: bool = True) -> list[ModelFiles]:
+    """All checks for a merge's local inputs, cheapest first."""
+    models = [model_files(p, allow_pickle=allow_pickle) for p in paths]
+    check_same_tensors(models)
+    if finite:
+        for model in models:
+            check_finite(model)
+    return models

@@ -1,0 +1,97 @@
+"""Merge-stage commands: ``merge``, ``recipe``, ``incremental``, ``inspect``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from boom_merge.recipes import METHODS
+
+_force = click.option("--force", is_flag=True, help="Replace an existing output.")
+_allow_pickle = click.option(
+    "--allow-pickle", is_flag=True, help="Accept pickled .bin weights (unpickling can run code)."
+)
+_cuda = click.option("--cuda", is_flag=True, help="Do the merge math on the GPU.")
+
+
+@click.command("merge")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@_force
+@_cuda
+@_allow_pickle
+def merge_command(recipe: Path, out: Path, force: bool, cuda: bool, allow_pickle: bool) -> None:
+    """Merge with a mergekit RECIPE into OUT (a sentence-transformers model when inputs are)."""
+    from boom_merge.merging import merge_recipe
+
+    path = merge_recipe(recipe, out, force=force, cuda=cuda, allow_pickle=allow_pickle)
+    click.echo(f"merged model written to {path}")
+
+
+@click.command("recipe")
+@click.argument("members", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Recipe file to write.")
+@click.option("--method", type=click.Choice(METHODS), default="boom", show_default=True)
+@click.option("--weights", type=click.Choice(["equal", "ratio"]), default="equal", show_default=True,
+              help="ratio: proportional to each member's sample_ratio (boom_member.json).")
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Base model the members were trained from (required for task_arithmetic/ties).")
+@click.option("--density", type=float, default=0.5, show_default=True, help="TIES: fraction of each task vector kept.")
+@_force
+def recipe_command(
+    members: tuple[Path, ...], output: Path, method: str, weights: str, base: Path | None, density: float, force: bool
+) -> None:
+    """Write a runnable mergekit recipe merging MEMBER... ."""
+    from boom_merge.recipes import write_recipe
+
+    path = write_recipe(list(members), output, method=method, weights=weights, base=base, density=density, force=force)
+    click.echo(f"recipe written to {path}")
+
+
+@click.command("incremental")
+@click.argument("old", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("update", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path), help="New model directory.")
+@click.option("--update-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Total share of the update model (0 keeps OLD, 1 gives UPDATE).")
+@click.option("--interpolation", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True)
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Corpus directory: also report how far the update moved the embeddings.")
+@_force
+@_cuda
+@_allow_pickle
+def incremental_command(
+    old: Path, update: Path, output: Path, update_weight: float, interpolation: str,
+    data: Path | None, force: bool, cuda: bool, allow_pickle: bool,
+) -> None:
+    """Merge an UPDATE model into the existing OLD model; OLD is never modified."""
+    from boom_merge.incremental import incremental_merge
+
+    result = incremental_merge(
+        old, update, output, update_weight=update_weight, interpolation=interpolation,
+        force=force, cuda=cuda, allow_pickle=allow_pickle,
+    )
+    click.echo(f"updated model written to {result.path} (lineage in boom_lineage.json)")
+    if data is not None:
+        from boom_merge.drift import drift_report, format_drift
+
+        click.echo(format_drift(drift_report(old, result.path, data)))
+
+
+@click.command("inspect")
+@click.argument("models", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Measure deltas from this base (default: from the members' mean).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a heatmap PNG.")
+def inspect_command(models: tuple[Path, ...], base: Path | None, plot: Path | None) -> None:
+    """Pairwise cosine similarity of the MODELS' weight deltas, per layer and overall."""
+    from boom_merge.similarity import member_similarity
+
+    report = member_similarity(list(models), base=base)
+    click.echo(report.table())
+    if plot is not None:
+        click.echo(f"heatmap written to {report.plot(plot)}")
+
+
+COMMANDS = [merge_command, recipe_command, incremental_command, inspect_command]

@@ -1,0 +1,118 @@
+"""Incremental BOOM updates: fold an update model into an existing model.
+
+The paper's cheap update: train an update model on the new data plus a small sample
+of the old (``boom-merge train-update``), then merge it into the existing model with
+``boom_incremental``. The existing model is only read; the new model records its
+lineage (inputs, weights, content hashes, and the existing model's own lineage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from tqdm.auto import tqdm
+
+from boom_merge.errors import BoomError
+
+LINEAGE_FILE = "boom_lineage.json"
+_HALF_DTYPES = {"bfloat16", "float16"}
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """sha256 over a model's weight files (sorted by relative path), streamed."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    files = sorted(
+        p for p in model_dir.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin")
+    )
+    for file in tqdm(files, desc=f"hashing {model_dir.name}", leave=False, unit="file"):
+        digest.update(file.relative_to(model_dir).as_posix().encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _config_dtype(model_dir: Path) -> str | None:
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return dtype if dtype in _HALF_DTYPES else None
+
+
+def incremental_recipe(
+    old: Path, update: Path, *, update_weight: float, interpolation: str
+) -> dict[str, Any]:
+    """The ``boom_incremental`` recipe: existing model as base, update as the one input."""
+    recipe: dict[str, Any] = {
+        "merge_method": "boom_incremental",
+        "base_model": str(old),
+        "models": [{"model": str(update)}],
+        "parameters": {"update_weight": update_weight, "interpolation": interpolation},
+        "dtype": "float32",
+    }
+    out_dtype = _config_dtype(old)
+    if out_dtype:
+        recipe["out_dtype"] = out_dtype
+    return recipe
+
+
+@dataclass(frozen=True)
+class IncrementalResult:
+    path: Path
+    lineage: dict[str, Any]
+
+
+def incremental_merge(
+    old: str | Path,
+    update: str | Path,
+    out: str | Path,
+    *,
+    update_weight: float = 0.5,
+    interpolation: Literal["slerp", "linear"] = "slerp",
+    force: bool = False,
+    allow_pickle: bool = False,
+    cuda: bool = False,
+) -> IncrementalResult:
+    """Merge ``update`` into ``old`` as ``out``; ``old`` is never written to."""
+    from mergekit.config import MergeConfiguration
+
+    from boom_merge.merging import run_recipe
+
+    old, update, out = Path(old).absolute(), Path(update).absolute(), Path(out).absolute()
+    if not 0.0 <= update_weight <= 1.0:
+        raise BoomError(f"--update-weight must be in [0, 1], got {update_weight}")
+    for model in (old, update):
+        if out == model or model in out.parents:
+            raise BoomError(f"output must not be inside an input model ({model})", path=out)
+    recipe = incremental_recipe(old, update, update_weight=update_weight, interpolation=interpolation)
+    text = "# Written by `boom-merge incremental`.\n" + yaml.safe_dump(recipe, sort_keys=False)
+    lineage = {
+        "kind": "incremental",
+        "old": {"path": str(old), "sha256": weights_sha256(old)},
+        "update": {"path": str(update), "sha256": weights_sha256(update)},
+        "update_weight": update_weight,
+        "interpolation": interpolation,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    previous = old / LINEAGE_FILE
+    if previous.is_file():
+        lineage["old_lineage"] = json.loads(previous.read_text(encoding="utf-8"))
+    run_recipe(
+        MergeConfiguration.model_validate(recipe),
+        out,
+        recipe_text=text,
+        force=force,
+        cuda=cuda,
+        allow_pickle=allow_pickle,
+        extra_files={LINEAGE_FILE: json.dumps(lineage, indent=2) + "\n"},
+    )
+    return IncrementalResult(out, lineage)

@@ -1,0 +1,173 @@
+"""The BOOM merge methods, written against mergekit's ``merge_method`` decorator.
+
+``boom`` merges the M bag members of one base into one model; ``boom_incremental``
+folds an update model into an existing model. Both are registered with mergekit's
+registry by :func:`register_methods` (called by the import hook in ``_hook.py``), so
+plain ``mergekit-yaml`` recipes can name them.
+
+Multi-SLERP here is mergekit's ``multislerp``: project each input onto the unit sphere,
+take the normalised weighted mean direction, and rescale it to the weighted mean
+norm. mergekit also projects onto the tangent space at that mean and maps back, but
+that step cancels exactly (sum_i w_i (u_i - <u_i, m> m) = |s| m - |s| m = 0 for
+s = sum_i w_i u_i, m = s / |s|), so we compute the same result in one streaming pass
+with one accumulator instead of stacking M copies of every tensor. Where the mean
+direction vanishes (all inputs zero, or antipodal inputs) we fall back to the linear
+average instead of raising: zero tensors such as MiniLM's ``pooler.dense.bias`` then
+merge to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from mergekit.merge_methods import (
+    BasePolicy,
+    InputContract,
+    MergeMethod,
+    PerNonBase,
+    TensorGroup,
+    merge_method,
+)
+from pydantic import Field
+from typing_extensions import Annotated
+
+Interpolation = Literal["slerp", "linear"]
+EPS = 1e-8
+
+
+def _accumulation_dtype(tensor: torch.Tensor) -> torch.dtype:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def _normalised(weights: Sequence[float]) -> list[float]:
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"merge weights must sum to a positive number, got {list(weights)}")
+    return [float(w) / total for w in weights]
+
+
+def linear_combination(
+    tensors: Sequence[torch.Tensor], weights: Sequence[float], origin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``origin + sum_i w_i (t_i - origin)`` with normalised weights, in float32 or wider."""
+    weights = _normalised(weights)
+    dtype = _accumulation_dtype(tensors[0])
+    result = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
+    for tensor, weight in zip(tensors, weights):
+        delta = tensor.to(dtype) if origin is None else tensor.to(dtype) - origin.to(dtype)
+        result.add_(delta, alpha=weight)
+    if origin is not None:
+        result.add_(origin.to(dtype))
+    return result.to(tensors[0].dtype)
+
+
+def spherical_combination(
+    tensors: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    origin: torch.Tensor | None = None,
+    eps: float = EPS,
+) -> torch.Tensor:
+    """Multi-SLERP of ``tensors`` (minus ``origin``) with normalised weights.
+
+    Equals mergekit's ``multislerp`` wherever that one is defined; falls back to
+    :func:`linear_combination` where the weighted mean direction vanishes.
+    """
+    weights = _normalised(weights)
+    dtype = _accumulation_dtype(tensors[0])
+    direction = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
+    mean_norm = 0.0
+    for tensor, weight in zip(tensors, weights):
+        delta = tensor.to(dtype) if origin is None else tensor.to(dtype) - origin.to(dtype)
+        norm = float(torch.linalg.vector_norm(delta))
+        direction.add_(delta, alpha=weight / (norm + eps))
+        mean_norm += weight * norm
+    direction_norm = float(torch.linalg.vector_norm(direction))
+    if direction_norm < eps:
+        return linear_combination(tensors, weights, origin)
+    result = direction.mul_(mean_norm / direction_norm)
+    if origin is not None:
+        result.add_(origin.to(dtype))
+    return result.to(tensors[0].dtype)
+
+
+def combine(
+    tensors: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    interpolation: Interpolation,
+    origin: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Merge tensors with the chosen interpolation; non-floating tensors are copied."""
+    if not tensors[0].is_floating_point():
+        return (origin if origin is not None else tensors[0]).clone()
+    if interpolation == "slerp":
+        return spherical_combination(tensors, weights, origin)
+    return linear_combination(tensors, weights, origin)
+
+
+@merge_method(
+    name="boom",
+    pretty_name="BOOM (bagging-based robust model merging)",
+    reference_url="https://arxiv.org/abs/2602.05787",
+    contract=InputContract(base=BasePolicy.OPTIONAL, min_non_base=1),
+)
+def boom_merge(
+    group: TensorGroup,
+    weight: PerNonBase[Annotated[float, Field(ge=0)]] = 1.0,
+    interpolation: Interpolation = "slerp",
+) -> torch.Tensor:
+    """Merge bag members; with a base, merge their deltas from it and add it back."""
+    members = group.non_base
+    if len(members) == 1:
+        return members[0].tensor
+    origin = group.base.tensor if group.base is not None else None
+    return combine(
+        [entry.tensor for entry in members], weight.values_for(members), interpolation, origin
+    )
+
+
+@merge_method(
+    name="boom_incremental",
+    pretty_name="BOOM incremental update",
+    reference_url="https://arxiv.org/abs/2602.05787",
+    contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=1),
+)
+def boom_incremental_merge(
+    group: TensorGroup,
+    weight: PerNonBase[Annotated[float, Field(ge=0)]] = 1.0,
+    update_weight: Annotated[float, Field(ge=0, le=1)] = 0.5,
+    interpolation: Interpolation = "slerp",
+) -> torch.Tensor:
+    """Fold update model(s) into the existing model (the base).
+
+    ``update_weight`` (alpha) is the updates' total share, split among them by
+    ``weight``: alpha = 0 returns the existing tensor bit-exact, alpha = 1 the updates.
+    """
+    existing = group.base.tensor
+    updates = group.non_base
+    if update_weight == 0.0:
+        return existing
+    shares = [update_weight * w for w in _normalised(weight.values_for(updates))]
+    if update_weight == 1.0:
+        if len(updates) == 1:
+            return updates[0].tensor
+        return combine([entry.tensor for entry in updates], shares, interpolation)
+    return combine(
+        [existing, *(entry.tensor for entry in updates)],
+        [1.0 - update_weight, *shares],
+        interpolation,
+    )
+
+
+BOOM_METHODS: tuple[MergeMethod, ...] = (boom_merge, boom_incremental_merge)
+
+
+def register_methods() -> None:
+    """Make the BOOM methods available to mergekit by name (idempotent)."""
+    from mergekit.merge_methods import register, registered_methods
+
+    known = {method.spec.name for method in registered_methods()}
+    for method in BOOM_METHODS:
+        if method.spec.name not in known:
+            register(method)

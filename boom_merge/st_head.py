@@ -1,0 +1,285 @@
+"""The sentence-transformers head of a merge: everything mergekit does not write.
+
+mergekit merges the transformer at a model's root. A sentence-transformers model
+also has ``modules.json``, prompts and settings, a Pooling module, maybe Dense
+layers and Normalize. :func:`plan_head` checks that all inputs embed the same way
+(same modules, pooling, normalisation, prompts, vocabulary) before anything is
+merged; :meth:`HeadPlan.write` then copies the settings into the output and merges
+every weighted module (e.g. ``Dense``) with the recipe's own method and parameters,
+so the output embeds exactly like the hand-merged model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boom_merge.errors import BoomError
+from boom_merge.recipes import ordered_references
+
+logger = logging.getLogger(__name__)
+
+MODULES_FILE = "modules.json"
+SETTINGS_FILES = ("config_sentence_transformers.json", "sentence_bert_config.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+    "merges.txt",
+    "vocab.json",
+    "added_tokens.json",
+)
+# Settings that differ between library versions but do not change embeddings.
+_VOLATILE_KEYS = {"__version__", "model_type"}
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """One entry of ``modules.json`` plus what lives in its folder."""
+
+    name: str
+    path: str
+    kind: str  # class name, independent of the library version's module path
+    config: dict[str, Any]
+    weights: Path | None
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """How one sentence-transformers directory turns token states into embeddings."""
+
+    path: Path
+    modules: tuple[ModuleInfo, ...]
+    settings: dict[str, dict[str, Any]]
+    vocabulary: str  # sha256 of the vocabulary, "" if none found
+
+    def describe(self) -> dict[str, Any]:
+        """Everything that must agree between merge inputs, by human-readable name."""
+        described: dict[str, Any] = {
+            "modules": [m.kind for m in self.modules],
+            "vocabulary": self.vocabulary,
+        }
+        for module in self.modules:
+            if module.path:
+                described[f"{module.kind} ({module.path}) config"] = module.config
+        for file, values in self.settings.items():
+            for key, value in values.items():
+                described[f"{file}:{key}"] = value
+        return described
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise BoomError(f"cannot read JSON ({error})", path=path) from None
+
+
+def _vocabulary_hash(model_dir: Path) -> str:
+    tokenizer_json = model_dir / "tokenizer.json"
+    if tokenizer_json.is_file():
+        data = _read_json(tokenizer_json)
+        payload = json.dumps(
+            [data.get("model", {}).get("vocab"), [t.get("content") for t in data.get("added_tokens", [])]],
+            sort_keys=True,
+        ).encode()
+        return hashlib.sha256(payload).hexdigest()
+    for name in ("vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "vocab.json"):
+        if (model_dir / name).is_file():
+            return hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
+    return ""
+
+
+def _module_info(model_dir: Path, entry: dict[str, Any]) -> ModuleInfo:
+    path = entry.get("path", "")
+    folder = model_dir / path
+    config: dict[str, Any] = {}
+    weights = None
+    if path:
+        if not folder.is_dir():
+            raise BoomError(f"module folder {path!r} listed in modules.json is missing", path=model_dir)
+        for config_file in sorted(folder.glob("*.json")):
+            config[config_file.name] = {
+                k: v for k, v in _read_json(config_file).items() if k not in _VOLATILE_KEYS
+            }
+        weights = next((folder / w for w in WEIGHT_FILES if (folder / w).is_file()), None)
+    return ModuleInfo(
+        name=str(entry.get("name", entry.get("idx", ""))),
+        path=path,
+        kind=str(entry.get("type", "")).rsplit(".", 1)[-1],
+        config=config,
+        weights=weights,
+    )
+
+
+def read_head(model_dir: str | Path) -> HeadSpec | None:
+    """Read a sentence-transformers directory; ``None`` for a plain transformers model."""
+    model_dir = Path(model_dir)
+    modules_file = model_dir / MODULES_FILE
+    if not modules_file.is_file():
+        return None
+    entries = _read_json(modules_file)
+    if not isinstance(entries, list) or not entries:
+        raise BoomError("modules.json must be a non-empty list of modules", path=modules_file)
+    modules = tuple(_module_info(model_dir, entry) for entry in entries)
+    if modules[0].path:
+        raise BoomError(
+            f"the first module ({modules[0].kind}) lives in {modules[0].path!r}; boom-merge "
+            "needs the transformer at the model root, where mergekit reads it",
+            path=modules_file,
+        )
+    settings = {
+        file: {k: v for k, v in _read_json(model_dir / file).items() if k not in _VOLATILE_KEYS}
+        for file in SETTINGS_FILES
+        if (model_dir / file).is_file()
+    }
+    return HeadSpec(model_dir, modules, settings, _vocabulary_hash(model_dir))
+
+
+def check_compatible(heads: list[HeadSpec]) -> None:
+    """Raise naming the first setting in which an input embeds differently from the first."""
+    reference = heads[0]
+    expected = reference.describe()
+    for other in heads[1:]:
+        described = other.describe()
+        for key in sorted(set(expected) | set(described), key=str):
+            if expected.get(key) != described.get(key):
+                raise BoomError(
+                    f"inputs embed differently: {key} is {_short(expected.get(key))} in "
+                    f"{reference.path} but {_short(described.get(key))} in {other.path}; "
+                    "merging them would not give one consistent embedding model"
+                )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        text = f"vocab sha256 {text[:12]}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """A checked set of sentence-transformers inputs, ready to finish an output."""
+
+    heads: tuple[HeadSpec, ...]
+    reference: HeadSpec
+
+    def write(self, out_dir: str | Path, merge_config: Any) -> None:
+        """Copy settings and modules into ``out_dir``; merge weighted modules."""
+        out_dir = Path(out_dir)
+        ref = self.reference.path
+        for name in (MODULES_FILE, *SETTINGS_FILES):
+            if (ref / name).is_file():
+                shutil.copy2(ref / name, out_dir / name)
+        for name in TOKENIZER_FILES:
+            if (ref / name).is_file() and not (out_dir / name).exists():
+                shutil.copy2(ref / name, out_dir / name)
+        for module in self.reference.modules[1:]:
+            target = out_dir / module.path
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(ref / module.path, target, ignore=shutil.ignore_patterns(*WEIGHT_FILES))
+            if module.weights is not None:
+                _merge_module_weights(module, self.heads, target, merge_config)
+
+
+def plan_head(merge_config: Any) -> HeadPlan | None:
+    """Check a mergekit configuration's inputs; ``None`` unless all are sentence-transformers."""
+    refs = ordered_references(merge_config)
+    paths = [Path(ref.model.path) for ref in refs]
+    heads = [read_head(p) if p.is_dir() else None for p in paths]
+    if all(head is None for head in heads):
+        return None
+    if any(head is None for head in heads):
+        plain = [str(p) for p, h in zip(paths, heads) if h is None]
+        raise BoomError(
+            f"mixing sentence-transformers and plain models is not supported: {', '.join(plain)} "
+            "has no modules.json"
+        )
+    check_compatible(heads)
+    non_base = [h for h, ref in zip(heads, refs) if ref != merge_config.base_model]
+    return HeadPlan(tuple(heads), (non_base or heads)[0])
+
+
+def _load_weights(path: Path) -> dict[str, Any]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _merge_module_weights(
+    module: ModuleInfo, heads: tuple[HeadSpec, ...], target: Path, merge_config: Any
+) -> None:
+    """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method."""
+    from mergekit.config import ConfigReader
+    from mergekit.merge_methods import get, merge_tensors
+    from mergekit.parameter_resolver import resolve_parameters
+    from safetensors.torch import save_file
+
+    method = get(merge_config.merge_method)
+    models = ordered_references(merge_config)
+    reader = ConfigReader(config=merge_config, t=0.0)
+    base = merge_config.base_model
+    state_dicts = []
+    for head in heads:
+        info = next(m for m in head.modules if m.path == module.path)
+        state_dicts.append(_load_weights(info.weights))
+    merged = {}
+    for key, first in state_dicts[0].items():
+        tensor_name = f"{module.path}.{key}"
+        tensors = [sd[key] for sd in state_dicts]
+        if not first.is_floating_point():
+            merged[key] = first.clone()
+            continue
+        shared, per_input = resolve_parameters(
+            method.spec,
+            tensor_name=tensor_name,
+            inputs={model: tensor_name for model in models},
+            sources=reader.parameter_sources,
+            base_model=base,
+            t=0.0,
+        )
+        parameters = dict(shared)
+        for spec in method.spec.input_parameters:
+            parameters[spec.name] = {
+                model: values[spec.name] for model, values in per_input.items() if spec.name in values
+            }
+        merged[key] = merge_tensors(
+            tensors,
+            method,
+            parameters=parameters,
+            ids=models,
+            base_index=models.index(base) if base in models else None,
+            name=tensor_name,
+        ).contiguous()
+    save_file(merged, str(target / "model.safetensors"))
+    logger.info("merged %d tensors of module %s", len(merged), module.path)
+
+
+def finish_output(
+    plan: HeadPlan, merge_config: Any, out_path: str | Path, recipe_yaml: str | None = None
+) -> None:
+    """Make a finished mergekit output a sentence-transformers model with a model card."""
+    from boom_merge.card import write_model_card
+    plan.write(out_path, merge_config)
+    write_model_card(
+        Path(out_path),
+        inputs=[ref.model.path for ref in ordered_references(merge_config)],
+        recipe_yaml=recipe_yaml,
+        method=merge_config.merge_method,
+    )

