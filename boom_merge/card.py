@@ -157,8 +157,8 @@ def dataset_licences(members: Sequence[Member], dataset_cards: Sequence[Path] = 
     return licences
 
 
-def _task_metadata(task_name: str) -> tuple[str, str, str, str | None]:
-    """(HF task type, metric name, dataset type, dataset revision) of an MTEB task.
+def _task_metadata(task_name: str) -> tuple[str, str, str]:
+    """(HF task type, metric name, dataset type) of an MTEB task.
 
     Tasks outside mteb's registry (our own offline corpora) fall back to generic values.
     """
@@ -166,9 +166,9 @@ def _task_metadata(task_name: str) -> tuple[str, str, str, str | None]:
 
     try:
         meta = mteb.get_task(task_name).metadata
-    except (KeyError, ValueError):
-        return "sentence-similarity", "main_score", task_name, None
-    return meta._hf_task_type()[0], meta.main_score, meta.dataset["path"], meta.dataset.get("revision")
+    except KeyError:
+        return "sentence-similarity", "main_score", task_name
+    return meta._hf_task_type()[0], meta.main_score, meta.dataset["path"]
 
 
 def mteb_eval_results(results_dir: Path) -> list[EvalResult]:
@@ -188,7 +188,7 @@ def mteb_eval_results(results_dir: Path) -> list[EvalResult]:
             continue
         try:
             task_result = TaskResult.from_disk(path)
-        except ValueError as error:
+        except (ValueError, KeyError, TypeError) as error:  # mteb's loader raises all three
             raise BoomError(f"not a valid MTEB result: {str(error).splitlines()[0]}", path=path) from None
         results.extend(_task_eval_results(task_result))
     if not results:
@@ -198,7 +198,7 @@ def mteb_eval_results(results_dir: Path) -> list[EvalResult]:
 
 def _task_eval_results(task_result: Any) -> list[EvalResult]:
     """One EvalResult per split and subset of one MTEB ``TaskResult``."""
-    task_type, metric, dataset_type, revision = _task_metadata(task_result.task_name)
+    task_type, metric, dataset_type = _task_metadata(task_result.task_name)
     return [
         EvalResult(
             task_type=task_type,
@@ -207,7 +207,7 @@ def _task_eval_results(task_result: Any) -> list[EvalResult]:
             dataset_name=f"MTEB {task_result.task_name} ({scores.get('hf_subset', 'default')})",
             dataset_config=scores.get("hf_subset", "default"),
             dataset_split=split,
-            dataset_revision=revision,
+            dataset_revision=task_result.dataset_revision,
             metric_type=metric,
             metric_name=metric,
             metric_value=float(scores["main_score"]),
@@ -328,9 +328,9 @@ def build_model_card(
         recipe_yaml = read_recipe(model_dir)
     if recipe_yaml is not None:
         recipe_models, recipe_method = recipe_inputs(recipe_yaml, source=model_dir)
-        inputs = recipe_models if inputs is None else inputs
+        inputs = inputs or recipe_models
         method = method or recipe_method
-    elif inputs is None and own is not None and own.get("base_model"):
+    elif not inputs and own is not None and own.get("base_model"):
         inputs = [str(own["base_model"])]
     if not inputs:
         raise BoomError("cannot tell the model's inputs: no recipe or boom_member.json", path=model_dir)

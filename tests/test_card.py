@@ -1,0 +1,218 @@
+"""Model cards: built from a real mergekit merge, checked with huggingface_hub's parsers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mteb
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard import metadata_load
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from mteb import TaskResult
+
+from boom_merge.card import build_model_card, common_licence, hub_id, mteb_eval_results, write_model_card
+from boom_merge.errors import BoomError
+from tests.tiny_models import make_tiny_bert_st
+
+RATIOS = {"m0": 0.4, "m1": 0.8}
+
+
+def _member_manifest(index: int, ratio: float, base: str) -> dict:
+    return {
+        "kind": "member",
+        "member_index": index,
+        "sample_ratio": ratio,
+        "seed": 100 + index,
+        "base_model": base,
+        "datasets": {
+            "wordnet": {"available": 1000, "sampled": int(1000 * ratio), "ids_sha256": "ab" * 32, "licence": "WordNet"},
+            "foldoc": {"available": 200, "sampled": int(200 * ratio), "ids_sha256": "cd" * 32, "licence": "GFDL-1.1"},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minilm_path: str) -> dict:
+    """A real mergekit linear merge of two tiny members whose base licence is MiniLM's."""
+    root = tmp_path_factory.mktemp("card")
+    members = []
+    for index, name in enumerate(RATIOS):
+        path = make_tiny_bert_st(root / name, seed=index + 1, perturb_from=tiny_bert_base)
+        (path / "boom_member.json").write_text(json.dumps(_member_manifest(index, RATIOS[name], minilm_path)))
+        members.append(path)
+    recipe = "merge_method: linear\nmodels:\n" + "".join(
+        f"  - model: {path}\n    parameters:\n      weight: 0.5\n" for path in members
+    ) + "dtype: float32\n"
+    (root / "recipe.yml").write_text(recipe)
+    out = root / "merged"
+    subprocess.run(
+        [sys.executable, "-m", "mergekit.scripts.run_yaml", str(root / "recipe.yml"), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    (out / "boom_members").mkdir()
+    for path in members:
+        (out / "boom_members" / f"{path.name}.json").write_text((path / "boom_member.json").read_text())
+    return {"dir": out, "members": members, "recipe": recipe}
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MTEB results saved with mteb's own classes: a registry task and an unregistered one."""
+    root = tmp_path_factory.mktemp("results") / "model" / "no_revision"
+    root.mkdir(parents=True)
+    sts = mteb.get_task("STSBenchmark")
+    TaskResult.from_task_results(
+        sts, {"test": {"default": {"main_score": 0.8123, "cosine_spearman": 0.8123}}}, evaluation_time=2.0
+    ).to_disk(root / "STSBenchmark.json")
+    TaskResult(
+        dataset_revision="local-1",
+        task_name="BoomFoldocRetrieval",
+        mteb_version=mteb.__version__,
+        scores={"test": [{"main_score": 0.4567, "hf_subset": "default", "languages": ["eng-Latn"]}]},
+        evaluation_time=1.0,
+    ).to_disk(root / "BoomFoldocRetrieval.json")
+    (root / "model_meta.json").write_text(json.dumps({"name": "model", "revision": None}))
+    return root.parent.parent
+
+
+def _yaml_block(text: str) -> dict:
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+
+
+def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
+    inputs = [str(path) for path in merged["members"]]
+    path = write_model_card(merged["dir"], inputs=inputs, recipe_yaml=merged["recipe"], results_dir=results_dir)
+    assert path == merged["dir"] / "README.md"
+    text = path.read_text()
+
+    card = ModelCard.load(path)
+    meta = metadata_load(path)
+    assert meta["library_name"] == "sentence-transformers"
+    assert meta["pipeline_tag"] == "sentence-similarity"
+    assert meta["base_model"] == ["m0", "m1"]
+    assert meta["base_model_relation"] == "merge"
+    assert meta["license"] == "apache-2.0"  # MiniLM's README, reached through boom_member.json
+    assert {"sentence-transformers", "boom-merge", "mergekit", "merge"} <= set(meta["tags"])
+    assert card.data.base_model == ["m0", "m1"]
+
+    name, evals = model_index_to_eval_results(meta["model-index"])
+    assert name == "merged"
+    expected = {}
+    for file in results_dir.rglob("*.json"):
+        raw = json.loads(file.read_text())
+        if "task_name" in raw:
+            expected[raw["task_name"]] = raw["scores"]["test"][0]["main_score"]
+    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(expected)
+    sts = next(e for e in evals if e.task_name == "STSBenchmark")
+    assert (sts.task_type, sts.metric_type, sts.dataset_type) == (
+        "sentence-similarity",
+        "cosine_spearman",
+        "mteb/stsbenchmark-sts",
+    )
+    custom = next(e for e in evals if e.task_name == "BoomFoldocRetrieval")
+    assert (custom.dataset_revision, custom.dataset_split) == ("local-1", "test")
+
+    assert _yaml_block(card.text) == yaml.safe_load(merged["recipe"])
+    assert 'SentenceTransformer("merged")' in card.text
+    assert "`linear`" in card.text  # method read from the recipe
+    for path_ in inputs:
+        assert f"- `{path_}`" in text
+    for member, ratio in RATIOS.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {member} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        manifest = _member_manifest(list(RATIOS).index(member), ratio, "")
+        assert cells[:4] == [member, "member", str(ratio), str(manifest["seed"])]
+        assert f"wordnet: {manifest['datasets']['wordnet']['sampled']} / 1000" in cells[4]
+    assert "- foldoc: GFDL-1.1" in text and "- wordnet: WordNet" in text
+
+
+def test_card_defaults_come_from_model_dir(merged: dict) -> None:
+    """push builds the card from what mergekit saved (mergekit_config.yml)."""
+    card = build_model_card(merged["dir"], model_id="user/boom-tiny")
+    assert card.data.base_model == ["m0", "m1"]
+    assert 'SentenceTransformer("user/boom-tiny")' in card.text
+    saved = yaml.safe_load((merged["dir"] / "mergekit_config.yml").read_text())
+    assert _yaml_block(card.text) == saved
+    assert card.data.to_dict().get("model-index") is None
+
+
+def test_member_card_is_finetune_of_its_base(merged: dict, minilm_path: str) -> None:
+    member = merged["members"][1]
+    card = build_model_card(member)
+    assert card.data.base_model == [hub_id(minilm_path)]
+    assert card.data.base_model_relation == "finetune"
+    assert card.data.license == "apache-2.0"
+    assert "| m1 | member | 0.8 | 101 |" in card.text
+
+
+def test_lineage_section(merged: dict, tmp_path: Path) -> None:
+    lineage = {
+        "kind": "incremental",
+        "old": {"path": "/models/v1", "sha256": "1" * 64},
+        "update": {"path": "/models/upd", "sha256": "2" * 64},
+        "update_weight": 0.25,
+        "interpolation": "slerp",
+        "created": "2026-11-26T10:00:00+00:00",
+    }
+    model = tmp_path / "v2"
+    model.mkdir()
+    (model / "boom_lineage.json").write_text(json.dumps(lineage))
+    card = build_model_card(model, inputs=["/models/v1", "/models/upd"], method="boom_incremental")
+    assert card.data.base_model == ["/models/v1", "/models/upd"]  # not on disk: kept as given
+    assert "| old | /models/v1 | `" + "1" * 64 + "` |" in card.text
+    assert "| update | /models/upd | `" + "2" * 64 + "` |" in card.text
+    assert "update weight 0.25" in card.text and "slerp" in card.text
+
+
+def test_hub_id_from_hf_cache_path(tmp_path: Path) -> None:
+    snapshot = tmp_path / "models--sentence-transformers--all-MiniLM-L6-v2" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    assert hub_id(str(snapshot)) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_id("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    assert hub_id(str(tmp_path)) == tmp_path.name
+
+
+def test_licences_differ_gives_none(merged: dict, minilm_path: str, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README.md").write_text("---\nlicense: mit\n---\n# other\n")
+    assert common_licence([minilm_path, minilm_path]) == "apache-2.0"
+    assert common_licence([minilm_path, str(other)]) is None
+
+
+def test_dataset_card_licence(merged: dict, tmp_path: Path) -> None:
+    card_dir = tmp_path / "kjv-web"
+    card_dir.mkdir()
+    (card_dir / "README.md").write_text("---\nlicense: cc0-1.0\npretty_name: Bible KJV-WEB\n---\n# data\n")
+    card = build_model_card(merged["dir"], dataset_cards=[card_dir])
+    assert "- Bible KJV-WEB: cc0-1.0" in card.text
+
+
+def test_bad_inputs_name_the_file(merged: dict, results_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "results"
+    bad.mkdir()
+    (bad / "STSBenchmark.json").write_text(json.dumps({"task_name": "STSBenchmark", "scores": "oops"}))
+    with pytest.raises(BoomError, match=r"STSBenchmark\.json: not a valid MTEB result"):
+        mteb_eval_results(bad)
+    with pytest.raises(BoomError, match="no MTEB result files"):
+        mteb_eval_results(_empty(tmp_path))
+    model = tmp_path / "member"
+    model.mkdir()
+    (model / "boom_member.json").write_text("{not json")
+    with pytest.raises(BoomError, match=r"boom_member\.json: cannot read JSON"):
+        build_model_card(model)
+    with pytest.raises(BoomError, match="cannot tell the model's inputs"):
+        build_model_card(_empty(tmp_path))
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty"
+    path.mkdir(exist_ok=True)
+    return path
