@@ -1,0 +1,87 @@
+"""``boom-merge eval`` and ``boom-merge drift``: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _names(value: tuple[str, ...]) -> list[str] | None:
+    """Comma lists from repeatable options, flattened; None when not given."""
+    names = [name.strip() for item in value for name in item.split(",") if name.strip()]
+    return names or None
+
+
+def _caps(max_queries: int | None, max_corpus: int | None):
+    """The --max-queries/--max-corpus/--batch-size options, with per-command defaults."""
+
+    def decorate(command):
+        for option in (
+            click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Encoding batch size."),
+            click.option("--max-corpus", type=click.IntRange(min=1), default=max_corpus, show_default=True, help="Documents per dataset (relevant ones always kept)."),
+            click.option("--max-queries", type=click.IntRange(min=1), default=max_queries, show_default=True, help="Queries per dataset (first in file order)."),
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+@click.command("eval")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--tasks", multiple=True, help="Comma list: corpus sources (wordnet), local task names or MTEB task names. Default: every corpus source.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("boom-eval"), show_default=True, help="Output folder: MTEB results, summary.md/json, scores.png.")
+@click.option("--corpus", type=click.Path(path_type=Path), help="Built corpus folder (default: the one `boom-merge data build` writes).")
+@click.option("--in-domain", "in_domain", multiple=True, help="Comma list of dataset/task names that are in-domain for every model (overrides the models' lineage).")
+@_caps(None, None)
+@click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+def eval_command(
+    models: tuple[Path, ...],
+    tasks: tuple[str, ...],
+    out: Path,
+    corpus: Path | None,
+    in_domain: tuple[str, ...],
+    max_queries: int | None,
+    max_corpus: int | None,
+    batch_size: int,
+    force: bool,
+) -> None:
+    """Evaluate MODEL... with MTEB; print and save a summary table and chart."""
+    from boom_merge.evaluation import evaluate_models, to_text
+
+    summary = evaluate_models(
+        models,
+        out,
+        corpus_dir=corpus,
+        tasks=_names(tasks),
+        in_domain=_names(in_domain),
+        max_queries=max_queries,
+        max_corpus=max_corpus,
+        batch_size=batch_size,
+        force=force,
+    )
+    click.echo(to_text(summary))
+    click.echo(f"Results, summary.md, summary.json and scores.png in {out}")
+
+
+@click.command("drift")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="Built corpus folder (default: the one `boom-merge data build` writes).")
+@_caps(100, 1000)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON to this file.")
+def drift_command(
+    old: Path, new: Path, data: Path | None, max_queries: int, max_corpus: int, batch_size: int, json_out: Path | None
+) -> None:
+    """How far NEW moved from OLD: cosine per text and recall@10 on an OLD index."""
+    from boom_merge.drift import drift_report, format_drift
+
+    report = drift_report(old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
+    click.echo(format_drift(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+
+
+COMMANDS = [eval_command, drift_command]

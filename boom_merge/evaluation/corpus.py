@@ -1,0 +1,204 @@
+"""Read the test side of a built corpus (``boom-merge data build``) from disk.
+
+Layout (one directory per source under ``test/``)::
+
+    manifest.json                 {"sources": {NAME: {"domain", "task", "licence", ...}}, ...}
+    test/NAME/queries.jsonl       {"_id", "text"}
+    test/NAME/corpus.jsonl        {"_id", "title", "text"}
+    test/NAME/qrels/test.tsv      query-id<TAB>corpus-id<TAB>score (with header)
+    sts/wordsim353.tsv            word1<TAB>word2<TAB>score (with header)
+
+Evaluation (MTEB tasks) and drift both read it through this module, with the same
+caps so that quick runs stay cheap on a CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from boom_merge.errors import BoomError
+
+TaskKind = Literal["retrieval", "sts"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One dataset of the corpus, as the manifest describes it."""
+
+    name: str
+    task: TaskKind
+    domain: str
+    licence: str
+
+
+@dataclass(frozen=True)
+class RetrievalSplit:
+    """Queries, documents and relevance judgements of one retrieval test split."""
+
+    queries: dict[str, str]
+    corpus: dict[str, dict[str, str]]
+    qrels: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class STSPairs:
+    """Graded text pairs (e.g. WordSim-353)."""
+
+    text1: list[str]
+    text2: list[str]
+    scores: list[float]
+
+
+def find_corpus_dir(corpus_dir: str | Path | None, *, required: bool = True) -> Path | None:
+    """The corpus to read: ``corpus_dir``, else the default built corpus if there is one.
+
+    Returns None only when nothing was given, no default corpus exists and
+    ``required`` is False (e.g. only standard MTEB tasks were asked for).
+    """
+    if corpus_dir is None:
+        default = _default_corpus_dir()
+        if default is None or not (default / "manifest.json").is_file():
+            if required:
+                raise BoomError("no built corpus found: pass --corpus DIR or run `boom-merge data build`")
+            return None
+        corpus_dir = default
+    path = Path(corpus_dir)
+    if not (path / "manifest.json").is_file():
+        raise BoomError("not a built corpus (no manifest.json); run `boom-merge data build`", path=path)
+    return path
+
+
+def _default_corpus_dir() -> Path | None:
+    try:
+        from boom_merge.data.corpora import default_corpus_dir
+    except ImportError:  # the data stage is optional for evaluating standard MTEB tasks
+        return None
+    return Path(default_corpus_dir())
+
+
+def read_sources(corpus_dir: Path) -> dict[str, Source]:
+    """The sources listed in ``manifest.json``, by name."""
+    path = corpus_dir / "manifest.json"
+    manifest = _read_json(path)
+    sources = manifest.get("sources") if isinstance(manifest, dict) else None
+    if not isinstance(sources, dict):
+        raise BoomError('manifest has no "sources" object', path=path)
+    out = {}
+    for name, info in sources.items():
+        task = info.get("task") if isinstance(info, dict) else None
+        if task not in ("retrieval", "sts"):
+            raise BoomError(f'source {name!r}: "task" must be "retrieval" or "sts", got {task!r}', path=path)
+        out[name] = Source(name, task, str(info.get("domain", "")), str(info.get("licence", "")))
+    return out
+
+
+def sts_path(corpus_dir: Path, name: str) -> Path:
+    """Where an STS source's pairs live."""
+    return corpus_dir / "sts" / f"{name}.tsv"
+
+
+def read_retrieval(
+    corpus_dir: Path, name: str, *, max_queries: int | None = None, max_corpus: int | None = None
+) -> RetrievalSplit:
+    """Read ``test/NAME``; keep queries with a relevant document, capped.
+
+    ``max_queries`` keeps the first queries in file order. ``max_corpus`` keeps every
+    document relevant to a kept query, then fills up with the other documents in file
+    order until the corpus has ``max_corpus`` documents (never dropping a relevant one),
+    so a capped task is a smaller but still honest retrieval problem.
+    """
+    root = corpus_dir / "test" / name
+    qrels = _read_qrels(root / "qrels" / "test.tsv")
+    queries = {
+        row["_id"]: row["text"]
+        for row in _read_jsonl(root / "queries.jsonl", ("_id", "text"))
+        if row["_id"] in qrels
+    }
+    if max_queries is not None:
+        queries = dict(list(queries.items())[:max_queries])
+    qrels = {qid: qrels[qid] for qid in queries}
+    corpus = {
+        row["_id"]: {"title": row.get("title") or "", "text": row["text"]}
+        for row in _read_jsonl(root / "corpus.jsonl", ("_id", "text"))
+    }
+    missing = {doc for docs in qrels.values() for doc in docs} - corpus.keys()
+    if missing:
+        raise BoomError(f"qrels name {len(missing)} documents not in corpus.jsonl, e.g. {min(missing)!r}", path=root)
+    if not queries:
+        raise BoomError("no query has a relevant document", path=root)
+    if max_corpus is not None:
+        relevant = {doc for docs in qrels.values() for doc in docs}
+        others = [doc for doc in corpus if doc not in relevant][: max(0, max_corpus - len(relevant))]
+        keep = relevant | set(others)
+        corpus = {doc: value for doc, value in corpus.items() if doc in keep}
+    return RetrievalSplit(queries, corpus, qrels)
+
+
+def read_sts(path: Path) -> STSPairs:
+    """Read a ``word1 word2 score`` TSV with a header line."""
+    rows = _read_tsv(path, ("word1", "word2", "score"))
+    try:
+        scores = [float(row["score"]) for row in rows]
+    except ValueError as error:
+        raise BoomError(f"bad score: {error}", path=path) from None
+    if len(rows) < 3:
+        raise BoomError("fewer than 3 scored pairs", path=path)
+    return STSPairs([row["word1"] for row in rows], [row["word2"] for row in rows], scores)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BoomError("file not found", path=path) from None
+    except json.JSONDecodeError as error:
+        raise BoomError(f"invalid JSON: {error}", path=path) from None
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise BoomError(f"line {number}: invalid JSON: {error}", path=path) from None
+                if not isinstance(row, dict) or any(not isinstance(row.get(key), str) for key in required):
+                    raise BoomError(f"line {number}: needs string fields {', '.join(required)}", path=path)
+                rows.append(row)
+    except FileNotFoundError:
+        raise BoomError("file not found", path=path) from None
+    return rows
+
+
+def _read_tsv(path: Path, header: tuple[str, ...]) -> list[dict[str, str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if tuple(reader.fieldnames or ()) != header:
+                raise BoomError(f"header must be {'<TAB>'.join(header)}, got {reader.fieldnames}", path=path)
+            rows = list(reader)
+    except FileNotFoundError:
+        raise BoomError("file not found", path=path) from None
+    if any(None in row.values() for row in rows):
+        raise BoomError(f"every line needs {len(header)} tab-separated fields", path=path)
+    return rows
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for row in _read_tsv(path, ("query-id", "corpus-id", "score")):
+        try:
+            score = int(float(row["score"]))
+        except ValueError:
+            raise BoomError(f"bad score {row['score']!r} for query {row['query-id']!r}", path=path) from None
+        if score > 0:
+            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = score
+    return qrels

@@ -1,0 +1,161 @@
+"""The model x task summary: main scores, in-domain / OOD averages, best per column.
+
+The library returns a :class:`Summary`; :func:`to_markdown` and :func:`to_text` render
+it (best per column in bold / with ``*``), :func:`plot_scores` draws the PNG chart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+ID_AVG = "ID avg"
+OOD_AVG = "OOD avg"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Main scores per model and task, and which tasks are in-domain for which model.
+
+    ``in_domain[model]`` is the set of in-domain tasks, or None when the model's training
+    data is unknown (all its tasks then count as OOD-unknown). ``tagging[model]`` says
+    where the tagging came from.
+    """
+
+    models: list[str]
+    tasks: list[str]
+    main_scores: dict[str, str]
+    scores: dict[str, dict[str, float]]
+    in_domain: dict[str, frozenset[str] | None]
+    tagging: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        """Task columns, then the two averages."""
+        return [*self.tasks, ID_AVG, OOD_AVG]
+
+    def is_in_domain(self, model: str, task: str) -> bool:
+        """Whether ``task`` is in-domain for ``model`` (False when unknown)."""
+        return task in (self.in_domain[model] or ())
+
+    def value(self, model: str, column: str) -> float | None:
+        """A task's score or an average; None for an empty average."""
+        if column in (ID_AVG, OOD_AVG):
+            chosen = [
+                self.scores[model][task]
+                for task in self.tasks
+                if self.is_in_domain(model, task) == (column == ID_AVG)
+            ]
+            return fmean(chosen) if chosen else None
+        return self.scores[model][column]
+
+    def best(self, column: str) -> set[str]:
+        """The models with the highest value in ``column`` (ties all count)."""
+        values = {model: self.value(model, column) for model in self.models}
+        present = [v for v in values.values() if v is not None and not math.isnan(v)]
+        if not present:
+            return set()
+        top = max(present)
+        return {model for model, v in values.items() if v is not None and math.isclose(v, top, abs_tol=1e-9)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (``summary.json``)."""
+        return {
+            "models": self.models,
+            "tasks": [{"name": task, "main_score": self.main_scores[task]} for task in self.tasks],
+            "scores": self.scores,
+            "in_domain": {m: sorted(t) if t is not None else None for m, t in self.in_domain.items()},
+            "tagging": self.tagging,
+            "averages": {m: {ID_AVG: self.value(m, ID_AVG), OOD_AVG: self.value(m, OOD_AVG)} for m in self.models},
+            "best": {column: sorted(self.best(column)) for column in self.columns},
+        }
+
+
+def _cell(summary: Summary, model: str, column: str, best_mark: tuple[str, str]) -> str:
+    value = summary.value(model, column)
+    if value is None:
+        return "n/a"
+    text = f"{value:.4f}"
+    if model in summary.best(column):
+        text = f"{best_mark[0]}{text}{best_mark[1]}"
+    if column in summary.tasks and summary.is_in_domain(model, column):
+        text += " (ID)"
+    return text
+
+
+def _rows(summary: Summary, best_mark: tuple[str, str]) -> list[list[str]]:
+    header = ["model", *summary.columns, "training data"]
+    body = [
+        [model, *(_cell(summary, model, c, best_mark) for c in summary.columns), summary.tagging.get(model, "")]
+        for model in summary.models
+    ]
+    return [header, *body]
+
+
+def _legend(summary: Summary, best: str) -> str:
+    metrics = ", ".join(sorted({f"{metric}" for metric in summary.main_scores.values()}))
+    unknown = [m for m in summary.models if summary.in_domain[m] is None]
+    lines = [
+        f"Main scores ({metrics}); (ID) = in-domain: the model was trained on that task's dataset; "
+        f"{best} = best in its column.",
+    ]
+    if unknown:
+        lines.append(
+            f"Training data unknown for {', '.join(unknown)}: all their tasks count as OOD-unknown "
+            "(use --in-domain to say which are in-domain)."
+        )
+    return "\n".join(lines)
+
+
+def to_markdown(summary: Summary) -> str:
+    """``summary.md``: a Markdown table, best per column in bold."""
+    rows = _rows(summary, ("**", "**"))
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines) + "\n\n" + _legend(summary, "bold") + "\n"
+
+
+def to_text(summary: Summary) -> str:
+    """A plain-text table for the terminal, best per column marked with ``*``."""
+    rows = _rows(summary, ("", "*"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines) + "\n" + _legend(summary, "*") + "\n"
+
+
+def plot_scores(summary: Summary, path: Path) -> None:
+    """Grouped bar chart (``scores.png``): one group per column, one bar per model.
+
+    In-domain bars are hatched.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = summary.columns
+    width = 0.8 / max(1, len(summary.models))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) * max(1, len(summary.models)) ** 0.5 + 2), 4.5))
+    for index, model in enumerate(summary.models):
+        values = [summary.value(model, column) for column in columns]
+        bars = ax.bar(
+            [x + (index - (len(summary.models) - 1) / 2) * width for x in range(len(columns))],
+            [0.0 if v is None else v for v in values],
+            width,
+            label=model,
+        )
+        for bar, column in zip(bars, columns):
+            if column in summary.tasks and summary.is_in_domain(model, column):
+                bar.set_hatch("//")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("main score")
+    ax.set_title("boom-merge eval (hatched: in-domain)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
