@@ -1,0 +1,168 @@
+"""Embedded corpora built offline from what Debian and PyPI packages install.
+
+``build_corpora`` reads each available source (WordNet, FOLDOC, man pages, KJV -> WEB,
+the Python standard library and FAQ, the Devil's Dictionary, WordSim-353), splits it by
+headword (no normalised term in both train and test, across all sources), and writes
+training lines, BEIR test tasks, dataset cards and a manifest. Missing sources are named
+with the command that installs them and the build goes on. Builds are cached under
+:func:`default_corpus_dir`, keyed by their options: an identical second build is instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boom_merge.data.corpora.build import BuildOptions, build_retrieval, build_sts, write_card
+from boom_merge.data.corpora.common import BUILDER_VERSION, Source
+from boom_merge.data.corpora.sources import cache_root, registry
+from boom_merge.errors import BoomError
+from boom_merge.outputs import atomic_output_dir
+
+__all__ = ["CorpusBuild", "available_sources", "build_corpora", "cache_root", "default_corpus_dir"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TRAIN = 3000
+DEFAULT_MAX_TEST_QUERIES = 200
+
+
+@dataclass(frozen=True)
+class CorpusBuild:
+    """The result of :func:`build_corpora`.
+
+    ``built`` maps each written source to its counts, ``missing`` each absent source to
+    the command that installs it; ``cached`` is True when an earlier identical build
+    was reused without reading any source.
+    """
+
+    path: Path
+    built: dict[str, dict[str, int]]
+    missing: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+
+
+def _options(
+    sources: Sequence[str] | None, seed: int, max_train: int | None, max_test_queries: int | None, roots: Mapping[str, Path] | None
+) -> BuildOptions:
+    """Validate the build options at the edge: known source names, positive caps."""
+    known = registry()
+    names = list(known) if not sources else list(dict.fromkeys(sources))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise BoomError(f"unknown source {unknown[0]!r}; choose from {', '.join(known)}")
+    for flag, value in (("--max-train", max_train), ("--max-test-queries", max_test_queries)):
+        if value is not None and value < 1:
+            raise BoomError(f"{flag} must be at least 1, got {value}")
+    ordered = tuple(name for name in known if name in names)
+    resolved_roots = tuple(sorted((name, str(Path(root).absolute())) for name, root in (roots or {}).items()))
+    return BuildOptions(ordered, seed, max_train, max_test_queries, resolved_roots)
+
+
+def _corpus_dir(options: BuildOptions) -> Path:
+    payload = json.dumps({"builder_version": BUILDER_VERSION, **options.as_json()}, sort_keys=True)
+    return cache_root() / "corpora" / hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def default_corpus_dir(
+    sources: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    max_train: int | None = DEFAULT_MAX_TRAIN,
+    max_test_queries: int | None = DEFAULT_MAX_TEST_QUERIES,
+) -> Path:
+    """The cache directory of a build with these options (under :func:`cache_root`)."""
+    return _corpus_dir(_options(sources, seed, max_train, max_test_queries, None))
+
+
+def _root(source: Source, options: BuildOptions) -> Path:
+    return Path(dict(options.roots).get(source.name, source.root))
+
+
+def available_sources(roots: Mapping[str, Path] | None = None) -> dict[str, str | None]:
+    """Every known source name -> None if it is readable here, else the install command."""
+    overrides = {name: Path(root) for name, root in (roots or {}).items()}
+    return {
+        name: None if source.missing_reason(overrides.get(name, source.root)) is None else source.install
+        for name, source in registry().items()
+    }
+
+
+def _cached(out: Path, options: BuildOptions) -> dict[str, Any] | None:
+    """The manifest of an existing build with the same options whose missing sources are still missing."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("builder_version") != BUILDER_VERSION or manifest.get("options") != options.as_json():
+        return None
+    known = registry()
+    if any(known[name].missing_reason(_root(known[name], options)) is None for name in manifest.get("missing", {})):
+        logger.info("%s: a source missing at build time is installed now; rebuilding", out)
+        return None
+    return manifest
+
+
+def build_corpora(
+    out: Path | None = None,
+    sources: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    max_train: int | None = DEFAULT_MAX_TRAIN,
+    max_test_queries: int | None = DEFAULT_MAX_TEST_QUERIES,
+    force: bool = False,
+    roots: Mapping[str, Path] | None = None,
+) -> CorpusBuild:
+    """Build the corpora of ``sources`` (default: all) into ``out`` (default: the cache).
+
+    ``max_train`` caps training lines and ``max_test_queries`` test queries per source
+    (None: no cap); each test corpus holds the documents of up to five times as many
+    test headwords. ``roots`` points sources at other directories (tests, other
+    distributions). An existing build with the same options is reused unless ``force``.
+    """
+    options = _options(sources, seed, max_train, max_test_queries, roots)
+    target = Path(out) if out is not None else _corpus_dir(options)
+    manifest = None if force else _cached(target, options)
+    if manifest is not None:
+        logger.info("%s: reusing the cached build", target)
+        counts = {name: entry["counts"] for name, entry in manifest["sources"].items()}
+        return CorpusBuild(path=target, built=counts, missing=manifest["missing"], cached=True)
+    known = registry()
+    entries: dict[str, dict[str, Any]] = {}
+    missing: dict[str, str] = {}
+    seen_docs: set[str] = set()
+    with atomic_output_dir(target, force=force or out is None) as tmp:
+        for name in options.sources:
+            source, root = known[name], _root(known[name], options)
+            if source.fetch is not None:
+                source.fetch(root)
+            reason = source.missing_reason(root)
+            if reason is not None:
+                logger.warning("source %s is missing (%s); install it with: %s", name, reason, source.install)
+                missing[name] = source.install
+                continue
+            logger.info("building %s from %s", name, root)
+            counts = build_sts(source, root, tmp) if source.task == "sts" else build_retrieval(source, root, tmp, options, seen_docs)
+            entries[name] = {
+                "domain": source.domain,
+                "task": source.task,
+                "licence": source.licence,
+                "source": source.origin,
+                "counts": counts,
+                "build_command": options.command([name]),
+            }
+            write_card(tmp, source, entries[name])
+        manifest = {
+            "seed": seed,
+            "builder_version": BUILDER_VERSION,
+            "options": options.as_json(),
+            "sources": entries,
+            "missing": missing,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return CorpusBuild(path=target, built={name: e["counts"] for name, e in entries.items()}, missing=missing)

@@ -1,0 +1,176 @@
+"""Build the corpus directory: split, deduplicate, write train/test/sts files, cards, manifest.
+
+Layout (read by the trainer and the evaluator)::
+
+    manifest.json              seed, builder_version, options, sources (counts...), missing
+    train/NAME.jsonl           {"query", "pos": [...], "neg": [...]}
+    test/NAME/queries.jsonl    {"_id", "text"}
+    test/NAME/corpus.jsonl     {"_id", "title", "text"}: relevant documents + distractors
+    test/NAME/qrels/test.tsv   query-id, corpus-id, score (BEIR)
+    sts/NAME.tsv               word1, word2, score
+    cards/NAME.md              dataset card
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from boom_merge.data.corpora.common import (
+    BUILDER_VERSION,
+    DISTRACTOR_FACTOR,
+    Pair,
+    Selection,
+    Source,
+    key_tokens,
+    normalise_key,
+    select_keys,
+    selector_for,
+)
+from boom_merge.errors import BoomError
+
+logger = logging.getLogger(__name__)
+
+MAX_NEGATIVES = 3
+Groups = dict[str, dict[str, list[str]]]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything that determines a build's output (and so its cache key)."""
+
+    sources: tuple[str, ...]
+    seed: int
+    max_train: int | None
+    max_test_queries: int | None
+    roots: tuple[tuple[str, str], ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "sources": list(self.sources), "roots": dict(self.roots)}
+
+    def selection_of(self, keys: Iterable[str]) -> Selection:
+        """The seeded split and caps of this build applied to normalised headwords."""
+        test_keys = None if self.max_test_queries is None else self.max_test_queries * DISTRACTOR_FACTOR
+        return select_keys(keys, seed=self.seed, max_train=self.max_train, max_test_keys=test_keys)
+
+    def command(self, names: Sequence[str]) -> str:
+        """The ``boom-merge data build`` command line that reproduces this build for ``names``."""
+        parts = ["boom-merge data build", *(f"--source {name}" for name in names), f"--seed {self.seed}"]
+        parts += [] if self.max_train is None else [f"--max-train {self.max_train}"]
+        parts += [] if self.max_test_queries is None else [f"--max-test-queries {self.max_test_queries}"]
+        return " ".join(parts)
+
+
+def group_pairs(pairs: Iterable[Pair], seen_docs: set[str]) -> Groups:
+    """``{normalised key: {query: [docs]}}``, dropping documents already seen (in any source)."""
+    groups: Groups = defaultdict(dict)
+    for pair in pairs:
+        key, fingerprint = normalise_key(pair.key), normalise_key(pair.doc)
+        if not key or not pair.query.strip() or fingerprint in seen_docs:
+            continue
+        seen_docs.add(fingerprint)
+        groups[key].setdefault(pair.query, []).append(pair.doc)
+    return groups
+
+
+def hard_negatives(train_keys: Sequence[str], groups: Groups, rng: random.Random) -> dict[str, list[str]]:
+    """Up to three documents of other train headwords that share a word with each headword."""
+    by_token: dict[str, list[str]] = defaultdict(list)
+    for key in train_keys:
+        for token in sorted(key_tokens(key)):
+            by_token[token].append(key)
+    negatives = {}
+    for key in train_keys:
+        others = sorted({other for token in key_tokens(key) for other in by_token[token]} - {key})
+        chosen = rng.sample(others, min(MAX_NEGATIVES, len(others)))
+        negatives[key] = [next(iter(groups[other].values()))[0] for other in chosen]
+    return negatives
+
+
+def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_train(path: Path, keys: Sequence[str], groups: Groups, negatives: Mapping[str, list[str]], limit: int | None) -> int:
+    """Write FlagEmbedding lines (one per distinct query), at most ``limit``; return the count."""
+    rows = (
+        {"query": query, "pos": docs, "neg": [n for n in negatives[key] if n not in docs]}
+        for key in keys
+        for query, docs in groups[key].items()
+    )
+    return _write_jsonl(path, itertools.islice(rows, limit))
+
+
+def write_test(directory: Path, name: str, keys: Sequence[str], groups: Groups, max_queries: int | None, rng: random.Random) -> dict[str, int]:
+    """Write a BEIR retrieval task: queries from the first test headwords, all their documents as corpus."""
+    docs = [(key, doc) for key in keys for query_docs in groups[key].values() for doc in query_docs]
+    rng.shuffle(docs)
+    doc_ids = {doc: f"{name}-d{number}" for number, (_, doc) in enumerate(docs)}
+    queries = [(query, query_docs) for key in keys for query, query_docs in groups[key].items()]
+    queries = queries[:max_queries] if max_queries is not None else queries
+    query_rows = [{"_id": f"{name}-q{number}", "text": query} for number, (query, _) in enumerate(queries)]
+    qrels = [(row["_id"], doc_ids[doc]) for row, (_, query_docs) in zip(query_rows, queries) for doc in query_docs]
+    _write_jsonl(directory / "queries.jsonl", query_rows)
+    _write_jsonl(directory / "corpus.jsonl", ({"_id": doc_ids[doc], "title": "", "text": doc} for _, doc in docs))
+    (directory / "qrels").mkdir()
+    lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in qrels)]
+    (directory / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"test_queries": len(query_rows), "test_corpus": len(docs), "qrels": len(qrels)}
+
+
+def build_retrieval(source: Source, root: Path, out: Path, options: BuildOptions, seen_docs: set[str]) -> dict[str, int]:
+    """Read, deduplicate, split and write one retrieval source; return its counts."""
+    pairs = source.read(root, selector_for(options.selection_of))
+    groups = group_pairs(pairs, seen_docs)
+    selection = options.selection_of(groups)
+    if not selection.train or not selection.test:
+        raise BoomError(f"source {source.name} gave too few entries to split ({len(groups)} headwords)", path=root)
+    rng = random.Random(f"{options.seed}:{source.name}")
+    negatives = hard_negatives(selection.train, groups, rng)
+    train = write_train(out / "train" / f"{source.name}.jsonl", selection.train, groups, negatives, options.max_train)
+    test = write_test(out / "test" / source.name, source.name, selection.test, groups, options.max_test_queries, rng)
+    return {"headwords": len(groups), "train": train, **test}
+
+
+def build_sts(source: Source, root: Path, out: Path) -> dict[str, int]:
+    """Write one graded-similarity source as ``sts/NAME.tsv``; return its counts."""
+    rows = source.read_sts(root)
+    (out / "sts").mkdir(exist_ok=True)
+    lines = ["word1\tword2\tscore", *(f"{a}\t{b}\t{score:g}" for a, b, score in rows)]
+    (out / "sts" / f"{source.name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"pairs": len(rows)}
+
+
+def write_card(out: Path, source: Source, entry: Mapping[str, Any]) -> None:
+    """Write ``cards/NAME.md``: what the dataset is, where it comes from, its licence and counts."""
+    layout = (
+        f"`sts/{source.name}.tsv` (word1, word2, score)"
+        if source.task == "sts"
+        else f"`train/{source.name}.jsonl`, `test/{source.name}/` (BEIR: queries, corpus, qrels)"
+    )
+    counts = "\n".join(f"| {key} | {value} |" for key, value in entry["counts"].items())
+    text = (
+        f"# {source.name}\n\n{source.domain}.\n\n"
+        f"- **Source:** {source.origin}\n- **Licence:** {source.licence}\n"
+        f"- **Task:** {source.task}\n- **Files:** {layout}\n"
+        f"- **Install:** `{source.install}`\n- **Build command:** `{entry['build_command']}`\n\n"
+        "Train and test are split by normalised headword with a seeded hash shared by all "
+        "sources, so no headword is in both; test documents of other test headwords serve as "
+        "distractors.\n\n"
+        f"| count | value |\n|---|---|\n{counts}\n"
+    )
+    (out / "cards").mkdir(exist_ok=True)
+    (out / "cards" / f"{source.name}.md").write_text(text, encoding="utf-8")

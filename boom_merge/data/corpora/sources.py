@@ -1,0 +1,120 @@
+"""The registry: every source a corpus build knows, where it lives and how it is installed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from boom_merge.data.corpora.bible import read_bible
+from boom_merge.data.corpora.common import Source
+from boom_merge.data.corpora.dictionaries import read_devil, read_foldoc
+from boom_merge.data.corpora.manpages import read_manpages
+from boom_merge.data.corpora.python_code import read_python_code, stdlib_root
+from boom_merge.data.corpora.python_faq import FAQ_GLOB, read_python_faq
+from boom_merge.data.corpora.wordnet import read_wordnet
+from boom_merge.data.corpora.wordsim import WHEEL_GLOB, fetch_wheel, read_wordsim
+
+APT = "apt-get install -y"
+
+
+def cache_root() -> Path:
+    """``$BOOM_MERGE_CACHE``, else ``~/.cache/boom-merge`` (``$XDG_CACHE_HOME`` respected)."""
+    if os.environ.get("BOOM_MERGE_CACHE"):
+        return Path(os.environ["BOOM_MERGE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "boom-merge"
+
+
+def downloads_dir() -> Path:
+    """Where fetched archives (the gensim wheel) are kept, shared by all builds."""
+    return cache_root() / "downloads"
+
+
+def registry() -> dict[str, Source]:
+    """All known sources by name, in build order (earlier sources win exact duplicates)."""
+    dictd = Path("/usr/share/dictd")
+    sources = [
+        Source(
+            name="wordnet",
+            domain="general English: term -> definition",
+            licence="WordNet 3.0 licence (Princeton University; permissive, keep the copyright notice)",
+            origin="WordNet 3.0, /usr/share/wordnet/data.{noun,verb,adj,adv}",
+            install=f"{APT} wordnet-base",
+            root=Path("/usr/share/wordnet"),
+            read=read_wordnet,
+            needs=("data.noun", "data.verb", "data.adj", "data.adv"),
+        ),
+        Source(
+            name="foldoc",
+            domain="computing: term -> definition",
+            licence="GFDL 1.1 or later (Free On-line Dictionary of Computing)",
+            origin="FOLDOC dictd database, /usr/share/dictd/foldoc.*",
+            install=f"{APT} dict-foldoc",
+            root=dictd,
+            read=read_foldoc,
+            needs=("foldoc.index", "foldoc.dict.dz"),
+        ),
+        Source(
+            name="manpages",
+            domain="Linux API and commands: man page NAME line -> DESCRIPTION",
+            licence="various free licences per page (GPL-2+, BSD, Verbatim; see /usr/share/doc/manpages/copyright)",
+            origin="Linux man pages, /usr/share/man/man[1-8], rendered with groff (gcloud pages excluded)",
+            install=f"{APT} man-db groff-base manpages manpages-dev",
+            root=Path("/usr/share/man"),
+            read=read_manpages,
+            needs=("man2/*", "man3/*"),
+            programs=("groff",),
+        ),
+        Source(
+            name="bible_kjv_web",
+            domain="paraphrase: King James verse (archaic) -> World English Bible verse (modern)",
+            licence="public domain (KJV outside the UK; WEB)",
+            origin="SWORD modules engKJV2006eb and engWEB2015eb, /usr/share/sword, read with pysword",
+            install=f"{APT} sword-text-kjv sword-text-web && pip install pysword",
+            root=Path("/usr/share/sword"),
+            read=read_bible,
+            needs=("mods.d/engKJV2006eb.conf", "mods.d/engWEB2015eb.conf"),
+            modules=("pysword",),
+        ),
+        Source(
+            name="python_code",
+            domain="code search: Python docstring -> function source",
+            licence="PSF License 2.0 (Python standard library)",
+            origin="standard library .py files of the running Python, parsed with ast",
+            install="a Python installation that ships its standard library sources",
+            root=stdlib_root(),
+            read=read_python_code,
+            needs=("json/*.py",),
+        ),
+        Source(
+            name="python_faq",
+            domain="question answering: Python FAQ question -> answer",
+            licence="PSF License 2.0 (Python documentation)",
+            origin=f"Python FAQ reStructuredText sources, /usr/share/doc/{FAQ_GLOB}",
+            install=f"{APT} python3-doc",
+            root=Path("/usr/share/doc"),
+            read=read_python_faq,
+            needs=(FAQ_GLOB,),
+        ),
+        Source(
+            name="devil",
+            domain="satirical definitions: term -> definition (out of domain)",
+            licence="public domain (Ambrose Bierce, The Devil's Dictionary, 1911)",
+            origin="Devil's Dictionary dictd database, /usr/share/dictd/devil.*",
+            install=f"{APT} dict-devil",
+            root=dictd,
+            read=read_devil,
+            needs=("devil.index", "devil.dict.dz"),
+        ),
+        Source(
+            name="wordsim353",
+            domain="graded word similarity (evaluation only, Spearman)",
+            licence="research test collection (Finkelstein et al. 2002), redistributed in gensim (LGPL-2.1)",
+            origin="gensim wheel member gensim/test/test_data/wordsim353.tsv, read with zipfile",
+            install=f"pip download gensim --no-deps --only-binary=:all: -d {downloads_dir()}",
+            root=downloads_dir(),
+            read_sts=read_wordsim,
+            fetch=fetch_wheel,
+            needs=(WHEEL_GLOB,),
+        ),
+    ]
+    return {source.name: source for source in sources}
