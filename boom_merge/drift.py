@@ -91,7 +91,12 @@ def drift_report(
     documents plus others up to ``max_corpus``).
     """
     corpus = find_corpus_dir(data_dir)
-    old, new = _load(old_model), _load(new_model)
+    for path in (old_model, new_model):
+        if not (Path(path) / "modules.json").is_file():
+            raise BoomError("not a sentence-transformers model directory (no modules.json)", path=path)
+    from sentence_transformers import SentenceTransformer
+
+    old, new = (SentenceTransformer(str(path), device="cpu") for path in (old_model, new_model))
     if old.get_embedding_dimension() != new.get_embedding_dimension():
         raise BoomError(
             f"OLD and NEW embed in different dimensions ({old.get_embedding_dimension()} vs "
@@ -157,14 +162,6 @@ def format_drift(report: DriftReport) -> str:
             f"(lowest {report.min_recall:.1%}); re-encode when convenient."
         )
     return "\n".join(lines)
-
-
-def _load(path: str | Path) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
-
-    if not (Path(path) / "modules.json").is_file():
-        raise BoomError("not a sentence-transformers model directory (no modules.json)", path=path)
-    return SentenceTransformer(str(path), device="cpu")
 
 
 def _top_k(similarity: np.ndarray, k: int) -> np.ndarray:
