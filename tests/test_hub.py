@@ -1,0 +1,234 @@
+"""``boom-merge push`` against a local fake Hub: the real huggingface_hub client, real HTTP.
+
+The fake server implements the endpoints one commit needs (create repo, create branch,
+YAML validation, preupload, commit) and records what it receives, so the tests check
+the exact files and bytes that would reach the Hub and that the token never shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from huggingface_hub.repocard import metadata_load
+
+from tests.tiny_models import make_tiny_bert_st
+
+TOKEN = "hf_boomFAKEtoken0123456789abcdef"
+REPO = "someone/tiny-boom"
+
+
+class FakeHub(ThreadingHTTPServer):
+    """Records requests; ``fail`` makes every POST answer 500 with the caller's token echoed."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.files: dict[str, bytes] = {}
+        self.fail = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items()}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeHub
+
+    def _reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.server.requests.append(("GET", self.path, _lower(self.headers), b""))
+        self._reply(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests.append(("POST", self.path, _lower(self.headers), body))
+        if self.server.fail:
+            return self._reply(500, {"error": f"internal error for {self.headers.get('Authorization')}"})
+        if self.path == "/api/repos/create":
+            return self._reply(200, {"url": f"{self.server.url}/{REPO}", "name": REPO})
+        if self.path == "/api/validate-yaml" or "/branch/" in self.path:
+            return self._reply(200, {})
+        if "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            return self._reply(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        if "/commit/" in self.path:
+            for line in body.splitlines():
+                entry = json.loads(line)
+                if entry["key"] == "file":
+                    self.server.files[entry["value"]["path"]] = base64.b64decode(entry["value"]["content"])
+            return self._reply(200, {"commitUrl": f"{self.server.url}/{REPO}/commit/{'a' * 40}", "commitOid": "a" * 40})
+        self._reply(404, {"error": "not found"})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    server = FakeHub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minilm_path: str) -> Path:
+    """A trained-member-like model: tiny ST model, its manifest, an old card and a hidden file."""
+    path = make_tiny_bert_st(tmp_path_factory.mktemp("hub") / "member-3", seed=3, perturb_from=tiny_bert_base)
+    manifest = {
+        "kind": "member",
+        "member_index": 3,
+        "sample_ratio": 0.6,
+        "seed": 42,
+        "base_model": minilm_path,
+        "datasets": {"wordnet": {"available": 500, "sampled": 300, "ids_sha256": "ef" * 32, "licence": "WordNet"}},
+    }
+    (path / "boom_member.json").write_text(json.dumps(manifest))
+    (path / ".cache").mkdir()
+    (path / ".cache" / "lock").write_text("local only")
+    return path
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _expected_files(root: Path) -> set[str]:
+    """Independent listing: every non-hidden file, with README.md (replaced by the card)."""
+    files = {"README.md"}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = Path(dirpath).relative_to(root)
+        files.update((rel / f).as_posix() for f in filenames if not f.startswith("."))
+    return files
+
+
+def _push(*args: str, endpoint: str, offline: str = "0", home: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_TOKEN": TOKEN,
+        "HF_ENDPOINT": endpoint,
+        "HF_HUB_OFFLINE": offline,
+        "HF_HOME": str(home),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "from boom_merge.cli import main; main()", "-v", "push", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_push_uploads_exact_files_and_card(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+    before = _checksums(member)
+    result = _push(str(member), "--repo-id", REPO, "--private", "--revision", "dev", endpoint=hub.url, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+
+    assert set(hub.files) == _expected_files(member)
+    for name, data in hub.files.items():
+        if name != "README.md":
+            assert data == (member / name).read_bytes(), name
+    card = tmp_path / "README.md"
+    card.write_bytes(hub.files["README.md"])
+    meta = metadata_load(card)
+    assert meta["library_name"] == "sentence-transformers"
+    assert meta["base_model_relation"] == "finetune"
+    assert meta["license"] == "apache-2.0"
+    assert f'SentenceTransformer("{REPO}")' in card.read_text()
+    assert "| member-3 | member | 0.6 | 42 |" in card.read_text()
+
+    posts = {path: (headers, body) for method, path, headers, body in hub.requests if method == "POST"}
+    assert json.loads(posts["/api/repos/create"][1])["visibility"] == "private"
+    assert f"/api/models/{REPO}/branch/dev" in posts
+    assert f"/api/models/{REPO}/commit/dev" in posts
+    assert all(h.get("authorization") == f"Bearer {TOKEN}" for h, _ in posts.values())
+    assert _checksums(member) == before
+
+
+def test_dry_run_lists_files_and_card_and_sends_nothing(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+    result = _push(str(member), "--repo-id", REPO, "--dry-run", endpoint=hub.url, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert hub.requests == []
+    listed, _, card = result.stdout.partition("\n--- README.md ---\n")
+    files = {line.strip() for line in listed.splitlines()[1:] if line.strip()}
+    assert files == _expected_files(member)
+    assert f"would upload {len(files)} files to {REPO}:" in listed
+    (tmp_path / "card.md").write_text(card)
+    assert metadata_load(tmp_path / "card.md")["pipeline_tag"] == "sentence-similarity"
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_server_error_is_one_line_without_token(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+    hub.fail = True
+    before = _checksums(member)
+    result = _push(str(member), "--repo-id", REPO, endpoint=hub.url, home=tmp_path)
+    assert result.returncode == 1
+    assert hub.requests, "the client never reached the fake Hub"
+    assert TOKEN not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"push to {REPO} failed" in errors[0] and "***" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert _checksums(member) == before
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("offline", ["0", "1"])
+def test_unreachable_hub_is_a_clear_error(member: Path, tmp_path: Path, offline: str) -> None:
+    before = _checksums(member)
+    result = _push(str(member), "--repo-id", REPO, endpoint=f"http://127.0.0.1:{_closed_port()}", offline=offline, home=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"Error: push to {REPO} failed")
+    assert "Traceback" not in result.stderr and TOKEN not in result.stdout + result.stderr
+    assert _checksums(member) == before
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "message"), [("no-namespace", "expected USER/NAME"), ("bad//name", "invalid --repo-id")]
+)
+def test_bad_repo_id(member: Path, tmp_path: Path, repo_id: str, message: str) -> None:
+    result = _push(str(member), "--repo-id", repo_id, endpoint="http://127.0.0.1:9", home=tmp_path)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_not_a_model_dir(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = _push(str(tmp_path / "empty"), "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path)
+    assert result.returncode == 1
+    assert "not a model directory" in result.stderr and str(tmp_path / "empty") in result.stderr
