@@ -1,0 +1,306 @@
+"""Corpus builders on small slices of the real installed sources (Debian packages, PyPI wheels)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import filecmp
+import gzip
+import inspect
+import io
+import json
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from boom_merge.cli import main
+from boom_merge.data.corpora import available_sources, build_corpora, default_corpus_dir
+from boom_merge.data.corpora.bible import osis_to_text, read_bible
+from boom_merge.data.corpora.common import is_test_key, normalise_key
+from boom_merge.data.corpora.dictd import decode_b64_number, read_dictd
+from boom_merge.data.corpora.dictionaries import parse_devil, parse_foldoc
+from boom_merge.data.corpora.manpages import list_pages, parse_page, render
+from boom_merge.data.corpora.python_code import functions_of, read_python_code, stdlib_root
+from boom_merge.data.corpora.python_faq import read_python_faq
+from boom_merge.data.corpora.sources import downloads_dir, registry
+from boom_merge.data.corpora.wordnet import parse_synset_line, read_wordnet
+from boom_merge.errors import BoomError
+
+SMALL = {"max_train": 50, "max_test_queries": 10}
+TERM_SOURCES = ["wordnet", "foldoc", "devil"]
+DICTD = Path("/usr/share/dictd")
+
+
+def _require(*names: str) -> None:
+    absent = [name for name, install in available_sources().items() if name in names and install]
+    if absent:
+        pytest.skip(f"sources not installed: {absent} (run scripts/install-data-sources.sh)")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory: pytest.TempPathFactory):
+    """Every source, 50 training lines and 10 test queries each."""
+    return build_corpora(tmp_path_factory.mktemp("corpora") / "small", seed=0, **SMALL)
+
+
+# --- dictd -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", ["A", "b", "BdqM", "Tt3u", "gt", "/+9z"])
+def test_dictd_base64_numbers_match_the_base64_module(digits: str) -> None:
+    # Independent: left-pad with 'A' (zero) to whole 4-digit groups and decode as bytes.
+    padded = "A" * (-len(digits) % 4) + digits
+    assert decode_b64_number(digits) == int.from_bytes(base64.b64decode(padded), "big")
+
+
+def test_dictd_entries_are_the_indexed_byte_ranges() -> None:
+    _require("foldoc")
+    data = gzip.decompress((DICTD / "foldoc.dict.dz").read_bytes())
+    line = next(l for l in (DICTD / "foldoc.index").read_text().splitlines() if l.startswith("unix\t"))
+    _, offset, length = line.split("\t")
+    start = int.from_bytes(base64.b64decode("A" * (-len(offset) % 4) + offset), "big")
+    size = int.from_bytes(base64.b64decode("A" * (-len(length) % 4) + length), "big")
+    entry = next(e for e in read_dictd(DICTD, "foldoc") if "unix" in e.headwords)
+    assert entry.body == data[start : start + size].decode("utf-8")
+    assert entry.body.startswith("Unix\n")
+
+
+def test_dictd_shared_bodies_are_read_once_with_all_headwords() -> None:
+    _require("foldoc")
+    index = (DICTD / "foldoc.index").read_text().splitlines()
+    spans = {tuple(line.split("\t")[1:3]) for line in index if not line.startswith("00")}
+    entries = list(read_dictd(DICTD, "foldoc"))
+    assert len(entries) == len(spans) < len(index)
+    tts = next(e for e in entries if "tts" in e.headwords)
+    assert "text to speech" in tts.headwords
+
+
+# --- parsers on known entries -------------------------------------------------------
+
+
+def test_wordnet_dog_synset() -> None:
+    _require("wordnet")
+    line = next(l for l in Path("/usr/share/wordnet/data.noun").open() if l.startswith("02084071 "))
+    lemmas, definition = parse_synset_line(line)
+    assert lemmas == ["dog", "domestic dog", "Canis familiaris"]
+    assert definition == (
+        "a member of the genus Canis (probably descended from the common wolf) that has been "
+        "domesticated by man since prehistoric times; occurs in many breeds"
+    )
+    pairs = read_wordnet(Path("/usr/share/wordnet"), lambda keys: set(keys))
+    assert any(p.key == "dog" and p.doc == definition for p in pairs)
+    assert not any('"' in p.doc for p in pairs if p.key == "dog")  # examples dropped
+
+
+def test_foldoc_and_devil_entries() -> None:
+    _require("foldoc", "devil")
+    foldoc = {e.headwords[0]: e for e in read_dictd(DICTD, "foldoc")}
+    headword, text = parse_foldoc(foldoc["abbrev"])
+    assert headword == "abbrev"
+    assert " ".join(text.split()) == "/*-breev'/, /*-brev'/ Common abbreviation for \"abbreviation\"."
+    headword, text = parse_foldoc(foldoc["unix"])
+    assert headword == "Unix" and "{" not in text and "Ken Thompson" in text
+    devil = {e.headwords[0]: e for e in read_dictd(DICTD, "devil")}
+    headword, text = parse_devil(devil["cannon"])
+    assert (headword, " ".join(text.split())) == ("cannon", "An instrument employed in the rectification of national boundaries.")
+
+
+def test_man_page_name_line_matches_man(tmp_path: Path) -> None:
+    _require("manpages")
+    page = Path("/usr/share/man/man2/open.2.gz")
+    # Independent: the documented man | col pipeline.
+    shown = subprocess.run(
+        f"MANWIDTH=1000 man -l {page} 2>/dev/null | col -bx", shell=True, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    expected = shown[shown.index("NAME") + 1].strip()
+    name, description = parse_page(render(page))
+    assert name == expected == "open, openat, creat - open and possibly create a file"
+    assert description.startswith("The open() system call opens the file specified by pathname.")
+
+
+def test_man_page_listing_skips_stubs_links_and_gcloud(tmp_path: Path) -> None:
+    _require("manpages")
+    (tmp_path / "man1").mkdir()
+    shutil.copy("/usr/share/man/man2/open.2.gz", tmp_path / "man1" / "real.1.gz")
+    (tmp_path / "man1" / "stub.1.gz").write_bytes(gzip.compress(b".so man1/real.1\n"))
+    (tmp_path / "man1" / "link.1.gz").symlink_to(tmp_path / "man1" / "real.1.gz")
+    shutil.copy("/usr/share/man/man2/open.2.gz", tmp_path / "man1" / "gcloud-alpha-foo.1.gz")
+    assert list(list_pages(tmp_path).values()) == ["real"]
+
+
+def test_bible_notes_do_not_glue_words() -> None:
+    markup = 'In <w>the</w> beginning, <w>God</w><note placement="foot"><reference>1:1 </reference>Elohim.</note><w>created</w> it.'
+    assert osis_to_text(markup) == "In the beginning, God created it."
+
+
+def test_bible_genesis_1_1() -> None:
+    _require("bible_kjv_web")
+    pairs = read_bible(Path("/usr/share/sword"), lambda refs: {r for r in refs if r == "Genesis 1:1"})
+    assert [(p.key, p.query, p.doc) for p in pairs] == [
+        ("Genesis 1:1", "In the beginning God created the heaven and the earth.", "In the beginning, God created the heavens and the earth.")
+    ]
+
+
+def test_python_functions_lose_their_docstring(tmp_path: Path) -> None:
+    module = tmp_path / "pkg" / "mod.py"
+    module.parent.mkdir()
+    module.write_text(
+        "class A:\n"
+        "    @staticmethod\n"
+        "    def f(x):\n"
+        '        """Return x doubled, a docstring long enough to keep."""\n'
+        "        return 2 * x\n"
+    )
+    [pair] = list(functions_of(tmp_path, module))
+    assert pair.key == "pkg.mod.A.f"
+    assert pair.query == "Return x doubled, a docstring long enough to keep."
+    assert pair.doc == "@staticmethod\ndef f(x):\n    return 2 * x"
+
+
+def test_python_stdlib_json_dumps() -> None:
+    import json as json_module
+
+    pairs = {p.key: p for p in read_python_code(stdlib_root(), lambda keys: set(keys))}
+    dumps = pairs["json.dumps"]
+    assert dumps.query.startswith(" ".join(inspect.getdoc(json_module.dumps).split())[:200])
+    assert dumps.doc.startswith("def dumps(") and "Serialize" not in dumps.doc
+    assert not any(key.startswith("test.") for key in pairs)
+
+
+def test_python_faq_question() -> None:
+    _require("python_faq")
+    pairs = {p.query: p.doc for p in read_python_faq(Path("/usr/share/doc"), lambda keys: set(keys))}
+    assert len(pairs) > 100 and all(q.endswith("?") for q in pairs)
+    answer = pairs["Is there a source code level debugger with breakpoints, single-stepping, etc.?"]
+    assert answer.startswith("Yes. Several debuggers for Python are described below, and the built-in function breakpoint allows")
+
+
+# --- the built corpus -----------------------------------------------------------------
+
+
+def test_layout_counts_and_qrels(small_build) -> None:
+    root = small_build.path
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and set(manifest["sources"]) == set(small_build.built)
+    for name, entry in manifest["sources"].items():
+        assert {"domain", "task", "licence", "source", "counts", "build_command"} <= set(entry)
+        card = (root / "cards" / f"{name}.md").read_text()
+        assert entry["licence"] in card and entry["build_command"] in card
+        if entry["task"] == "sts":
+            continue
+        train = _jsonl(root / "train" / f"{name}.jsonl")
+        queries = _jsonl(root / "test" / name / "queries.jsonl")
+        corpus = _jsonl(root / "test" / name / "corpus.jsonl")
+        with (root / "test" / name / "qrels" / "test.tsv").open() as handle:
+            qrels = list(csv.DictReader(handle, delimiter="\t"))
+        assert entry["counts"]["train"] == len(train) <= SMALL["max_train"]
+        assert entry["counts"]["test_queries"] == len(queries) <= SMALL["max_test_queries"]
+        assert (entry["counts"]["test_corpus"], entry["counts"]["qrels"]) == (len(corpus), len(qrels))
+        assert len(corpus) > len(queries)  # distractors
+        assert all(set(line) == {"query", "pos", "neg"} and line["pos"] and len(line["neg"]) <= 3 for line in train)
+        assert all(not set(line["neg"]) & set(line["pos"]) for line in train)
+        assert all(set(doc) == {"_id", "title", "text"} for doc in corpus)
+        query_ids, doc_ids = {q["_id"] for q in queries}, {d["_id"] for d in corpus}
+        assert {r["query-id"] for r in qrels} == query_ids
+        assert {r["corpus-id"] for r in qrels} <= doc_ids
+        assert all(int(r["score"]) == 1 for r in qrels)
+        assert not {line["query"] for line in train} & {q["text"] for q in queries}
+        assert not {d for line in train for d in line["pos"]} & {d["text"] for d in corpus}
+
+
+def test_wordsim_matches_the_wheel(small_build) -> None:
+    if "wordsim353" not in small_build.built:
+        pytest.skip(f"no gensim wheel: {small_build.missing.get('wordsim353')}")
+    wheel = next(downloads_dir().glob("gensim-*.whl"))
+    text = zipfile.ZipFile(wheel).read("gensim/test/test_data/wordsim353.tsv").decode()
+    expected = [row for row in csv.reader(io.StringIO(text), delimiter="\t") if row and not row[0].startswith("#")]
+    with (small_build.path / "sts" / "wordsim353.tsv").open() as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    assert rows[0] == ["word1", "word2", "score"] and len(rows) - 1 == len(expected) == 353
+    for got, want in zip(rows[1:], expected):
+        assert got[:2] == want[:2] and float(got[2]) == pytest.approx(float(want[2]))
+
+
+def test_no_headword_in_train_and_test_across_sources(tmp_path: Path) -> None:
+    _require(*TERM_SOURCES)
+    build = build_corpora(tmp_path / "all", TERM_SOURCES, seed=3, max_train=None, max_test_queries=None)
+    train, test = {}, {}
+    for name in TERM_SOURCES:
+        train[name] = {normalise_key(line["query"]) for line in _jsonl(build.path / "train" / f"{name}.jsonl")}
+        test[name] = {normalise_key(q["text"]) for q in _jsonl(build.path / "test" / name / "queries.jsonl")}
+    all_train, all_test = set().union(*train.values()), set().union(*test.values())
+    assert len(train["devil"] & train["wordnet"]) > 100 and len(test["devil"] & test["wordnet"]) > 20  # overlap exists
+    assert not all_train & all_test
+    assert all(is_test_key(3, key) for key in all_test) and not any(is_test_key(3, key) for key in all_train)
+    share = len(all_test) / len(all_train | all_test)
+    assert 0.25 < share < 0.35
+
+
+def test_same_seed_same_bytes_other_seed_other_split(small_build, tmp_path: Path) -> None:
+    again = build_corpora(tmp_path / "again", seed=0, **SMALL)
+    assert _tree(again.path) == _tree(small_build.path)
+    _, mismatch, errors = filecmp.cmpfiles(small_build.path, again.path, _tree(again.path), shallow=False)
+    assert mismatch == errors == []
+    other = build_corpora(tmp_path / "other", ["wordnet", "bible_kjv_web"], seed=1, **SMALL)
+    for name in ["wordnet", "bible_kjv_web"]:
+        first = {l["query"] for l in _jsonl(small_build.path / "train" / f"{name}.jsonl")}
+        second = {l["query"] for l in _jsonl(other.path / "train" / f"{name}.jsonl")}
+        assert first != second
+
+
+def test_missing_source_is_named_and_the_rest_is_built(tmp_path: Path) -> None:
+    _require("devil")
+    build = build_corpora(tmp_path / "out", ["foldoc", "devil"], roots={"foldoc": tmp_path / "nowhere"}, **SMALL)
+    assert build.missing == {"foldoc": registry()["foldoc"].install} == {"foldoc": "apt-get install -y dict-foldoc"}
+    assert list(build.built) == ["devil"]
+    manifest = json.loads((build.path / "manifest.json").read_text())
+    assert manifest["missing"] == build.missing and not (build.path / "train" / "foldoc.jsonl").exists()
+    assert available_sources({"foldoc": tmp_path / "nowhere"})["foldoc"] == "apt-get install -y dict-foldoc"
+
+
+def test_second_build_is_a_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _require("devil")
+    monkeypatch.setenv("BOOM_MERGE_CACHE", str(tmp_path / "cache"))
+    first = build_corpora(sources=["devil"], **SMALL)
+    assert first.path == default_corpus_dir(["devil"], **SMALL) and first.path.is_relative_to(tmp_path / "cache")
+    stamp = (first.path / "manifest.json").stat().st_mtime_ns
+    calls = []
+    monkeypatch.setattr("boom_merge.data.corpora.build.build_retrieval", lambda *a: calls.append(a))
+    second = build_corpora(sources=["devil"], **SMALL)
+    assert second.cached and not calls and second.built == first.built
+    assert (second.path / "manifest.json").stat().st_mtime_ns == stamp
+    assert default_corpus_dir(["devil"], seed=1, **SMALL) != first.path
+
+
+def test_existing_output_needs_force(tmp_path: Path) -> None:
+    _require("devil")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BoomError, match="--force"):
+        build_corpora(out, ["devil"], **SMALL)
+    assert build_corpora(out, ["devil"], force=True, **SMALL).built["devil"]["train"] == 50
+
+
+def test_cli_build_and_list(tmp_path: Path) -> None:
+    _require("devil")
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "build", "--source", "devil", "--out", str(tmp_path / "c"), "--max-train", "20"])
+    assert result.exit_code == 0, result.output
+    assert "devil: headwords" in result.output and "train 20" in result.output
+    assert len(_jsonl(tmp_path / "c" / "train" / "devil.jsonl")) == 20
+    bad = runner.invoke(main, ["data", "build", "--source", "nope", "--out", str(tmp_path / "d")])
+    assert bad.exit_code == 1 and "unknown source 'nope'" in bad.output and "Traceback" not in bad.output
+    listing = runner.invoke(main, ["data", "list"])
+    assert listing.exit_code == 0 and "devil: available" in listing.output
