@@ -157,35 +157,82 @@ def dataset_licences(members: Sequence[Member], dataset_cards: Sequence[Path] = 
     return licences
 
 
-def _task_metadata(task_name: str) -> tuple[str, str, str]:
-    """(HF task type, metric name, dataset type) of an MTEB task.
+# MTEB task type (as the name's suffix of local tasks such as BoomFoldocRetrieval) -> HF task type
+_HF_TASK_TYPES = {
+    "Retrieval": "text-retrieval",
+    "Reranking": "text-ranking",
+    "STS": "sentence-similarity",
+    "PairClassification": "text-classification",
+    "Classification": "text-classification",
+    "Clustering": "text-classification",
+    "BitextMining": "translation",
+}
 
-    Tasks outside mteb's registry (our own offline corpora) fall back to generic values.
+
+def _task_metadata(task_result: Any) -> tuple[str, str, str]:
+    """(HF task type, metric name, dataset type) of an MTEB task result.
+
+    Tasks outside mteb's registry (ours, built from local corpora) get the task type
+    from their name's suffix and the metric whose value equals the main score.
     """
     import mteb
 
     try:
-        meta = mteb.get_task(task_name).metadata
+        meta = mteb.get_task(task_result.task_name).metadata
     except KeyError:
-        return "sentence-similarity", "main_score", task_name
+        name = task_result.task_name
+        task_type = next((hf for suffix, hf in _HF_TASK_TYPES.items() if name.endswith(suffix)), "other")
+        return task_type, _main_metric(task_result), name
     return meta._hf_task_type()[0], meta.main_score, meta.dataset["path"]
 
 
-def mteb_eval_results(results_dir: Path) -> list[EvalResult]:
-    """EvalResults (main score per task, split and subset) from saved MTEB result files.
+def _main_metric(task_result: Any) -> str:
+    """The one score key equal to ``main_score`` in every split and subset, else ``main_score``."""
+    candidates: set[str] | None = None
+    for split_scores in task_result.scores.values():
+        for scores in split_scores:
+            equal = {k for k, v in scores.items() if k != "main_score" and v == scores["main_score"]}
+            candidates = equal if candidates is None else candidates & equal
+    return candidates.pop() if candidates and len(candidates) == 1 else "main_score"
 
-    Every ``*.json`` below ``results_dir`` with ``task_name`` and ``scores`` keys is read
-    with mteb's own ``TaskResult`` loader; other JSON files (``model_meta.json``) are skipped.
+
+def _result_files(results_dir: Path, model_dir: Path | None) -> list[Path]:
+    """MTEB result files of one model under ``results_dir`` (a ResultCache or ``eval --out``).
+
+    Result files sit in one folder per model and revision. When there are several,
+    ``summary.json``'s ``model_paths`` (written by ``boom-merge eval``) names the label of
+    ``model_dir``, matched against each folder's ``model_meta.json`` name.
+    """
+    folders: dict[Path, list[Path]] = {}
+    for path in sorted(results_dir.rglob("*.json")):
+        if path.name != "model_meta.json" and {"task_name", "scores"} <= read_json(path).keys():
+            folders.setdefault(path.parent, []).append(path)
+    if len(folders) <= 1:
+        return next(iter(folders.values()), [])
+    summary = results_dir / "summary.json"
+    paths = read_json(summary).get("model_paths", {}) if summary.is_file() else {}
+    labels = [label for label, path in paths.items() if model_dir and Path(path).resolve() == model_dir.resolve()]
+    for folder, files in folders.items():
+        meta = folder / "model_meta.json"
+        name = str(read_json(meta).get("name", "")) if meta.is_file() else ""
+        if labels and name.rsplit("/", 1)[-1] == labels[0]:
+            return files
+    found = ", ".join(sorted(str(folder.relative_to(results_dir)) for folder in folders))
+    raise BoomError(f"results of several models ({found}) and none is this model's; pass its own folder", path=results_dir)
+
+
+def mteb_eval_results(results_dir: Path, model_dir: Path | None = None) -> list[EvalResult]:
+    """EvalResults (main score per task, split and subset) of ``model_dir`` from saved MTEB results.
+
+    Result files (JSON with ``task_name`` and ``scores``) are read with mteb's own
+    ``TaskResult`` loader.
     """
     from mteb import TaskResult
 
     if not results_dir.is_dir():
         raise BoomError("MTEB results directory not found", path=results_dir)
     results = []
-    for path in sorted(results_dir.rglob("*.json")):
-        raw = read_json(path)
-        if not {"task_name", "scores"} <= raw.keys():
-            continue
+    for path in _result_files(results_dir, model_dir):
         try:
             task_result = TaskResult.from_disk(path)
         except (ValueError, KeyError, TypeError) as error:  # mteb's loader raises all three
@@ -198,7 +245,7 @@ def mteb_eval_results(results_dir: Path) -> list[EvalResult]:
 
 def _task_eval_results(task_result: Any) -> list[EvalResult]:
     """One EvalResult per split and subset of one MTEB ``TaskResult``."""
-    task_type, metric, dataset_type = _task_metadata(task_result.task_name)
+    task_type, metric, dataset_type = _task_metadata(task_result)
     return [
         EvalResult(
             task_type=task_type,
@@ -335,7 +382,7 @@ def build_model_card(
     if not inputs:
         raise BoomError("cannot tell the model's inputs: no recipe or boom_member.json", path=model_dir)
     relation = "finetune" if own is not None and recipe_yaml is None else "merge"
-    eval_results = mteb_eval_results(Path(results_dir)) if results_dir is not None else []
+    eval_results = mteb_eval_results(Path(results_dir), model_dir) if results_dir is not None else []
     model_id = model_id or model_dir.name
     data = ModelCardData(
         base_model=[hub_id(model) for model in inputs],

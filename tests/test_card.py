@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,24 +63,55 @@ def merged(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minil
     return {"dir": out, "members": members, "recipe": recipe}
 
 
+SCORES = {"merged": (0.8123, 0.4567), "m0": (0.70, 0.30)}  # (STSBenchmark, BoomFoldocRetrieval)
+
+
 @pytest.fixture(scope="module")
-def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MTEB results saved with mteb's own classes: a registry task and an unregistered one."""
-    root = tmp_path_factory.mktemp("results") / "model" / "no_revision"
-    root.mkdir(parents=True)
-    sts = mteb.get_task("STSBenchmark")
-    TaskResult.from_task_results(
-        sts, {"test": {"default": {"main_score": 0.8123, "cosine_spearman": 0.8123}}}, evaluation_time=2.0
-    ).to_disk(root / "STSBenchmark.json")
-    TaskResult(
-        dataset_revision="local-1",
-        task_name="BoomFoldocRetrieval",
-        mteb_version=mteb.__version__,
-        scores={"test": [{"main_score": 0.4567, "hf_subset": "default", "languages": ["eng-Latn"]}]},
-        evaluation_time=1.0,
-    ).to_disk(root / "BoomFoldocRetrieval.json")
-    (root / "model_meta.json").write_text(json.dumps({"name": "model", "revision": None}))
-    return root.parent.parent
+def results_dir(tmp_path_factory: pytest.TempPathFactory, merged: dict) -> Path:
+    """An ``eval --out`` folder for two models, written with mteb's own ResultCache and ModelMeta.
+
+    Each model has a registry task and an unregistered local one (as ``boom-merge eval`` makes).
+    """
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path_factory.mktemp("eval")
+    cache = mteb.ResultCache(out)
+    paths = {"merged": merged["dir"], "m0": merged["members"][0]}
+    for label, path in paths.items():
+        wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(str(path), device="cpu"))
+        meta = wrapper.mteb_model_meta.model_copy(update={"name": f"boom-merge/{label}", "revision": "local"})
+        sts, local = SCORES[label]
+        cache.save_to_cache(
+            TaskResult.from_task_results(
+                mteb.get_task("STSBenchmark"),
+                {"test": {"default": {"main_score": sts, "cosine_spearman": sts}}},
+                evaluation_time=2.0,
+            ),
+            meta,
+        )
+        cache.save_to_cache(
+            TaskResult(
+                dataset_revision="local-1",
+                task_name="BoomFoldocRetrieval",
+                mteb_version=mteb.__version__,
+                scores={"test": [{"main_score": local, "ndcg_at_10": local, "ndcg_at_5": local / 2,
+                                  "hf_subset": "default", "languages": ["eng-Latn"]}]},
+                evaluation_time=1.0,
+            ),
+            meta,
+        )
+    (out / "summary.json").write_text(json.dumps({"model_paths": {k: str(v) for k, v in paths.items()}}))
+    return out
+
+
+def _saved_main_scores(results_dir: Path, label: str) -> dict[str, float]:
+    """Independent read of the raw JSON files of one model."""
+    folder = next(p.parent for p in results_dir.rglob("model_meta.json") if label in json.loads(p.read_text())["name"])
+    return {
+        raw["task_name"]: raw["scores"]["test"][0]["main_score"]
+        for raw in (json.loads(p.read_text()) for p in folder.glob("*.json") if p.name != "model_meta.json")
+    }
 
 
 def _yaml_block(text: str) -> dict:
@@ -104,12 +136,8 @@ def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
 
     name, evals = model_index_to_eval_results(meta["model-index"])
     assert name == "merged"
-    expected = {}
-    for file in results_dir.rglob("*.json"):
-        raw = json.loads(file.read_text())
-        if "task_name" in raw:
-            expected[raw["task_name"]] = raw["scores"]["test"][0]["main_score"]
-    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(expected)
+    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(_saved_main_scores(results_dir, "merged"))
+    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(dict(zip(["STSBenchmark", "BoomFoldocRetrieval"], SCORES["merged"])))
     sts = next(e for e in evals if e.task_name == "STSBenchmark")
     assert (sts.task_type, sts.metric_type, sts.dataset_type) == (
         "sentence-similarity",
@@ -118,6 +146,7 @@ def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
     )
     custom = next(e for e in evals if e.task_name == "BoomFoldocRetrieval")
     assert (custom.dataset_revision, custom.dataset_split) == ("local-1", "test")
+    assert (custom.task_type, custom.metric_type) == ("text-retrieval", "ndcg_at_10")
 
     assert _yaml_block(card.text) == yaml.safe_load(merged["recipe"])
     assert 'SentenceTransformer("merged")' in card.text
@@ -216,3 +245,13 @@ def _empty(tmp_path: Path) -> Path:
     path = tmp_path / "empty"
     path.mkdir(exist_ok=True)
     return path
+
+
+def test_results_of_one_model_are_picked(merged: dict, results_dir: Path, tmp_path: Path) -> None:
+    evals = mteb_eval_results(results_dir, merged["members"][0])
+    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(_saved_main_scores(results_dir, "m0"))
+    copy = tmp_path / "copy"
+    shutil.copytree(results_dir, copy)
+    (copy / "summary.json").unlink()
+    with pytest.raises(BoomError, match="results of several models"):
+        mteb_eval_results(copy, merged["dir"])
