@@ -18,11 +18,10 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from boom_merge.data.corpora.common import Task
 from boom_merge.errors import BoomError
-
-TaskKind = Literal["retrieval", "sts"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Source:
     """One dataset of the corpus, as the manifest describes it."""
 
     name: str
-    task: TaskKind
+    task: Task
     domain: str
     licence: str
 
@@ -59,25 +58,14 @@ def find_corpus_dir(corpus_dir: str | Path | None, *, required: bool = True) -> 
     Returns None only when nothing was given, no default corpus exists and
     ``required`` is False (e.g. only standard MTEB tasks were asked for).
     """
-    if corpus_dir is None:
-        default = _default_corpus_dir()
-        if default is None or not (default / "manifest.json").is_file():
-            if required:
-                raise BoomError("no built corpus found: pass --corpus DIR or run `boom-merge data build`")
-            return None
-        corpus_dir = default
-    path = Path(corpus_dir)
+    from boom_merge.data.corpora import default_corpus_dir
+
+    path = Path(corpus_dir) if corpus_dir is not None else default_corpus_dir()
     if not (path / "manifest.json").is_file():
-        raise BoomError("not a built corpus (no manifest.json); run `boom-merge data build`", path=path)
+        if corpus_dir is None and not required:
+            return None
+        raise BoomError("not a built corpus (no manifest.json): pass --corpus DIR or run `boom-merge data build`", path=path)
     return path
-
-
-def _default_corpus_dir() -> Path | None:
-    try:
-        from boom_merge.data.corpora import default_corpus_dir
-    except ImportError:  # the data stage is optional for evaluating standard MTEB tasks
-        return None
-    return Path(default_corpus_dir())
 
 
 def read_sources(corpus_dir: Path) -> dict[str, Source]:

@@ -115,15 +115,14 @@ def standard_task(name: str) -> AbsTask:
 
 
 def _load(task: AbsTask) -> None:
-    """Load a task's data now; a standard task whose data is unreachable is a BoomError."""
-    if hasattr(task, "boom_source"):
-        task.load_data()
-        return
+    """Load a task's data now, so that a task whose data is unreachable fails early."""
     try:
         task.load_data()
+    except BoomError:
+        raise
     except Exception as error:  # datasets raises many types when the Hub is unreachable
         raise BoomError(
-            f"MTEB task {task.metadata.name}: data cannot be loaded (offline? {type(error).__name__})"
+            f"MTEB task {task.metadata.name}: data cannot be loaded (offline? {type(error).__name__}: {error})"
         ) from None
 
 
