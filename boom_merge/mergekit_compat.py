@@ -83,7 +83,7 @@ def _with_sentence_transformers_output(run_merge: Callable[..., Any]) -> Callabl
         head = plan_head(merge_config)  # refuse incompatible inputs before merging
         result = run_merge(merge_config, out_path, *args, **kwargs)
         if head is not None:
-            finish_output(head, merge_config, out_path, recipe_yaml=kwargs.get("config_source"))
+            finish_output(head, out_path, recipe_yaml=kwargs.get("config_source"))
         return result
 
     setattr(run_merge_with_st, _PATCHED, True)

@@ -152,7 +152,8 @@ def check_compatible(heads: list[HeadSpec]) -> None:
     expected = reference.describe()
     for other in heads[1:]:
         described = other.describe()
-        for key in sorted(set(expected) | set(described), key=str):
+        # modules first: a missing Normalize is clearer as a module list than as a config
+        for key in [*expected, *(k for k in described if k not in expected)]:
             if expected.get(key) != described.get(key):
                 raise BoomError(
                     f"inputs embed differently: {key} is {_short(expected.get(key))} in "
@@ -170,12 +171,30 @@ def _short(value: Any, limit: int = 120) -> str:
 
 @dataclass(frozen=True)
 class HeadPlan:
-    """A checked set of sentence-transformers inputs, ready to finish an output."""
+    """A checked set of sentence-transformers inputs, ready to finish an output.
 
+    ``config`` is a deep copy taken before merging: mergekit's planner rewrites the
+    configuration it is given in place (``models`` become ``modules``).
+    """
+
+    config: Any
+    refs: tuple[Any, ...]
     heads: tuple[HeadSpec, ...]
     reference: HeadSpec
 
-    def write(self, out_dir: str | Path, merge_config: Any) -> None:
+    def parameter_sources(self, model: Any = None):
+        """Settings for ``model`` from highest to lowest precedence, as mergekit reads them."""
+        if model is not None:
+            for entry in self.config.models or []:
+                if entry.model == model:
+                    yield entry.parameters
+            for output_slice in self.config.slices or []:
+                for source in output_slice.sources:
+                    if source.model == model:
+                        yield source.parameters
+        yield self.config.parameters
+
+    def write(self, out_dir: str | Path) -> None:
         """Copy settings and modules into ``out_dir``; merge weighted modules."""
         out_dir = Path(out_dir)
         ref = self.reference.path
@@ -191,7 +210,7 @@ class HeadPlan:
                 shutil.rmtree(target)
             shutil.copytree(ref / module.path, target, ignore=shutil.ignore_patterns(*WEIGHT_FILES))
             if module.weights is not None:
-                _merge_module_weights(module, self.heads, target, merge_config)
+                _merge_module_weights(self, module, target)
 
 
 def plan_head(merge_config: Any) -> HeadPlan | None:
@@ -209,7 +228,7 @@ def plan_head(merge_config: Any) -> HeadPlan | None:
         )
     check_compatible(heads)
     non_base = [h for h, ref in zip(heads, refs) if ref != merge_config.base_model]
-    return HeadPlan(tuple(heads), (non_base or heads)[0])
+    return HeadPlan(merge_config.model_copy(deep=True), tuple(refs), tuple(heads), (non_base or heads)[0])
 
 
 def _load_weights(path: Path) -> dict[str, Any]:
@@ -222,21 +241,17 @@ def _load_weights(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _merge_module_weights(
-    module: ModuleInfo, heads: tuple[HeadSpec, ...], target: Path, merge_config: Any
-) -> None:
+def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> None:
     """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method."""
-    from mergekit.config import ConfigReader
     from mergekit.merge_methods import get, merge_tensors
     from mergekit.parameter_resolver import resolve_parameters
     from safetensors.torch import save_file
 
-    method = get(merge_config.merge_method)
-    models = ordered_references(merge_config)
-    reader = ConfigReader(config=merge_config, t=0.0)
-    base = merge_config.base_model
+    method = get(plan.config.merge_method)
+    models = list(plan.refs)
+    base = plan.config.base_model
     state_dicts = []
-    for head in heads:
+    for head in plan.heads:
         info = next(m for m in head.modules if m.path == module.path)
         state_dicts.append(_load_weights(info.weights))
     merged = {}
@@ -250,7 +265,7 @@ def _merge_module_weights(
             method.spec,
             tensor_name=tensor_name,
             inputs={model: tensor_name for model in models},
-            sources=reader.parameter_sources,
+            sources=plan.parameter_sources,
             base_model=base,
             t=0.0,
         )
@@ -271,15 +286,14 @@ def _merge_module_weights(
     logger.info("merged %d tensors of module %s", len(merged), module.path)
 
 
-def finish_output(
-    plan: HeadPlan, merge_config: Any, out_path: str | Path, recipe_yaml: str | None = None
-) -> None:
+def finish_output(plan: HeadPlan, out_path: str | Path, recipe_yaml: str | None = None) -> None:
     """Make a finished mergekit output a sentence-transformers model with a model card."""
     from boom_merge.card import write_model_card
-    plan.write(out_path, merge_config)
+
+    plan.write(out_path)
     write_model_card(
         Path(out_path),
-        inputs=[ref.model.path for ref in ordered_references(merge_config)],
+        inputs=[ref.model.path for ref in plan.refs],
         recipe_yaml=recipe_yaml,
-        method=merge_config.merge_method,
+        method=plan.config.merge_method,
     )

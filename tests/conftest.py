@@ -27,3 +27,17 @@ def minilm_path() -> str:
 def tiny_bert_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised BERT sentence-transformer (mean pooling + Normalize)."""
     return make_tiny_bert_st(tmp_path_factory.mktemp("tiny") / "base", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bag(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A tiny BERT base with a Dense head and query prompt, plus 4 perturbed 'members'."""
+    from tests.tiny_models import make_tiny_st
+
+    root = tmp_path_factory.mktemp("bag")
+    base = make_tiny_st(root / "base", seed=0, dense_out=16, prompts={"query": "query: "})
+    members = [
+        make_tiny_st(root / f"member-{i}", seed=i + 1, perturb_from=base, perturb_scale=0.01 * (i + 1))
+        for i in range(4)
+    ]
+    return base, members

@@ -1,0 +1,127 @@
+"""Merged outputs are sentence-transformers models that embed like a hand-made merge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from sentence_transformers import SentenceTransformer
+
+from boom_merge.merging import merge_recipe
+from tests.reference_merges import hand_merged_embeddings, np_linear, np_multislerp
+from tests.tiny_models import make_tiny_st
+
+TEXTS = ["The cat sat on the mat.", "A function returns a value.", "query about Unix pipes", "x"]
+
+
+def _recipe(path: Path, members: list[Path], method: str = "boom", base: Path | None = None, **params) -> Path:
+    recipe = {"merge_method": method, "dtype": "float32",
+              "models": [{"model": str(m), "parameters": {"weight": w}} for m, w in zip(members, [1.0, 2.0, 3.0, 4.0])]}
+    if base is not None:
+        recipe["base_model"] = str(base)
+    if params:
+        recipe["parameters"] = params
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _embed(path: Path, texts=TEXTS, **kwargs) -> np.ndarray:
+    return SentenceTransformer(str(path), device="cpu").encode(list(texts), convert_to_numpy=True, **kwargs)
+
+
+@pytest.mark.parametrize("interpolation", ["slerp", "linear"])
+def test_boom_merge_output_embeds_like_hand_merge(tmp_path, tiny_bag, interpolation) -> None:
+    base, members = tiny_bag
+    out = merge_recipe(_recipe(tmp_path / "r.yml", members, base=base, interpolation=interpolation), tmp_path / "out")
+    weights = [1.0, 2.0, 3.0, 4.0]
+    if interpolation == "slerp":
+        fn = lambda arrays: np_multislerp(arrays[:-1], weights, base=arrays[-1])  # noqa: E731
+    else:
+        fn = lambda arrays: np_linear(arrays[:-1], weights)  # noqa: E731
+    expected = hand_merged_embeddings([*members, base], fn, TEXTS)
+    got = _embed(out)
+    assert np.abs(got - expected).max() <= 1e-5
+    # Dense head was merged, not copied from one member
+    member_only = _embed(members[0])
+    assert np.abs(got - member_only).max() > 1e-3
+    # prompts, pooling and normalisation survived
+    merged = SentenceTransformer(str(out), device="cpu")
+    assert merged.prompts["query"] == "query: "
+    assert [type(m).__name__ for m in merged] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    query = merged.encode(["pipes"], prompt_name="query")
+    np.testing.assert_allclose(query, merged.encode(["query: pipes"]), atol=1e-6)
+
+
+def test_plain_mergekit_yaml_writes_a_sentence_transformers_model(tmp_path, tiny_bag) -> None:
+    """The unmodified mergekit CLI, in a fresh interpreter, finds `boom` and writes ST files."""
+    base, members = tiny_bag
+    recipe = _recipe(tmp_path / "r.yml", members)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe), str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = hand_merged_embeddings(members, lambda a: np_multislerp(a, [1.0, 2.0, 3.0, 4.0]), TEXTS)
+    assert np.abs(_embed(out) - expected).max() <= 1e-5
+    for name in ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json",
+                 "1_Pooling/config.json", "2_Dense/model.safetensors", "3_Normalize"):
+        assert (out / name).exists(), name
+
+
+def test_model_card_metadata(tmp_path, tiny_bag) -> None:
+    base, members = tiny_bag
+    recipe = _recipe(tmp_path / "r.yml", members[:2])
+    out = merge_recipe(recipe, tmp_path / "out")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "sentence-transformers"
+    assert card.data.base_model_relation == "merge"
+    assert len(card.data.base_model) == 2
+    assert "merge_method: boom" in card.text
+    assert (out / "boom_recipe.yml").read_text() == recipe.read_text()
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ({"pooling": "cls"}, "pooling_mode"),
+        ({"normalize": False}, "modules"),
+        ({"prompts": {"query": "search: "}}, "prompts"),
+    ],
+)
+def test_inputs_that_embed_differently_are_refused(tmp_path, tiny_bag, variant, message) -> None:
+    from boom_merge.errors import BoomError
+
+    base, members = tiny_bag
+    options = {"dense_out": 16, "prompts": {"query": "query: "}, **variant}
+    odd = make_tiny_st(tmp_path / "odd", seed=9, **options)
+    with pytest.raises(BoomError, match=message) as info:
+        merge_recipe(_recipe(tmp_path / "r.yml", [members[0], odd]), tmp_path / "out")
+    assert str(odd) in str(info.value) and str(members[0]) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_different_vocabularies_are_refused(tmp_path, tiny_bag) -> None:
+    from transformers import AutoTokenizer
+
+    from boom_merge.errors import BoomError
+
+    base, members = tiny_bag
+    odd = make_tiny_st(tmp_path / "odd", seed=1, perturb_from=members[0])
+    tokenizer = AutoTokenizer.from_pretrained(str(odd))
+    tokenizer.add_tokens(["[NEWTOKEN]"])
+    tokenizer.save_pretrained(str(odd))
+    with pytest.raises(BoomError, match="vocab"):
+        merge_recipe(_recipe(tmp_path / "r.yml", [members[0], odd]), tmp_path / "out")
+
+
+def test_settings_are_copied_verbatim(tmp_path, tiny_bag) -> None:
+    base, members = tiny_bag
+    out = merge_recipe(_recipe(tmp_path / "r.yml", members[:2]), tmp_path / "out")
+    for name in ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
+        assert json.loads((out / name).read_text()) == json.loads((members[0] / name).read_text())
