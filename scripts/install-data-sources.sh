@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install what `boom-merge data build` reads, on Debian 12 as root; safe to run again.
+#   apt: WordNet, FOLDOC, Devil's Dictionary, man pages (+ groff), KJV and WEB Bibles, Python docs
+#   pip: pysword (reads the SWORD Bible modules)
+#   cache: the gensim wheel holding WordSim-353 (read with zipfile; gensim is not installed)
+# PYTHON picks the interpreter (default: python, else python3).
+set -euo pipefail
+
+APT_PACKAGES=(
+  wordnet-base dict-foldoc dict-devil
+  man-db groff-base manpages manpages-dev
+  sword-text-kjv sword-text-web
+  python3-doc
+)
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
+CACHE="${BOOM_MERGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boom-merge}"
+
+# Slim images tell dpkg to drop /usr/share/man and /usr/share/doc: lift those rules and
+# reinstall, or the man pages and the Python FAQ would be missing.
+reinstall=()
+for cfg in /etc/dpkg/dpkg.cfg.d/*; do
+  [ -f "$cfg" ] || continue
+  if grep -Eq '^path-exclude=?[[:space:]]*/usr/share/(man|doc)' "$cfg"; then
+    echo "install-data-sources: allowing /usr/share/man and /usr/share/doc in $cfg"
+    sed -i -E 's@^(path-exclude=?[[:space:]]*/usr/share/(man|doc)/)@# boom-merge: \1@' "$cfg"
+    reinstall=(--reinstall)
+  fi
+done
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${reinstall[@]}" "${APT_PACKAGES[@]}"
+
+"$PYTHON" -m pip install -q "pysword>=0.2.8"
+
+mkdir -p "$CACHE/downloads"
+if ! ls "$CACHE/downloads"/gensim-*.whl >/dev/null 2>&1; then
+  "$PYTHON" -m pip download -q gensim --no-deps --only-binary=:all: -d "$CACHE/downloads"
+fi
+
+if command -v boom-merge >/dev/null; then boom-merge data list; fi
