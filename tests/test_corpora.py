@@ -25,7 +25,7 @@ from boom_merge.data.corpora.dictd import decode_b64_number, read_dictd
 from boom_merge.data.corpora.dictionaries import parse_devil, parse_foldoc
 from boom_merge.data.corpora.manpages import list_pages, parse_page, render
 from boom_merge.data.corpora.python_code import functions_of, read_python_code, stdlib_root
-from boom_merge.data.corpora.python_faq import read_python_faq
+from boom_merge.data.corpora.python_faq import read_python_faq, rst_to_text
 from boom_merge.data.corpora.sources import downloads_dir, registry
 from boom_merge.data.corpora.wordnet import parse_synset_line, read_wordnet
 from boom_merge.errors import BoomError
@@ -190,6 +190,11 @@ def test_python_code_skips_test_suites_and_repeated_docstrings(tmp_path: Path) -
         (tmp_path / relative).parent.mkdir(exist_ok=True)
         (tmp_path / relative).write_text(body.format(name=name, doc=doc))
     assert [p.key for p in read_python_code(tmp_path, lambda keys: set(keys))] == ["pkg.a.f", "pkg.c.h"]
+
+
+def test_rst_markup_is_reduced_to_text() -> None:
+    rst = ".. _label:\n\nSee :pep:`572`, :func:`~os.path.join`, `the docs <https://x.org/>`_ and ``x = 1``::\n"
+    assert rst_to_text(rst) == "See PEP 572, os.path.join, the docs and x = 1:"
 
 
 def test_python_faq_question() -> None:

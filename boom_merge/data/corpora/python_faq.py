@@ -16,6 +16,7 @@ from boom_merge.data.corpora.common import Pair, Selector, clean_text
 
 FAQ_GLOB = "python3*/html/_sources/faq/*.rst.txt"
 _UNDERLINE = re.compile(r"^([-=~^*])\1{2,}\s*$")
+_PEP = re.compile(r":pep:`(\d+)`")
 _ROLE = re.compile(r":[\w:.-]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
 _LINK = re.compile(r"`([^`<]+?)\s*<[^>]*>`_+")
 _LITERAL = re.compile(r"``([^`]+)``")
@@ -25,6 +26,7 @@ _DIRECTIVE = re.compile(r"^\s*\.\. [^\n]*$", re.MULTILINE)
 def rst_to_text(rst: str) -> str:
     """Plain text of a reStructuredText fragment (roles, links, literals, directives)."""
     text = _DIRECTIVE.sub("", rst)
+    text = _PEP.sub(r"PEP \1", text)
     text = _ROLE.sub(r"\1", text)
     text = _LINK.sub(r"\1", text)
     text = _LITERAL.sub(r"\1", text)
