@@ -22,7 +22,7 @@ from boom_merge.data.corpora import available_sources, build_corpora, default_co
 from boom_merge.data.corpora.bible import osis_to_text, read_bible
 from boom_merge.data.corpora.common import is_test_key, normalise_key
 from boom_merge.data.corpora.dictd import decode_b64_number, read_dictd
-from boom_merge.data.corpora.dictionaries import parse_devil, parse_foldoc
+from boom_merge.data.corpora.dictionaries import parse_devil, parse_foldoc, read_foldoc
 from boom_merge.data.corpora.manpages import list_pages, parse_page, render
 from boom_merge.data.corpora.python_code import functions_of, read_python_code, stdlib_root
 from boom_merge.data.corpora.python_faq import read_python_faq, rst_to_text
@@ -112,6 +112,8 @@ def test_foldoc_and_devil_entries() -> None:
     assert " ".join(text.split()) == "/*-breev'/, /*-brev'/ Common abbreviation for \"abbreviation\"."
     headword, text = parse_foldoc(foldoc["unix"])
     assert headword == "Unix" and "{" not in text and "Ken Thompson" in text
+    foldoc_terms = {p.key for p in read_foldoc(DICTD, lambda keys: set(keys))}
+    assert "Unix" in foldoc_terms and "STMP" not in foldoc_terms  # "Did you mean SMTP?" is no definition
     devil = {e.headwords[0]: e for e in read_dictd(DICTD, "devil")}
     headword, text = parse_devil(devil["cannon"])
     assert (headword, " ".join(text.split())) == ("cannon", "An instrument employed in the rectification of national boundaries.")

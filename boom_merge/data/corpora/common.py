@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 #: Bump when any builder's output changes, so cached corpora are rebuilt.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 #: Share of headwords that go to the test side (queries plus distractor documents).
 TEST_FRACTION = 0.3
 #: Test corpus size in headwords, as a multiple of the number of test queries.

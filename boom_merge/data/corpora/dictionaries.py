@@ -2,7 +2,8 @@
 
 FOLDOC bodies repeat the headword(s) on the first lines, then an indented definition
 with ``<category>`` tags, ``{cross references}`` and a closing ``(YYYY-MM-DD)`` date.
-Devil's Dictionary bodies start ``HEADWORD, n.  definition``.
+Devil's Dictionary bodies start ``HEADWORD, n.  definition``. Entries that only point
+elsewhere (``See Cellular.``, ``Did you mean ASCII?``) are skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from boom_merge.data.corpora.dictd import DictEntry, read_dictd
 _FOLDOC_DATE = re.compile(r"\(\d{4}-\d{2}-\d{2}\)\s*$")
 _FOLDOC_CATEGORY = re.compile(r"^\s*(?:<[^>\n]+>\s*)+")
 _BRACES = re.compile(r"\{([^{}]*)\}")
+_POINTER = re.compile(r"^(?:see|did you mean|do you mean)\b[^.?]*[.?]?$", re.IGNORECASE)
 _DEVIL_HEAD = re.compile(r"^[A-Z][A-Z0-9 '.-]*,\s*(?:(?:[a-z]+\.)+\s*)*")
 
 
@@ -38,7 +40,7 @@ def _read(root: Path, name: str, parse: Callable[[DictEntry], tuple[str, str]]) 
     for entry in read_dictd(root, name):
         headword, definition = parse(entry)
         definition = clean_text(definition)
-        if headword and len(definition) > 10:
+        if headword and len(definition) > 10 and not _POINTER.match(definition):
             pairs.append(Pair(key=headword, query=headword, doc=definition))
     return pairs
 
