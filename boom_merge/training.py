@@ -53,6 +53,7 @@ SCHEDULES: tuple[str, ...] = ("bls", "sequential", "mixed")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 _VERSIONED_PACKAGES = ("boom-merge", "torch", "transformers", "sentence-transformers", "datasets", "accelerate", "peft")
 # keys that say whether a finished member is the one a command asks for
+_NEGATIVE_DRAWS = 50  # random draws per missing negative before giving up
 _IDENTITY_KEYS = ("kind", "base_model_sha256", "datasets", "training_args", "schedule", "seed", "mode", "sample_ratio")
 
 
@@ -164,17 +165,24 @@ def package_versions() -> dict[str, str]:
 
 
 def _negatives(example: Example, pool: Sequence[Example], count: int, rng: Any) -> list[str]:
-    """``count`` hard negatives; examples with too few get positives of other queries."""
-    if count <= len(example.neg):
-        return [example.neg[i] for i in rng.choice(len(example.neg), count, replace=False)]
-    if not any(other.query != example.query for other in pool):
-        raise BoomError(f"query {example.query[:40]!r} lacks hard negatives and its dataset has no other query to take them from; use --group-size 1")
-    chosen = list(example.neg)
-    while len(chosen) < count:
+    """``count`` distinct hard negatives; examples with too few get positives of other queries."""
+    own = list(dict.fromkeys(example.neg))
+    if count <= len(own):
+        return [own[i] for i in rng.choice(len(own), count, replace=False)]
+    chosen = own
+    for _ in range(_NEGATIVE_DRAWS * count):
+        if len(chosen) == count:
+            return chosen
         other = pool[int(rng.integers(len(pool)))]
-        if other.query != example.query:
-            chosen.append(other.pos[int(rng.integers(len(other.pos)))])
-    return chosen
+        text = other.pos[int(rng.integers(len(other.pos)))]
+        if other.query != example.query and text not in chosen and text not in example.pos:
+            chosen.append(text)
+    if len(chosen) == count:
+        return chosen
+    raise BoomError(
+        f"query {example.query[:40]!r} has too few hard negatives and its dataset too few other passages to fill "
+        f"{count}; lower --group-size"
+    )
 
 
 def training_rows(examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int) -> dict[str, list[str]]:
@@ -264,17 +272,8 @@ def _training_arguments(config: TrainConfig, output_dir: Path, seed: int) -> Any
 
 
 def _merge_lora(model: SentenceTransformer) -> None:
-    """Fold LoRA adapters into the full weights, so the member merges as a plain model."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    backbone = model[0].model
-    for name, module in list(backbone.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(backbone.get_submodule(parent), child, module.get_base_layer())
-    backbone._hf_peft_config_loaded = False
-    del backbone.peft_config
+    """Fold the LoRA adapters into the full weights, so the member merges as a plain model."""
+    model[0].model = model[0].model.merge_and_unload()
 
 
 def _load_model(init_model: str, config: TrainConfig) -> SentenceTransformer:
@@ -289,19 +288,39 @@ def _load_model(init_model: str, config: TrainConfig) -> SentenceTransformer:
     if config.query_prompt:
         model.prompts = {**model.prompts, "query": config.query_prompt}
     if config.lora:
-        from peft import LoraConfig
+        from peft import LoraConfig, get_peft_model
 
-        model.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, task_type="FEATURE_EXTRACTION"))
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, task_type="FEATURE_EXTRACTION")
+        model[0].model = get_peft_model(model[0].model, lora)
+        for module in list(model)[1:]:  # only the adapters train (and are checkpointed)
+            module.requires_grad_(False)
     return model
+
+
+def _trainer_class(lora: bool) -> type[SentenceTransformerTrainer]:
+    """The stock trainer, or for LoRA one that restores the adapter-only checkpoints it writes."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    if not lora:
+        return SentenceTransformerTrainer
+
+    class LoraTrainer(SentenceTransformerTrainer):
+        def _load_from_checkpoint(self, checkpoint_path: str, model: Any = None) -> None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            adapter = load_file(str(Path(checkpoint_path) / "adapter_model.safetensors"))
+            set_peft_model_state_dict(self.model[0].model, adapter)
+
+    return LoraTrainer
 
 
 def _make_trainer(
     model: SentenceTransformer, dataset: Any, config: TrainConfig, checkpoints: Path, seed: int, callbacks: list[TrainerCallback]
 ) -> SentenceTransformerTrainer:
-    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    return SentenceTransformerTrainer(
+    return _trainer_class(config.lora)(
         model=model,
         args=_training_arguments(config, checkpoints, seed),
         train_dataset=dataset,
@@ -339,6 +358,7 @@ def _run_training(
 ) -> Path:
     """Train from ``init_model`` on the sampled parts; write ``out`` with ``manifest``."""
     from accelerate import PartialState
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     state = PartialState()
@@ -351,6 +371,7 @@ def _run_training(
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
         logger.info("%s: resuming from %s", out.name, resume)
+    set_seed(seed)  # LoRA initialisation draws random numbers before the trainer seeds them
     model = _load_model(init_model, config)
     trainer = _make_trainer(model, build_train_dataset(parts, names, config, seed), config, checkpoints, seed, list(callbacks))
     result = trainer.train(resume_from_checkpoint=resume)
