@@ -9,8 +9,10 @@ import gzip
 import inspect
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -267,9 +269,13 @@ def test_no_headword_in_train_and_test_across_sources(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_bytes_other_seed_other_split(small_build, tmp_path: Path) -> None:
-    again = build_corpora(tmp_path / "again", seed=0, **SMALL)
-    assert _tree(again.path) == _tree(small_build.path)
-    _, mismatch, errors = filecmp.cmpfiles(small_build.path, again.path, _tree(again.path), shallow=False)
+    # Rebuilt in another process with another string-hash seed, through the CLI.
+    again = tmp_path / "again"
+    command = [sys.executable, "-c", "from boom_merge.cli import main; main()", "data", "build", "--out", str(again)]
+    command += ["--seed", "0", "--max-train", str(SMALL["max_train"]), "--max-test-queries", str(SMALL["max_test_queries"])]
+    subprocess.run(command, env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True, capture_output=True)
+    assert _tree(again) == _tree(small_build.path)
+    _, mismatch, errors = filecmp.cmpfiles(small_build.path, again, _tree(again), shallow=False)
     assert mismatch == errors == []
     other = build_corpora(tmp_path / "other", ["wordnet", "bible_kjv_web"], seed=1, **SMALL)
     for name in ["wordnet", "bible_kjv_web"]:

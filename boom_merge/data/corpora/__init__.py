@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.data.corpora.build import BuildOptions, build_retrieval, build_sts, write_card
-from boom_merge.data.corpora.common import BUILDER_VERSION, Source
+from boom_merge.data.corpora.common import BUILDER_VERSION, DEFAULT_MAX_TEST_QUERIES, DEFAULT_MAX_TRAIN, Source
 from boom_merge.data.corpora.sources import cache_root, registry
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir
@@ -27,9 +27,6 @@ from boom_merge.outputs import atomic_output_dir
 __all__ = ["CorpusBuild", "available_sources", "build_corpora", "cache_root", "default_corpus_dir"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_TRAIN = 3000
-DEFAULT_MAX_TEST_QUERIES = 200
 
 
 @dataclass(frozen=True)

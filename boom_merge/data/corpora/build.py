@@ -84,7 +84,7 @@ def hard_negatives(train_keys: Sequence[str], groups: Groups, rng: random.Random
     """Up to three documents of other train headwords that share a word with each headword."""
     by_token: dict[str, list[str]] = defaultdict(list)
     for key in train_keys:
-        for token in sorted(key_tokens(key)):
+        for token in key_tokens(key):
             by_token[token].append(key)
     negatives = {}
     for key in train_keys:
@@ -116,15 +116,15 @@ def write_train(path: Path, keys: Sequence[str], groups: Groups, negatives: Mapp
 
 def write_test(directory: Path, name: str, keys: Sequence[str], groups: Groups, max_queries: int | None, rng: random.Random) -> dict[str, int]:
     """Write a BEIR retrieval task: queries from the first test headwords, all their documents as corpus."""
-    docs = [(key, doc) for key in keys for query_docs in groups[key].values() for doc in query_docs]
+    docs = [doc for key in keys for query_docs in groups[key].values() for doc in query_docs]
     rng.shuffle(docs)
-    doc_ids = {doc: f"{name}-d{number}" for number, (_, doc) in enumerate(docs)}
+    doc_ids = {doc: f"{name}-d{number}" for number, doc in enumerate(docs)}
     queries = [(query, query_docs) for key in keys for query, query_docs in groups[key].items()]
     queries = queries[:max_queries] if max_queries is not None else queries
     query_rows = [{"_id": f"{name}-q{number}", "text": query} for number, (query, _) in enumerate(queries)]
     qrels = [(row["_id"], doc_ids[doc]) for row, (_, query_docs) in zip(query_rows, queries) for doc in query_docs]
     _write_jsonl(directory / "queries.jsonl", query_rows)
-    _write_jsonl(directory / "corpus.jsonl", ({"_id": doc_ids[doc], "title": "", "text": doc} for _, doc in docs))
+    _write_jsonl(directory / "corpus.jsonl", ({"_id": doc_ids[doc], "title": "", "text": doc} for doc in docs))
     (directory / "qrels").mkdir()
     lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in qrels)]
     (directory / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -156,21 +156,22 @@ def build_sts(source: Source, root: Path, out: Path) -> dict[str, int]:
 
 def write_card(out: Path, source: Source, entry: Mapping[str, Any]) -> None:
     """Write ``cards/NAME.md``: what the dataset is, where it comes from, its licence and counts."""
-    layout = (
-        f"`sts/{source.name}.tsv` (word1, word2, score)"
-        if source.task == "sts"
-        else f"`train/{source.name}.jsonl`, `test/{source.name}/` (BEIR: queries, corpus, qrels)"
-    )
+    if source.task == "sts":
+        layout, split = f"`sts/{source.name}.tsv` (word1, word2, score)", "Evaluation only: no training split.\n\n"
+    else:
+        layout = f"`train/{source.name}.jsonl`, `test/{source.name}/` (BEIR: queries, corpus, qrels)"
+        split = (
+            "Train and test are split by normalised headword with a seeded hash shared by all "
+            "sources, so no headword is in both; documents of further test headwords serve as "
+            "distractors.\n\n"
+        )
     counts = "\n".join(f"| {key} | {value} |" for key, value in entry["counts"].items())
     text = (
         f"# {source.name}\n\n{source.domain}.\n\n"
         f"- **Source:** {source.origin}\n- **Licence:** {source.licence}\n"
         f"- **Task:** {source.task}\n- **Files:** {layout}\n"
         f"- **Install:** `{source.install}`\n- **Build command:** `{entry['build_command']}`\n\n"
-        "Train and test are split by normalised headword with a seeded hash shared by all "
-        "sources, so no headword is in both; test documents of other test headwords serve as "
-        "distractors.\n\n"
-        f"| count | value |\n|---|---|\n{counts}\n"
+        f"{split}| count | value |\n|---|---|\n{counts}\n"
     )
     (out / "cards").mkdir(exist_ok=True)
     (out / "cards" / f"{source.name}.md").write_text(text, encoding="utf-8")

@@ -21,6 +21,9 @@ from typing import Literal
 
 #: Bump when any builder's output changes, so cached corpora are rebuilt.
 BUILDER_VERSION = "2"
+#: Default caps per source: training lines and test queries.
+DEFAULT_MAX_TRAIN = 3000
+DEFAULT_MAX_TEST_QUERIES = 200
 #: Share of headwords that go to the test side (queries plus distractor documents).
 TEST_FRACTION = 0.3
 #: Test corpus size in headwords, as a multiple of the number of test queries.
