@@ -1,28 +1,36 @@
-"""``boom-merge eval`` and ``boom-merge drift``: thin wrappers over the library."""
+"""Evaluation-stage commands: ``eval`` (MTEB) and ``drift`` (must the index be rebuilt?)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
+_CORPUS_HELP = "Built corpus folder (default: the one `boom-merge data build` writes)."
+
 
 def _names(value: tuple[str, ...]) -> list[str] | None:
-    """Comma lists from repeatable options, flattened; None when not given."""
+    """Comma lists from a repeatable option, flattened; None when not given."""
     names = [name.strip() for item in value for name in item.split(",") if name.strip()]
     return names or None
 
 
-def _caps(max_queries: int | None, max_corpus: int | None):
+def _caps(max_queries: int | None, max_corpus: int | None) -> Callable[[Any], Any]:
     """The --max-queries/--max-corpus/--batch-size options, with per-command defaults."""
+    options = [
+        click.option("--max-queries", type=click.IntRange(min=1), default=max_queries, show_default=True,
+                     help="Queries per dataset (the first in file order)."),
+        click.option("--max-corpus", type=click.IntRange(min=1), default=max_corpus, show_default=True,
+                     help="Documents per dataset (their relevant ones always kept)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+                     help="Encoding batch size."),
+    ]
 
-    def decorate(command):
-        for option in (
-            click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Encoding batch size."),
-            click.option("--max-corpus", type=click.IntRange(min=1), default=max_corpus, show_default=True, help="Documents per dataset (relevant ones always kept)."),
-            click.option("--max-queries", type=click.IntRange(min=1), default=max_queries, show_default=True, help="Queries per dataset (first in file order)."),
-        ):
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
             command = option(command)
         return command
 
@@ -31,10 +39,13 @@ def _caps(max_queries: int | None, max_corpus: int | None):
 
 @click.command("eval")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--tasks", multiple=True, help="Comma list: corpus sources (wordnet), local task names or MTEB task names. Default: every corpus source.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("boom-eval"), show_default=True, help="Output folder: MTEB results, summary.md/json, scores.png.")
-@click.option("--corpus", type=click.Path(path_type=Path), help="Built corpus folder (default: the one `boom-merge data build` writes).")
-@click.option("--in-domain", "in_domain", multiple=True, help="Comma list of dataset/task names that are in-domain for every model (overrides the models' lineage).")
+@click.option("--tasks", multiple=True,
+              help="Comma list: corpus sources (wordnet), local task names or MTEB task names. Default: every source.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("boom-eval"), show_default=True,
+              help="Output folder: MTEB results, summary.md, summary.json, scores.png.")
+@click.option("--corpus", type=click.Path(path_type=Path), help=_CORPUS_HELP)
+@click.option("--in-domain", "in_domain", multiple=True,
+              help="Comma list of dataset or task names in-domain for every model (overrides the models' lineage).")
 @_caps(None, None)
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 def eval_command(
@@ -63,15 +74,15 @@ def eval_command(
         force=force,
     )
     click.echo(to_text(summary))
-    click.echo(f"Results, summary.md, summary.json and scores.png in {out}")
+    click.echo(f"MTEB results, summary.md, summary.json and scores.png in {out}")
 
 
 @click.command("drift")
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), help="Built corpus folder (default: the one `boom-merge data build` writes).")
+@click.option("--data", type=click.Path(path_type=Path), help=_CORPUS_HELP)
 @_caps(100, 1000)
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON to this file.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
 def drift_command(
     old: Path, new: Path, data: Path | None, max_queries: int, max_corpus: int, batch_size: int, json_out: Path | None
 ) -> None:

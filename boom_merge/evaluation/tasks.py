@@ -66,7 +66,7 @@ def resolve_tasks(corpus_dir: Path | None, names: Sequence[str] | None, caps: Ca
     local = local_tasks(corpus_dir, caps) if corpus_dir is not None else {}
     if names is None:
         if not local:
-            raise BoomError("nothing to evaluate: give a corpus or --tasks")
+            raise BoomError("the corpus lists no sources", path=corpus_dir)
         chosen = list(local.values())
     else:
         by_name = {**{t.metadata.name: t for t in local.values()}, **local}
