@@ -380,6 +380,7 @@ def _run_training(
     manifest["training_result"] = {
         "steps": result.global_step,
         "train_loss": result.training_loss,
+        "train_runtime_s": round(result.metrics["train_runtime"], 3),
         "examples_seen": result.global_step * config.batch_size * config.gradient_accumulation * state.num_processes,
         "resumed_from": Path(resume).name if resume else None,
     }
@@ -435,12 +436,11 @@ def _train_loaded_member(
     target = Path(out) / spec.name
     manifest, part = _member_manifest(data_path, datasets, base, spec, config)
     done = target / MANIFEST_NAME
-    if done.is_file():
-        if _identity(json.loads(done.read_text())) == _identity(manifest):
-            logger.info("%s: already trained with these settings, skipped", target)
-            return target
-        if not force:
+    if done.is_file() and not force:
+        if _identity(json.loads(done.read_text())) != _identity(manifest):
             raise BoomError("exists with different settings; pass --force to retrain it", path=target)
+        logger.info("%s: already trained with these settings, skipped (--force retrains)", target)
+        return target
     return _run_training(target, base, [part], [""], manifest, config, spec.seed, force=force, callbacks=callbacks)
 
 
