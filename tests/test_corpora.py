@@ -70,7 +70,7 @@ def test_dictd_base64_numbers_match_the_base64_module(digits: str) -> None:
 def test_dictd_entries_are_the_indexed_byte_ranges() -> None:
     _require("foldoc")
     data = gzip.decompress((DICTD / "foldoc.dict.dz").read_bytes())
-    line = next(l for l in (DICTD / "foldoc.index").read_text().splitlines() if l.startswith("unix\t"))
+    line = next(x for x in (DICTD / "foldoc.index").read_text().splitlines() if x.startswith("unix\t"))
     _, offset, length = line.split("\t")
     start = int.from_bytes(base64.b64decode("A" * (-len(offset) % 4) + offset), "big")
     size = int.from_bytes(base64.b64decode("A" * (-len(length) % 4) + length), "big")
@@ -94,7 +94,7 @@ def test_dictd_shared_bodies_are_read_once_with_all_headwords() -> None:
 
 def test_wordnet_dog_synset() -> None:
     _require("wordnet")
-    line = next(l for l in Path("/usr/share/wordnet/data.noun").open() if l.startswith("02084071 "))
+    line = next(x for x in Path("/usr/share/wordnet/data.noun").open() if x.startswith("02084071 "))
     lemmas, definition = parse_synset_line(line)
     assert lemmas == ["dog", "domestic dog", "Canis familiaris"]
     assert definition == (
@@ -118,7 +118,10 @@ def test_foldoc_and_devil_entries() -> None:
     assert "Unix" in foldoc_terms and "STMP" not in foldoc_terms  # "Did you mean SMTP?" is no definition
     devil = {e.headwords[0]: e for e in read_dictd(DICTD, "devil")}
     headword, text = parse_devil(devil["cannon"])
-    assert (headword, " ".join(text.split())) == ("cannon", "An instrument employed in the rectification of national boundaries.")
+    assert (headword, " ".join(text.split())) == (
+        "cannon",
+        "An instrument employed in the rectification of national boundaries.",
+    )
 
 
 def test_man_page_name_line_matches_man(tmp_path: Path) -> None:
@@ -145,7 +148,8 @@ def test_man_page_listing_skips_stubs_links_and_gcloud(tmp_path: Path) -> None:
 
 
 def test_bible_notes_do_not_glue_words() -> None:
-    markup = 'In <w>the</w> beginning, <w>God</w><note placement="foot"><reference>1:1 </reference>Elohim.</note><w>created</w> it.'
+    note = '<note placement="foot"><reference>1:1 </reference>Elohim.</note>'
+    markup = f"In <w>the</w> beginning, <w>God</w>{note}<w>created</w> it."
     assert osis_to_text(markup) == "In the beginning, God created it."
 
 
@@ -153,7 +157,11 @@ def test_bible_genesis_1_1() -> None:
     _require("bible_kjv_web")
     pairs = read_bible(Path("/usr/share/sword"), lambda refs: {r for r in refs if r == "Genesis 1:1"})
     assert [(p.key, p.query, p.doc) for p in pairs] == [
-        ("Genesis 1:1", "In the beginning God created the heaven and the earth.", "In the beginning, God created the heavens and the earth.")
+        (
+            "Genesis 1:1",
+            "In the beginning God created the heaven and the earth.",
+            "In the beginning, God created the heavens and the earth.",
+        )
     ]
 
 
@@ -206,7 +214,9 @@ def test_python_faq_question() -> None:
     pairs = {p.query: p.doc for p in read_python_faq(Path("/usr/share/doc"), lambda keys: set(keys))}
     assert len(pairs) > 100 and all(q.endswith("?") for q in pairs)
     answer = pairs["Is there a source code level debugger with breakpoints, single-stepping, etc.?"]
-    assert answer.startswith("Yes. Several debuggers for Python are described below, and the built-in function breakpoint allows")
+    assert answer.startswith(
+        "Yes. Several debuggers for Python are described below, and the built-in function breakpoint allows"
+    )
 
 
 # --- the built corpus -----------------------------------------------------------------
@@ -251,7 +261,7 @@ def test_wordsim_matches_the_wheel(small_build) -> None:
     with (small_build.path / "sts" / "wordsim353.tsv").open() as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
     assert rows[0] == ["word1", "word2", "score"] and len(rows) - 1 == len(expected) == 353
-    for got, want in zip(rows[1:], expected):
+    for got, want in zip(rows[1:], expected, strict=True):
         assert got[:2] == want[:2] and float(got[2]) == pytest.approx(float(want[2]))
 
 
@@ -272,15 +282,22 @@ def test_same_seed_same_bytes_other_seed_other_split(small_build, tmp_path: Path
     # Rebuilt in another process with another string-hash seed, through the CLI.
     again = tmp_path / "again"
     command = [sys.executable, "-c", "from boom_merge.cli import main; main()", "data", "build", "--out", str(again)]
-    command += ["--seed", "0", "--max-train", str(SMALL["max_train"]), "--max-test-queries", str(SMALL["max_test_queries"])]
+    command += [
+        "--seed",
+        "0",
+        "--max-train",
+        str(SMALL["max_train"]),
+        "--max-test-queries",
+        str(SMALL["max_test_queries"]),
+    ]
     subprocess.run(command, env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True, capture_output=True)
     assert _tree(again) == _tree(small_build.path)
     _, mismatch, errors = filecmp.cmpfiles(small_build.path, again, _tree(again), shallow=False)
     assert mismatch == errors == []
     other = build_corpora(tmp_path / "other", ["wordnet", "bible_kjv_web"], seed=1, **SMALL)
     for name in ["wordnet", "bible_kjv_web"]:
-        first = {l["query"] for l in _jsonl(small_build.path / "train" / f"{name}.jsonl")}
-        second = {l["query"] for l in _jsonl(other.path / "train" / f"{name}.jsonl")}
+        first = {line["query"] for line in _jsonl(small_build.path / "train" / f"{name}.jsonl")}
+        second = {line["query"] for line in _jsonl(other.path / "train" / f"{name}.jsonl")}
         assert first != second
 
 
@@ -320,7 +337,9 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
 def test_cli_build_and_list(tmp_path: Path) -> None:
     _require("devil")
     runner = CliRunner()
-    result = runner.invoke(main, ["data", "build", "--source", "devil", "--out", str(tmp_path / "c"), "--max-train", "20"])
+    result = runner.invoke(
+        main, ["data", "build", "--source", "devil", "--out", str(tmp_path / "c"), "--max-train", "20"]
+    )
     assert result.exit_code == 0, result.output
     assert "devil: headwords" in result.output and "train 20" in result.output
     assert len(_jsonl(tmp_path / "c" / "train" / "devil.jsonl")) == 20

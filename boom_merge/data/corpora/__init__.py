@@ -45,7 +45,11 @@ class CorpusBuild:
 
 
 def _options(
-    sources: Sequence[str] | None, seed: int, max_train: int | None, max_test_queries: int | None, roots: Mapping[str, Path] | None
+    sources: Sequence[str] | None,
+    seed: int,
+    max_train: int | None,
+    max_test_queries: int | None,
+    roots: Mapping[str, Path] | None,
 ) -> BuildOptions:
     """Validate the build options at the edge: known source names, positive caps."""
     known = registry()
@@ -144,7 +148,11 @@ def build_corpora(
                 missing[name] = source.install
                 continue
             logger.info("building %s from %s", name, root)
-            counts = build_sts(source, root, tmp) if source.task == "sts" else build_retrieval(source, root, tmp, options, seen_docs)
+            counts = (
+                build_sts(source, root, tmp)
+                if source.task == "sts"
+                else build_retrieval(source, root, tmp, options, seen_docs)
+            )
             entries[name] = {
                 "domain": source.domain,
                 "task": source.task,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.data.corpora.common import (
-    BUILDER_VERSION,
     DISTRACTOR_FACTOR,
     Pair,
     Selection,
@@ -104,7 +103,9 @@ def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
     return count
 
 
-def write_train(path: Path, keys: Sequence[str], groups: Groups, negatives: Mapping[str, list[str]], limit: int | None) -> int:
+def write_train(
+    path: Path, keys: Sequence[str], groups: Groups, negatives: Mapping[str, list[str]], limit: int | None
+) -> int:
     """Write FlagEmbedding lines (one per distinct query), at most ``limit``; return the count."""
     rows = (
         {"query": query, "pos": docs, "neg": [n for n in negatives[key] if n not in docs]}
@@ -114,7 +115,9 @@ def write_train(path: Path, keys: Sequence[str], groups: Groups, negatives: Mapp
     return _write_jsonl(path, itertools.islice(rows, limit))
 
 
-def write_test(directory: Path, name: str, keys: Sequence[str], groups: Groups, max_queries: int | None, rng: random.Random) -> dict[str, int]:
+def write_test(
+    directory: Path, name: str, keys: Sequence[str], groups: Groups, max_queries: int | None, rng: random.Random
+) -> dict[str, int]:
     """Write a BEIR retrieval task: queries from the first test headwords, all their documents as corpus."""
     docs = [doc for key in keys for query_docs in groups[key].values() for doc in query_docs]
     rng.shuffle(docs)
@@ -122,7 +125,11 @@ def write_test(directory: Path, name: str, keys: Sequence[str], groups: Groups, 
     queries = [(query, query_docs) for key in keys for query, query_docs in groups[key].items()]
     queries = queries[:max_queries] if max_queries is not None else queries
     query_rows = [{"_id": f"{name}-q{number}", "text": query} for number, (query, _) in enumerate(queries)]
-    qrels = [(row["_id"], doc_ids[doc]) for row, (_, query_docs) in zip(query_rows, queries) for doc in query_docs]
+    qrels = [
+        (row["_id"], doc_ids[doc])
+        for row, (_, query_docs) in zip(query_rows, queries, strict=True)
+        for doc in query_docs
+    ]
     _write_jsonl(directory / "queries.jsonl", query_rows)
     _write_jsonl(directory / "corpus.jsonl", ({"_id": doc_ids[doc], "title": "", "text": doc} for doc in docs))
     (directory / "qrels").mkdir()
@@ -131,7 +138,9 @@ def write_test(directory: Path, name: str, keys: Sequence[str], groups: Groups, 
     return {"test_queries": len(query_rows), "test_corpus": len(docs), "qrels": len(qrels)}
 
 
-def build_retrieval(source: Source, root: Path, out: Path, options: BuildOptions, seen_docs: set[str]) -> dict[str, int]:
+def build_retrieval(
+    source: Source, root: Path, out: Path, options: BuildOptions, seen_docs: set[str]
+) -> dict[str, int]:
     """Read, deduplicate, split and write one retrieval source; return its counts."""
     pairs = source.read(root, selector_for(options.selection_of))
     groups = group_pairs(pairs, seen_docs)

@@ -110,8 +110,7 @@ class Source:
 _SPACE = re.compile(r"\s+")
 _TOKEN = re.compile(r"[^\W\d_]{3,}")
 _STOPWORDS = frozenset(
-    "the and for are can how does what why with from into this that when which who "
-    "not use using get set python".split()
+    "the and for are can how does what why with from into this that when which who not use using get set python".split()
 )
 
 

@@ -89,7 +89,7 @@ def read_manpages(root: Path, select: Selector) -> list[Pair]:
     pairs = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         texts = pool.map(render, paths)
-        for path, text in tqdm(zip(paths, texts), total=len(paths), desc="man pages", unit="page"):
+        for path, text in tqdm(zip(paths, texts, strict=True), total=len(paths), desc="man pages", unit="page"):
             parsed = parse_page(text)
             if parsed:
                 pairs.append(Pair(key=pages[path], query=parsed[0], doc=parsed[1]))
