@@ -325,6 +325,20 @@ def test_second_build_is_a_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert default_corpus_dir(["devil"], seed=1, **SMALL) != first.path
 
 
+def test_cache_is_rebuilt_once_a_missing_source_is_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _require("devil")
+    monkeypatch.setenv("BOOM_MERGE_CACHE", str(tmp_path / "cache"))
+    dictd = tmp_path / "dictd"
+    dictd.mkdir()
+    options = {"sources": ["devil"], "roots": {"devil": dictd}, **SMALL}
+    assert build_corpora(**options).missing == {"devil": "apt-get install -y dict-devil"}
+    assert build_corpora(**options).cached
+    for suffix in ("index", "dict.dz"):
+        shutil.copy(DICTD / f"devil.{suffix}", dictd)
+    rebuilt = build_corpora(**options)
+    assert not rebuilt.cached and rebuilt.missing == {} and rebuilt.built["devil"]["train"] == 50
+
+
 def test_existing_output_needs_force(tmp_path: Path) -> None:
     _require("devil")
     out = tmp_path / "out"
