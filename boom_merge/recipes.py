@@ -22,6 +22,7 @@ Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
 WeightScheme = Literal["equal", "ratio"]
 _NEEDS_BASE = {"task_arithmetic", "ties"}
+_IGNORES_BASE = {"linear"}  # mergekit's linear would ask for a weight for the base
 
 _FORMULAS = {
     "boom": "Multi-SLERP of the members (of their deltas from base_model when given): "
@@ -102,7 +103,7 @@ def build_recipe(
         "models": models,
         "dtype": dtype,
     }
-    if base is not None:
+    if base is not None and method not in _IGNORES_BASE:
         recipe["base_model"] = str(base)
     if method in ("boom", "boom_linear"):
         recipe["parameters"] = {"interpolation": "linear" if method == "boom_linear" else "slerp"}

@@ -1,0 +1,103 @@
+"""Recipes: the shipped ones run with plain mergekit-yaml; `boom-merge recipe` writes runnable ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+
+from boom_merge.cli import main
+from boom_merge.merging import merge_recipe
+from boom_merge.recipes import build_recipe, member_weights
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "recipes").glob("*.yml"))
+
+
+@pytest.fixture(scope="module")
+def quickstart_layout(tmp_path_factory, tiny_bag) -> Path:
+    """The directory layout `boom-merge quickstart` writes, filled with tiny models."""
+    base, members = tiny_bag
+    root = tmp_path_factory.mktemp("repo")
+    qs = root / "runs" / "quickstart"
+    shutil.copytree(base, qs / "base")
+    for i, (member, ratio) in enumerate(zip(members, (40, 60, 80, 100))):
+        target = shutil.copytree(member, qs / "members" / f"member-{i}-r{ratio}")
+        (target / "boom_member.json").write_text(json.dumps({"sample_ratio": ratio / 100, "kind": "member"}))
+    shutil.copytree(members[0], qs / "boom")
+    shutil.copytree(members[1], qs / "update")
+    return root
+
+
+def test_all_recipes_are_shipped() -> None:
+    assert {p.name for p in SHIPPED} == {"boom.yml", "boom_linear.yml", "multislerp.yml",
+                                         "task_arithmetic.yml", "ties.yml", "incremental.yml"}
+    for recipe in SHIPPED:
+        assert recipe.read_text().startswith("#"), f"{recipe.name} must explain its formula"
+
+
+@pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_recipe_runs_with_plain_mergekit_yaml(recipe, quickstart_layout) -> None:
+    out = quickstart_layout / "runs" / f"{recipe.stem}-out"
+    env = {k: v for k, v in os.environ.items() if k != "BOOM_MERGE_DISABLE_HOOK"}
+    result = subprocess.run([sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe), str(out)],
+                            cwd=quickstart_layout, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    embeddings = SentenceTransformer(str(out), device="cpu").encode(["a sentence"])
+    np.testing.assert_allclose(np.linalg.norm(embeddings), 1.0, atol=1e-5)
+
+
+def test_ratio_weights_come_from_manifests(quickstart_layout) -> None:
+    members = sorted((quickstart_layout / "runs/quickstart/members").iterdir())
+    assert member_weights(members, "ratio") == pytest.approx([0.4 / 2.8, 0.6 / 2.8, 0.8 / 2.8, 1.0 / 2.8], abs=1e-6)
+    assert member_weights(members, "equal") == [0.25] * 4
+
+
+@pytest.mark.parametrize("method", ["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"])
+def test_cli_recipe_is_runnable(tmp_path, quickstart_layout, method) -> None:
+    qs = quickstart_layout / "runs/quickstart"
+    members = sorted((qs / "members").iterdir())
+    recipe = tmp_path / f"{method}.yml"
+    result = CliRunner().invoke(main, ["recipe", *map(str, members), "-o", str(recipe), "--method", method,
+                                       "--weights", "ratio", "--base", str(qs / "base")])
+    assert result.exit_code == 0, result.output
+    out = merge_recipe(recipe, tmp_path / "out")
+    assert (out / "modules.json").is_file()
+    if method == "boom_linear":  # independent check: ratio-weighted average of the members
+        merged = load_file(str(out / "model.safetensors"))
+        states = [load_file(str(m / "model.safetensors")) for m in members]
+        key = "encoder.layer.1.output.dense.weight"
+        expected = sum(r * s[key].double() for r, s in zip((0.4, 0.6, 0.8, 1.0), states)) / 2.8
+        np.testing.assert_allclose(merged[key].double().numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_recipe_errors(tmp_path, quickstart_layout) -> None:
+    members = sorted((quickstart_layout / "runs/quickstart/members").iterdir())
+    no_base = CliRunner().invoke(main, ["recipe", *map(str, members), "-o", str(tmp_path / "t.yml"), "--method", "ties"])
+    assert no_base.exit_code != 0 and "--base" in no_base.output
+    (tmp_path / "plain").mkdir()
+    no_manifest = CliRunner().invoke(main, ["recipe", str(tmp_path / "plain"), "-o", str(tmp_path / "r.yml"), "--weights", "ratio"])
+    assert no_manifest.exit_code != 0 and "boom_member.json" in no_manifest.output
+    existing = tmp_path / "exists.yml"
+    existing.write_text("keep")
+    refused = CliRunner().invoke(main, ["recipe", *map(str, members), "-o", str(existing)])
+    assert refused.exit_code != 0 and existing.read_text() == "keep"
+
+
+def test_build_recipe_is_valid_mergekit_config(quickstart_layout) -> None:
+    from mergekit.config import MergeConfiguration
+
+    members = sorted((quickstart_layout / "runs/quickstart/members").iterdir())
+    recipe = build_recipe(members, method="ties", base="b", density=0.3)
+    config = MergeConfiguration.model_validate(yaml.safe_load(yaml.safe_dump(recipe)))
+    assert config.merge_method == "ties" and config.models[0].parameters["density"] == 0.3
