@@ -19,8 +19,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import LINEAGE_FILE
 
-LINEAGE_FILE = "boom_lineage.json"
 _HALF_DTYPES = {"bfloat16", "float16"}
 
 

@@ -287,10 +287,12 @@ def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> N
 
 
 def finish_output(plan: HeadPlan, out_path: str | Path, recipe_yaml: str | None = None) -> None:
-    """Make a finished mergekit output a sentence-transformers model with a model card."""
+    """Make a finished mergekit output a sentence-transformers model with lineage and a card."""
     from boom_merge.card import write_model_card
+    from boom_merge.lineage import write_lineage
 
     plan.write(out_path)
+    write_lineage(out_path, plan.config, list(plan.refs))
     write_model_card(
         Path(out_path),
         inputs=[ref.model.path for ref in plan.refs],
