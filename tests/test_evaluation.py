@@ -221,18 +221,27 @@ def test_training_datasets_from_member_lineage_and_history(tmp_path: Path) -> No
     (member / "boom_member.json").write_text(json.dumps({"datasets": {"wordnet": {}, "foldoc": {}}}))
     update = tmp_path / "upd"
     update.mkdir()
-    (update / "boom_member.json").write_text(
-        json.dumps({"new_data": {"devil": {}}, "history": [{"datasets": {"manpages": {}}}]})
-    )
+    update_manifest = {  # the shape training.py writes for update models
+        "kind": "update",
+        "new_data": {"path": "/data/new", "datasets": {"devil": {"lines": 10}}},
+        "history": {"path": "/data/old", "history_ratio": 0.1, "datasets": {"manpages": {"lines": 3}}},
+    }
+    (update / "boom_member.json").write_text(json.dumps(update_manifest))
     merged = tmp_path / "merged"
-    merged.mkdir()
-    inputs = [{"manifest": "../m1/boom_member.json"}, {"path": "../upd"}, {"datasets": ["python_faq"]}]
+    (merged / "boom_members").mkdir(parents=True)
+    shutil.copy(member / "boom_member.json", merged / "boom_members" / "m1.json")
+    inputs = [  # the shapes lineage.py writes: a copied manifest, a path, known datasets
+        {"path": "/gone/m1", "role": "member", "manifest": "boom_members/m1.json"},
+        {"path": str(update), "role": "update"},
+        {"path": "/gone/base", "role": "base", "datasets": []},
+        {"path": "/gone/m3", "role": "member", "datasets": ["python_faq"]},
+    ]
     (merged / "boom_lineage.json").write_text(json.dumps({"inputs": inputs}))
     assert training_datasets(member) == {"wordnet", "foldoc"}
     assert training_datasets(update) == {"devil", "manpages"}
     assert training_datasets(merged) == {"wordnet", "foldoc", "devil", "manpages", "python_faq"}
     assert training_datasets(tmp_path) is None  # no files: unknown
-    (merged / "boom_lineage.json").write_text(json.dumps({"inputs": [{"manifest": "../gone.json"}]}))
+    (merged / "boom_lineage.json").write_text(json.dumps({"inputs": [{"path": "/gone/m4", "role": "member"}]}))
     assert training_datasets(merged) is None  # an unreadable input makes the whole model unknown
 
 

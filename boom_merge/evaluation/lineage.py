@@ -3,8 +3,9 @@
 A task is in-domain for a model when its dataset name is among the model's training
 datasets. They are read from files that training and merging write into the model:
 
-- ``boom_member.json`` (members and update models): names are the keys of
-  ``"datasets"`` and ``"new_data"``, plus those of every record in ``"history"``;
+- ``boom_member.json`` (members and update models): names are the keys (or items)
+  of ``"datasets"``; an update model's ``"new_data"`` and ``"history"`` records
+  (``{"path", "datasets": {...}}``) add theirs: it saw both;
 - ``boom_lineage.json`` (merged models): every record in ``"inputs"`` either lists
   ``"datasets"`` itself or points (``"manifest"``, ``"path"`` or ``"model"``, relative
   to the model) at a member's ``boom_member.json`` or at a model directory.
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 MEMBER_FILE = "boom_member.json"
 LINEAGE_FILE = "boom_lineage.json"
 _POINTERS = ("manifest", "path", "model")
+_NESTED = ("new_data", "history", "inputs")
 _MAX_DEPTH = 16
 
 
@@ -56,16 +58,16 @@ def _from_file(path: Path, depth: int) -> frozenset[str] | None:
 
 
 def _from_record(record: Any, base: Path, depth: int) -> frozenset[str] | None:
-    """Names in one record: its own lists plus those of its history and inputs."""
+    """Names in one record: its ``datasets`` plus those of its sub-records and inputs."""
     if isinstance(record, str):
         return _from_pointer(base / record, depth)
     if not isinstance(record, dict):
         return None
-    if not any(key in record for key in ("datasets", "new_data", "inputs")):
+    if not any(key in record for key in ("datasets", *_NESTED)):
         pointer = next((record[key] for key in _POINTERS if isinstance(record.get(key), str)), None)
         return _from_pointer(base / pointer, depth) if pointer else None
-    names = set(_names(record.get("datasets"))) | set(_names(record.get("new_data")))
-    for entry in [*_entries(record.get("history")), *_entries(record.get("inputs"))]:
+    names = set(_names(record.get("datasets")))
+    for entry in (entry for key in _NESTED for entry in _entries(record.get(key))):
         found = _from_record(entry, base, depth + 1)
         if found is None:
             logger.warning("%s: an input's training datasets are unknown", base)
@@ -87,7 +89,10 @@ def _from_pointer(target: Path, depth: int) -> frozenset[str] | None:
 
 
 def _entries(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+    """Sub-records: a list of them, one record, or none."""
+    if isinstance(value, list):
+        return value
+    return [value] if value is not None else []
 
 
 def _names(value: Any) -> list[str]:
