@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from boom_merge.errors import BoomError
-from boom_merge.evaluation.corpus import find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path
+from boom_merge.evaluation.corpus import check_limits, find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -90,6 +90,7 @@ def drift_report(
     are capped as in ``boom-merge eval`` (first ``max_queries`` queries, their relevant
     documents plus others up to ``max_corpus``).
     """
+    check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     corpus = find_corpus_dir(data_dir)
     for path in (old_model, new_model):
         if not (Path(path) / "modules.json").is_file():

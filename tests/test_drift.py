@@ -93,6 +93,8 @@ def test_cli_and_errors(tiny_bert_base: Path, perturbed: Path, corpus: Path, min
     assert "recall@10" in result.output and "python_code" in result.output
     data = json.loads(out.read_text())
     assert [d["queries"] for d in data["datasets"]] == [4, 4, 0]
+    with pytest.raises(BoomError, match="--max-queries must be at least 1"):
+        drift_report(tiny_bert_base, perturbed, corpus, max_queries=0)
     with pytest.raises(BoomError, match="different dimensions"):
         drift_report(tiny_bert_base, minilm_path, corpus)
     bad = CliRunner().invoke(main, ["drift", str(tiny_bert_base), str(tmp_path), "--data", str(corpus)])

@@ -52,6 +52,13 @@ class STSPairs:
     scores: list[float]
 
 
+def check_limits(**limits: int | None) -> None:
+    """Refuse caps and batch sizes below 1 (None means no cap)."""
+    for name, value in limits.items():
+        if value is not None and value < 1:
+            raise BoomError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def find_corpus_dir(corpus_dir: str | Path | None, *, required: bool = True) -> Path | None:
     """The corpus to read: ``corpus_dir``, else the default built corpus if there is one.
 
@@ -64,7 +71,9 @@ def find_corpus_dir(corpus_dir: str | Path | None, *, required: bool = True) -> 
     if not (path / "manifest.json").is_file():
         if corpus_dir is None and not required:
             return None
-        raise BoomError("not a built corpus (no manifest.json): pass --corpus DIR or run `boom-merge data build`", path=path)
+        raise BoomError(
+            "not a built corpus (no manifest.json): pass --corpus DIR or run `boom-merge data build`", path=path
+        )
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from boom_merge.errors import BoomError
-from boom_merge.evaluation.corpus import find_corpus_dir
+from boom_merge.evaluation.corpus import check_limits, find_corpus_dir
 from boom_merge.evaluation.lineage import training_datasets
 from boom_merge.evaluation.summary import Summary, plot_scores, to_markdown
 from boom_merge.evaluation.tasks import Caps, dataset_of, resolve_tasks
@@ -43,9 +43,7 @@ def evaluate_models(
     paths = [_model_dir(model) for model in models]
     if not paths:
         raise BoomError("give at least one model")
-    for value, name in ((max_queries, "max-queries"), (max_corpus, "max-corpus"), (batch_size, "batch-size")):
-        if value is not None and value < 1:
-            raise BoomError(f"--{name} must be at least 1, got {value}")
+    check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     corpus = find_corpus_dir(corpus_dir, required=tasks is None)
     chosen = resolve_tasks(corpus, tasks, Caps(max_queries, max_corpus))
     labels = unique_labels(paths)

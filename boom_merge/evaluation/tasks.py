@@ -189,9 +189,8 @@ class _LocalRetrieval:
                 "text": [doc["text"] for doc in split.corpus.values()],
             }
         )
-        self.dataset = {
-            "default": {"test": {"queries": queries, "corpus": corpus, "relevant_docs": split.qrels, "top_ranked": None}}
-        }
+        test = {"queries": queries, "corpus": corpus, "relevant_docs": split.qrels, "top_ranked": None}
+        self.dataset = {"default": {"test": test}}
         self.data_loaded = True
 
 
@@ -208,11 +207,10 @@ class _LocalSTS:
 
         if self.data_loaded:
             return
-        pairs = read_sts(sts_path(self.corpus_dir, self.boom_source))
+        path = sts_path(self.corpus_dir, self.boom_source)
+        pairs = read_sts(path)
         if max(pairs.scores) > self.max_score or min(pairs.scores) < self.min_score:
-            raise BoomError(
-                f"scores must lie in [{self.min_score}, {self.max_score}]", path=sts_path(self.corpus_dir, self.boom_source)
-            )
+            raise BoomError(f"scores must lie in [{self.min_score}, {self.max_score}]", path=path)
         test = Dataset.from_dict({"sentence1": pairs.text1, "sentence2": pairs.text2, "score": pairs.scores})
         self.dataset = {"default": DatasetDict({"test": test})}
         self.data_loaded = True
