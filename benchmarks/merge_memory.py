@@ -79,6 +79,14 @@ def write_random_model(path: Path, config: dict, seed: int) -> int:
     return total
 
 
+def _existing_size(path: Path, config: dict) -> int | None:
+    """Size of a model written by an earlier run with the same config (reused), else None."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file() and json.loads((path / "config.json").read_text()) == config:
+        return json.loads(index.read_text())["metadata"]["total_size"]
+    return None
+
+
 def eager_merge(models: list[Path], out: Path) -> None:
     """Baseline: load every model completely, average, save (what a naive script does)."""
     import torch
@@ -123,6 +131,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--method", default="linear", help="mergekit merge method (weights 1/copies)")
+    parser.add_argument("--out-shard-sizes", nargs="+", default=["5B", "250M"],
+                        help="mergekit --out-shard-size values to measure (5B is mergekit's default)")
     parser.add_argument("--skip-eager", action="store_true", help="skip the eager baseline (needs copies x size RAM)")
     parser.add_argument("--eager-only", nargs="+", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -133,8 +143,8 @@ def main() -> None:
     config = llama_config(args.params)
     models = [args.workdir / f"copy{i}" for i in range(args.copies)]
     start = time.time()
-    sizes = [write_random_model(m, config, seed=i) for i, m in enumerate(models)]
-    print(f"wrote {args.copies} models of {sizes[0] / GIB:.2f} GiB in {time.time() - start:.0f} s", flush=True)
+    sizes = [_existing_size(m, config) or write_random_model(m, config, seed=i) for i, m in enumerate(models)]
+    print(f"{args.copies} models of {sizes[0] / GIB:.2f} GiB ready in {time.time() - start:.0f} s", flush=True)
 
     recipe = args.workdir / "recipe.yml"
     recipe.write_text(
@@ -145,7 +155,11 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     runs = {
         "import_floor": [sys.executable, "-c", "import torch, mergekit.merge"],
-        "mergekit": [shutil.which("mergekit-yaml") or "mergekit-yaml", str(recipe), str(out), "--lazy-unpickle", "--quiet"],
+        **{
+            f"mergekit_shard_{size}": [shutil.which("mergekit-yaml") or "mergekit-yaml", str(recipe), str(out / size),
+                                       "--lazy-unpickle", "--quiet", "--out-shard-size", size]
+            for size in args.out_shard_sizes
+        },
     }
     if not args.skip_eager:
         shutil.rmtree(args.workdir / "eager", ignore_errors=True)

@@ -218,7 +218,9 @@ def _result_files(results_dir: Path, model_dir: Path | None) -> list[Path]:
         if labels and name.rsplit("/", 1)[-1] == labels[0]:
             return files
     found = ", ".join(sorted(str(folder.relative_to(results_dir)) for folder in folders))
-    raise BoomError(f"results of several models ({found}) and none is this model's; pass its own folder", path=results_dir)
+    raise BoomError(
+        f"results of several models ({found}) and none is this model's; pass its own folder", path=results_dir
+    )
 
 
 def mteb_eval_results(results_dir: Path, model_dir: Path | None = None) -> list[EvalResult]:
@@ -287,15 +289,30 @@ def _members_section(members: Sequence[Member]) -> str:
 
 
 def _lineage_section(lineage: dict[str, Any]) -> str:
-    old, update = lineage.get("old", {}), lineage.get("update", {})
-    return (
-        "## Incremental lineage\n\n"
-        f"This model is an incremental update ({lineage.get('interpolation', '?')} interpolation, "
-        f"update weight {lineage.get('update_weight', '?')}, created {lineage.get('created', '?')}).\n\n"
-        "| role | model | sha256 |\n|---|---|---|\n"
-        f"| old | {old.get('path', '?')} | `{old.get('sha256', '?')}` |\n"
-        f"| update | {update.get('path', '?')} | `{update.get('sha256', '?')}` |\n"
-    )
+    """``boom_lineage.json``: the inputs, and for incremental updates the chain of updates."""
+    lines = ["## Lineage\n"]
+    if lineage.get("inputs"):
+        lines += ["| input | role | weight | training datasets |", "|---|---|---|---|"]
+        lines += [
+            f"| {record.get('path', '?')} | {record.get('role', '?')} | {record.get('weight', '')} "
+            f"| {', '.join(record.get('datasets') or [])} |"
+            for record in lineage["inputs"]
+        ]
+        lines.append("")
+    generation: dict[str, Any] | None = lineage
+    while generation and generation.get("kind") == "incremental":
+        old, update = generation.get("old", {}), generation.get("update", {})
+        lines.append(
+            f"- incremental update created {generation.get('created', '?')}: "
+            f"{generation.get('interpolation', '?')} interpolation, update weight {generation.get('update_weight', '?')}; "
+            f"old `{old.get('path', '?')}` (sha256 `{old.get('sha256', '?')}`), "
+            f"update `{update.get('path', '?')}` (sha256 `{update.get('sha256', '?')}`)"
+        )
+        generation = generation.get("old_lineage")
+    if generation is not lineage and generation:
+        lines.append(f"- first model: a {generation.get('kind', '?')} ({generation.get('method', '?')}), "
+                     f"created {generation.get('created', '?')}")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def _body(

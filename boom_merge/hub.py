@@ -115,7 +115,9 @@ def upload(plan: PushPlan, *, token: str | None = None) -> PushPlan:
         )
     except network_errors as error:
         reason = _reason(error, secret)
-        raise BoomError(f"push to {plan.repo_id} failed ({type(error).__name__}: {reason}); local model unchanged") from None
+        raise BoomError(
+            f"push to {plan.repo_id} failed ({type(error).__name__}: {reason}); local model unchanged"
+        ) from None
     logger.info("pushed %d files to %s", len(plan.files), plan.repo_id)
     return replace(plan, commit_url=info.commit_url)
 

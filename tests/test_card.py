@@ -57,7 +57,7 @@ def merged(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minil
         check=True,
         capture_output=True,
     )
-    (out / "boom_members").mkdir()
+    (out / "boom_members").mkdir(exist_ok=True)  # boom-merge's mergekit hook copies them too
     for path in members:
         (out / "boom_members" / f"{path.name}.json").write_text((path / "boom_member.json").read_text())
     return {"dir": out, "members": members, "recipe": recipe}
@@ -136,8 +136,9 @@ def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
 
     name, evals = model_index_to_eval_results(meta["model-index"])
     assert name == "merged"
-    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(_saved_main_scores(results_dir, "merged"))
-    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(dict(zip(["STSBenchmark", "BoomFoldocRetrieval"], SCORES["merged"])))
+    scores = {e.task_name: e.metric_value for e in evals}
+    assert scores == pytest.approx(_saved_main_scores(results_dir, "merged"))
+    assert scores == pytest.approx(dict(zip(["STSBenchmark", "BoomFoldocRetrieval"], SCORES["merged"])))
     sts = next(e for e in evals if e.task_name == "STSBenchmark")
     assert (sts.task_type, sts.metric_type, sts.dataset_type) == (
         "sentence-similarity",
@@ -160,6 +161,9 @@ def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
         assert cells[:4] == [member, "member", str(ratio), str(manifest["seed"])]
         assert f"wordnet: {manifest['datasets']['wordnet']['sampled']} / 1000" in cells[4]
     assert "- foldoc: GFDL-1.1" in text and "- wordnet: WordNet" in text
+    lineage = json.loads((merged["dir"] / "boom_lineage.json").read_text())  # written by the merge hook
+    for record in lineage["inputs"]:
+        assert f"| {record['path']} | {record['role']} | {record.get('weight', '')} |" in text
 
 
 def test_card_defaults_come_from_model_dir(merged: dict) -> None:
@@ -181,7 +185,14 @@ def test_member_card_is_finetune_of_its_base(merged: dict, minilm_path: str) -> 
     assert "| m1 | member | 0.8 | 101 |" in card.text
 
 
-def test_lineage_section(merged: dict, tmp_path: Path) -> None:
+def test_lineage_section(tmp_path: Path) -> None:
+    """An incremental update of a BOOM merge, as ``boom_lineage.json`` records it."""
+    first = {
+        "kind": "merge",
+        "method": "boom",
+        "created": "2026-11-01T10:00:00+00:00",
+        "inputs": [{"path": "/m/member-0-r40", "role": "member", "weight": 0.4, "datasets": ["foldoc"]}],
+    }
     lineage = {
         "kind": "incremental",
         "old": {"path": "/models/v1", "sha256": "1" * 64},
@@ -189,15 +200,22 @@ def test_lineage_section(merged: dict, tmp_path: Path) -> None:
         "update_weight": 0.25,
         "interpolation": "slerp",
         "created": "2026-11-26T10:00:00+00:00",
+        "old_lineage": first,
+        "inputs": [
+            {"path": "/models/v1", "role": "old", "datasets": ["foldoc"]},
+            {"path": "/models/upd", "role": "update", "datasets": ["foldoc", "wordnet"]},
+        ],
     }
     model = tmp_path / "v2"
     model.mkdir()
     (model / "boom_lineage.json").write_text(json.dumps(lineage))
     card = build_model_card(model, inputs=["/models/v1", "/models/upd"], method="boom_incremental")
     assert card.data.base_model == ["/models/v1", "/models/upd"]  # not on disk: kept as given
-    assert "| old | /models/v1 | `" + "1" * 64 + "` |" in card.text
-    assert "| update | /models/upd | `" + "2" * 64 + "` |" in card.text
-    assert "update weight 0.25" in card.text and "slerp" in card.text
+    assert "| /models/upd | update |  | foldoc, wordnet |" in card.text
+    update_line = next(line for line in card.text.splitlines() if line.startswith("- incremental update"))
+    assert "2026-11-26T10:00:00+00:00" in update_line and "slerp" in update_line and "weight 0.25" in update_line
+    assert f"`/models/v1` (sha256 `{'1' * 64}`)" in update_line and f"(sha256 `{'2' * 64}`)" in update_line
+    assert "- first model: a merge (boom), created 2026-11-01T10:00:00+00:00" in card.text
 
 
 def test_hub_id_from_hf_cache_path(tmp_path: Path) -> None:

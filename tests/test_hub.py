@@ -118,7 +118,9 @@ def member(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minil
 
 def _checksums(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -212,7 +214,8 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("offline", ["0", "1"])
 def test_unreachable_hub_is_a_clear_error(member: Path, tmp_path: Path, offline: str) -> None:
     before = _checksums(member)
-    result = _push(str(member), "--repo-id", REPO, endpoint=f"http://127.0.0.1:{_closed_port()}", offline=offline, home=tmp_path)
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    result = _push(str(member), "--repo-id", REPO, endpoint=endpoint, offline=offline, home=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"Error: push to {REPO} failed")
     assert "Traceback" not in result.stderr and TOKEN not in result.stdout + result.stderr
@@ -229,6 +232,7 @@ def test_bad_repo_id(member: Path, tmp_path: Path, repo_id: str, message: str) -
 
 def test_not_a_model_dir(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    result = _push(str(tmp_path / "empty"), "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path)
+    empty = str(tmp_path / "empty")
+    result = _push(empty, "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path)
     assert result.returncode == 1
-    assert "not a model directory" in result.stderr and str(tmp_path / "empty") in result.stderr
+    assert "not a model directory" in result.stderr and empty in result.stderr

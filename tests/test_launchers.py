@@ -59,7 +59,8 @@ def test_ray_members_equal_in_process_training(corpus: Path, tiny_bert_base: Pat
     base = _weights(tiny_bert_base)
     for path, spec in zip(paths, specs):
         manifest = json.loads((path / "boom_member.json").read_text())
-        assert (manifest["member_index"], manifest["sample_ratio"], manifest["seed"]) == (spec.index, spec.ratio, spec.seed)
+        recorded = (manifest["member_index"], manifest["sample_ratio"], manifest["seed"])
+        assert recorded == (spec.index, spec.ratio, spec.seed)
         reference = train_member(corpus, str(tiny_bert_base), spec, tmp_path / "local", config)
         expected, got = _weights(reference), _weights(path)
         assert got.keys() == expected.keys()
