@@ -150,6 +150,7 @@ def run_quickstart(
             [base, members[-1], boom], out / "eval", corpus_dir=corpus.path,
             tasks=[*TRAIN_DOMAINS, *OOD_SOURCES], in_domain=TRAIN_DOMAINS,
             max_queries=sizes.max_test_queries, max_corpus=sizes.eval_corpus, force=True,
+            labels=["base", "BLS", "BOOM"],
         )
     result.timings["total"] = round(time.perf_counter() - total, 1)
     (out / "quickstart.json").write_text(json.dumps({

@@ -32,13 +32,15 @@ def evaluate_models(
     batch_size: int = 32,
     force: bool = False,
     progress: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> Summary:
     """Evaluate ``models`` with MTEB and write results and summary under ``out``.
 
     ``out`` receives ``results/`` (MTEB's ResultCache layout: one folder per model,
     named ``boom-merge__LABEL/local``), ``summary.md``, ``summary.json`` and
     ``scores.png``. ``in_domain`` (dataset or task names) overrides the training
-    datasets read from the models. Returns the summary.
+    datasets read from the models. ``labels`` name the models in tables and charts
+    (default: their directory names, made unique). Returns the summary.
     """
     paths = [_model_dir(model) for model in models]
     if not paths:
@@ -46,7 +48,9 @@ def evaluate_models(
     check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     corpus = find_corpus_dir(corpus_dir, required=tasks is None)
     chosen = resolve_tasks(corpus, tasks, Caps(max_queries, max_corpus))
-    labels = unique_labels(paths)
+    if labels is not None and (len(labels) != len(paths) or len(set(labels)) != len(labels)):
+        raise BoomError("give one distinct label per model")
+    labels = list(labels) if labels is not None else unique_labels(paths)
     with atomic_output_dir(out, force=force) as tmp:
         scores = {
             label: _run_model(path, label, chosen, tmp, batch_size, progress)
