@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import DatasetCard, EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard import metadata_load
 
 from boom_merge.errors import BoomError
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 MEMBER_MANIFEST = "boom_member.json"
 MEMBERS_DIR = "boom_members"
 LINEAGE_FILE = "boom_lineage.json"
+CORPUS_MANIFEST = "manifest.json"
 RECIPE_FILES = ("boom_recipe.yml", "mergekit_config.yml")
 TAGS = [
     "sentence-transformers",
@@ -137,23 +138,33 @@ def common_licence(inputs: Iterable[str]) -> str | None:
     return licences.pop() if len(licences) == 1 else None
 
 
-def dataset_licences(members: Sequence[Member], dataset_cards: Sequence[Path] = ()) -> dict[str, str]:
-    """Dataset name -> licence, from manifest entries carrying ``licence`` and dataset cards."""
+def _corpus_licences(data: str) -> dict[str, str]:
+    """Source -> licence from a built corpus's ``manifest.json`` (in the data folder or above it)."""
+    for folder in (Path(data), Path(data).parent):
+        if (folder / CORPUS_MANIFEST).is_file():
+            sources = read_json(folder / CORPUS_MANIFEST).get("sources") or {}
+            return {name: str(s["licence"]) for name, s in sources.items() if isinstance(s, dict) and s.get("licence")}
+    return {}
+
+
+def dataset_licences(members: Sequence[Member]) -> dict[str, str]:
+    """Training dataset -> licence: a manifest entry's ``licence``, else the corpus manifest's.
+
+    Members record their data folder as ``data``; update models as ``new_data.path`` and
+    ``history.path``, with datasets named ``new/NAME`` and ``history/NAME``.
+    """
     licences: dict[str, str] = {}
     for member in members:
-        for name, entry in (member.manifest.get("datasets") or {}).items():
-            if isinstance(entry, dict) and entry.get("licence"):
-                licences[name] = str(entry["licence"])
-    for path in dataset_cards:
-        card_path = path / "README.md" if path.is_dir() else path
-        if not card_path.is_file():
-            raise BoomError("dataset card not found", path=card_path)
-        data = DatasetCard.load(card_path).data
-        licence = data.get("license")
-        if not licence:
-            raise BoomError("dataset card has no 'license' in its metadata", path=card_path)
-        name = data.get("pretty_name") or card_path.parent.name
-        licences[str(name)] = ", ".join(licence) if isinstance(licence, list) else str(licence)
+        manifest = member.manifest
+        folders = [manifest.get("data"), *((manifest.get(key) or {}).get("path") for key in ("new_data", "history"))]
+        corpus: dict[str, str] = {}
+        for folder in filter(None, folders):
+            corpus |= _corpus_licences(str(folder))
+        for name, entry in (manifest.get("datasets") or {}).items():
+            source = name.rsplit("/", 1)[-1]
+            licence = (entry.get("licence") if isinstance(entry, dict) else None) or corpus.get(source)
+            if licence:
+                licences[source] = str(licence)
     return licences
 
 
@@ -187,13 +198,20 @@ def _task_metadata(task_result: Any) -> tuple[str, str, str]:
 
 
 def _main_metric(task_result: Any) -> str:
-    """The one score key equal to ``main_score`` in every split and subset, else ``main_score``."""
+    """The score key equal to ``main_score`` in every split and subset, else ``main_score``.
+
+    Ties (normalised embeddings make cosine and euclidean Spearman equal) go to ``cosine_*``.
+    """
     candidates: set[str] | None = None
     for split_scores in task_result.scores.values():
         for scores in split_scores:
             equal = {k for k, v in scores.items() if k != "main_score" and v == scores["main_score"]}
             candidates = equal if candidates is None else candidates & equal
-    return candidates.pop() if candidates and len(candidates) == 1 else "main_score"
+    cosine = {name for name in candidates or () if name.startswith("cosine_")}
+    for found in (candidates, cosine):
+        if found and len(found) == 1:
+            return found.pop()
+    return "main_score"
 
 
 def _result_files(results_dir: Path, model_dir: Path | None) -> list[Path]:
@@ -373,7 +391,6 @@ def build_model_card(
     recipe_yaml: str | None = None,
     method: str | None = None,
     results_dir: str | Path | None = None,
-    dataset_cards: Sequence[str | Path] = (),
     model_id: str | None = None,
 ) -> ModelCard:
     """Build the card of the model in ``model_dir`` from its saved manifests.
@@ -419,7 +436,7 @@ def build_model_card(
         recipe_yaml=recipe_yaml,
         members=members,
         lineage=lineage,
-        licences=dataset_licences(members, [Path(p) for p in dataset_cards]),
+        licences=dataset_licences(members),
         eval_results=eval_results,
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
@@ -432,7 +449,6 @@ def write_model_card(
     recipe_yaml: str | None = None,
     method: str | None = None,
     results_dir: str | Path | None = None,
-    dataset_cards: Sequence[str | Path] = (),
 ) -> Path:
     """Write the card as ``model_dir/README.md`` (replacing mergekit's) and return its path."""
     card = build_model_card(
@@ -441,7 +457,6 @@ def write_model_card(
         recipe_yaml=recipe_yaml,
         method=method,
         results_dir=results_dir,
-        dataset_cards=dataset_cards,
     )
     path = Path(model_dir) / "README.md"
     path.write_text(str(card), encoding="utf-8")

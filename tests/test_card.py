@@ -24,16 +24,18 @@ from tests.tiny_models import make_tiny_bert_st
 RATIOS = {"m0": 0.4, "m1": 0.8}
 
 
-def _member_manifest(index: int, ratio: float, base: str) -> dict:
+def _member_manifest(index: int, ratio: float, base: str, data: str = "") -> dict:
+    """A member manifest; wordnet carries its licence, foldoc's comes from the corpus manifest."""
     return {
         "kind": "member",
         "member_index": index,
         "sample_ratio": ratio,
         "seed": 100 + index,
         "base_model": base,
+        "data": data,
         "datasets": {
             "wordnet": {"available": 1000, "sampled": int(1000 * ratio), "ids_sha256": "ab" * 32, "licence": "WordNet"},
-            "foldoc": {"available": 200, "sampled": int(200 * ratio), "ids_sha256": "cd" * 32, "licence": "GFDL-1.1"},
+            "foldoc": {"available": 200, "sampled": int(200 * ratio), "ids_sha256": "cd" * 32},
         },
     }
 
@@ -42,10 +44,14 @@ def _member_manifest(index: int, ratio: float, base: str) -> dict:
 def merged(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minilm_path: str) -> dict:
     """A real mergekit linear merge of two tiny members whose base licence is MiniLM's."""
     root = tmp_path_factory.mktemp("card")
+    (root / "corpus" / "train").mkdir(parents=True)
+    sources = {"foldoc": {"task": "retrieval", "licence": "GFDL 1.1 or later"}, "wordnet": {"licence": "ignored"}}
+    (root / "corpus" / "manifest.json").write_text(json.dumps({"sources": sources}))
     members = []
     for index, name in enumerate(RATIOS):
         path = make_tiny_bert_st(root / name, seed=index + 1, perturb_from=tiny_bert_base)
-        (path / "boom_member.json").write_text(json.dumps(_member_manifest(index, RATIOS[name], minilm_path)))
+        manifest = _member_manifest(index, RATIOS[name], minilm_path, str(root / "corpus" / "train"))
+        (path / "boom_member.json").write_text(json.dumps(manifest))
         members.append(path)
     recipe = "merge_method: linear\nmodels:\n" + "".join(
         f"  - model: {path}\n    parameters:\n      weight: 0.5\n" for path in members
@@ -85,7 +91,7 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory, merged: dict) -> Path:
         cache.save_to_cache(
             TaskResult.from_task_results(
                 mteb.get_task("STSBenchmark"),
-                {"test": {"default": {"main_score": sts, "cosine_spearman": sts}}},
+                {"test": {"default": {"main_score": sts, "cosine_spearman": sts, "euclidean_spearman": sts}}},
                 evaluation_time=2.0,
             ),
             meta,
@@ -160,7 +166,7 @@ def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
         manifest = _member_manifest(list(RATIOS).index(member), ratio, "")
         assert cells[:4] == [member, "member", str(ratio), str(manifest["seed"])]
         assert f"wordnet: {manifest['datasets']['wordnet']['sampled']} / 1000" in cells[4]
-    assert "- foldoc: GFDL-1.1" in text and "- wordnet: WordNet" in text
+    assert "- foldoc: GFDL 1.1 or later" in text and "- wordnet: WordNet" in text
     lineage = json.loads((merged["dir"] / "boom_lineage.json").read_text())  # written by the merge hook
     for record in lineage["inputs"]:
         assert f"| {record['path']} | {record['role']} | {record.get('weight', '')} |" in text
@@ -234,12 +240,25 @@ def test_licences_differ_gives_none(merged: dict, minilm_path: str, tmp_path: Pa
     assert common_licence([minilm_path, str(other)]) is None
 
 
-def test_dataset_card_licence(merged: dict, tmp_path: Path) -> None:
-    card_dir = tmp_path / "kjv-web"
-    card_dir.mkdir()
-    (card_dir / "README.md").write_text("---\nlicense: cc0-1.0\npretty_name: Bible KJV-WEB\n---\n# data\n")
-    card = build_model_card(merged["dir"], dataset_cards=[card_dir])
-    assert "- Bible KJV-WEB: cc0-1.0" in card.text
+def test_update_model_licences_from_its_corpora(tmp_path: Path) -> None:
+    """Update models name datasets new/NAME and history/NAME and record two data folders."""
+    for corpus, licence in (("new", "cc0-1.0"), ("old", "PSF-2.0")):
+        (tmp_path / corpus / "train").mkdir(parents=True)
+        (tmp_path / corpus / "manifest.json").write_text(json.dumps({"sources": {"kjv": {"licence": licence}}}))
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps({"sources": {"python_faq": {"licence": "PSF-2.0"}}}))
+    model = tmp_path / "update"
+    model.mkdir()
+    manifest = {
+        "kind": "update",
+        "base_model": "BAAI/bge-small-en-v1.5",
+        "new_data": {"path": str(tmp_path / "new" / "train")},
+        "history": {"path": str(tmp_path / "old" / "train")},
+        "datasets": {"new/kjv": {"sampled": 10}, "history/python_faq": {"sampled": 2}},
+    }
+    (model / "boom_member.json").write_text(json.dumps(manifest))
+    card = build_model_card(model)
+    assert card.data.base_model == ["BAAI/bge-small-en-v1.5"]
+    assert "- kjv: cc0-1.0" in card.text and "- python_faq: PSF-2.0" in card.text
 
 
 def test_bad_inputs_name_the_file(merged: dict, results_dir: Path, tmp_path: Path) -> None:
@@ -273,3 +292,17 @@ def test_results_of_one_model_are_picked(merged: dict, results_dir: Path, tmp_pa
     (copy / "summary.json").unlink()
     with pytest.raises(BoomError, match="results of several models"):
         mteb_eval_results(copy, merged["dir"])
+
+
+def test_local_sts_task_metric_and_type(tmp_path: Path) -> None:
+    """A task outside mteb's registry: type from its name, metric = the score equal to main_score."""
+    scores = {"main_score": 0.61, "cosine_spearman": 0.61, "euclidean_spearman": 0.61, "manhattan_spearman": 0.58}
+    TaskResult(
+        dataset_revision="r1",
+        task_name="BoomWordSim353STS",
+        mteb_version=mteb.__version__,
+        scores={"test": [{**scores, "hf_subset": "default", "languages": ["eng-Latn"]}]},
+        evaluation_time=1.0,
+    ).to_disk(tmp_path / "BoomWordSim353STS.json")
+    [result] = mteb_eval_results(tmp_path)
+    assert (result.task_type, result.metric_type, result.metric_value) == ("sentence-similarity", "cosine_spearman", 0.61)
