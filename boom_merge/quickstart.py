@@ -105,24 +105,32 @@ def _training_data(corpus: Path, out: Path) -> Path:
 
 
 def run_quickstart(
-    profile: ProfileName = "default",
+    profile: ProfileName | Profile = "default",
     out: str | Path = "runs/quickstart",
     *,
     force: bool = False,
     resume: bool = False,
     seed: int = 42,
+    base_model: str | Path | None = None,
     echo: Callable[[str], None] = logger.info,
 ) -> QuickstartResult:
-    """Build, train, merge and evaluate; return the timings and the MTEB summary."""
+    """Build, train, merge and evaluate; return the timings and the MTEB summary.
+
+    ``profile`` is a named profile or explicit sizes; ``base_model`` replaces the
+    bundled MiniLM (tests use a tiny model).
+    """
     from boom_merge.data.corpora import build_corpora
     from boom_merge.evaluation import evaluate_models
     from boom_merge.merging import merge_recipe
     from boom_merge.recipes import write_recipe
     from boom_merge.training import TrainConfig, train_members
 
-    if profile not in PROFILES:
+    if isinstance(profile, Profile):
+        sizes, profile = profile, "custom"
+    elif profile in PROFILES:
+        sizes = PROFILES[profile]
+    else:
         raise BoomError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    sizes = PROFILES[profile]
     out = Path(out)
     _prepare_out(out, force, resume)
     result = QuickstartResult(out, profile)
@@ -137,7 +145,7 @@ def run_quickstart(
         train_dir = _training_data(corpus.path, out)
     base = out / "base"
     if not base.exists():
-        shutil.copytree(bundled_base_model(), base)
+        shutil.copytree(base_model or bundled_base_model(), base)
     config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
     with _stage(result, "train BLS + BOOM members", echo):

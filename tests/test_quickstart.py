@@ -1,0 +1,64 @@
+"""The main job end to end on real corpora, with a tiny base so that it runs in a test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from sentence_transformers import SentenceTransformer
+
+from boom_merge.errors import BoomError
+from boom_merge.quickstart import OOD_SOURCES, TRAIN_DOMAINS, Profile, run_quickstart
+from tests.reference_merges import hand_merged_embeddings, np_multislerp
+
+TINY = Profile(max_train=24, max_test_queries=8, eval_corpus=24, batch_size=8, max_seq_length=32, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory, tiny_bert_base):
+    out = tmp_path_factory.mktemp("qs") / "run"
+    return run_quickstart(TINY, out, base_model=tiny_bert_base)
+
+
+def test_layout_and_report(quickstart_run) -> None:
+    out = quickstart_run.out
+    members = sorted(p.name for p in (out / "members").iterdir() if p.is_dir())
+    assert members == ["member-0-r40", "member-1-r60", "member-2-r80", "member-3-r100"]
+    assert sorted(p.stem for p in (out / "data/train").glob("*.jsonl")) == sorted(TRAIN_DOMAINS)
+    report = json.loads((out / "quickstart.json").read_text())
+    assert set(report["timings_s"]) >= {"corpora", "train BLS + BOOM members", "total"}
+    assert (out / "eval/scores.png").stat().st_size > 10_000
+    summary = quickstart_run.summary
+    assert summary.models == ["base", "BLS", "BOOM"]
+    assert len(summary.tasks) == len(TRAIN_DOMAINS) + len(OOD_SOURCES)
+    for model in summary.models:  # the four training domains are in-domain, the rest OOD
+        assert len(summary.in_domain[model]) == len(TRAIN_DOMAINS)
+        assert all(0.0 <= summary.scores[model][task] <= 1.0 for task in summary.tasks)
+
+
+def test_members_are_bagged_samples(quickstart_run) -> None:
+    counts = {}
+    for member in sorted((quickstart_run.out / "members").iterdir()):
+        manifest = json.loads((member / "boom_member.json").read_text())
+        counts[manifest["sample_ratio"]] = sum(d["sampled"] for d in manifest["datasets"].values())
+    ratios = sorted(counts)
+    assert ratios == [0.4, 0.6, 0.8, 1.0]
+    assert [counts[r] for r in ratios] == sorted(counts.values()) and counts[0.4] < counts[1.0]
+
+
+def test_boom_model_is_the_multislerp_of_the_members(quickstart_run) -> None:
+    out = quickstart_run.out
+    recipe = yaml.safe_load((out / "boom.yml").read_text())
+    assert recipe["merge_method"] == "boom"
+    members = [m["model"] for m in recipe["models"]]
+    texts = ["a definition of a word", "ls lists directory contents"]
+    expected = hand_merged_embeddings(members, lambda a: np_multislerp(a, [1, 1, 1, 1]), texts)
+    got = SentenceTransformer(str(out / "boom"), device="cpu").encode(texts)
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_existing_run_needs_resume_or_force(quickstart_run) -> None:
+    with pytest.raises(BoomError, match="--resume"):
+        run_quickstart(TINY, quickstart_run.out)
