@@ -35,7 +35,7 @@ def test_layout_and_report(quickstart_run) -> None:
     assert len(summary.tasks) == len(TRAIN_DOMAINS) + len(OOD_SOURCES)
     for model in summary.models:  # the four training domains are in-domain, the rest OOD
         assert len(summary.in_domain[model]) == len(TRAIN_DOMAINS)
-        assert all(0.0 <= summary.scores[model][task] <= 1.0 for task in summary.tasks)
+        assert all(-1.0 <= summary.scores[model][task] <= 1.0 for task in summary.tasks)  # Spearman may be < 0
 
 
 def test_members_are_bagged_samples(quickstart_run) -> None:
