@@ -1,0 +1,491 @@
+"""The paper's claims at small scale: scheduling, merging, incremental updates, regimes.
+
+Trains from one base (default: the bundled all-MiniLM-L6-v2) on four training domains
+(WordNet, FOLDOC, man pages, Bible KJV->WEB) and evaluates with MTEB on their test
+splits (in-domain, ID) and on held-out tasks (OOD: Devil's Dictionary, Python FAQ,
+WordSim-353). Parts (``--parts``, any subset):
+
+* ``scheduling``: BLS vs sequential vs mixed batches, same data, same seed;
+* ``merging``: BOOM (Multi-SLERP / linear, equal / ratio weights) vs BLS, task
+  arithmetic, TIES and the members' embedding ensemble (the upper bound a merge
+  approximates at M times the inference cost);
+* ``incremental``: existing = BOOM on wordnet+foldoc+manpages; new domain = Python
+  code search; update models = base trained on the new data plus 10/20/40 % of the
+  old, merged into the existing model (alpha 0.5, slerp); against full retraining (BLS
+  on all four);
+* ``regime``: BLS and BOOM with more training drift (``--epochs``, ``--lr``; members
+  get the BLS member's number of steps unless ``--regime-equal-epochs``).
+
+Every claim rests on training-seed replicates (``--seeds``): tables give the mean and
+standard deviation over seeds, and each model's difference from BLS paired by seed.
+Settings are fixed up front; nothing is tuned on the OOD tasks.
+
+Resumable: finished trainings (``boom_member.json``), merges (``modules.json``) and
+evaluations (``summary.json``) are reused when the script is run again with the same
+``--out``. Writes ``OUT/timings.json``, ``OUT/results.json``, ``OUT/results.md``
+(ready for ``docs/results.md``) and ``OUT/results.png``. Run by hand, in the
+background, e.g.::
+
+    nohup python benchmarks/quality.py --out runs/quality > runs/quality.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+logger = logging.getLogger("quality")
+
+TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
+OLD_DOMAINS = ("wordnet", "foldoc", "manpages")
+NEW_DOMAIN = "python_code"
+OOD = ("devil", "python_faq", "wordsim353")
+RATIOS = "40,60,80,100"
+BLS_MEMBER = 3  # index of the 100 % member in RATIOS: the BLS model
+HISTORY_RATIOS = (0.1, 0.2, 0.4)
+PARTS = ("scheduling", "merging", "incremental", "regime")
+# merging part: label -> (write_recipe method, weights, merge against the base model)
+MERGES: dict[str, tuple[str, str, bool]] = {
+    "BOOM slerp equal": ("boom", "equal", False),
+    "BOOM slerp ratio": ("boom", "ratio", False),
+    "BOOM linear equal": ("boom_linear", "equal", False),
+    "BOOM linear ratio": ("boom_linear", "ratio", False),
+    "task arithmetic": ("task_arithmetic", "equal", True),
+    "TIES": ("ties", "equal", True),
+}
+ENSEMBLE = "ensemble (M=4)"
+
+
+@dataclass
+class Study:
+    """Paths, settings and everything measured so far (persisted after each step)."""
+
+    args: argparse.Namespace
+    out: Path
+    corpus: Path
+    base: Path
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def config(self, **changes: Any) -> Any:
+        from boom_merge.training import TrainConfig
+
+        settings = {"batch_size": self.args.batch_size, "max_seq_length": self.args.max_seq_length,
+                    "learning_rate": self.args.learning_rate, "epochs": 1.0, "save_steps": 100}
+        return TrainConfig(**(settings | changes))
+
+    def record(self, kind: str, key: str, values: dict[str, Any]) -> None:
+        self.timings.setdefault(kind, {})[key] = values
+        _write_json(self.out / "timings.json", self.timings)
+
+    def add_row(self, part: str, model: str, seed: int | None, scores: dict[str, float], **extra: Any) -> None:
+        self.rows = [r for r in self.rows if (r["part"], r["model"], r["seed"]) != (part, model, seed)]
+        self.rows.append({"part": part, "model": model, "seed": seed, "scores": scores, **extra})
+        _write_json(self.out / "results.json", {"rows": self.rows})
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _slug(text: str) -> str:
+    """A file-name and MTEB-name friendly form of a model label."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+# --- shared steps: data, training, merging, evaluation ------------------------------
+
+
+def data_dir(study: Study, name: str, domains: Sequence[str]) -> Path:
+    """``OUT/data/NAME``: a training data directory holding only ``domains``."""
+    target = study.out / "data" / name
+    target.mkdir(parents=True, exist_ok=True)
+    for domain in domains:
+        shutil.copy2(study.corpus / "train" / f"{domain}.jsonl", target / f"{domain}.jsonl")
+    return target
+
+
+def _training_record(model: Path) -> dict[str, Any]:
+    result = json.loads((model / "boom_member.json").read_text())["training_result"]
+    return {"steps": result["steps"], "train_runtime_s": result["train_runtime_s"]}
+
+
+def _timed(study: Study, kind: str, key: str, run: Callable[[], Any]) -> Any:
+    """Run a step that was not done before and record its wall time."""
+    start = time.perf_counter()
+    value = run()
+    study.record(kind, key, {"wall_s": round(time.perf_counter() - start, 1)})
+    return value
+
+
+def train_bag(study: Study, key: str, data: Path, config: Any, seed: int, member: int | None = None) -> list[Path]:
+    """Members of RATIOS (or one of them) under ``OUT/models/KEY``; steps and times recorded."""
+    from boom_merge.data.sampling import plan_members
+    from boom_merge.training import train_members
+
+    out = study.out / "models" / key
+    specs = plan_members(RATIOS, seed=seed)
+    names = [s.name for s in specs] if member is None else [specs[member].name]
+    members = [out / name for name in names]
+    if not all((path / "boom_member.json").is_file() for path in members):
+        members = _timed(study, "training calls", f"{key}/{','.join(names)}",
+                         lambda: train_members(data, str(study.base), RATIOS, out, config, seed=seed, member=member))
+    for path in members:
+        study.timings.setdefault("trainings", {})[f"{key}/{path.name}"] = _training_record(path)
+    _write_json(study.out / "timings.json", study.timings)
+    return members
+
+
+def train_bag_equal_steps(study: Study, key: str, data: Path, config: Any, seed: int) -> list[Path]:
+    """Members that all take as many steps as the 100 % (BLS) member: equal steps, not epochs."""
+    bls = train_bag(study, key, data, config, seed, member=BLS_MEMBER)[0]
+    steps = _training_record(bls)["steps"]
+    others = [train_bag(study, key, data, replace(config, max_steps=steps), seed, member=i)[0] for i in range(BLS_MEMBER)]
+    return [*others, bls]
+
+
+def merge(study: Study, key: str, members: Sequence[Path], method: str, weights: str, with_base: bool) -> Path:
+    """A merged model at ``OUT/merges/KEY`` (reused when already there)."""
+    from boom_merge.merging import merge_recipe
+    from boom_merge.recipes import write_recipe
+
+    out = study.out / "merges" / key
+
+    def run() -> Path:
+        recipe = write_recipe(members, out.with_suffix(".yml"), method=method, weights=weights,
+                              base=study.base if with_base else None, force=True)
+        return merge_recipe(recipe, out, force=True)
+
+    return out if (out / "modules.json").is_file() else _timed(study, "merges", key, run)
+
+
+def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Sequence[Path], tasks: Sequence[str],
+             **extra: Any) -> None:
+    """MTEB scores of a model (one path) or ensemble (several) into the study's rows."""
+    from boom_merge.evaluation import evaluate_models
+
+    key = f"{part}/{_slug(model)}" + (f"-s{seed}" if seed is not None else "")
+    out = study.out / "eval" / key
+    label = _slug(model)
+
+    def run() -> None:
+        single = len(paths) == 1
+        evaluate_models(
+            list(paths) if single else [], out, corpus_dir=study.corpus, tasks=list(tasks),
+            max_queries=study.args.eval_queries, max_corpus=study.args.eval_corpus, force=True, progress=False,
+            labels=[label] if single else None, ensembles=None if single else {label: list(paths)},
+        )
+
+    if not (out / "summary.json").is_file():
+        _timed(study, "evaluations", key, run)
+    saved = json.loads((out / "summary.json").read_text())
+    task_names = [task["name"] for task in saved["tasks"]]
+    scores = {source: saved["scores"][label][name] for source, name in zip(tasks, task_names)}
+    study.add_row(part, model, seed, scores, **extra)
+    logger.info("%s: %s", key, {k: round(v, 4) for k, v in scores.items()})
+
+
+# --- parts ---------------------------------------------------------------------------
+
+
+def run_scheduling(study: Study, data: Path) -> None:
+    """The BLS model against sequential and mixed batches (same data and seed)."""
+    tasks = (*TRAIN_DOMAINS, *OOD)
+    for seed in study.args.seeds:
+        for schedule in ("bls", "sequential", "mixed"):
+            # the BLS model is the 100 % member of the merging part's bag (same seed, same folder)
+            key = f"default/{schedule}/seed-{seed}"
+            model = train_bag(study, key, data, study.config(schedule=schedule), seed, member=BLS_MEMBER)[0]
+            evaluate(study, "scheduling", schedule.upper() if schedule == "bls" else schedule, seed, [model], tasks)
+
+
+def evaluate_bag(
+    study: Study, part: str, key: str, members: list[Path], seed: int, merges: dict[str, tuple[str, str, bool]]
+) -> None:
+    """BLS (the 100 % member), the merges of ``merges`` and the ensemble of ``members``."""
+    tasks = (*TRAIN_DOMAINS, *OOD)
+    evaluate(study, part, "BLS", seed, [members[BLS_MEMBER]], tasks)
+    for label, (method, weights, with_base) in merges.items():
+        model = merge(study, f"{key}/{_slug(label)}", members, method, weights, with_base)
+        evaluate(study, part, label, seed, [model], tasks)
+    evaluate(study, part, ENSEMBLE, seed, members, tasks)
+
+
+def run_merging(study: Study, data: Path) -> None:
+    """Merges of the BOOM members (and baselines) at the default regime, per seed."""
+    evaluate(study, "merging", "base", None, [study.base], (*TRAIN_DOMAINS, *OOD))
+    for seed in study.args.seeds:
+        key = f"default/bls/seed-{seed}"
+        evaluate_bag(study, "merging", key, train_bag(study, key, data, study.config(), seed), seed, MERGES)
+
+
+def run_regime(study: Study, data: Path) -> None:
+    """BLS, BOOM and the ensemble with more drift: more epochs, higher learning rate, equal steps."""
+    args = study.args
+    config = study.config(epochs=args.epochs, learning_rate=args.lr)
+    steps = "epochs" if args.regime_equal_epochs else "steps"
+    name = f"regime-e{args.epochs:g}-lr{args.lr:g}-equal-{steps}"
+    train = train_bag if args.regime_equal_epochs else train_bag_equal_steps
+    merges = {label: MERGES[label] for label in ("BOOM slerp equal", "BOOM linear equal")}
+    for seed in args.seeds:
+        key = f"{name}/bls/seed-{seed}"
+        evaluate_bag(study, "regime", key, train(study, key, data, config, seed), seed, merges)
+
+
+def run_incremental(study: Study) -> None:
+    """Existing BOOM on three domains + Python code: update-and-merge vs full retraining."""
+    from boom_merge.incremental import incremental_merge
+    from boom_merge.training import train_update
+
+    tasks = (*OLD_DOMAINS, NEW_DOMAIN, *OOD)
+    old, new = data_dir(study, "old3", OLD_DOMAINS), data_dir(study, "new", (NEW_DOMAIN,))
+    everything = data_dir(study, "all", (*OLD_DOMAINS, NEW_DOMAIN))
+    config = study.config()
+    for seed in study.args.incremental_seeds:
+        key = f"incremental/seed-{seed}"
+        members = train_bag(study, f"{key}/existing", old, config, seed)
+        existing = merge(study, f"{key}/existing-boom", members, "boom", "equal", False)
+        cost = _bag_cost(study, f"{key}/existing")
+        evaluate(study, "incremental", "existing BOOM (3 domains)", seed, [existing], tasks, **cost)
+        for ratio in HISTORY_RATIOS:
+            update_dir = study.out / "models" / key / f"update-h{ratio:g}"
+            if not (update_dir / "boom_member.json").is_file():
+                _timed(study, "training calls", f"{key}/update-h{ratio:g}",
+                       partial(train_update, str(study.base), new, old, ratio, update_dir, config, seed=seed))
+            record = _training_record(update_dir)
+            study.timings.setdefault("trainings", {})[f"{key}/update-h{ratio:g}"] = record
+            merged = study.out / "merges" / key / f"incremental-h{ratio:g}"
+            if not (merged / "modules.json").is_file():
+                _timed(study, "merges", f"{key}/incremental-h{ratio:g}",
+                       partial(incremental_merge, existing, update_dir, merged, update_weight=0.5,
+                               interpolation="slerp", force=True))
+            evaluate(study, "incremental", f"update only (history {ratio:.0%})", seed, [update_dir], tasks, **record)
+            evaluate(study, "incremental", f"existing + update (history {ratio:.0%})", seed, [merged], tasks, **record)
+        full = train_bag(study, f"{key}/full", everything, config, seed, member=BLS_MEMBER)[0]
+        evaluate(study, "incremental", "full retraining (BLS, 4 domains)", seed, [full], tasks, **_training_record(full))
+
+
+def _bag_cost(study: Study, key: str) -> dict[str, Any]:
+    """Summed steps and trainer runtime of the members trained under ``key``."""
+    records = [v for k, v in study.timings["trainings"].items() if k.startswith(f"{key}/member-")]
+    return {"steps": sum(r["steps"] for r in records),
+            "train_runtime_s": round(sum(r["train_runtime_s"] for r in records), 1)}
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def _averages(row: dict[str, Any]) -> dict[str, float]:
+    """Per-task scores plus ID avg and OOD avg as the part defines them (the new domain is its own column)."""
+    scores = row["scores"]
+    in_domain = OLD_DOMAINS if row["part"] == "incremental" else TRAIN_DOMAINS
+    return {**scores, "ID avg": fmean(scores[t] for t in in_domain), "OOD avg": fmean(scores[t] for t in OOD)}
+
+
+def _spread(values: Sequence[float]) -> str:
+    """``mean ± std`` in nDCG/Spearman points x100 (std needs two or more values)."""
+    mean = 100 * fmean(values)
+    return f"{mean:.2f} ± {100 * stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def part_table(rows: list[dict[str, Any]], part: str) -> str:
+    """Markdown: one line per model, mean ± std over seeds, and the difference from BLS paired by seed."""
+    mine = [r for r in rows if r["part"] == part]
+    if not mine:
+        return ""
+    columns = list(_averages(mine[0]))
+    bls = {r["seed"]: _averages(r) for r in mine if r["model"] == "BLS"}
+    paired = bool(bls) and part != "incremental"
+    names = [f"{c} (new)" if c == NEW_DOMAIN else c for c in columns]
+    header = ["model", "seeds", *names] + (["Δ ID vs BLS", "Δ OOD vs BLS"] if paired else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in dict.fromkeys(r["model"] for r in mine):
+        values = [_averages(r) for r in mine if r["model"] == model]
+        seeds = [r["seed"] for r in mine if r["model"] == model]
+        cells = [model, str(len(values)), *(_spread([v[c] for v in values]) for c in columns)]
+        if paired:
+            common = [s for s in seeds if s in bls and s is not None]
+            by_seed = {r["seed"]: _averages(r) for r in mine if r["model"] == model}
+            cells += [_spread([by_seed[s][c] - bls[s][c] for s in common]) if common and model != "BLS" else ""
+                      for c in ("ID avg", "OOD avg")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(rows: list[dict[str, Any]]) -> str:
+    """Incremental part: training steps and trainer runtime of each model (mean over seeds)."""
+    costed = [r for r in rows if r["part"] == "incremental" and "steps" in r]
+    if not costed:
+        return ""
+    lines = ["| model | training steps | trainer runtime (s) |", "|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in costed):
+        chosen = [r for r in costed if r["model"] == model]
+        lines.append(f"| {model} | {fmean(r['steps'] for r in chosen):.0f} | "
+                     f"{fmean(r['train_runtime_s'] for r in chosen):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def wall_table(timings: dict[str, dict[str, Any]]) -> str:
+    """Wall time per part and per kind of step."""
+    lines = ["| what | wall time (min) |", "|---|---|"]
+    for part, values in timings.get("parts", {}).items():
+        lines.append(f"| part {part} | {values['wall_s'] / 60:.1f} |")
+    for kind in ("training calls", "merges", "evaluations"):
+        walls = [v["wall_s"] for v in timings.get(kind, {}).values() if v.get("wall_s") is not None]
+        lines.append(f"| all {kind} ({len(walls)}) | {sum(walls) / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+_SECTIONS = {
+    "scheduling": "Scheduling: BLS vs sequential vs mixed (same data, same seed per replicate)",
+    "merging": "Merging: BOOM vs BLS, task arithmetic, TIES and the members' ensemble",
+    "regime": "Regime with more training drift",
+    "incremental": "Incremental update: existing BOOM (3 domains) + Python code vs full retraining",
+}
+
+
+def write_report(study: Study, command: str) -> None:
+    """``OUT/results.md`` (Markdown ready for docs/results.md) and ``OUT/results.png``."""
+    args = study.args
+    sizes = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    parts = [
+        "# Results: the paper's claims at small scale\n",
+        f"Command:\n\n```\n{command}\n```\n",
+        "Sizes and settings:\n\n```\n" + json.dumps(sizes, indent=1) + "\n```\n",
+        ("Scores are MTEB main scores x100 (nDCG@10 for retrieval, Spearman for WordSim-353), "
+        f"mean ± standard deviation over training seeds. ID = {', '.join(TRAIN_DOMAINS)} "
+        f"(incremental: {', '.join(OLD_DOMAINS)}; new = {NEW_DOMAIN}); OOD = {', '.join(OOD)}. "
+        "Δ vs BLS is each model minus the BLS model of the same seed, then mean ± std over seeds: "
+         "a difference smaller than its std is noise.\n"),
+        "![ID and OOD averages](results.png)\n",
+    ]
+    for part in PARTS:
+        table = part_table(study.rows, part)
+        if table:
+            parts.append(f"## {_SECTIONS[part]}\n\n{table}")
+        if part == "incremental" and (costs := cost_table(study.rows)):
+            parts.append("Training cost (the existing BOOM model: its four members together):\n\n" + costs)
+    parts.append("## Wall times\n\n" + wall_table(study.timings))
+    (study.out / "results.md").write_text("\n".join(parts), encoding="utf-8")
+    plot(study.rows, study.out / "results.png")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """ID (left axis) and OOD (right axis) averages per model, one panel per part, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [p for p in PARTS if any(r["part"] == p for r in rows)]
+    if not present:
+        return
+    fig, axes = plt.subplots(len(present), 1, figsize=(10, 3.6 * len(present)), squeeze=False)
+    for ax, part in zip(axes[:, 0], present):
+        models = list(dict.fromkeys(r["model"] for r in rows if r["part"] == part))
+        for column, twin in (("ID avg", ax), ("OOD avg", ax.twinx())):
+            values = [[100 * _averages(r)[column] for r in rows if r["part"] == part and r["model"] == m] for m in models]
+            colour = "tab:blue" if twin is ax else "tab:orange"
+            twin.errorbar([i + (0.1 if twin is ax else -0.1) for i in range(len(models))], [fmean(v) for v in values],
+                          yerr=[stdev(v) if len(v) > 1 else 0.0 for v in values], fmt="o", capsize=3, color=colour)
+            twin.set_ylabel(f"{column} x100", color=colour)
+        ax.set_xlim(-0.5, max(len(models), 3) - 0.5)
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models, rotation=20, ha="right", fontsize=7)
+        ax.set_title(f"{part} (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- entry point ---------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--base", type=Path, default=None, help="base model (default: bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--pairs-per-domain", type=int, default=500, help="training pairs per domain")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--incremental-seeds", type=int, nargs="+", default=None, help="default: the first seed")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=5e-5, help="default regime (1 epoch)")
+    parser.add_argument("--eval-queries", type=int, default=100, help="test queries per task")
+    parser.add_argument("--eval-corpus", type=int, default=400, help="documents per retrieval task")
+    parser.add_argument("--epochs", type=float, default=3.0, help="regime part: epochs of the BLS member")
+    parser.add_argument("--lr", type=float, default=1e-4, help="regime part: learning rate")
+    parser.add_argument("--regime-equal-epochs", action="store_true",
+                        help="regime part: members train equal epochs (default: equal steps)")
+    args = parser.parse_args(argv)
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if unknown := set(args.parts) - set(PARTS):
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    if min(args.pairs_per_domain, args.eval_queries, args.eval_corpus, args.batch_size) < 1:
+        parser.error("sizes must be positive")
+    args.incremental_seeds = args.incremental_seeds or args.seeds[:1]
+    return args
+
+
+def prepare(args: argparse.Namespace) -> Study:
+    """Corpora (cached by the builder), the output folder and what an earlier run measured."""
+    from boom_merge.data.corpora import build_corpora
+    from boom_merge.quickstart import bundled_base_model
+
+    sources = [*TRAIN_DOMAINS, NEW_DOMAIN, *OOD]
+    corpus = build_corpora(sources=sources, seed=0, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
+    if missing := [name for name in sources if name in corpus.missing]:
+        sys.exit(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+    args.out.mkdir(parents=True, exist_ok=True)
+    study = Study(args, args.out.resolve(), corpus.path, (args.base or bundled_base_model()).resolve())
+    if (args.out / "timings.json").is_file():
+        study.timings = json.loads((args.out / "timings.json").read_text())
+    if (args.out / "results.json").is_file():
+        study.rows = json.loads((args.out / "results.json").read_text())["rows"]
+    return study
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    study = prepare(args)
+    four = data_dir(study, "four", TRAIN_DOMAINS)
+    runners: dict[str, Callable[[], None]] = {
+        "scheduling": lambda: run_scheduling(study, four),
+        "merging": lambda: run_merging(study, four),
+        "incremental": lambda: run_incremental(study),
+        "regime": lambda: run_regime(study, four),
+    }
+    # core claims first; scheduling reuses the merging part's BLS models when they are there
+    for part in sorted(args.parts, key=["merging", "incremental", "regime", "scheduling"].index):
+        start = time.perf_counter()
+        runners[part]()
+        # summed over runs: a resumed run adds its own time
+        earlier = study.timings.get("parts", {}).get(part, {}).get("wall_s", 0.0)
+        study.record("parts", part, {"wall_s": round(earlier + time.perf_counter() - start, 1)})
+        write_report(study, command)
+    logger.info("report: %s", study.out / "results.md")
+
+
+if __name__ == "__main__":
+    main()
