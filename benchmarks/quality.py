@@ -80,7 +80,7 @@ class Study:
     out: Path
     corpus: Path
     base: Path
-    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def config(self, **changes: Any) -> Any:
@@ -182,7 +182,7 @@ def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Seque
     """MTEB scores of a model (one path) or ensemble (several) into the study's rows."""
     from boom_merge.evaluation import evaluate_models
 
-    key = f"{part}/{_slug(model)}" + (f"-s{seed}" if seed is not None else "")
+    key = f"{_slug(part)}/{_slug(model)}" + (f"-s{seed}" if seed is not None else "")
     out = study.out / "eval" / key
     label = _slug(model)
 
@@ -210,7 +210,7 @@ def run_scheduling(study: Study, data: Path) -> None:
     """The BLS model against sequential and mixed batches (same data and seed)."""
     tasks = (*TRAIN_DOMAINS, *OOD)
     for seed in study.args.seeds:
-        for schedule in ("bls", "sequential", "mixed"):
+        for schedule in ("bls", "mixed", "sequential"):
             # the BLS model is the 100 % member of the merging part's bag (same seed, same folder)
             key = f"default/{schedule}/seed-{seed}"
             model = train_bag(study, key, data, study.config(schedule=schedule), seed, member=BLS_MEMBER)[0]
@@ -242,12 +242,12 @@ def run_regime(study: Study, data: Path) -> None:
     args = study.args
     config = study.config(epochs=args.epochs, learning_rate=args.lr)
     steps = "epochs" if args.regime_equal_epochs else "steps"
-    name = f"regime-e{args.epochs:g}-lr{args.lr:g}-equal-{steps}"
+    part = f"regime: {args.epochs:g} epochs, lr {args.lr:g}, members given equal {steps}"
     train = train_bag if args.regime_equal_epochs else train_bag_equal_steps
     merges = {label: MERGES[label] for label in ("BOOM slerp equal", "BOOM linear equal")}
     for seed in args.seeds:
-        key = f"{name}/bls/seed-{seed}"
-        evaluate_bag(study, "regime", key, train(study, key, data, config, seed), seed, merges)
+        key = f"{_slug(part)}/bls/seed-{seed}"
+        evaluate_bag(study, part, key, train(study, key, data, config, seed), seed, merges)
 
 
 def run_incremental(study: Study) -> None:
@@ -343,11 +343,13 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def wall_table(timings: dict[str, dict[str, Any]]) -> str:
+def wall_table(timings: dict[str, Any]) -> str:
     """Wall time per part and per kind of step."""
     lines = ["| what | wall time (min) |", "|---|---|"]
-    for part, values in timings.get("parts", {}).items():
+    parts = timings.get("parts", {})
+    for part, values in parts.items():
         lines.append(f"| part {part} | {values['wall_s'] / 60:.1f} |")
+    lines.append(f"| all finished parts | {sum(v['wall_s'] for v in parts.values()) / 60:.1f} |")
     for kind in ("training calls", "merges", "evaluations"):
         walls = [v["wall_s"] for v in timings.get(kind, {}).values() if v.get("wall_s") is not None]
         lines.append(f"| all {kind} ({len(walls)}) | {sum(walls) / 60:.1f} |")
@@ -357,19 +359,26 @@ def wall_table(timings: dict[str, dict[str, Any]]) -> str:
 _SECTIONS = {
     "scheduling": "Scheduling: BLS vs sequential vs mixed (same data, same seed per replicate)",
     "merging": "Merging: BOOM vs BLS, task arithmetic, TIES and the members' ensemble",
-    "regime": "Regime with more training drift",
+    "regime": "Regime with more training drift",  # followed by the regime's settings
     "incremental": "Incremental update: existing BOOM (3 domains) + Python code vs full retraining",
 }
 
 
-def write_report(study: Study, command: str) -> None:
+def report_parts(rows: list[dict[str, Any]]) -> list[str]:
+    """The parts present in ``rows`` (a regime part per setting), in the order of PARTS."""
+    present = dict.fromkeys(r["part"] for r in rows)
+    return sorted(present, key=lambda part: PARTS.index(part.partition(": ")[0]))
+
+
+def write_report(study: Study) -> None:
     """``OUT/results.md`` (Markdown ready for docs/results.md) and ``OUT/results.png``."""
     args = study.args
     sizes = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     parts = [
         "# Results: the paper's claims at small scale\n",
-        f"Command:\n\n```\n{command}\n```\n",
-        "Sizes and settings:\n\n```\n" + json.dumps(sizes, indent=1) + "\n```\n",
+        "Commands (every run that wrote into this folder; finished steps are reused):\n\n```\n"
+        + "\n".join(study.timings["commands"]) + "\n```\n",
+        "Sizes and settings (of the last command):\n\n```\n" + json.dumps(sizes) + "\n```\n",
         ("Scores are MTEB main scores x100 (nDCG@10 for retrieval, Spearman for WordSim-353), "
         f"mean ± standard deviation over training seeds. ID = {', '.join(TRAIN_DOMAINS)} "
         f"(incremental: {', '.join(OLD_DOMAINS)}; new = {NEW_DOMAIN}); OOD = {', '.join(OOD)}. "
@@ -377,10 +386,9 @@ def write_report(study: Study, command: str) -> None:
          "a difference smaller than its std is noise.\n"),
         "![ID and OOD averages](results.png)\n",
     ]
-    for part in PARTS:
-        table = part_table(study.rows, part)
-        if table:
-            parts.append(f"## {_SECTIONS[part]}\n\n{table}")
+    for part in report_parts(study.rows):
+        kind, _, settings = part.partition(": ")
+        parts.append(f"## {_SECTIONS[kind]}{': ' + settings if settings else ''}\n\n{part_table(study.rows, part)}")
         if part == "incremental" and (costs := cost_table(study.rows)):
             parts.append("Training cost (the existing BOOM model: its four members together):\n\n" + costs)
     parts.append("## Wall times\n\n" + wall_table(study.timings))
@@ -395,7 +403,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    present = [p for p in PARTS if any(r["part"] == p for r in rows)]
+    present = report_parts(rows)
     if not present:
         return
     fig, axes = plt.subplots(len(present), 1, figsize=(10, 3.6 * len(present)), squeeze=False)
@@ -410,7 +418,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlim(-0.5, max(len(models), 3) - 0.5)
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels(models, rotation=20, ha="right", fontsize=7)
-        ax.set_title(f"{part} (mean ± std over seeds)")
+        ax.set_title(f"{part} (mean ± std over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -423,16 +431,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--base", type=Path, default=None, help="base model (default: bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--pairs-per-domain", type=int, default=500, help="training pairs per domain")
+    parser.add_argument("--pairs-per-domain", type=int, default=250, help="training pairs per domain")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--incremental-seeds", type=int, nargs="+", default=None, help="default: the first seed")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="default regime (1 epoch)")
-    parser.add_argument("--eval-queries", type=int, default=100, help="test queries per task")
-    parser.add_argument("--eval-corpus", type=int, default=400, help="documents per retrieval task")
-    parser.add_argument("--epochs", type=float, default=3.0, help="regime part: epochs of the BLS member")
+    parser.add_argument("--eval-queries", type=int, default=60, help="test queries per task")
+    parser.add_argument("--eval-corpus", type=int, default=180, help="documents per retrieval task")
+    parser.add_argument("--epochs", type=float, default=2.0, help="regime part: epochs of the BLS member")
     parser.add_argument("--lr", type=float, default=1e-4, help="regime part: learning rate")
     parser.add_argument("--regime-equal-epochs", action="store_true",
                         help="regime part: members train equal epochs (default: equal steps)")
@@ -446,6 +454,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _saved_base(source: Path, out: Path) -> Path:
+    """``OUT/base``: the base as sentence-transformers saves it.
+
+    The bundled MiniLM lacks its (weightless) ``2_Normalize`` folder, which the merge
+    path requires of a ``base_model`` (task arithmetic, TIES); a re-save writes it.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    target = out / "base"
+    if not (target / "modules.json").is_file():
+        SentenceTransformer(str(source), device="cpu").save(str(target))
+    return target
+
+
 def prepare(args: argparse.Namespace) -> Study:
     """Corpora (cached by the builder), the output folder and what an earlier run measured."""
     from boom_merge.data.corpora import build_corpora
@@ -456,7 +478,8 @@ def prepare(args: argparse.Namespace) -> Study:
     if missing := [name for name in sources if name in corpus.missing]:
         sys.exit(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
     args.out.mkdir(parents=True, exist_ok=True)
-    study = Study(args, args.out.resolve(), corpus.path, (args.base or bundled_base_model()).resolve())
+    base = _saved_base(args.base or bundled_base_model(), args.out.resolve())
+    study = Study(args, args.out.resolve(), corpus.path, base)
     if (args.out / "timings.json").is_file():
         study.timings = json.loads((args.out / "timings.json").read_text())
     if (args.out / "results.json").is_file():
@@ -469,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = "python benchmarks/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     study = prepare(args)
+    study.timings.setdefault("commands", [])
+    if command not in study.timings["commands"]:
+        study.timings["commands"].append(command)
     four = data_dir(study, "four", TRAIN_DOMAINS)
     runners: dict[str, Callable[[], None]] = {
         "scheduling": lambda: run_scheduling(study, four),
@@ -477,14 +503,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "regime": lambda: run_regime(study, four),
     }
     # core claims first; scheduling reuses the merging part's BLS models when they are there
-    for part in sorted(args.parts, key=["merging", "incremental", "regime", "scheduling"].index):
-        start = time.perf_counter()
-        runners[part]()
-        # summed over runs: a resumed run adds its own time
-        earlier = study.timings.get("parts", {}).get(part, {}).get("wall_s", 0.0)
-        study.record("parts", part, {"wall_s": round(earlier + time.perf_counter() - start, 1)})
-        write_report(study, command)
-    logger.info("report: %s", study.out / "results.md")
+    try:
+        for part in sorted(args.parts, key=["merging", "incremental", "regime", "scheduling"].index):
+            start = time.perf_counter()
+            runners[part]()
+            # summed over runs: a resumed run adds its own time
+            earlier = study.timings.get("parts", {}).get(part, {}).get("wall_s", 0.0)
+            study.record("parts", part, {"wall_s": round(earlier + time.perf_counter() - start, 1)})
+            write_report(study)
+    finally:  # what is finished is reported even when a step fails
+        write_report(study)
+        logger.info("report: %s", study.out / "results.md")
 
 
 if __name__ == "__main__":
