@@ -93,6 +93,8 @@ def upload(plan: PushPlan, *, token: str | None = None) -> PushPlan:
     from huggingface_hub.errors import HfHubHTTPError
 
     secret = token or get_token()
+    if not secret:
+        raise BoomError("no Hugging Face token: set HF_TOKEN or run `hf auth login`; nothing was uploaded")
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(plan.model_dir / name))
         for name in plan.files

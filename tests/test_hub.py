@@ -134,14 +134,16 @@ def _expected_files(root: Path) -> set[str]:
     return files
 
 
-def _push(*args: str, endpoint: str, offline: str = "0", home: Path) -> subprocess.CompletedProcess:
+def _push(
+    *args: str, endpoint: str, offline: str = "0", home: Path, token: str = TOKEN
+) -> subprocess.CompletedProcess:
     env = {
-        **os.environ,
-        "HF_TOKEN": TOKEN,
+        **{k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")},
         "HF_ENDPOINT": endpoint,
         "HF_HUB_OFFLINE": offline,
         "HF_HOME": str(home),
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        **({"HF_TOKEN": token} if token else {}),
     }
     return subprocess.run(
         [sys.executable, "-c", "from boom_merge.cli import main; main()", "-v", "push", *args],
@@ -236,3 +238,9 @@ def test_not_a_model_dir(tmp_path: Path) -> None:
     result = _push(empty, "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path)
     assert result.returncode == 1
     assert "not a model directory" in result.stderr and empty in result.stderr
+
+
+def test_missing_token_is_refused_before_any_request(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+    result = _push(str(member), "--repo-id", REPO, endpoint=hub.url, home=tmp_path, token="")
+    assert result.returncode == 1 and "no Hugging Face token" in result.stderr
+    assert hub.requests == []
