@@ -81,6 +81,7 @@ def incremental_merge(
     force: bool = False,
     allow_pickle: bool = False,
     cuda: bool = False,
+    out_shard_size: str = "1B",
 ) -> IncrementalResult:
     """Merge ``update`` into ``old`` as ``out``; ``old`` is never written to."""
     from mergekit.config import MergeConfiguration
@@ -113,6 +114,7 @@ def incremental_merge(
         force=force,
         cuda=cuda,
         allow_pickle=allow_pickle,
+        out_shard_size=out_shard_size,
         extra_files={LINEAGE_FILE: json.dumps(lineage, indent=2) + "\n"},
     )
     return IncrementalResult(out, lineage)

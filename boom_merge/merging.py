@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 RECIPE_FILE = "boom_recipe.yml"
+# mergekit keeps a whole output shard in memory before writing it; its default (5B
+# parameters) means the whole merged model. 1B bounds that for large merges.
+DEFAULT_OUT_SHARD_SIZE = "1B"
 
 
 def ordered_inputs(config: Any) -> list[str]:
@@ -103,6 +106,15 @@ def check_recipe_inputs(config: Any, *, allow_pickle: bool) -> None:
     check_inputs(local, allow_pickle=allow_pickle)
 
 
+def _parameter_count(size: str) -> int:
+    from mergekit.common import parse_kmb
+
+    try:
+        return int(parse_kmb(size))
+    except (ValueError, TypeError):
+        raise BoomError(f"invalid shard size {size!r}; use a count such as 250M or 1B") from None
+
+
 def run_recipe(
     config: Any,
     out: str | Path,
@@ -111,9 +123,13 @@ def run_recipe(
     force: bool = False,
     cuda: bool = False,
     allow_pickle: bool = False,
+    out_shard_size: str = DEFAULT_OUT_SHARD_SIZE,
     extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Merge into ``out`` atomically; ``extra_files`` (name -> text) are written beside the model."""
+    """Merge into ``out`` atomically; ``extra_files`` (name -> text) are written beside the model.
+
+    ``out_shard_size`` is mergekit's parameters per output shard (``"250M"``, ``"1B"``).
+    """
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
@@ -128,7 +144,8 @@ def run_recipe(
             raise BoomError("output would overwrite an input model", path=out)
     check_recipe_inputs(config, allow_pickle=allow_pickle)
     # mergekit's own card is replaced by ours (boom_merge.card), so it is not written.
-    options = MergeOptions(cuda=cuda, lazy_unpickle=allow_pickle, write_model_card=False)
+    options = MergeOptions(cuda=cuda, lazy_unpickle=allow_pickle, write_model_card=False,
+                           out_shard_size=_parameter_count(out_shard_size))
     with atomic_output_dir(out, force=force) as tmp:
         # Written first so that the model card (written by the merge) can describe them.
         (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
@@ -152,7 +169,9 @@ def merge_recipe(
     force: bool = False,
     cuda: bool = False,
     allow_pickle: bool = False,
+    out_shard_size: str = DEFAULT_OUT_SHARD_SIZE,
 ) -> Path:
     """``boom-merge merge``: a mergekit recipe in, a sentence-transformers-correct model out."""
     config, text = load_recipe(recipe)
-    return run_recipe(config, out, recipe_text=text, force=force, cuda=cuda, allow_pickle=allow_pickle)
+    return run_recipe(config, out, recipe_text=text, force=force, cuda=cuda, allow_pickle=allow_pickle,
+                      out_shard_size=out_shard_size)

@@ -154,3 +154,21 @@ def test_real_process_prints_no_traceback(tmp_path, tiny_bag) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"Error: {m1}: missing config.json (not a transformers model directory)"]
+
+
+def test_invalid_shard_size(tmp_path, tiny_bag) -> None:
+    m0, m1 = _copy_members(tiny_bag, tmp_path)
+    _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out", "--out-shard-size", "lots"], "shard size", "lots")
+    _no_output(tmp_path)
+
+
+def test_small_shards_still_load_as_one_model(tmp_path, tiny_bag) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    m0, m1 = _copy_members(tiny_bag, tmp_path)
+    result = CliRunner().invoke(main, ["merge", str(_recipe(tmp_path, [m0, m1])), str(tmp_path / "out"),
+                                       "--out-shard-size", "200K"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*.safetensors"))) > 1
+    embedding = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["text"])
+    assert embedding.shape == (1, 16)

@@ -13,6 +13,8 @@ _allow_pickle = click.option(
     "--allow-pickle", is_flag=True, help="Accept pickled .bin weights (unpickling can run code)."
 )
 _cuda = click.option("--cuda", is_flag=True, help="Do the merge math on the GPU.")
+_shard = click.option("--out-shard-size", default="1B", show_default=True,
+                      help="Parameters per output shard; mergekit holds one shard in memory (e.g. 250M for big models).")
 
 
 @click.command("merge")
@@ -21,11 +23,12 @@ _cuda = click.option("--cuda", is_flag=True, help="Do the merge math on the GPU.
 @_force
 @_cuda
 @_allow_pickle
-def merge_command(recipe: Path, out: Path, force: bool, cuda: bool, allow_pickle: bool) -> None:
+@_shard
+def merge_command(recipe: Path, out: Path, force: bool, cuda: bool, allow_pickle: bool, out_shard_size: str) -> None:
     """Merge with a mergekit RECIPE into OUT (a sentence-transformers model when inputs are)."""
     from boom_merge.merging import merge_recipe
 
-    path = merge_recipe(recipe, out, force=force, cuda=cuda, allow_pickle=allow_pickle)
+    path = merge_recipe(recipe, out, force=force, cuda=cuda, allow_pickle=allow_pickle, out_shard_size=out_shard_size)
     click.echo(f"merged model written to {path}")
 
 
@@ -61,16 +64,17 @@ def recipe_command(
 @_force
 @_cuda
 @_allow_pickle
+@_shard
 def incremental_command(
     old: Path, update: Path, output: Path, update_weight: float, interpolation: str,
-    data: Path | None, force: bool, cuda: bool, allow_pickle: bool,
+    data: Path | None, force: bool, cuda: bool, allow_pickle: bool, out_shard_size: str,
 ) -> None:
     """Merge an UPDATE model into the existing OLD model; OLD is never modified."""
     from boom_merge.incremental import incremental_merge
 
     result = incremental_merge(
         old, update, output, update_weight=update_weight, interpolation=interpolation,
-        force=force, cuda=cuda, allow_pickle=allow_pickle,
+        force=force, cuda=cuda, allow_pickle=allow_pickle, out_shard_size=out_shard_size,
     )
     click.echo(f"updated model written to {result.path} (lineage in boom_lineage.json)")
     if data is not None:
