@@ -66,7 +66,8 @@ class SimilarityReport:
         image = left.imshow(overall, vmin=min(0.0, float(overall.min())), vmax=1.0, cmap="viridis")
         for i in range(m):
             for j in range(m):
-                left.text(j, i, f"{overall[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+                colour = "black" if overall[i, j] > 0.6 else "white"
+                left.text(j, i, f"{overall[i, j]:.2f}", ha="center", va="center", color=colour, fontsize=8)
         left.set_xticks(range(m), [str(i) for i in range(m)])
         left.set_yticks(range(m), [f"[{i}] {Path(n).name[:18]}" for i, n in enumerate(self.models)])
         left.set_title(f"overall cosine of deltas\n(from {Path(self.origin).name or self.origin})")
@@ -75,6 +76,8 @@ class SimilarityReport:
         upper = torch.triu_indices(m, m, offset=1)
         means = [float(self.cosine[g][upper[0], upper[1]].mean()) for g in groups]
         right.barh(groups, means, color="tab:blue")
+        right.set_xlim(min(0.0, *means) - 0.05, 1.0)  # the same scale as the heatmap
+        right.axvline(0.0, color="grey", linewidth=0.8)
         right.invert_yaxis()
         right.set_xlabel("mean pairwise cosine")
         right.set_title("per layer group")
