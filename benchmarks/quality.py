@@ -32,6 +32,7 @@ background, e.g.::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -179,10 +180,15 @@ def merge(study: Study, key: str, members: Sequence[Path], method: str, weights:
 
 def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Sequence[Path], tasks: Sequence[str],
              **extra: Any) -> None:
-    """MTEB scores of a model (one path) or ensemble (several) into the study's rows."""
+    """MTEB scores of a model (one path) or ensemble (several) into the study's rows.
+
+    Results live under ``OUT/eval/`` at the model's own path (plus a tag of the task
+    set), so a model that two parts share (the BLS model) is evaluated once.
+    """
     from boom_merge.evaluation import evaluate_models
 
-    key = f"{_slug(part)}/{_slug(model)}" + (f"-s{seed}" if seed is not None else "")
+    where = paths[0].relative_to(study.out) if len(paths) == 1 else paths[0].parent.relative_to(study.out) / "ensemble"
+    key = f"{where}/tasks-{hashlib.sha1(','.join(tasks).encode()).hexdigest()[:8]}"
     out = study.out / "eval" / key
     label = _slug(model)
 
@@ -198,7 +204,7 @@ def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Seque
         _timed(study, "evaluations", key, run)
     saved = json.loads((out / "summary.json").read_text())
     task_names = [task["name"] for task in saved["tasks"]]
-    scores = {source: saved["scores"][label][name] for source, name in zip(tasks, task_names)}
+    scores = {source: saved["scores"][saved["models"][0]][name] for source, name in zip(tasks, task_names)}
     study.add_row(part, model, seed, scores, **extra)
     logger.info("%s: %s", key, {k: round(v, 4) for k, v in scores.items()})
 
