@@ -356,24 +356,27 @@ def _run_training(
     force: bool,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
-    """Train from ``init_model`` on the sampled parts; write ``out`` with ``manifest``."""
-    from accelerate import PartialState
+    """Train from ``init_model`` on the sampled parts; write ``out`` with ``manifest``.
+
+    Under torchrun / accelerate every process runs this; the main one keeps the work
+    directory and writes the output, the others wait for it.
+    """
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    state = PartialState()
     refuse_existing(out, force)
     work = out.parent / f".{out.name}.work"
-    if state.is_main_process:
-        _prepare_work_dir(work, _identity(manifest), force)
-    state.wait_for_everyone()
     checkpoints = work / "checkpoints"
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if resume:
-        logger.info("%s: resuming from %s", out.name, resume)
     set_seed(seed)  # LoRA initialisation draws random numbers before the trainer seeds them
     model = _load_model(init_model, config)
     trainer = _make_trainer(model, build_train_dataset(parts, names, config, seed), config, checkpoints, seed, list(callbacks))
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        _prepare_work_dir(work, _identity(manifest), force)
+    trainer.accelerator.wait_for_everyone()
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        logger.info("%s: resuming from %s", out.name, resume)
     result = trainer.train(resume_from_checkpoint=resume)
     if config.lora:
         _merge_lora(model)
@@ -381,15 +384,16 @@ def _run_training(
         "steps": result.global_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(result.metrics["train_runtime"], 3),
-        "examples_seen": result.global_step * config.batch_size * config.gradient_accumulation * state.num_processes,
+        "examples_seen": result.global_step * config.batch_size * config.gradient_accumulation * trainer.args.world_size,
+        "processes": trainer.args.world_size,
         "resumed_from": Path(resume).name if resume else None,
     }
-    if state.is_main_process:
+    if main_process:
         with atomic_output_dir(out, force=force) as tmp:
             model.save(str(tmp))
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
+    trainer.accelerator.wait_for_everyone()
     return out
 
 

@@ -344,3 +344,24 @@ def test_cli_train_one_member_and_config_errors(corpus: Path, tiny_bert_base: Pa
     cpu_fp16 = CliRunner().invoke(main, common + ["--precision", "fp16", "--member", "0"])
     if not torch.cuda.is_available():
         assert cpu_fp16.exit_code == 1 and "needs a CUDA GPU" in cpu_fp16.output
+
+
+def test_same_command_under_torchrun(corpus: Path, tiny_bert_base: Path, tmp_path: Path) -> None:
+    """Two CPU processes (gloo) through torchrun: data parallel, one output written once."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--no-python", "--nproc_per_node", "2",
+               shutil.which("boom-merge"), "train", "--data", str(corpus), "--base",
+               str(tiny_bert_base), "--ratios", "50", "--out", str(tmp_path), "--batch-size", "4", "--max-steps", "3"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["member-0-r50"]
+    manifest = json.loads((tmp_path / "member-0-r50" / MANIFEST_NAME).read_text())
+    assert manifest["training_result"]["processes"] == 2
+    assert manifest["training_result"]["examples_seen"] == 3 * 4 * 2
+    state, base = _state(tmp_path / "member-0-r50"), _state(tiny_bert_base)
+    assert any(not torch.equal(state[k], base[k]) for k in state)
