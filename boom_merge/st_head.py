@@ -39,6 +39,7 @@ TOKENIZER_FILES = (
     "vocab.json",
     "added_tokens.json",
 )
+_CONFIG_SUFFIX = " config"
 # Settings that differ between library versions but do not change embeddings.
 _VOLATILE_KEYS = {"__version__", "model_type"}
 
@@ -50,7 +51,7 @@ class ModuleInfo:
     name: str
     path: str
     kind: str  # class name, independent of the library version's module path
-    config: dict[str, Any]
+    config: dict[str, Any] | None  # None: no folder (e.g. an older Normalize), defaults apply
     weights: Path | None
 
 
@@ -70,8 +71,8 @@ class HeadSpec:
             "vocabulary": self.vocabulary,
         }
         for module in self.modules:
-            if module.path:
-                described[f"{module.kind} ({module.path}) config"] = module.config
+            if module.path and module.config is not None:
+                described[f"{module.kind} ({module.path}){_CONFIG_SUFFIX}"] = module.config
         for file, values in self.settings.items():
             for key, value in values.items():
                 described[f"{file}:{key}"] = value
@@ -103,11 +104,10 @@ def _vocabulary_hash(model_dir: Path) -> str:
 def _module_info(model_dir: Path, entry: dict[str, Any]) -> ModuleInfo:
     path = entry.get("path", "")
     folder = model_dir / path
-    config: dict[str, Any] = {}
+    config: dict[str, Any] | None = None
     weights = None
-    if path:
-        if not folder.is_dir():
-            raise BoomError(f"module folder {path!r} listed in modules.json is missing", path=model_dir)
+    if path and folder.is_dir():
+        config = {}
         for config_file in sorted(folder.glob("*.json")):
             config[config_file.name] = {
                 k: v for k, v in _read_json(config_file).items() if k not in _VOLATILE_KEYS
@@ -154,6 +154,8 @@ def check_compatible(heads: list[HeadSpec]) -> None:
         described = other.describe()
         # modules first: a missing Normalize is clearer as a module list than as a config
         for key in [*expected, *(k for k in described if k not in expected)]:
+            if key.endswith(_CONFIG_SUFFIX) and (key not in expected or key not in described):
+                continue  # a module saved without its folder uses its defaults
             if expected.get(key) != described.get(key):
                 raise BoomError(
                     f"inputs embed differently: {key} is {_short(expected.get(key))} in "
@@ -204,11 +206,14 @@ class HeadPlan:
         for name in TOKENIZER_FILES:
             if (ref / name).is_file() and not (out_dir / name).exists():
                 shutil.copy2(ref / name, out_dir / name)
-        for module in self.reference.modules[1:]:
+        for index, module in enumerate(self.reference.modules[1:], start=1):
+            source = next((h.path / module.path for h in self.heads if h.modules[index].config is not None), None)
+            if source is None:
+                continue  # no input has this module's folder; it loads with its defaults
             target = out_dir / module.path
             if target.exists():
                 shutil.rmtree(target)
-            shutil.copytree(ref / module.path, target, ignore=shutil.ignore_patterns(*WEIGHT_FILES))
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*WEIGHT_FILES))
             if module.weights is not None:
                 _merge_module_weights(self, module, target)
 

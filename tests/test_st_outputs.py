@@ -125,3 +125,19 @@ def test_settings_are_copied_verbatim(tmp_path, tiny_bag) -> None:
     out = merge_recipe(_recipe(tmp_path / "r.yml", members[:2]), tmp_path / "out")
     for name in ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
         assert json.loads((out / name).read_text()) == json.loads((members[0] / name).read_text())
+
+
+def test_module_saved_without_its_folder_uses_defaults(tmp_path, tiny_bag) -> None:
+    """The bundled all-MiniLM-L6-v2 lists 2_Normalize in modules.json but ships no folder."""
+    import shutil
+
+    base, members = tiny_bag
+    old_style = shutil.copytree(base, tmp_path / "old-style-base")
+    shutil.rmtree(old_style / "3_Normalize")
+    assert SentenceTransformer(str(old_style), device="cpu").encode(["x"]).shape == (1, 16)
+    out = merge_recipe(_recipe(tmp_path / "r.yml", members[:2], base=old_style), tmp_path / "out")
+    weights = [1.0, 2.0]
+    expected = hand_merged_embeddings([*members[:2], base], lambda a: np_multislerp(a[:-1], weights, base=a[-1]), TEXTS)
+    got = _embed(out)
+    assert np.abs(got - expected).max() <= 1e-5
+    assert (out / "3_Normalize").is_dir()
