@@ -38,7 +38,11 @@ def _minilm() -> str:
 def plain_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tuple[float, float]:
     """The baseline written the way the sentence-transformers docs show; returns (wall s, train s)."""
     from datasets import Dataset, DatasetDict
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -59,11 +63,20 @@ def plain_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tup
     trainer = SentenceTransformerTrainer(
         model=model,
         args=SentenceTransformerTrainingArguments(
-            output_dir=str(out / "checkpoints"), per_device_train_batch_size=args.batch_size, learning_rate=2e-5,
-            warmup_steps=0.1, max_steps=args.steps, seed=42, batch_sampler=BatchSamplers.NO_DUPLICATES,
-            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL, save_strategy="steps",
-            save_steps=500, save_total_limit=2, logging_steps=10, report_to="none",
-        ),  # fmt: skip
+            output_dir=str(out / "checkpoints"),
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=2e-5,
+            warmup_steps=0.1,
+            max_steps=args.steps,
+            seed=42,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+            save_strategy="steps",
+            save_steps=500,
+            save_total_limit=2,
+            logging_steps=10,
+            report_to="none",
+        ),
         train_dataset=DatasetDict(splits),
         loss=MultipleNegativesRankingLoss(model, scale=1 / 0.05),
     )
@@ -77,8 +90,9 @@ def boom_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tupl
     from boom_merge.data.sampling import plan_members
     from boom_merge.training import MANIFEST_NAME, TrainConfig, train_member
 
-    config = TrainConfig(batch_size=args.batch_size, group_size=args.group_size, max_steps=args.steps,
-                         max_seq_length=args.max_seq_length)  # fmt: skip
+    config = TrainConfig(
+        batch_size=args.batch_size, group_size=args.group_size, max_steps=args.steps, max_seq_length=args.max_seq_length
+    )
     start = time.perf_counter()
     path = train_member(data, base, plan_members("100", seed=42)[0], out, config)
     wall = time.perf_counter() - start
@@ -104,12 +118,17 @@ def main() -> None:
             for name, run in order if repeat % 2 == 0 else order[::-1]:
                 wall, train = run(args.data, base, Path(tmp) / f"{name}-{repeat}", args)
                 runs[name].append((wall, train))
-                print(f"repeat {repeat} {name:5s}: end-to-end {examples / wall:7.2f} ex/s ({wall:.1f} s), "
-                      f"train only {examples / train:7.2f} ex/s ({train:.1f} s)", flush=True)  # fmt: skip
+                print(
+                    f"repeat {repeat} {name:5s}: end-to-end {examples / wall:7.2f} ex/s ({wall:.1f} s), "
+                    f"train only {examples / train:7.2f} ex/s ({train:.1f} s)",
+                    flush=True,
+                )
     for index, label in enumerate(("end-to-end", "train only")):
-        ratios = [examples / b[index] / (examples / p[index]) for p, b in zip(runs["plain"], runs["boom"])]
-        print(f"{label}: boom/plain examples/s per repeat {[round(r, 3) for r in ratios]}, "
-              f"median {statistics.median(ratios):.3f} (target >= 0.95)")  # fmt: skip
+        ratios = [examples / b[index] / (examples / p[index]) for p, b in zip(runs["plain"], runs["boom"], strict=True)]
+        print(
+            f"{label}: boom/plain examples/s per repeat {[round(r, 3) for r in ratios]}, "
+            f"median {statistics.median(ratios):.3f} (target >= 0.95)"
+        )
 
 
 if __name__ == "__main__":

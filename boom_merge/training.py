@@ -96,7 +96,9 @@ class TrainConfig:
             "epochs must be positive" if self.epochs <= 0 else "",
             "max steps must be positive or -1" if self.max_steps == 0 or self.max_steps < -1 else "",
             "gradient accumulation must be at least 1" if self.gradient_accumulation < 1 else "",
-            "max sequence length must be positive" if self.max_seq_length is not None and self.max_seq_length < 1 else "",
+            "max sequence length must be positive"
+            if self.max_seq_length is not None and self.max_seq_length < 1
+            else "",
             "LoRA rank and alpha must be positive" if self.lora_rank < 1 or self.lora_alpha < 1 else "",
             "save and logging steps must be positive" if self.save_steps < 1 or self.logging_steps < 1 else "",
         ]
@@ -185,7 +187,9 @@ def _negatives(example: Example, pool: Sequence[Example], count: int, rng: Any) 
     )
 
 
-def training_rows(examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int) -> dict[str, list[str]]:
+def training_rows(
+    examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int
+) -> dict[str, list[str]]:
     """Columns ``anchor, positive, negative_1..`` for the sampled examples (seeded choices).
 
     Each query gets its prompt prepended, one of its positives, and ``group_size - 1``
@@ -205,13 +209,17 @@ def training_rows(examples: Sequence[Example], positions: Sequence[int], config:
     return columns
 
 
-def build_train_dataset(parts: Sequence[_Part], names: Sequence[str], config: TrainConfig, seed: int) -> Dataset | DatasetDict:
+def build_train_dataset(
+    parts: Sequence[_Part], names: Sequence[str], config: TrainConfig, seed: int
+) -> Dataset | DatasetDict:
     """A DatasetDict with one dataset per source dataset, or one concatenated Dataset for ``mixed``."""
     from datasets import Dataset, DatasetDict, concatenate_datasets
 
     per_dataset = {
-        f"{prefix}{name}": Dataset.from_dict(training_rows(part.datasets[name].examples, part.sample[name], config, seed))
-        for prefix, part in zip(names, parts)
+        f"{prefix}{name}": Dataset.from_dict(
+            training_rows(part.datasets[name].examples, part.sample[name], config, seed)
+        )
+        for prefix, part in zip(names, parts, strict=True)
         for name in sorted(part.datasets)
         if part.sample[name]
     }
@@ -229,7 +237,7 @@ def _sequential_sampler_class() -> type:
 
         def __iter__(self) -> Iterator[list[int]]:
             offsets = [0, *accumulate(len(d) for d in self.dataset.datasets)]
-            for offset, sampler in zip(offsets, self.batch_samplers):
+            for offset, sampler in zip(offsets, self.batch_samplers, strict=False):
                 for batch in sampler:
                     yield [index + offset for index in batch]
 
@@ -316,7 +324,12 @@ def _trainer_class(lora: bool) -> type[SentenceTransformerTrainer]:
 
 
 def _make_trainer(
-    model: SentenceTransformer, dataset: Any, config: TrainConfig, checkpoints: Path, seed: int, callbacks: list[TrainerCallback]
+    model: SentenceTransformer,
+    dataset: Any,
+    config: TrainConfig,
+    checkpoints: Path,
+    seed: int,
+    callbacks: list[TrainerCallback],
 ) -> SentenceTransformerTrainer:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -369,7 +382,9 @@ def _run_training(
     checkpoints = work / "checkpoints"
     set_seed(seed)  # LoRA initialisation draws random numbers before the trainer seeds them
     model = _load_model(init_model, config)
-    trainer = _make_trainer(model, build_train_dataset(parts, names, config, seed), config, checkpoints, seed, list(callbacks))
+    trainer = _make_trainer(
+        model, build_train_dataset(parts, names, config, seed), config, checkpoints, seed, list(callbacks)
+    )
     main_process = trainer.is_world_process_zero()
     if main_process:
         _prepare_work_dir(work, _identity(manifest), force)
@@ -384,7 +399,10 @@ def _run_training(
         "steps": result.global_step,
         "train_loss": result.training_loss,
         "train_runtime_s": round(result.metrics["train_runtime"], 3),
-        "examples_seen": result.global_step * config.batch_size * config.gradient_accumulation * trainer.args.world_size,
+        "examples_seen": result.global_step
+        * config.batch_size
+        * config.gradient_accumulation
+        * trainer.args.world_size,
         "processes": trainer.args.world_size,
         "resumed_from": Path(resume).name if resume else None,
     }
@@ -419,7 +437,9 @@ def _common_manifest(kind: str, base: str, config: TrainConfig, seed: int) -> di
 # --- members -------------------------------------------------------------------------
 
 
-def _member_manifest(data_path: str, datasets: dict[str, LoadedDataset], base: str, spec: MemberSpec, config: TrainConfig) -> tuple[dict[str, Any], _Part]:
+def _member_manifest(
+    data_path: str, datasets: dict[str, LoadedDataset], base: str, spec: MemberSpec, config: TrainConfig
+) -> tuple[dict[str, Any], _Part]:
     part = _Part(datasets, member_sample(spec, _sizes(datasets)))
     manifest = _common_manifest("member", base, config, spec.seed) | {
         "member_index": spec.index,
@@ -434,8 +454,15 @@ def _member_manifest(data_path: str, datasets: dict[str, LoadedDataset], base: s
 
 
 def _train_loaded_member(
-    data_path: str, datasets: dict[str, LoadedDataset], base: str, spec: MemberSpec, out: Path, config: TrainConfig,
-    *, force: bool, callbacks: Sequence[TrainerCallback] = (),
+    data_path: str,
+    datasets: dict[str, LoadedDataset],
+    base: str,
+    spec: MemberSpec,
+    out: Path,
+    config: TrainConfig,
+    *,
+    force: bool,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     target = Path(out) / spec.name
     manifest, part = _member_manifest(data_path, datasets, base, spec, config)
@@ -449,8 +476,15 @@ def _train_loaded_member(
 
 
 def train_member(
-    data: str | Path, base: str, spec: MemberSpec, out: str | Path, config: TrainConfig,
-    *, on_bad_line: OnBadLine = "fail", force: bool = False, callbacks: Sequence[TrainerCallback] = (),
+    data: str | Path,
+    base: str,
+    spec: MemberSpec,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    on_bad_line: OnBadLine = "fail",
+    force: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     """Train one member into ``out/member-I-rRR`` and return that path.
 
@@ -463,9 +497,17 @@ def train_member(
 
 
 def train_members(
-    data: str | Path, base: str, ratios: str, out: str | Path, config: TrainConfig,
-    *, seed: int = 42, sampling: str = "without_replacement", member: int | None = None,
-    on_bad_line: OnBadLine = "fail", force: bool = False,
+    data: str | Path,
+    base: str,
+    ratios: str,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    seed: int = 42,
+    sampling: str = "without_replacement",
+    member: int | None = None,
+    on_bad_line: OnBadLine = "fail",
+    force: bool = False,
 ) -> list[Path]:
     """Train every member of a ratio spec (or only member ``member``) into ``out``."""
     specs = plan_members(ratios, seed=seed, sampling=sampling)
@@ -484,9 +526,19 @@ def train_members(
 
 
 def train_update(
-    base: str, new_data: str | Path, history_data: str | Path, history_ratio: float, out: str | Path, config: TrainConfig,
-    *, seed: int = 42, init: Literal["base", "existing"] = "base", existing: str | None = None,
-    on_bad_line: OnBadLine = "fail", force: bool = False, callbacks: Sequence[TrainerCallback] = (),
+    base: str,
+    new_data: str | Path,
+    history_data: str | Path,
+    history_ratio: float,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    seed: int = 42,
+    init: Literal["base", "existing"] = "base",
+    existing: str | None = None,
+    on_bad_line: OnBadLine = "fail",
+    force: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     """Train an update model on all new data plus ``history_ratio`` of each old dataset.
 
@@ -511,8 +563,17 @@ def train_update(
         "init_model_sha256": model_sha256(init_model),
         "new_data": {"path": _location(new_data), "datasets": new_report},
         "history": {"path": _location(history_data), "history_ratio": history_ratio, "datasets": history_report},
-        "datasets": {f"new/{k}": v for k, v in new_report.items()} | {f"history/{k}": v for k, v in history_report.items()},
+        "datasets": {f"new/{k}": v for k, v in new_report.items()}
+        | {f"history/{k}": v for k, v in history_report.items()},
     }
     return _run_training(
-        Path(out), str(init_model), [new, history], ["new/", "history/"], manifest, config, seed, force=force, callbacks=callbacks
+        Path(out),
+        str(init_model),
+        [new, history],
+        ["new/", "history/"],
+        manifest,
+        config,
+        seed,
+        force=force,
+        callbacks=callbacks,
     )

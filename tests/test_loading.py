@@ -14,12 +14,22 @@ from boom_merge.data.loading import Example, load_training_data, scan_training_d
 from boom_merge.errors import BoomError
 
 GOOD = [
-    {"query": "What does a thermometer measure?", "pos": ["A thermometer measures temperature."],
-     "neg": ["A barometer measures air pressure.", "A hygrometer measures humidity."]},
-    {"query": "capital of France", "pos": ["Paris is the capital and largest city of France."], "prompt": "Find the answer: "},
-    {"query": "Who wrote Hamlet?", "pos": ["Hamlet is a tragedy written by William Shakespeare.",
-                                           "Shakespeare wrote Hamlet around 1600."], "type": "qa"},
-]  # fmt: skip
+    {
+        "query": "What does a thermometer measure?",
+        "pos": ["A thermometer measures temperature."],
+        "neg": ["A barometer measures air pressure.", "A hygrometer measures humidity."],
+    },
+    {
+        "query": "capital of France",
+        "pos": ["Paris is the capital and largest city of France."],
+        "prompt": "Find the answer: ",
+    },
+    {
+        "query": "Who wrote Hamlet?",
+        "pos": ["Hamlet is a tragedy written by William Shakespeare.", "Shakespeare wrote Hamlet around 1600."],
+        "type": "qa",
+    },
+]
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -107,17 +117,20 @@ def test_duplicate_pairs_are_counted(tmp_path: Path, caplog: pytest.LogCaptureFi
 def test_hugging_face_dataset_dirs(tmp_path: Path) -> None:
     from datasets import Dataset, DatasetDict
 
-    triplets = Dataset.from_dict({
-        "anchor": ["A man is eating food.", "A plane is taking off."],
-        "positive": ["A man is eating a meal.", "An air plane is taking off."],
-        "negative": ["A man is riding a horse.", "A cat is playing the piano."],
-    })  # fmt: skip
+    triplets = Dataset.from_dict(
+        {
+            "anchor": ["A man is eating food.", "A plane is taking off."],
+            "positive": ["A man is eating a meal.", "An air plane is taking off."],
+            "negative": ["A man is riding a horse.", "A cat is playing the piano."],
+        }
+    )
     pairs = Dataset.from_dict({"anchor": ["How old is the universe?"], "positive": ["About 13.8 billion years."]})
     DatasetDict({"sts": triplets, "qa": pairs}).save_to_disk(str(tmp_path / "dd"))
     data = load_training_data(tmp_path / "dd")
     assert sorted(data) == ["qa", "sts"]
-    assert data["sts"][1] == Example(id=1, query="A plane is taking off.", pos=("An air plane is taking off.",),
-                                     neg=("A cat is playing the piano.",))  # fmt: skip
+    assert data["sts"][1] == Example(
+        id=1, query="A plane is taking off.", pos=("An air plane is taking off.",), neg=("A cat is playing the piano.",)
+    )
     assert data["qa"][0].neg == ()
     triplets.save_to_disk(str(tmp_path / "single"))
     assert list(load_training_data(tmp_path / "single")) == ["single"]

@@ -72,7 +72,12 @@ def test_parse_ratios() -> None:
     assert parse_ratios("paper5") == ([0.2, 0.4, 0.6, 0.8, 1.0], False)
     assert parse_ratios(" 50, R ") == ([0.5, 0.5], True)
     assert [m.ratio for m in plan_members("paper5", seed=0)] == [0.2, 0.4, 0.6, 0.8, 1.0]
-    assert [m.name for m in plan_members("paper4", seed=0)] == ["member-0-r40", "member-1-r60", "member-2-r80", "member-3-r100"]
+    assert [m.name for m in plan_members("paper4", seed=0)] == [
+        "member-0-r40",
+        "member-1-r60",
+        "member-2-r80",
+        "member-3-r100",
+    ]
 
 
 @pytest.mark.parametrize("spec", ["", "40,,60", "0,50", "120", "abc", "R", "40,60,R", "100,R"])

@@ -41,12 +41,59 @@ from boom_merge.training import (
 
 FUNCTION_MODULES = ["math", "string", "os.path", "json", "textwrap", "statistics", "heapq", "bisect", "shutil"]
 SUMMARY_MODULES = [
-    "abc", "argparse", "asyncio", "base64", "bisect", "calendar", "codecs", "collections", "colorsys", "contextlib",
-    "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "enum", "fnmatch", "fractions", "glob", "gzip",
-    "hashlib", "heapq", "hmac", "inspect", "ipaddress", "json", "locale", "logging", "lzma", "mimetypes", "numbers",
-    "pathlib", "pickle", "pprint", "queue", "secrets", "shlex", "socket", "sqlite3", "string", "tarfile", "tempfile",
-    "textwrap", "threading", "timeit", "traceback", "typing", "uuid", "warnings", "weakref", "zipfile",
-]  # fmt: skip
+    "abc",
+    "argparse",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "codecs",
+    "collections",
+    "colorsys",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "inspect",
+    "ipaddress",
+    "json",
+    "locale",
+    "logging",
+    "lzma",
+    "mimetypes",
+    "numbers",
+    "pathlib",
+    "pickle",
+    "pprint",
+    "queue",
+    "secrets",
+    "shlex",
+    "socket",
+    "sqlite3",
+    "string",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "traceback",
+    "typing",
+    "uuid",
+    "warnings",
+    "weakref",
+    "zipfile",
+]
 QA = [
     ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
     ("Who painted the Mona Lisa?", "The Mona Lisa was painted by Leonardo da Vinci."),
@@ -94,10 +141,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train = tmp_path_factory.mktemp("corpus") / "train"
     summaries = {m: _first_paragraph(importlib.import_module(m)) for m in SUMMARY_MODULES}
     _write_jsonl(train / "functions.jsonl", _function_rows())
-    _write_jsonl(train / "modules.jsonl", [
-        {"query": f"What is the Python module {m} for?", "pos": [s], "prompt": "Answer the question: "}
-        for m, s in summaries.items() if s and len(s) > 10
-    ])  # fmt: skip
+    _write_jsonl(
+        train / "modules.jsonl",
+        [
+            {"query": f"What is the Python module {m} for?", "pos": [s], "prompt": "Answer the question: "}
+            for m, s in summaries.items()
+            if s and len(s) > 10
+        ],
+    )
     _write_jsonl(train / "qa.jsonl", [{"query": q, "pos": [a]} for q, a in QA])
     return train
 
@@ -147,8 +198,19 @@ def test_members_train_and_loss_falls(trained: Path, corpus: Path, tiny_bert_bas
 
 def test_manifest_is_complete(trained: Path, corpus: Path, tiny_bert_base: Path) -> None:
     manifest = json.loads((trained / "member-0-r50" / MANIFEST_NAME).read_text())
-    for key in ("sample_ratio", "base_model", "base_model_sha256", "seed", "member_index", "mode", "datasets",
-                "training_args", "schedule", "package_versions", "kind"):  # fmt: skip
+    for key in (
+        "sample_ratio",
+        "base_model",
+        "base_model_sha256",
+        "seed",
+        "member_index",
+        "mode",
+        "datasets",
+        "training_args",
+        "schedule",
+        "package_versions",
+        "kind",
+    ):
         assert key in manifest, key
     assert manifest["kind"] == "member" and manifest["mode"] == "without_replacement"
     assert manifest["sample_ratio"] == 0.5 and manifest["member_index"] == 0 and manifest["seed"] == 3
@@ -169,12 +231,16 @@ def test_manifest_is_complete(trained: Path, corpus: Path, tiny_bert_base: Path)
         assert entry["ids_sha256"] != full["ids_sha256"]
 
 
-def test_rerun_skips_finished_members_and_refuses_changed_settings(trained: Path, corpus: Path, tiny_bert_base: Path) -> None:
+def test_rerun_skips_finished_members_and_refuses_changed_settings(
+    trained: Path, corpus: Path, tiny_bert_base: Path
+) -> None:
     before = (trained / "member-0-r50" / "model.safetensors").stat().st_mtime_ns
     train_members(corpus, str(tiny_bert_base), "50,100", trained, TrainConfig(max_steps=30, **TINY), seed=3, member=0)
     assert (trained / "member-0-r50" / "model.safetensors").stat().st_mtime_ns == before
     with pytest.raises(BoomError, match="different settings; pass --force"):
-        train_members(corpus, str(tiny_bert_base), "50,100", trained, TrainConfig(max_steps=31, **TINY), seed=3, member=0)
+        train_members(
+            corpus, str(tiny_bert_base), "50,100", trained, TrainConfig(max_steps=31, **TINY), seed=3, member=0
+        )
     with pytest.raises(BoomError, match="out of range"):
         train_members(corpus, str(tiny_bert_base), "50,100", trained, TrainConfig(**TINY), member=2)
 
@@ -185,7 +251,9 @@ def _batches(trainer) -> list[list[dict[str, str]]]:
     return [[loader.dataset[i] for i in batch] for batch in loader.batch_sampler]
 
 
-def _schedule_batches(datasets, base: Path, tmp_path: Path, schedule: str, group_size: int) -> list[list[dict[str, str]]]:
+def _schedule_batches(
+    datasets, base: Path, tmp_path: Path, schedule: str, group_size: int
+) -> list[list[dict[str, str]]]:
     config = TrainConfig(schedule=schedule, **{**TINY, "group_size": group_size})
     part = _Part(datasets, {n: list(range(len(d.examples))) for n, d in datasets.items()})
     dataset = build_train_dataset([part], [""], config, seed=0)
@@ -200,12 +268,14 @@ def test_schedules_through_the_trainer(corpus: Path, tiny_bert_base: Path, tmp_p
     for batch in _schedule_batches(datasets, tiny_bert_base, tmp_path, schedule, group_size=3):
         texts = [text for row in batch for text in row.values()]
         assert len(texts) == len(set(texts))  # no text twice within a batch
-    names = [[where[row["anchor"]] for row in batch]
-             for batch in _schedule_batches(datasets, tiny_bert_base, tmp_path, schedule, group_size=1)]  # fmt: skip
+    names = [
+        [where[row["anchor"]] for row in batch]
+        for batch in _schedule_batches(datasets, tiny_bert_base, tmp_path, schedule, group_size=1)
+    ]
     assert sorted(n for batch in names for n in batch) == sorted(where.values())  # every example once
     pure = [len(set(batch)) == 1 for batch in names]
     order = [batch[0] for batch in names]
-    switches = sum(a != b for a, b in zip(order, order[1:]))
+    switches = sum(a != b for a, b in zip(order, order[1:], strict=False))
     if schedule == "mixed":
         assert not all(pure)
     else:
@@ -271,10 +341,19 @@ def test_resume_after_interruption_matches_uninterrupted(corpus: Path, tiny_bert
 def test_checkpoints_of_another_run_are_refused(corpus: Path, tiny_bert_base: Path, tmp_path: Path) -> None:
     spec = MemberSpec(index=0, ratio=0.5, seed=1, sample_seed=1, mode="bootstrap")
     with pytest.raises(_Interrupt):
-        train_member(corpus, str(tiny_bert_base), spec, tmp_path, TrainConfig(max_steps=4, save_steps=1, **TINY), callbacks=[_StopAt(2)])
+        train_member(
+            corpus,
+            str(tiny_bert_base),
+            spec,
+            tmp_path,
+            TrainConfig(max_steps=4, save_steps=1, **TINY),
+            callbacks=[_StopAt(2)],
+        )
     with pytest.raises(BoomError, match="checkpoints of a different run"):
         train_member(corpus, str(tiny_bert_base), spec, tmp_path, TrainConfig(max_steps=5, save_steps=1, **TINY))
-    path = train_member(corpus, str(tiny_bert_base), spec, tmp_path, TrainConfig(max_steps=5, save_steps=1, **TINY), force=True)
+    path = train_member(
+        corpus, str(tiny_bert_base), spec, tmp_path, TrainConfig(max_steps=5, save_steps=1, **TINY), force=True
+    )
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     assert manifest["mode"] == "bootstrap" and manifest["training_result"]["resumed_from"] is None
 
@@ -302,8 +381,25 @@ def test_train_update_cli(corpus: Path, tiny_bert_base: Path, tmp_path: Path) ->
     new = tmp_path / "new"
     _write_jsonl(new / "qa.jsonl", [{"query": q.replace("?", " exactly?"), "pos": [a]} for q, a in QA])
     out = tmp_path / "update"
-    args = ["train-update", "--base", str(tiny_bert_base), "--new-data", str(new), "--history-data", str(corpus),
-            "--history-ratio", "0.3", "--out", str(out), "--batch-size", "8", "--max-steps", "6", "--lr", "1e-3"]  # fmt: skip
+    args = [
+        "train-update",
+        "--base",
+        str(tiny_bert_base),
+        "--new-data",
+        str(new),
+        "--history-data",
+        str(corpus),
+        "--history-ratio",
+        "0.3",
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "6",
+        "--lr",
+        "1e-3",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / MANIFEST_NAME).read_text())
@@ -323,8 +419,16 @@ def test_train_update_cli(corpus: Path, tiny_bert_base: Path, tmp_path: Path) ->
 
 def test_update_from_existing_model(corpus: Path, tiny_bert_base: Path, trained: Path, tmp_path: Path) -> None:
     existing = trained / "member-1-r100"
-    path = train_update(str(tiny_bert_base), corpus, corpus, 0.5, tmp_path / "u", TrainConfig(max_steps=3, **TINY),
-                        init="existing", existing=str(existing))  # fmt: skip
+    path = train_update(
+        str(tiny_bert_base),
+        corpus,
+        corpus,
+        0.5,
+        tmp_path / "u",
+        TrainConfig(max_steps=3, **TINY),
+        init="existing",
+        existing=str(existing),
+    )
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     assert manifest["init"] == "existing" and manifest["init_model_sha256"] == model_sha256(existing)
     assert manifest["base_model_sha256"] == model_sha256(tiny_bert_base)
@@ -332,7 +436,9 @@ def test_update_from_existing_model(corpus: Path, tiny_bert_base: Path, trained:
 
 def test_cli_train_one_member_and_config_errors(corpus: Path, tiny_bert_base: Path, tmp_path: Path) -> None:
     common = ["train", "--data", str(corpus), "--base", str(tiny_bert_base), "--out", str(tmp_path), "--ratios", "50,R"]
-    result = CliRunner().invoke(main, common + ["--member", "1", "--batch-size", "4", "--max-steps", "2", "--query-prompt", "Q: "])
+    result = CliRunner().invoke(
+        main, common + ["--member", "1", "--batch-size", "4", "--max-steps", "2", "--query-prompt", "Q: "]
+    )
     assert result.exit_code == 0, result.output
     assert [p.name for p in tmp_path.iterdir()] == ["member-1-r50"]
     manifest = json.loads((tmp_path / "member-1-r50" / MANIFEST_NAME).read_text())
@@ -340,7 +446,8 @@ def test_cli_train_one_member_and_config_errors(corpus: Path, tiny_bert_base: Pa
     assert SentenceTransformer(str(tmp_path / "member-1-r50"), device="cpu").prompts["query"] == "Q: "
     bad = CliRunner().invoke(main, common + ["--batch-size", "1", "--temperature", "0"])
     assert bad.exit_code == 1
-    assert bad.output.strip() == "Error: invalid training configuration: batch size must be at least 2 (in-batch negatives); temperature must be positive"
+    expected = "batch size must be at least 2 (in-batch negatives); temperature must be positive"
+    assert bad.output.strip() == f"Error: invalid training configuration: {expected}"
     cpu_fp16 = CliRunner().invoke(main, common + ["--precision", "fp16", "--member", "0"])
     if not torch.cuda.is_available():
         assert cpu_fp16.exit_code == 1 and "needs a CUDA GPU" in cpu_fp16.output
@@ -354,9 +461,29 @@ def test_same_command_under_torchrun(corpus: Path, tiny_bert_base: Path, tmp_pat
     import sys
 
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--no-python", "--nproc_per_node", "2",
-               shutil.which("boom-merge"), "train", "--data", str(corpus), "--base",
-               str(tiny_bert_base), "--ratios", "50", "--out", str(tmp_path), "--batch-size", "4", "--max-steps", "3"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--no-python",
+        "--nproc_per_node",
+        "2",
+        shutil.which("boom-merge"),
+        "train",
+        "--data",
+        str(corpus),
+        "--base",
+        str(tiny_bert_base),
+        "--ratios",
+        "50",
+        "--out",
+        str(tmp_path),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["member-0-r50"]

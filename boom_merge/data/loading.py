@@ -121,7 +121,9 @@ def _collect(
             example = parse_record(record, number)
         except ValueError as error:
             if on_bad_line == "fail":
-                raise BoomError(f"{unit} {number}: {error} (use --on-bad-line skip to skip bad lines)", path=source) from None
+                raise BoomError(
+                    f"{unit} {number}: {error} (use --on-bad-line skip to skip bad lines)", path=source
+                ) from None
             dataset.bad_lines.append((number, str(error)))
             continue
         dataset.examples.append(example)
@@ -140,7 +142,10 @@ def _hf_records(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
         negatives = [row[key] for key in sorted(row) if key.startswith("negative") and row[key] is not None]
         flat = [text for value in negatives for text in (value if isinstance(value, list) else [value])]
         positive = row.get("positive")
-        yield index, {"query": row.get("anchor"), "pos": positive if isinstance(positive, list) else [positive], "neg": flat}
+        yield (
+            index,
+            {"query": row.get("anchor"), "pos": positive if isinstance(positive, list) else [positive], "neg": flat},
+        )
 
 
 def _load_hf_dir(path: Path, on_bad_line: OnBadLine) -> dict[str, LoadedDataset]:
@@ -175,10 +180,15 @@ def _report(datasets: dict[str, LoadedDataset]) -> None:
             more = len(dataset.bad_lines) - _REPORTED_BAD_LINES
             logger.warning(
                 "%s: skipped %d bad line(s): %s%s",
-                dataset.source, len(dataset.bad_lines), shown, f"; and {more} more" if more > 0 else "",
+                dataset.source,
+                len(dataset.bad_lines),
+                shown,
+                f"; and {more} more" if more > 0 else "",
             )
         if dataset.duplicate_pairs:
-            logger.warning("%s: %d duplicate (query, pos) pair(s) in dataset '%s'", dataset.source, dataset.duplicate_pairs, name)
+            logger.warning(
+                "%s: %d duplicate (query, pos) pair(s) in dataset '%s'", dataset.source, dataset.duplicate_pairs, name
+            )
         if not dataset.examples:
             logger.warning("%s: dataset '%s' is empty and is left out", dataset.source, name)
             del datasets[name]

@@ -95,7 +95,12 @@ def plan_members(spec: str, *, seed: int, sampling: str = "without_replacement")
     mode: Mode = "complement" if complement else sampling  # type: ignore[assignment]
     return [
         MemberSpec(
-            index=i, ratio=r, seed=seed + i, sample_seed=seed if complement else seed + i, mode=mode, part=i if complement else 0
+            index=i,
+            ratio=r,
+            seed=seed + i,
+            sample_seed=seed if complement else seed + i,
+            mode=mode,
+            part=i if complement else 0,
         )
         for i, r in enumerate(ratios)
     ]
