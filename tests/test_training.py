@@ -28,9 +28,6 @@ from boom_merge.errors import BoomError
 from boom_merge.training import (
     MANIFEST_NAME,
     TrainConfig,
-    _load_model,
-    _make_trainer,
-    _Part,
     build_train_dataset,
     model_sha256,
     train_member,
@@ -38,6 +35,8 @@ from boom_merge.training import (
     train_update,
     training_rows,
 )
+from boom_merge.training.rows import Part
+from boom_merge.training.runner import load_model, make_trainer
 
 FUNCTION_MODULES = ["math", "string", "os.path", "json", "textwrap", "statistics", "heapq", "bisect", "shutil"]
 SUMMARY_MODULES = [
@@ -255,9 +254,9 @@ def _schedule_batches(
     datasets, base: Path, tmp_path: Path, schedule: str, group_size: int
 ) -> list[list[dict[str, str]]]:
     config = TrainConfig(schedule=schedule, **{**TINY, "group_size": group_size})
-    part = _Part(datasets, {n: list(range(len(d.examples))) for n, d in datasets.items()})
+    part = Part(datasets, {n: list(range(len(d.examples))) for n, d in datasets.items()})
     dataset = build_train_dataset([part], [""], config, seed=0)
-    return _batches(_make_trainer(_load_model(str(base), config), dataset, config, tmp_path, 0, []))
+    return _batches(make_trainer(load_model(str(base), config), dataset, config, tmp_path, 0, []))
 
 
 @pytest.mark.parametrize("schedule", ["bls", "sequential", "mixed"])
