@@ -108,3 +108,19 @@ def test_torchrun_two_cpu_processes_train_one_member(corpus: Path, tiny_bert_bas
 
     model = SentenceTransformer(str(member), device="cpu")
     assert model.encode(["a test"]).shape == (1, 32)
+
+
+def test_cli_launcher_options_are_checked(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from boom_merge.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "d.jsonl").write_text('{"query": "q", "pos": ["p"]}\n')
+    both = CliRunner().invoke(main, ["train", "--data", str(data), "--base", "b", "--out", str(tmp_path / "o"),
+                                     "--launcher", "ray", "--member", "0"])
+    assert both.exit_code == 1 and "exclude each other" in both.output
+    stray = CliRunner().invoke(main, ["train", "--data", str(data), "--base", "b", "--out", str(tmp_path / "o"),
+                                      "--address", "127.0.0.1:6379"])
+    assert stray.exit_code == 1 and "--launcher ray" in stray.output

@@ -491,3 +491,24 @@ def test_same_command_under_torchrun(corpus: Path, tiny_bert_base: Path, tmp_pat
     assert manifest["training_result"]["examples_seen"] == 3 * 4 * 2
     state, base = _state(tmp_path / "member-0-r50"), _state(tiny_bert_base)
     assert any(not torch.equal(state[k], base[k]) for k in state)
+
+
+def test_incomplete_checkpoint_is_not_resumed_from(tmp_path) -> None:
+    from boom_merge.training.runner import _last_complete_checkpoint
+
+    for step, complete in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert _last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert _last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_sequential_sampler_class_pickles() -> None:
+    import pickle
+
+    from boom_merge.training.rows import _sequential_sampler_class
+
+    cls = _sequential_sampler_class()
+    assert pickle.loads(pickle.dumps(cls)) is cls

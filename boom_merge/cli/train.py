@@ -11,6 +11,7 @@ import click
 
 from boom_merge.data.loading import ON_BAD_LINE_CHOICES
 from boom_merge.data.sampling import SAMPLING_CHOICES
+from boom_merge.errors import BoomError
 from boom_merge.training import PRECISIONS, SCHEDULES, TrainConfig, train_members, train_update
 
 _CONFIG_KEYS = tuple(field.name for field in fields(TrainConfig))
@@ -113,13 +114,27 @@ def _config(options: dict[str, Any]) -> TrainConfig:
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Members directory (member-I-rRR/ inside).")
 @click.option("--member", type=int, default=None, help="Train only member I (to fan members out across machines).")
+@click.option("--launcher", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: members one after another in this process; ray: one Ray task per member.")
+@click.option("--address", default=None,
+              help="Ray cluster for --launcher ray (HOST:6379 or ray://HOST:10001); default RAY_ADDRESS or a local runtime.")
 @_training_options
 def train_command(
-    data: Path, base: str, ratios: str, sampling: str, out: Path, member: int | None, **options: Any
+    data: Path, base: str, ratios: str, sampling: str, out: Path, member: int | None, launcher: str,
+    address: str | None, **options: Any,
 ) -> None:
     """Train the bagging members: each on its own per-dataset sample of DATA."""
     config = _config(options)
-    paths = train_members(data, base, ratios, out, config, sampling=sampling, member=member, **options)
+    if launcher == "ray":
+        if member is not None:
+            raise BoomError("--member and --launcher ray exclude each other: Ray trains every member")
+        from boom_merge.launchers import ray_train_members
+
+        paths = ray_train_members(data, base, ratios, out, config, sampling=sampling, address=address, **options)
+    elif address is not None:
+        raise BoomError("--address is for --launcher ray")
+    else:
+        paths = train_members(data, base, ratios, out, config, sampling=sampling, member=member, **options)
     for path in paths:
         click.echo(str(path))
 

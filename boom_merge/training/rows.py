@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from boom_merge.data.loading import Example, LoadedDataset
@@ -105,19 +104,7 @@ def build_train_dataset(
 
 
 def _sequential_sampler_class() -> type:
-    """Multi-dataset batch sampler for the ``sequential`` schedule (built lazily: torch import)."""
-    from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
-
-    class SequentialDatasetBatchSampler(MultiDatasetDefaultBatchSampler):
-        """All batches of the first dataset, then all of the second, ... (each shuffled inside)."""
-
-        def __iter__(self) -> Iterator[list[int]]:
-            offsets = [0, *accumulate(len(d) for d in self.dataset.datasets)]
-            for offset, sampler in zip(offsets, self.batch_samplers, strict=False):
-                for batch in sampler:
-                    yield [index + offset for index in batch]
-
-        def __len__(self) -> int:
-            return sum(len(sampler) for sampler in self.batch_samplers)
+    """Multi-dataset batch sampler for the ``sequential`` schedule (imported lazily: torch)."""
+    from boom_merge.training.samplers import SequentialDatasetBatchSampler
 
     return SequentialDatasetBatchSampler

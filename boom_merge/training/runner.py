@@ -125,6 +125,18 @@ def _prepare_work_dir(work: Path, identity: dict[str, Any], force: bool) -> None
     run_file.write_text(json.dumps(identity, indent=1, sort_keys=True))
 
 
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest ``checkpoint-N`` that was fully written (a crash mid-save leaves one
+    without ``trainer_state.json``, which the trainer cannot resume from)."""
+    if not checkpoints.is_dir():
+        return None
+    complete = [
+        path for path in checkpoints.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
 def run_training(
     out: Path,
     init_model: str,
@@ -143,7 +155,6 @@ def run_training(
     directory and writes the output, the others wait for it.
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     refuse_existing(out, force)
     work = out.parent / f".{out.name}.work"
@@ -157,7 +168,7 @@ def run_training(
     if main_process:
         _prepare_work_dir(work, identity(manifest), force)
     trainer.accelerator.wait_for_everyone()
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = _last_complete_checkpoint(checkpoints)
     if resume:
         logger.info("%s: resuming from %s", out.name, resume)
     result = trainer.train(resume_from_checkpoint=resume)
