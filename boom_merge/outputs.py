@@ -8,6 +8,7 @@ error never leaves a half-written output and an existing output survives unless
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,12 +25,19 @@ def refuse_existing(out: str | Path, force: bool) -> Path:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only if the block succeeds."""
     out = refuse_existing(out, force).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); outputs get the usual mode
     try:
         yield tmp
     except BaseException:

@@ -13,7 +13,7 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 if ! "$PYTHON" -c "import torch, sys; sys.exit(tuple(map(int, torch.__version__.split('.')[:2])) < (2, 4))" 2>/dev/null; then
   "$PYTHON" -m pip install -q "$TORCH_SPEC"
 fi
-"$PYTHON" -m pip install -q -e ".[test,data]"
+"$PYTHON" -m pip install -q -e ".[test,data,ray]"
 
 if [ "$(id -u)" -eq 0 ]; then
   PYTHON="$PYTHON" bash scripts/install-data-sources.sh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -172,3 +173,12 @@ def test_small_shards_still_load_as_one_model(tmp_path, tiny_bag) -> None:
     assert len(list((tmp_path / "out").glob("*.safetensors"))) > 1
     embedding = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["text"])
     assert embedding.shape == (1, 16)
+
+
+def test_outputs_get_the_usual_permissions(tmp_path, tiny_bag) -> None:
+    m0, m1 = _copy_members(tiny_bag, tmp_path)
+    result = CliRunner().invoke(main, ["merge", str(_recipe(tmp_path, [m0, m1])), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
