@@ -4,9 +4,11 @@ Not a test: run by hand. Builds M members of a randomly initialised BERT-large-s
 model (~335M parameters, fp32, ~1.3 GB each) on disk, then times plain
 `mergekit-yaml` runs (each in a fresh process, peak RSS from /usr/bin/time) for
 boom (slerp, linear) and mergekit's multislerp and linear on the same inputs, in
-the same run, interleaved over repeats. The floor is the time to read every input
-tensor once. Targets: boom <= 1.1x mergekit's corresponding method; peak RSS
-<= 1.5x one model + 0.5 GB and flat as M grows.
+the same run, interleaved over repeats. Memory is polled from /proc: peak anonymous
+memory (what the process really holds) and peak RSS (which also counts the
+memory-mapped input files, page cache the kernel can drop). The floor is the time to
+read every input file once. Targets: boom <= 1.1x mergekit's corresponding method;
+peak memory <= 1.5x one model + 0.5 GB and flat as M grows.
 
     python benchmarks/merge_speed.py --workdir /tmp/boom-bench --members 4 8 --repeats 2
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from merge_memory import peak_memory  # same folder: run as `python benchmarks/merge_speed.py`
 
 METHODS = {
     "boom (slerp)": ("boom", {"interpolation": "slerp"}),
@@ -61,19 +64,17 @@ def build_members(workdir: Path, count: int, layers: int) -> list[Path]:
 
 
 def read_floor(members: list[Path]) -> float:
-    """Seconds to read every tensor of every member once (page cache warm)."""
-    from safetensors import safe_open
-
+    """Seconds to read every byte of every member's weights once (page cache warm)."""
     start = time.perf_counter()
     for member in members:
-        with safe_open(str(member / "model.safetensors"), framework="pt") as handle:
-            for name in handle.keys():
-                handle.get_tensor(name)
+        with (member / "model.safetensors").open("rb", buffering=0) as handle:
+            while handle.read(1 << 24):
+                pass
     return time.perf_counter() - start
 
 
-def run_merge(members: list[Path], label: str, out: Path, workdir: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS GiB) of one plain mergekit-yaml run."""
+def run_merge(members: list[Path], label: str, out: Path, workdir: Path) -> dict[str, float]:
+    """Wall seconds and peak memory (GiB: ``anon``, ``rss``) of one plain mergekit-yaml run."""
     method, parameters = METHODS[label]
     recipe = {"merge_method": method, "dtype": "float32",
               "models": [{"model": str(m), "parameters": {"weight": 1.0}} for m in members]}
@@ -81,13 +82,9 @@ def run_merge(members: list[Path], label: str, out: Path, workdir: Path) -> tupl
         recipe["parameters"] = parameters
     path = workdir / "recipe.yml"
     path.write_text(yaml.safe_dump(recipe))
-    timing = workdir / "time.txt"
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", str(timing), sys.executable, "-m",
-                    "mergekit.scripts.run_yaml", str(path), str(out), "--quiet", "--no-write-model-card"],
-                   check=True, stdout=subprocess.DEVNULL)
-    seconds, kib = timing.read_text().split()[-2:]
-    return float(seconds), int(kib) / 2**20
+    return peak_memory([sys.executable, "-m", "mergekit.scripts.run_yaml", str(path), str(out), "--quiet",
+                        "--no-write-model-card"])
 
 
 def main() -> None:
@@ -105,20 +102,21 @@ def main() -> None:
         inputs = members[:m]
         read_floor(inputs)  # warm the page cache
         floor = min(read_floor(inputs) for _ in range(args.repeats))
-        runs: dict[str, list[tuple[float, float]]] = {label: [] for label in METHODS}
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label in METHODS}
         for _ in range(args.repeats):
             for label in METHODS:
                 runs[label].append(run_merge(inputs, label, args.workdir / "out", args.workdir))
-        best = {label: (min(t for t, _ in r), max(g for _, g in r)) for label, r in runs.items()}
+        best = {label: {key: (min if key == "seconds" else max)(run[key] for run in r) for key in r[0]}
+                for label, r in runs.items()}
         results[m] = {"floor_s": floor, "runs": best}
-        print(f"\nM = {m}: one model = {one_model_gib:.2f} GiB; RSS target <= {1.5 * one_model_gib + 0.5:.2f} GiB;"
+        print(f"\nM = {m}: one model = {one_model_gib:.2f} GiB; memory target <= {1.5 * one_model_gib + 0.5:.2f} GiB;"
               f" read-all floor {floor:.1f} s")
-        print(f"{'method':<22}{'wall s':>8}{'x floor':>9}{'peak RSS GiB':>14}")
-        for label, (seconds, gib) in best.items():
-            print(f"{label:<22}{seconds:>8.1f}{seconds / floor:>9.2f}{gib:>14.2f}")
+        print(f"{'method':<22}{'wall s':>8}{'x floor':>9}{'peak anon GiB':>15}{'peak RSS GiB':>14}")
+        for label, run in best.items():
+            print(f"{label:<22}{run['seconds']:>8.1f}{run['seconds'] / floor:>9.2f}{run['anon']:>15.2f}{run['rss']:>14.2f}")
         for ours, theirs in PAIRS:
-            print(f"ratio {ours} / {theirs}: time {best[ours][0] / best[theirs][0]:.3f}, "
-                  f"RSS {best[ours][1] / best[theirs][1]:.3f}")
+            print(f"ratio {ours} / {theirs}: time {best[ours]['seconds'] / best[theirs]['seconds']:.3f}, "
+                  f"anon {best[ours]['anon'] / best[theirs]['anon']:.3f}")
     (args.workdir / "results.json").write_text(json.dumps(results, indent=2))
 
 
