@@ -53,7 +53,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(max_train=64, max_test_queries=40, eval_corpus=160, batch_size=16, max_seq_length=64,
                      learning_rate=5e-5),
-    "default": Profile(max_train=400, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
+    "default": Profile(max_train=600, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
                        learning_rate=5e-5),
 }
 
