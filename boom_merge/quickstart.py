@@ -7,7 +7,7 @@ recipes/boom.yml``, and evaluate base / BLS / BOOM with MTEB on the training dom
 (in-domain) and held-out ones (OOD). Output layout (what ``recipes/*.yml`` expect when
 run from the repository root with the default ``--out runs/quickstart``)::
 
-    OUT/base/                  copy of the bundled all-MiniLM-L6-v2
+    OUT/base/                  the bundled all-MiniLM-L6-v2, re-saved
     OUT/data/train/NAME.jsonl  the four training domains
     OUT/members/member-I-rRR/  the members; member-3-r100 is the BLS model
     OUT/boom.yml, OUT/boom/    the BOOM recipe and merged model
@@ -104,6 +104,16 @@ def _training_data(corpus: Path, out: Path) -> Path:
     return train
 
 
+def _save_base(source: Path, target: Path) -> None:
+    """Re-save the base with this sentence-transformers/transformers version, so that it
+    has the same files and tensors as the members trained from it (the bundled MiniLM
+    was saved by sentence-transformers 2.0 with a ``position_ids`` buffer, which
+    mergekit's task arithmetic / TIES / multislerp refuse beside newer members)."""
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(str(source), device="cpu").save(str(target))
+
+
 def run_quickstart(
     profile: ProfileName | Profile = "default",
     out: str | Path = "runs/quickstart",
@@ -145,7 +155,7 @@ def run_quickstart(
         train_dir = _training_data(corpus.path, out)
     base = out / "base"
     if not base.exists():
-        shutil.copytree(base_model or bundled_base_model(), base)
+        _save_base(Path(base_model or bundled_base_model()), base)
     config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
     with _stage(result, "train BLS + BOOM members", echo):

@@ -12,9 +12,11 @@ so the output embeds exactly like the hand-merged model.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,11 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 _CONFIG_SUFFIX = " config"
-# Settings that differ between library versions but do not change embeddings.
-_VOLATILE_KEYS = {"__version__", "model_type"}
+_OPTIONAL = "sentence_bert_config.json:"  # compared only when both inputs state it
+# Settings that differ between library versions but do not change embeddings, and the
+# inference length limit, which belongs to how a model is used, not to its weights
+# (the output takes the first member's).
+_VOLATILE_KEYS = {"__version__", "model_type", "max_seq_length"}
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ class ModuleInfo:
     name: str
     path: str
     kind: str  # class name, independent of the library version's module path
-    config: dict[str, Any] | None  # None: no folder (e.g. an older Normalize), defaults apply
+    config: dict[str, Any] | None  # as sentence-transformers reads it; None if unknown
     weights: Path | None
+    has_folder: bool = True  # False: listed without a folder (e.g. MiniLM's Normalize)
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,12 @@ class HeadSpec:
         for module in self.modules:
             if module.path and module.config is not None:
                 described[f"{module.kind} ({module.path}){_CONFIG_SUFFIX}"] = module.config
-        for file, values in self.settings.items():
-            for key, value in values.items():
-                described[f"{file}:{key}"] = value
+        st_config = self.settings.get("config_sentence_transformers.json", {})
+        described["prompts"] = {k: v for k, v in (st_config.get("prompts") or {}).items() if v}
+        described["default prompt"] = st_config.get("default_prompt_name")
+        described["similarity function"] = st_config.get("similarity_fn_name") or "cosine"
+        for key, value in self.settings.get("sentence_bert_config.json", {}).items():
+            described[f"{_OPTIONAL}{key}"] = value
         return described
 
 
@@ -101,16 +110,38 @@ def _vocabulary_hash(model_dir: Path) -> str:
     return ""
 
 
+def _canonical_config(model_dir: Path, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A module's configuration as sentence-transformers itself reads it.
+
+    Different library versions save the same module differently (MiniLM's
+    ``pooling_mode_mean_tokens: true`` is today's ``pooling_mode: "mean"``), so
+    comparing files would refuse compatible inputs. ``None`` if the module class
+    cannot load it here; the saved JSON is compared instead.
+    """
+    module_path, _, class_name = str(entry.get("type", "")).rpartition(".")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module_class = getattr(importlib.import_module(module_path), class_name)
+            module = module_class.load(str(model_dir), subfolder=entry.get("path", ""), local_files_only=True)
+        return json.loads(json.dumps(module.get_config_dict(), sort_keys=True, default=str))
+    except Exception as error:  # any loading failure: fall back to the files
+        logger.debug("cannot load module %s of %s: %s", entry.get("type"), model_dir, error)
+        return None
+
+
 def _module_info(model_dir: Path, entry: dict[str, Any]) -> ModuleInfo:
     path = entry.get("path", "")
     folder = model_dir / path
     config: dict[str, Any] | None = None
     weights = None
+    if path:
+        config = _canonical_config(model_dir, entry)
     if path and folder.is_dir():
-        config = {}
-        for config_file in sorted(folder.glob("*.json")):
-            config[config_file.name] = {
-                k: v for k, v in _read_json(config_file).items() if k not in _VOLATILE_KEYS
+        if config is None:
+            config = {
+                file.name: {k: v for k, v in _read_json(file).items() if k not in _VOLATILE_KEYS}
+                for file in sorted(folder.glob("*.json"))
             }
         weights = next((folder / w for w in WEIGHT_FILES if (folder / w).is_file()), None)
     return ModuleInfo(
@@ -119,6 +150,7 @@ def _module_info(model_dir: Path, entry: dict[str, Any]) -> ModuleInfo:
         kind=str(entry.get("type", "")).rsplit(".", 1)[-1],
         config=config,
         weights=weights,
+        has_folder=bool(path) and folder.is_dir(),
     )
 
 
@@ -154,8 +186,9 @@ def check_compatible(heads: list[HeadSpec]) -> None:
         described = other.describe()
         # modules first: a missing Normalize is clearer as a module list than as a config
         for key in [*expected, *(k for k in described if k not in expected)]:
-            if key.endswith(_CONFIG_SUFFIX) and (key not in expected or key not in described):
-                continue  # a module saved without its folder uses its defaults
+            one_sided = key not in expected or key not in described
+            if one_sided and (key.endswith(_CONFIG_SUFFIX) or key.startswith(_OPTIONAL)):
+                continue  # unreadable on one side, or a setting one library version omits
             if expected.get(key) != described.get(key):
                 raise BoomError(
                     f"inputs embed differently: {key} is {_short(expected.get(key))} in "
@@ -207,7 +240,7 @@ class HeadPlan:
             if (ref / name).is_file() and not (out_dir / name).exists():
                 shutil.copy2(ref / name, out_dir / name)
         for index, module in enumerate(self.reference.modules[1:], start=1):
-            source = next((h.path / module.path for h in self.heads if h.modules[index].config is not None), None)
+            source = next((h.path / module.path for h in self.heads if h.modules[index].has_folder), None)
             if source is None:
                 continue  # no input has this module's folder; it loads with its defaults
             target = out_dir / module.path

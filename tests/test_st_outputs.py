@@ -141,3 +141,21 @@ def test_module_saved_without_its_folder_uses_defaults(tmp_path, tiny_bag) -> No
     got = _embed(out)
     assert np.abs(got - expected).max() <= 1e-5
     assert (out / "3_Normalize").is_dir()
+
+
+def test_settings_are_compared_as_sentence_transformers_reads_them(tmp_path, minilm_path) -> None:
+    """MiniLM was saved by sentence-transformers 2.0 (pooling_mode_mean_tokens, no prompts);
+    a member re-saved today writes pooling_mode "mean" and empty prompts: same embedding."""
+    import json as _json
+
+    from boom_merge.errors import BoomError
+    from boom_merge.st_head import check_compatible, read_head
+
+    member = make_tiny_st(tmp_path / "member", seed=1, perturb_from=minilm_path, perturb_scale=0.0)
+    assert "pooling_mode" in _json.loads((member / "1_Pooling/config.json").read_text())
+    assert "pooling_mode_mean_tokens" in _json.loads((Path(minilm_path) / "1_Pooling/config.json").read_text())
+    check_compatible([read_head(minilm_path), read_head(member)])
+    config = _json.loads((member / "1_Pooling/config.json").read_text())
+    (member / "1_Pooling/config.json").write_text(_json.dumps({**config, "pooling_mode": "cls"}))
+    with pytest.raises(BoomError, match="Pooling"):
+        check_compatible([read_head(minilm_path), read_head(member)])
