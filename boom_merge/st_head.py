@@ -236,8 +236,14 @@ class HeadPlan:
         for name in (MODULES_FILE, *SETTINGS_FILES):
             if (ref / name).is_file():
                 shutil.copy2(ref / name, out_dir / name)
+        # The vocabulary is the same for all inputs (checked), but tokenizer settings such
+        # as model_max_length follow the reference member, not the base that mergekit
+        # copies them from: otherwise a merge with a base would silently embed with the
+        # base's length limit.
         for name in TOKENIZER_FILES:
-            if (ref / name).is_file() and not (out_dir / name).exists():
+            if (out_dir / name).is_file():
+                (out_dir / name).unlink()
+            if (ref / name).is_file():
                 shutil.copy2(ref / name, out_dir / name)
         for index, module in enumerate(self.reference.modules[1:], start=1):
             source = next((h.path / module.path for h in self.heads if h.modules[index].has_folder), None)

@@ -159,3 +159,22 @@ def test_settings_are_compared_as_sentence_transformers_reads_them(tmp_path, min
     (member / "1_Pooling/config.json").write_text(_json.dumps({**config, "pooling_mode": "cls"}))
     with pytest.raises(BoomError, match="Pooling"):
         check_compatible([read_head(minilm_path), read_head(member)])
+
+
+def test_tokenizer_settings_follow_the_members_not_the_base(tmp_path, tiny_bag) -> None:
+    """mergekit copies the base's tokenizer; a member trained with a shorter max length
+    must keep it, or the merge embeds long texts differently from its members."""
+    import json as _json
+    import shutil
+
+    base, members = tiny_bag
+    short = [shutil.copytree(m, tmp_path / m.name) for m in members[:2]]
+    for member in short:
+        model = SentenceTransformer(str(member), device="cpu")
+        model.max_seq_length = 24
+        model.save(str(member))
+    out = merge_recipe(_recipe(tmp_path / "r.yml", short, method="task_arithmetic", base=base), tmp_path / "out")
+    assert SentenceTransformer(str(out), device="cpu").max_seq_length == 24
+    assert SentenceTransformer(str(base), device="cpu").max_seq_length != 24
+    tokenizer = _json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer == _json.loads((short[0] / "tokenizer_config.json").read_text())
