@@ -21,13 +21,12 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard import metadata_load
 
+from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR
 from boom_merge.errors import BoomError
 
 logger = logging.getLogger(__name__)
 
-MEMBER_MANIFEST = "boom_member.json"
-MEMBERS_DIR = "boom_members"
-LINEAGE_FILE = "boom_lineage.json"
+MEMBER_MANIFEST = MEMBER_FILE
 CORPUS_MANIFEST = "manifest.json"
 RECIPE_FILES = ("boom_recipe.yml", "mergekit_config.yml")
 TAGS = [

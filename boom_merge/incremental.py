@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE
+from boom_merge.merging import DEFAULT_OUT_SHARD_SIZE
 
 _HALF_DTYPES = {"bfloat16", "float16"}
 
@@ -81,7 +82,7 @@ def incremental_merge(
     force: bool = False,
     allow_pickle: bool = False,
     cuda: bool = False,
-    out_shard_size: str = "1B",
+    out_shard_size: str = DEFAULT_OUT_SHARD_SIZE,
 ) -> IncrementalResult:
     """Merge ``update`` into ``old`` as ``out``; ``old`` is never written to."""
     from mergekit.config import MergeConfiguration

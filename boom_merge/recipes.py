@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import yaml
 
+from boom_merge.lineage import MEMBER_FILE
 from boom_merge.errors import BoomError
 
-MANIFEST_FILE = "boom_member.json"
+MANIFEST_FILE = MEMBER_FILE
 Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
 WeightScheme = Literal["equal", "ratio"]

@@ -21,10 +21,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE
+
 logger = logging.getLogger(__name__)
 
-MEMBER_FILE = "boom_member.json"
-LINEAGE_FILE = "boom_lineage.json"
 _POINTERS = ("manifest", "path", "model")
 _NESTED = ("new_data", "history", "inputs")
 _MAX_DEPTH = 16

@@ -12,10 +12,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from boom_merge.lineage import MEMBER_FILE
 from boom_merge.errors import BoomError
 from boom_merge.training.config import TrainConfig
 
-MANIFEST_NAME = "boom_member.json"
+MANIFEST_NAME = MEMBER_FILE
 _VERSIONED_PACKAGES = ("boom-merge", "torch", "transformers", "sentence-transformers", "datasets", "accelerate", "peft")
 # keys that say whether a finished member (or checkpoints) belong to the run a command asks for
 _IDENTITY_KEYS = ("kind", "base_model_sha256", "datasets", "training_args", "schedule", "seed", "mode", "sample_ratio")
