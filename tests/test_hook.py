@@ -14,9 +14,22 @@ def _python(code: str) -> str:
     return result.stdout.strip()
 
 
+REPO_PTH = Path(__file__).resolve().parents[1] / "boom_merge_hook.pth"
+
+
 def test_pth_file_is_installed_next_to_the_package() -> None:
     pth = Path(sysconfig.get_paths()["purelib"]) / "boom_merge_hook.pth"
-    assert pth.read_text().strip() == "import boom_merge._hook"
+    assert pth.read_text() == REPO_PTH.read_text()
+
+
+def test_pth_line_is_silent_when_the_package_is_gone(tmp_path: Path) -> None:
+    """A stale .pth (package removed, editable source deleted) must not print a traceback at every start-up."""
+    line = REPO_PTH.read_text().strip()
+    assert line.startswith("import ")  # site only executes .pth lines that start with "import"
+    gone = subprocess.run([sys.executable, "-I", "-S", "-c", f"{line}\nimport sys; print('boom_merge._hook' in sys.modules)"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (gone.returncode, gone.stdout.strip(), gone.stderr) == (0, "False", "")
+    assert _python(f"{line}\nimport sys; print('boom_merge._hook' in sys.modules)") == "True"
 
 
 def test_startup_imports_neither_torch_nor_mergekit() -> None:
