@@ -6,7 +6,8 @@ splits (in-domain, ID) and on held-out tasks (OOD: Devil's Dictionary, Python FA
 WordSim-353). Parts (``--parts``, any subset):
 
 * ``scheduling``: BLS vs sequential vs mixed batches, same data, same seed;
-* ``merging``: BOOM (Multi-SLERP / linear, equal / ratio weights) vs BLS, task
+* ``merging``: BOOM (Multi-SLERP / linear, equal / ratio weights, Multi-SLERP of the
+  members' deltas from the base) vs the base (also at the members' max length), BLS, task
   arithmetic, TIES and the members' embedding ensemble (the upper bound a merge
   approximates at M times the inference cost);
 * ``incremental``: existing = BOOM on wordnet+foldoc+manpages; new domain = Python
@@ -67,6 +68,9 @@ MERGES: dict[str, tuple[str, str, bool]] = {
     "BOOM slerp ratio": ("boom", "ratio", False),
     "BOOM linear equal": ("boom_linear", "equal", False),
     "BOOM linear ratio": ("boom_linear", "ratio", False),
+    # Multi-SLERP of the members' deltas from the base: without a base, full weight vectors
+    # are nearly parallel (fine-tuning moves them little), so slerp ~ linear
+    "BOOM slerp equal, task vectors": ("boom", "equal", True),
     "task arithmetic": ("task_arithmetic", "equal", True),
     "TIES": ("ties", "equal", True),
 }
@@ -236,8 +240,15 @@ def evaluate_bag(
 
 
 def run_merging(study: Study, data: Path) -> None:
-    """Merges of the BOOM members (and baselines) at the default regime, per seed."""
-    evaluate(study, "merging", "base", None, [study.base], (*TRAIN_DOMAINS, *OOD))
+    """Merges of the BOOM members (and baselines) at the default regime, per seed.
+
+    The base is evaluated twice: as shipped (max length 256) and truncating like the
+    fine-tuned models (``--max-seq-length``), so "fine-tuning vs base" compares like with like.
+    """
+    tasks = (*TRAIN_DOMAINS, *OOD)
+    evaluate(study, "merging", "base", None, [study.base], tasks)
+    length = study.args.max_seq_length
+    evaluate(study, "merging", f"base (max length {length})", None, [_base_truncated(study, length)], tasks)
     for seed in study.args.seeds:
         key = f"default/bls/seed-{seed}"
         evaluate_bag(study, "merging", key, train_bag(study, key, data, study.config(), seed), seed, MERGES)
@@ -250,7 +261,8 @@ def run_regime(study: Study, data: Path) -> None:
     steps = "epochs" if args.regime_equal_epochs else "steps"
     part = f"regime: {args.epochs:g} epochs, lr {args.lr:g}, members given equal {steps}"
     train = train_bag if args.regime_equal_epochs else train_bag_equal_steps
-    merges = {label: MERGES[label] for label in ("BOOM slerp equal", "BOOM linear equal")}
+    chosen = ("BOOM slerp equal", "BOOM linear equal", "BOOM slerp equal, task vectors")
+    merges = {label: MERGES[label] for label in chosen}
     for seed in args.seeds:
         key = f"{_slug(part)}/bls/seed-{seed}"
         evaluate_bag(study, part, key, train(study, key, data, config, seed), seed, merges)
@@ -471,6 +483,18 @@ def _saved_base(source: Path, out: Path) -> Path:
     target = out / "base"
     if not (target / "modules.json").is_file():
         SentenceTransformer(str(source), device="cpu").save(str(target))
+    return target
+
+
+def _base_truncated(study: Study, max_seq_length: int) -> Path:
+    """``OUT/base-maxlenN``: the base with the fine-tuned models' max length (weights unchanged)."""
+    from sentence_transformers import SentenceTransformer
+
+    target = study.out / f"base-maxlen{max_seq_length}"
+    if not (target / "modules.json").is_file():
+        model = SentenceTransformer(str(study.base), device="cpu")
+        model.max_seq_length = max_seq_length
+        model.save(str(target))
     return target
 
 
