@@ -8,8 +8,9 @@ WordSim-353). Parts (``--parts``, any subset):
 * ``scheduling``: BLS vs sequential vs mixed batches, same data, same seed;
 * ``merging``: BOOM (Multi-SLERP / linear, equal / ratio weights, Multi-SLERP of the
   members' deltas from the base) vs the base (also at the members' max length), BLS, task
-  arithmetic, TIES and the members' embedding ensemble (the upper bound a merge
-  approximates at M times the inference cost);
+  arithmetic, TIES, the members' embedding ensemble (the upper bound a merge
+  approximates at M times the inference cost) and BLS interpolated halfway back to the
+  base (WiSE-FT; tells a gain from bagging from mere shrinkage towards the base);
 * ``incremental``: existing = BOOM on wordnet+foldoc+manpages; new domain = Python
   code search; update models = base trained on the new data plus 10/20/40 % of the
   old, merged into the existing model (alpha 0.5, slerp); against full retraining (BLS
@@ -75,6 +76,9 @@ MERGES: dict[str, tuple[str, str, bool]] = {
     "TIES": ("ties", "equal", True),
 }
 ENSEMBLE = "ensemble (M=4)"
+# control: BLS pulled halfway back to the base (WiSE-FT's default alpha 0.5, fixed up front);
+# tells a merge's gain from mere shrinkage towards the base
+WISE_FT = "BLS + base, linear 0.5 (WiSE-FT)"
 
 
 @dataclass
@@ -230,12 +234,15 @@ def run_scheduling(study: Study, data: Path) -> None:
 def evaluate_bag(
     study: Study, part: str, key: str, members: list[Path], seed: int, merges: dict[str, tuple[str, str, bool]]
 ) -> None:
-    """BLS (the 100 % member), the merges of ``merges`` and the ensemble of ``members``."""
+    """BLS (the 100 % member), the merges of ``merges``, the WiSE-FT control and the ensemble of ``members``."""
     tasks = (*TRAIN_DOMAINS, *OOD)
-    evaluate(study, part, "BLS", seed, [members[BLS_MEMBER]], tasks)
+    bls = members[BLS_MEMBER]
+    evaluate(study, part, "BLS", seed, [bls], tasks)
     for label, (method, weights, with_base) in merges.items():
         model = merge(study, f"{key}/{_slug(label)}", members, method, weights, with_base)
         evaluate(study, part, label, seed, [model], tasks)
+    wise_ft = merge(study, f"{key}/{_slug(WISE_FT)}", [bls, study.base], "boom_linear", "equal", False)
+    evaluate(study, part, WISE_FT, seed, [wise_ft], tasks)
     evaluate(study, part, ENSEMBLE, seed, members, tasks)
 
 
