@@ -27,9 +27,20 @@ for cfg in /etc/dpkg/dpkg.cfg.d/*; do
   fi
 done
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${reinstall[@]}" "${APT_PACKAGES[@]}"
+apt_missing() {  # true when a package is not fully installed
+  local pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || return 0
+  done
+  return 1
+}
+
+# Nothing missing and nothing to reinstall: no apt call (a set-up machine needs no mirror).
+if [ ${#reinstall[@]} -gt 0 ] || apt_missing; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${reinstall[@]}" "${APT_PACKAGES[@]}"
+fi
 
 "$PYTHON" -m pip install -q "pysword>=0.2.8"
 
