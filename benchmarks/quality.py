@@ -479,30 +479,30 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _resaved(source: Path, target: Path, max_seq_length: int | None = None) -> Path:
+    """``target``: ``source`` as this sentence-transformers saves it (once), optionally with another max length."""
+    from sentence_transformers import SentenceTransformer
+
+    if not (target / "modules.json").is_file():
+        model = SentenceTransformer(str(source), device="cpu")
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+        model.save(str(target))
+    return target
+
+
 def _saved_base(source: Path, out: Path) -> Path:
     """``OUT/base``: the base as sentence-transformers saves it.
 
     The bundled MiniLM lacks its (weightless) ``2_Normalize`` folder, which the merge
     path requires of a ``base_model`` (task arithmetic, TIES); a re-save writes it.
     """
-    from sentence_transformers import SentenceTransformer
-
-    target = out / "base"
-    if not (target / "modules.json").is_file():
-        SentenceTransformer(str(source), device="cpu").save(str(target))
-    return target
+    return _resaved(source, out / "base")
 
 
 def _base_truncated(study: Study, max_seq_length: int) -> Path:
     """``OUT/base-maxlenN``: the base with the fine-tuned models' max length (weights unchanged)."""
-    from sentence_transformers import SentenceTransformer
-
-    target = study.out / f"base-maxlen{max_seq_length}"
-    if not (target / "modules.json").is_file():
-        model = SentenceTransformer(str(study.base), device="cpu")
-        model.max_seq_length = max_seq_length
-        model.save(str(target))
-    return target
+    return _resaved(study.base, study.out / f"base-maxlen{max_seq_length}", max_seq_length)
 
 
 def prepare(args: argparse.Namespace) -> Study:

@@ -21,12 +21,11 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard import metadata_load
 
-from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR
 from boom_merge.errors import BoomError
+from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR
 
 logger = logging.getLogger(__name__)
 
-MEMBER_MANIFEST = MEMBER_FILE
 CORPUS_MANIFEST = "manifest.json"
 RECIPE_FILES = ("boom_recipe.yml", "mergekit_config.yml")
 TAGS = [
@@ -82,12 +81,12 @@ def read_members(model_dir: Path) -> list[Member]:
     accepted; the member is named after the file (or folder).
     """
     members = []
-    if (model_dir / MEMBER_MANIFEST).is_file():
-        members.append(Member(model_dir.name, read_json(model_dir / MEMBER_MANIFEST)))
+    if (model_dir / MEMBER_FILE).is_file():
+        members.append(Member(model_dir.name, read_json(model_dir / MEMBER_FILE)))
     copies = model_dir / MEMBERS_DIR
     if copies.is_dir():
         for path in sorted(copies.rglob("*.json")):
-            name = path.parent.name if path.name == MEMBER_MANIFEST else path.stem
+            name = path.parent.name if path.name == MEMBER_FILE else path.stem
             members.append(Member(name, read_json(path)))
     return members
 
@@ -124,8 +123,8 @@ def model_licence(model: str) -> str | None:
         licence = metadata_load(path / "README.md") or {}
         if licence.get("license"):
             return str(licence["license"])
-    if (path / MEMBER_MANIFEST).is_file():
-        base = read_json(path / MEMBER_MANIFEST).get("base_model")
+    if (path / MEMBER_FILE).is_file():
+        base = read_json(path / MEMBER_FILE).get("base_model")
         if base and Path(str(base)).resolve() != path.resolve():
             return model_licence(str(base))
     return None
@@ -402,7 +401,7 @@ def build_model_card(
     if not model_dir.is_dir():
         raise BoomError("model directory not found", path=model_dir)
     members = read_members(model_dir)
-    own = read_json(model_dir / MEMBER_MANIFEST) if (model_dir / MEMBER_MANIFEST).is_file() else None
+    own = read_json(model_dir / MEMBER_FILE) if (model_dir / MEMBER_FILE).is_file() else None
     lineage = read_json(model_dir / LINEAGE_FILE) if (model_dir / LINEAGE_FILE).is_file() else None
     if recipe_yaml is None:
         recipe_yaml = read_recipe(model_dir)

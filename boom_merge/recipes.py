@@ -15,10 +15,9 @@ from typing import Any, Literal
 
 import yaml
 
-from boom_merge.lineage import MEMBER_FILE
 from boom_merge.errors import BoomError
+from boom_merge.lineage import MEMBER_FILE
 
-MANIFEST_FILE = MEMBER_FILE
 Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
 WeightScheme = Literal["equal", "ratio"]
@@ -52,7 +51,7 @@ def ordered_references(config: Any) -> list[Any]:
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     """A member's ``boom_member.json``."""
-    path = Path(model_dir) / MANIFEST_FILE
+    path = Path(model_dir) / MEMBER_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -70,7 +69,7 @@ def member_weights(members: Sequence[str | Path], scheme: WeightScheme) -> list[
         for member in members:
             ratio = read_manifest(member).get("sample_ratio")
             if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-                raise BoomError(f"sample_ratio must be a number in (0, 1], got {ratio!r}", path=Path(member) / MANIFEST_FILE)
+                raise BoomError(f"sample_ratio must be a number in (0, 1], got {ratio!r}", path=Path(member) / MEMBER_FILE)
             raw.append(float(ratio))
     total = sum(raw)
     return [round(w / total, 6) for w in raw]

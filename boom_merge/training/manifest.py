@@ -12,8 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from boom_merge.lineage import MEMBER_FILE
 from boom_merge.errors import BoomError
+from boom_merge.lineage import MEMBER_FILE
 from boom_merge.training.config import TrainConfig
 
 MANIFEST_NAME = MEMBER_FILE
