@@ -40,7 +40,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,17 +49,17 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
+from boom_merge.experiments import OOD_SOURCES as OOD
+from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, seed_table, training_data_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 logger = logging.getLogger("quality")
 
-TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
 OLD_DOMAINS = ("wordnet", "foldoc", "manpages")
 NEW_DOMAIN = "python_code"
-OOD = ("devil", "python_faq", "wordsim353")
-RATIOS = "40,60,80,100"
-BLS_MEMBER = 3  # index of the 100 % member in RATIOS: the BLS model
+BLS_MEMBER = full_data_member(RATIOS)  # the 100 % member: the BLS model
 HISTORY_RATIOS = (0.1, 0.2, 0.4)
 PARTS = ("scheduling", "merging", "incremental", "regime")
 # merging part: label -> (write_recipe method, weights, merge against the base model)
@@ -125,11 +124,7 @@ def _slug(text: str) -> str:
 
 def data_dir(study: Study, name: str, domains: Sequence[str]) -> Path:
     """``OUT/data/NAME``: a training data directory holding only ``domains``."""
-    target = study.out / "data" / name
-    target.mkdir(parents=True, exist_ok=True)
-    for domain in domains:
-        shutil.copy2(study.corpus / "train" / f"{domain}.jsonl", target / f"{domain}.jsonl")
-    return target
+    return training_data_dir(study.corpus, study.out / "data" / name, domains)
 
 
 def _training_record(model: Path) -> dict[str, Any]:
@@ -325,34 +320,14 @@ def _averages(row: dict[str, Any]) -> dict[str, float]:
     return {**scores, "ID avg": fmean(scores[t] for t in in_domain), "OOD avg": fmean(scores[t] for t in OOD)}
 
 
-def _spread(values: Sequence[float]) -> str:
-    """``mean ± std`` in nDCG/Spearman points x100 (std needs two or more values)."""
-    mean = 100 * fmean(values)
-    return f"{mean:.2f} ± {100 * stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
 def part_table(rows: list[dict[str, Any]], part: str) -> str:
     """Markdown: one line per model, mean ± std over seeds, and the difference from BLS paired by seed."""
-    mine = [r for r in rows if r["part"] == part]
+    mine = [{"model": r["model"], "seed": r["seed"], "values": _averages(r)} for r in rows if r["part"] == part]
     if not mine:
         return ""
-    columns = list(_averages(mine[0]))
-    bls = {r["seed"]: _averages(r) for r in mine if r["model"] == "BLS"}
-    paired = bool(bls) and part != "incremental"
-    names = [f"{c} (new)" if c == NEW_DOMAIN else c for c in columns]
-    header = ["model", "seeds", *names] + (["Δ ID vs BLS", "Δ OOD vs BLS"] if paired else [])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model in dict.fromkeys(r["model"] for r in mine):
-        values = [_averages(r) for r in mine if r["model"] == model]
-        seeds = [r["seed"] for r in mine if r["model"] == model]
-        cells = [model, str(len(values)), *(_spread([v[c] for v in values]) for c in columns)]
-        if paired:
-            common = [s for s in seeds if s in bls and s is not None]
-            by_seed = {r["seed"]: _averages(r) for r in mine if r["model"] == model}
-            cells += [_spread([by_seed[s][c] - bls[s][c] for s in common]) if common and model != "BLS" else ""
-                      for c in ("ID avg", "OOD avg")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    paired = part != "incremental"
+    return seed_table(mine, list(mine[0]["values"]), reference="BLS" if paired else None,
+                      delta_columns=("ID avg", "OOD avg"), names={NEW_DOMAIN: f"{NEW_DOMAIN} (new)"})
 
 
 def cost_table(rows: list[dict[str, Any]]) -> str:
@@ -479,30 +454,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _resaved(source: Path, target: Path, max_seq_length: int | None = None) -> Path:
-    """``target``: ``source`` as this sentence-transformers saves it (once), optionally with another max length."""
-    from sentence_transformers import SentenceTransformer
-
-    if not (target / "modules.json").is_file():
-        model = SentenceTransformer(str(source), device="cpu")
-        if max_seq_length is not None:
-            model.max_seq_length = max_seq_length
-        model.save(str(target))
-    return target
-
-
 def _saved_base(source: Path, out: Path) -> Path:
     """``OUT/base``: the base as sentence-transformers saves it.
 
     The bundled MiniLM lacks its (weightless) ``2_Normalize`` folder, which the merge
     path requires of a ``base_model`` (task arithmetic, TIES); a re-save writes it.
     """
-    return _resaved(source, out / "base")
+    return resave_model(source, out / "base")
 
 
 def _base_truncated(study: Study, max_seq_length: int) -> Path:
     """``OUT/base-maxlenN``: the base with the fine-tuned models' max length (weights unchanged)."""
-    return _resaved(study.base, study.out / f"base-maxlen{max_seq_length}", max_seq_length)
+    return resave_model(study.base, study.out / f"base-maxlen{max_seq_length}", max_seq_length=max_seq_length)
 
 
 def prepare(args: argparse.Namespace) -> Study:

@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from boom_merge.errors import BoomError
+from boom_merge.experiments import OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir
 
 logger = logging.getLogger(__name__)
 
-TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
-OOD_SOURCES = ("devil", "python_faq", "wordsim353")
-RATIOS = "40,60,80,100"
 ProfileName = Literal["smoke", "default"]
 
 
@@ -92,28 +90,6 @@ def _prepare_out(out: Path, force: bool, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _training_data(corpus: Path, out: Path) -> Path:
-    """The four training domains as their own data directory (one jsonl per dataset)."""
-    train = out / "data" / "train"
-    train.mkdir(parents=True, exist_ok=True)
-    for name in TRAIN_DOMAINS:
-        source = corpus / "train" / f"{name}.jsonl"
-        if not source.is_file():
-            raise BoomError(f"training domain {name!r} was not built; see `boom-merge data list`", path=source)
-        shutil.copy2(source, train / source.name)
-    return train
-
-
-def _save_base(source: Path, target: Path) -> None:
-    """Re-save the base with this sentence-transformers/transformers version, so that it
-    has the same files and tensors as the members trained from it (the bundled MiniLM
-    was saved by sentence-transformers 2.0 with a ``position_ids`` buffer, which
-    mergekit's task arithmetic / TIES / multislerp refuse beside newer members)."""
-    from sentence_transformers import SentenceTransformer
-
-    SentenceTransformer(str(source), device="cpu").save(str(target))
-
-
 def run_quickstart(
     profile: ProfileName | Profile = "default",
     out: str | Path = "runs/quickstart",
@@ -152,20 +128,20 @@ def run_quickstart(
         missing = [name for name in (*TRAIN_DOMAINS, *OOD_SOURCES) if name in corpus.missing]
         if missing:
             raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
-        train_dir = _training_data(corpus.path, out)
+        train_dir = training_data_dir(corpus.path, out / "data" / "train", TRAIN_DOMAINS)
     base = out / "base"
-    if not base.exists():
-        _save_base(Path(base_model or bundled_base_model()), base)
+    resave_model(base_model or bundled_base_model(), base)
     config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
     with _stage(result, "train BLS + BOOM members", echo):
         members = train_members(train_dir, str(base), RATIOS, out / "members", config, seed=seed)
+    bls = full_data_member(RATIOS)
     with _stage(result, "merge (boom, Multi-SLERP)", echo):
         recipe = write_recipe(members, out / "boom.yml", method="boom", force=True)
         boom = merge_recipe(recipe, out / "boom", force=True)
     with _stage(result, "evaluate base / BLS / BOOM", echo):
         result.summary = evaluate_models(
-            [base, members[-1], boom], out / "eval", corpus_dir=corpus.path,
+            [base, members[bls], boom], out / "eval", corpus_dir=corpus.path,
             tasks=[*TRAIN_DOMAINS, *OOD_SOURCES], in_domain=TRAIN_DOMAINS,
             max_queries=sizes.max_test_queries, max_corpus=sizes.eval_corpus, force=True,
             labels=["base", "BLS", "BOOM"],
@@ -174,7 +150,7 @@ def run_quickstart(
     (out / "quickstart.json").write_text(json.dumps({
         "profile": profile, "sizes": asdict(sizes), "ratios": RATIOS, "seed": seed,
         "train_domains": TRAIN_DOMAINS, "ood": OOD_SOURCES, "corpus": str(corpus.path),
-        "models": {"base": str(base), "bls": str(members[-1]), "boom": str(boom)},
+        "models": {"base": str(base), "bls": str(members[bls]), "boom": str(boom)},
         "timings_s": result.timings,
     }, indent=2) + "\n", encoding="utf-8")
     return result

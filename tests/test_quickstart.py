@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,11 @@ from sentence_transformers import SentenceTransformer
 from boom_merge.errors import BoomError
 from boom_merge.quickstart import OOD_SOURCES, TRAIN_DOMAINS, Profile, run_quickstart
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
+from tests.test_evaluation import ndcg_at_10
 
-TINY = Profile(max_train=24, max_test_queries=8, eval_corpus=24, batch_size=8, max_seq_length=32, learning_rate=1e-3)
+# eval_corpus above every test split's size: nothing is capped, so scores can be recomputed by brute force
+TINY = Profile(max_train=24, max_test_queries=8, eval_corpus=100_000, batch_size=8, max_seq_length=32,
+               learning_rate=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,16 @@ def test_layout_and_report(quickstart_run) -> None:
     assert len(summary.tasks) == len(TRAIN_DOMAINS) + len(OOD_SOURCES)
     for model in summary.models:  # the four training domains are in-domain, the rest OOD
         assert len(summary.in_domain[model]) == len(TRAIN_DOMAINS)
-        assert all(-1.0 <= summary.scores[model][task] <= 1.0 for task in summary.tasks)  # Spearman may be < 0
+
+
+def test_scores_match_a_brute_force_ranking(quickstart_run) -> None:
+    """nDCG@10 of each model on two training domains, recomputed from the built test split."""
+    report = json.loads((quickstart_run.out / "quickstart.json").read_text())
+    summary = quickstart_run.summary
+    for label, key in (("BLS", "bls"), ("BOOM", "boom")):
+        for source, task in (("wordnet", "BoomWordNetRetrieval"), ("manpages", "BoomManPagesRetrieval")):
+            expected = ndcg_at_10(report["models"][key], Path(report["corpus"]), source)
+            assert summary.scores[label][task] == pytest.approx(expected, abs=1e-4)
 
 
 def test_members_are_bagged_samples(quickstart_run) -> None:

@@ -1,0 +1,117 @@
+"""Steps shared by the quickstart and the study (``benchmarks/quality.py``).
+
+Owns: the embedded default's domain lists and ratios, a training-data directory holding
+chosen domains of a built corpus, re-saving a base with today's sentence-transformers,
+which member of a ratio spec is the full-data (BLS) model, and the study's tables (mean ±
+std over training seeds, differences paired by seed). It may not train, merge or evaluate
+(``training``, ``merging`` and ``evaluation`` do); it only arranges their inputs and reads
+their numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from statistics import fmean, stdev
+
+from boom_merge.errors import BoomError
+
+#: the four training domains of the embedded default
+TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
+#: held-out test sources (read once, at the end; never used for a choice)
+OOD_SOURCES = ("devil", "python_faq", "wordsim353")
+#: the BOOM bag of the embedded default; its 100 % member is the BLS model
+RATIOS = "40,60,80,100"
+
+
+def full_data_member(ratios: str) -> int:
+    """Index of the member that trains on all the data (the BLS model) in ``ratios``."""
+    from boom_merge.data.sampling import plan_members
+
+    specs = plan_members(ratios, seed=0)
+    full = [spec.index for spec in specs if spec.ratio == 1.0 and spec.mode == "without_replacement"]
+    if not full:
+        raise BoomError(f"ratio spec {ratios!r} has no 100 % member (the BLS model)")
+    return full[0]
+
+
+def training_data_dir(corpus: str | Path, target: str | Path, domains: Sequence[str]) -> Path:
+    """``target``: a training data directory holding only ``domains`` of a built corpus."""
+    corpus, target = Path(corpus), Path(target)
+    sources = [corpus / "train" / f"{name}.jsonl" for name in domains]
+    for name, source in zip(domains, sources, strict=True):
+        if not source.is_file():
+            raise BoomError(f"training domain {name!r} was not built; see `boom-merge data list`", path=source)
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        shutil.copy2(source, target / source.name)
+    return target
+
+
+def resave_model(source: str | Path, target: str | Path, *, max_seq_length: int | None = None) -> Path:
+    """``target``: ``source`` as today's sentence-transformers saves it (once).
+
+    A base saved by an old version (the bundled MiniLM has an ``embeddings.position_ids``
+    buffer and no ``2_Normalize`` folder) differs in files and tensors from members trained
+    today, which mergekit's task arithmetic / TIES / multislerp refuse beside each other.
+    ``max_seq_length`` changes only the truncation (weights unchanged).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    target = Path(target)
+    if not (target / "modules.json").is_file():
+        model = SentenceTransformer(str(source), device="cpu")
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+        model.save(str(target))
+    return target
+
+
+# --- tables over training seeds -----------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> str:
+    """``mean ± std`` x100 (the std needs two or more values)."""
+    mean = 100 * fmean(values)
+    return f"{mean:.2f} ± {100 * stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def paired_deltas(
+    values: Mapping[int | None, Mapping[str, float]],
+    reference: Mapping[int | None, Mapping[str, float]],
+    column: str,
+) -> list[float]:
+    """``values[seed][column] - reference[seed][column]`` for every seed both have."""
+    return [values[s][column] - reference[s][column] for s in values if s is not None and s in reference]
+
+
+def seed_table(
+    rows: Sequence[Mapping[str, object]],
+    columns: Sequence[str],
+    *,
+    reference: str | None = "BLS",
+    delta_columns: Sequence[str] = (),
+    names: Mapping[str, str] | None = None,
+) -> str:
+    """Markdown: one line per model (in order of appearance), mean ± std over seeds per column.
+
+    Each row is ``{"model", "seed", "values": {column: score}}``. With ``reference`` and
+    ``delta_columns``, each model's difference from the reference model of the same seed
+    follows (mean ± std over the seeds both have). ``names`` relabels column headers.
+    """
+    names = names or {}
+    by_model: dict[str, dict[int | None, Mapping[str, float]]] = {}
+    for row in rows:
+        by_model.setdefault(str(row["model"]), {})[row["seed"]] = row["values"]  # type: ignore[index]
+    ref = by_model.get(reference) if reference else None
+    deltas = list(delta_columns) if ref else []
+    header = ["model", "seeds", *(names.get(c, c) for c in columns), *(f"Δ {names.get(c, c)} vs {reference}" for c in deltas)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, seeds in by_model.items():
+        cells = [model, str(len(seeds)), *(spread([v[c] for v in seeds.values()]) for c in columns)]
+        for column in deltas:
+            paired = paired_deltas(seeds, ref, column) if model != reference else []
+            cells.append(spread(paired) if paired else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
