@@ -76,6 +76,11 @@ def _read_header(file: Path) -> dict[str, TensorInfo]:
     return tensors
 
 
+def read_header(file: str | Path) -> dict[str, TensorInfo]:
+    """The tensors one safetensors file declares; one-line BoomError when corrupt or truncated."""
+    return _read_header(Path(file))
+
+
 def model_files(model_dir: str | Path, *, allow_pickle: bool = False) -> ModelFiles:
     """Check a model directory's config and weight files; return its tensor index."""
     model_dir = Path(model_dir)

@@ -1,0 +1,249 @@
+"""Models by name: local dirs and Hugging Face Hub ids, checked before anyone reads them.
+
+Every command that reads a model goes through here:
+
+- :func:`resolve_model` turns a spec (a local dir, ``org/name`` or ``org/name@REV``) into a
+  local snapshot dir, letting ``huggingface_hub.snapshot_download`` decide: it downloads when
+  online, uses the cache when offline, honours ``HF_HUB_OFFLINE``. Nothing here refuses a Hub
+  id before the Hub library has tried. Not found / gated / no network -> one-line
+  :class:`BoomError` naming the id.
+- :func:`check_model` refuses what would give wrong results silently: no config, no tokenizer
+  files (transformers would build a tokenizer that maps every word to ``[UNK]``), unreadable or
+  dishonest safetensors, NaN/Inf weights (naming the tensor). Safetensors are read by
+  :mod:`boom_merge.checks`.
+- :func:`load_sentence_transformer` = resolve + check + load on :func:`default_device`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from boom_merge.checks import ModelFiles, check_finite, model_files, read_header
+from boom_merge.errors import BoomError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+_OTHER_FORMATS = [
+    "*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.gguf", "*.mlmodel",
+    "onnx/*", "openvino/*", "coreml/*", "tf_model*", "flax_model*", "rust_model*",
+]
+"""Weights for other frameworks: never downloaded (sentence-transformers reads none of them)."""
+_PICKLES = ["*.bin", "*.pt", "*.pth"]
+"""Downloaded only when a repo has no safetensors weights."""
+_CACHE_SNAPSHOT = re.compile(r"^models--(?P<repo>.+)$")
+_TOKENIZER_SETS = (
+    ("tokenizer.json",),
+    ("vocab.txt",),
+    ("vocab.json", "merges.txt"),
+    ("tokenizer.model",),
+    ("spiece.model",),
+    ("sentencepiece.bpe.model",),
+    ("vocab.json", "tokenizer_config.json"),  # word/character-level vocabularies without merges
+)
+_TOKENIZER_NAMES = "tokenizer.json, vocab.txt, vocab.json + merges.txt, tokenizer.model, spiece.model or sentencepiece.bpe.model"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model spec and the local dir it names.
+
+    ``hub_id``/``revision`` are the Hub repo and the resolved commit sha (also for a local
+    dir that is a Hugging Face cache snapshot); None for plain local dirs.
+    """
+
+    spec: str
+    path: Path
+    hub_id: str | None
+    revision: str | None
+
+    @property
+    def name(self) -> str:
+        """What to call the model in reports and cards: ``org/name`` or the dir name."""
+        return self.hub_id or self.path.name
+
+
+def resolve_model(spec: str | Path) -> ResolvedModel:
+    """A local dir as itself; else ``org/name[@REV]`` through ``snapshot_download``."""
+    text = str(spec)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        path = local.resolve()
+        hub_id, revision = _cache_identity(path)
+        return ResolvedModel(text, path, hub_id, revision)
+    repo_id, _, revision = text.partition("@")
+    if not repo_id or (text.count("@") > 1) or ("@" in text and not revision):
+        raise BoomError("not a local directory, nor a Hub id (org/name or org/name@revision)", path=text)
+    path = _download(text, repo_id, revision or None)
+    return ResolvedModel(text, path, repo_id, path.name)
+
+
+def _cache_identity(path: Path) -> tuple[str | None, str | None]:
+    """``(org/name, sha)`` when ``path`` is ``.../models--org--name/snapshots/SHA``."""
+    if path.parent.name != "snapshots":
+        return None, None
+    match = _CACHE_SNAPSHOT.match(path.parent.parent.name)
+    return (match.group("repo").replace("--", "/"), path.name) if match else (None, None)
+
+
+def _download(spec: str, repo_id: str, revision: str | None) -> Path:
+    """``snapshot_download`` without foreign-framework weights; pickles only if needed."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=_OTHER_FORMATS + _PICKLES))
+        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*/*.safetensors")):
+            folder = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=_OTHER_FORMATS))
+    except Exception as error:  # noqa: BLE001 - every Hub failure becomes one line naming the id
+        raise BoomError(_hub_problem(error, revision), path=spec) from None
+    logger.info("%s resolved to %s", spec, folder)
+    return folder
+
+
+def _hub_problem(error: Exception, revision: str | None) -> str:
+    """One line saying why the Hub could not give us the model."""
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hub
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    if isinstance(error, hub.HFValidationError):
+        return "not a local directory, nor a valid Hub id (org/name or org/name@revision)"
+    if isinstance(error, hub.GatedRepoError):
+        return "gated Hub model: accept its conditions on huggingface.co, then log in (`hf auth login` or HF_TOKEN)"
+    if isinstance(error, hub.RevisionNotFoundError):
+        return f"revision {revision!r} not found on the Hub"
+    if isinstance(error, hub.RepositoryNotFoundError):
+        return "not a local directory, and no such model on the Hub (or it is private: log in with `hf auth login` or HF_TOKEN)"
+    cause = error.__cause__ or error.__context__
+    if isinstance(error, hub.LocalEntryNotFoundError) or type(error).__name__ == "IncompleteSnapshotError":
+        if offline:
+            return "not a local directory, and not (completely) in the Hugging Face cache; HF_HUB_OFFLINE is set, so nothing is downloaded"
+        reason = _first_line(cause) if cause is not None else "the Hub cannot be reached"
+        return f"not a local directory, not (completely) in the Hugging Face cache, and the Hub cannot be reached ({reason})"
+    return f"cannot get the model from the Hub ({_first_line(error)})"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def transformer_dir(model_dir: Path) -> Path:
+    """The dir holding the transformer: the model dir, or an old-style ``0_Transformer/`` module."""
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    for module in _modules(model_dir):
+        if module.get("type", "").endswith("Transformer") and module.get("path"):
+            return model_dir / module["path"]
+    return model_dir
+
+
+def _modules(model_dir: Path) -> list[dict[str, Any]]:
+    """modules.json's entries ([] when there is none)."""
+    file = model_dir / "modules.json"
+    if not file.is_file():
+        return []
+    try:
+        modules = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise BoomError(f"unreadable modules.json ({error})", path=file) from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise BoomError("modules.json is not a list of modules", path=file)
+    return modules
+
+
+def check_model(
+    path: str | Path, *, tokenizer: bool = True, finite: bool = True, allow_pickle: bool = False
+) -> None:
+    """Refuse a model dir that cannot give right results; one line naming the file and problem.
+
+    Checks: config.json, tokenizer files (``tokenizer``), every safetensors file of the
+    transformer and of the sentence-transformers modules readable with an honest header, and
+    every floating tensor finite (``finite``; reads each tensor once).
+    """
+    model_dir = Path(path)
+    transformer = transformer_dir(model_dir)
+    weights = model_files(transformer, allow_pickle=allow_pickle)
+    if tokenizer:
+        check_tokenizer(transformer)
+    heads = [model_dir / m["path"] for m in _modules(model_dir) if m.get("path")]
+    modules = [weights] + [_module_files(d) for d in heads if d.resolve() != transformer.resolve()]
+    if finite:
+        for files in modules:
+            check_finite(files)
+
+
+def _module_files(module_dir: Path) -> ModelFiles:
+    """The safetensors of one sentence-transformers module dir (e.g. ``2_Dense``)."""
+    tensors = {}
+    for file in sorted(module_dir.glob("*.safetensors")):
+        tensors.update(read_header(file))
+    return ModelFiles(module_dir, tensors)
+
+
+def check_tokenizer(model_dir: str | Path) -> None:
+    """Refuse a dir without tokenizer files, naming what is missing."""
+    model_dir = Path(model_dir)
+    present = {p.name for p in model_dir.iterdir()} if model_dir.is_dir() else set()
+    if any(all(name in present for name in names) for names in _TOKENIZER_SETS):
+        return
+    if "vocab.json" in present:
+        raise BoomError("incomplete tokenizer: vocab.json without merges.txt or tokenizer_config.json", path=model_dir)
+    raise BoomError(
+        f"no tokenizer files (missing {_TOKENIZER_NAMES}); transformers would map every word to [UNK]",
+        path=model_dir,
+    )
+
+
+def default_device() -> str:
+    """``cuda`` when a CUDA device is available, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | None) -> str:
+    """The device to use (default :func:`default_device`); refuse one this machine lacks."""
+    import torch
+
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise BoomError(f"--device {device}: not a torch device ({error})") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BoomError(f"--device {device}: no CUDA device available (torch.cuda.is_available() is False)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise BoomError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise BoomError(f"--device {device}: MPS is not available")
+    return device
+
+
+def load_sentence_transformer(spec: str | Path, *, device: str | None = None, **kwargs: Any) -> SentenceTransformer:
+    """Resolve, check and load ``spec`` as a ``SentenceTransformer`` on ``device``.
+
+    ``kwargs`` go to ``SentenceTransformer`` (e.g. ``model_kwargs``, ``trust_remote_code``).
+    Any load failure becomes a one-line :class:`BoomError` naming the model.
+    """
+    resolved = resolve_model(spec)
+    check_model(resolved.path)
+    device = check_device(device)
+    from sentence_transformers import SentenceTransformer
+
+    kwargs.setdefault("local_files_only", True)
+    try:
+        return SentenceTransformer(str(resolved.path), device=device, **kwargs)
+    except Exception as error:  # noqa: BLE001 - a model that does not load is a user-facing error
+        logger.debug("loading %s failed", spec, exc_info=True)
+        raise BoomError(f"cannot load as a sentence-transformers model ({_first_line(error)})", path=str(spec)) from None
+
