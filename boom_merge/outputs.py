@@ -7,7 +7,8 @@ output without ``--force``, and, with ``--force``, anything boom-merge did not w
 (:func:`output_lock`), removes the temporary dirs of dead runs, and yields a marked
 temporary sibling that replaces the output only when the block succeeds (usual modes
 from the umask, fsync, rename); on any failure, SIGINT or SIGTERM the temporary dir is
-removed and an existing output is left as it was.
+removed and an existing output is left as it was. :func:`write_output_file` does the
+same for a single file (a report, a recipe).
 """
 
 from __future__ import annotations
@@ -168,6 +169,53 @@ def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = F
     _check_inputs(given, real, inputs)
     _check_existing(given, real, force)
     _check_parent(given, real)
+    return real
+
+
+def check_output_file(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = True) -> Path:
+    """The rules for one output file (a report, a recipe); writes nothing, returns its resolved path.
+
+    Its directory must exist; it must not be a directory, nor an input, nor inside one;
+    an existing file is replaced only with ``force``.
+    """
+    given = _as_path(out)
+    if given is None or str(out) == "":
+        raise BoomError("no output file given")
+    real = _real(given)
+    _check_inputs(given, real, inputs)
+    shown = _shown(given, real)
+    if real.is_dir():
+        raise BoomError(f"output file {shown} is a directory")
+    if os.path.lexists(real) and not force:
+        raise BoomError(f"output file {shown} already exists; pass --force to replace it")
+    if not real.parent.is_dir():
+        problem = "is not a directory" if os.path.lexists(real.parent) else "does not exist"
+        raise BoomError(f"cannot write {shown}: the directory {real.parent} {problem}")
+    if not os.access(real.parent, os.W_OK | os.X_OK):
+        raise BoomError(f"cannot write {shown}: {real.parent} is not writable")
+    return real
+
+
+def write_output_file(out: str | Path, text: str, *, inputs: Iterable[Any] = (), force: bool = True) -> Path:
+    """Write ``text`` to ``out`` atomically (temporary sibling, fsync, rename, umask mode)."""
+    real = check_output_file(out, inputs=inputs, force=force)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{real.name}.tmp-{os.getpid()}-", dir=real.parent)
+    except OSError as error:
+        raise BoomError(f"cannot write in {real.parent}: {error.strerror}", path=out) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
+            os.fsync(handle.fileno())
+        os.replace(name, real)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        if isinstance(error, OSError):
+            raise BoomError(f"cannot write the file: {error.strerror}", path=out) from None
+        raise
     return real
 
 
