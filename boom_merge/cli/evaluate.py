@@ -88,11 +88,14 @@ def drift_command(
 ) -> None:
     """How far NEW moved from OLD: cosine per text and recall@10 on an OLD index."""
     from boom_merge.drift import drift_report, format_drift
+    from boom_merge.outputs import check_output_file, write_output_file
 
+    if json_out is not None:  # refuse a bad --json path before encoding anything
+        check_output_file(json_out, inputs=(old, new, data))
     report = drift_report(old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     click.echo(format_drift(report))
     if json_out is not None:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+        write_output_file(json_out, json.dumps(report.to_dict(), indent=2) + "\n", inputs=(old, new, data))
 
 
 COMMANDS = [eval_command, drift_command]
