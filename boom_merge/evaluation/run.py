@@ -61,7 +61,8 @@ def evaluate_models(
     if set(labels) & set(groups):
         raise BoomError("ensemble labels must differ from model labels")
     rows = {label: [path] for label, path in zip(labels, paths)} | groups
-    with atomic_output_dir(out, force=force) as tmp:
+    inputs = [*paths, *(member for members in groups.values() for member in members), corpus]
+    with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         scores = {
             label: _run_model(_encoder(members, label, label in groups), label, chosen, tmp, batch_size, progress)
             for label, members in rows.items()
