@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE
 from boom_merge.merging import DEFAULT_OUT_SHARD_SIZE
+from boom_merge.outputs import check_output
 
 _HALF_DTYPES = {"bfloat16", "float16"}
 
@@ -93,8 +94,11 @@ def incremental_merge(
     if not 0.0 <= update_weight <= 1.0:
         raise BoomError(f"--update-weight must be in [0, 1], got {update_weight}")
     for model in (old, update):
-        if out == model or model in out.parents:
-            raise BoomError(f"output must not be inside an input model ({model})", path=out)
+        if not model.is_dir():
+            raise BoomError("model directory not found", path=model)
+    if old.resolve() == update.resolve():
+        raise BoomError(f"UPDATE is OLD ({update}): give the update model trained on the new data")
+    check_output(out, inputs=(old, update), force=force)  # before hashing: OLD and UPDATE stay untouched
     recipe = incremental_recipe(old, update, update_weight=update_weight, interpolation=interpolation)
     text = "# Written by `boom-merge incremental`.\n" + yaml.safe_dump(recipe, sort_keys=False)
     lineage = {
