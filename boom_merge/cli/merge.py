@@ -72,6 +72,10 @@ def incremental_command(
     """Merge an UPDATE model into the existing OLD model; OLD is never modified."""
     from boom_merge.incremental import incremental_merge
 
+    if data is not None:  # a bad corpus fails before NEW is written
+        from boom_merge.evaluation.corpus import find_corpus_dir
+
+        find_corpus_dir(data)
     result = incremental_merge(
         old, update, output, update_weight=update_weight, interpolation=interpolation,
         force=force, cuda=cuda, allow_pickle=allow_pickle, out_shard_size=out_shard_size,
