@@ -16,6 +16,7 @@ from pathlib import Path
 from statistics import fmean, stdev
 
 from boom_merge.errors import BoomError
+from boom_merge.outputs import atomic_output_dir
 
 #: the four training domains of the embedded default
 TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
@@ -64,7 +65,8 @@ def resave_model(source: str | Path, target: str | Path, *, max_seq_length: int 
         model = SentenceTransformer(str(source), device="cpu")
         if max_seq_length is not None:
             model.max_seq_length = max_seq_length
-        model.save(str(target))
+        with atomic_output_dir(target, inputs=[source], force=target.exists()) as tmp:
+            model.save(str(tmp))
     return target
 
 

@@ -137,7 +137,8 @@ def _check_existing(given: Path, real: Path, force: bool) -> None:
     if not is_boom_output(real):
         raise BoomError(f"output {shown} exists and was not written by boom-merge; --force replaces only "
                         "boom-merge outputs: remove it yourself or write elsewhere")
-    if not (real / OUTPUT_MARKER).is_file():  # an earlier version's output: make sure it holds no other model
+    if not any((real / name).is_file() for name in (OUTPUT_MARKER, "quickstart.json")):
+        # an earlier version's model or report (a quickstart run holds its own models): no other model inside
         nested = _nested_model(real)
         if nested is not None:
             raise BoomError(f"output {shown} holds another model ({nested}); --force will not delete it")

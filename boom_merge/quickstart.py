@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from boom_merge.errors import BoomError
 from boom_merge.experiments import OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir
+from boom_merge.outputs import check_output, mark_output
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +83,15 @@ def _stage(result: QuickstartResult, name: str, echo: Callable[[str], None]) -> 
     echo(f"[quickstart] {name}: {result.timings[name]:.0f} s")
 
 
-def _prepare_out(out: Path, force: bool, resume: bool) -> None:
+def _prepare_out(out: Path, force: bool, resume: bool, base_model: str | Path | None) -> None:
+    """The run dir: new, or one boom-merge wrote (``--resume`` continues it, ``--force`` empties it)."""
     if out.exists() and not (force or resume):
         raise BoomError("output already exists; pass --resume to continue it or --force to start over", path=out)
+    check_output(out, inputs=[base_model], force=force or resume)  # never an input, nor a dir we did not write
     if out.exists() and force:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
 
 
 def run_quickstart(
@@ -118,7 +122,7 @@ def run_quickstart(
     else:
         raise BoomError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     out = Path(out)
-    _prepare_out(out, force, resume)
+    _prepare_out(out, force, resume, base_model)
     result = QuickstartResult(out, profile)
     total = time.perf_counter()
 
