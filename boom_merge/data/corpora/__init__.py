@@ -137,7 +137,8 @@ def build_corpora(
     entries: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     seen_docs: set[str] = set()
-    with atomic_output_dir(target, force=force or out is None) as tmp:
+    read = [_root(known[name], options) for name in options.sources]  # the source dirs: never written
+    with atomic_output_dir(target, force=force or out is None, inputs=read) as tmp:
         for name in options.sources:
             source, root = known[name], _root(known[name], options)
             if source.fetch is not None:
