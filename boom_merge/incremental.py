@@ -8,37 +8,19 @@ lineage (inputs, weights, content hashes, and the existing model's own lineage).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from tqdm.auto import tqdm
 
 from boom_merge.errors import BoomError
-from boom_merge.lineage import LINEAGE_FILE
+from boom_merge.lineage import LINEAGE_FILE, incremental_lineage
 from boom_merge.merging import DEFAULT_OUT_SHARD_SIZE
 from boom_merge.outputs import check_output
 
 _HALF_DTYPES = {"bfloat16", "float16"}
-
-
-def weights_sha256(model_dir: str | Path) -> str:
-    """sha256 over a model's weight files (sorted by relative path), streamed."""
-    model_dir = Path(model_dir)
-    digest = hashlib.sha256()
-    files = sorted(
-        p for p in model_dir.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin")
-    )
-    for file in tqdm(files, desc=f"hashing {model_dir.name}", leave=False, unit="file"):
-        digest.update(file.relative_to(model_dir).as_posix().encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _config_dtype(model_dir: Path) -> str | None:
@@ -101,17 +83,7 @@ def incremental_merge(
     check_output(out, inputs=(old, update), force=force)  # before hashing: OLD and UPDATE stay untouched
     recipe = incremental_recipe(old, update, update_weight=update_weight, interpolation=interpolation)
     text = "# Written by `boom-merge incremental`.\n" + yaml.safe_dump(recipe, sort_keys=False)
-    lineage = {
-        "kind": "incremental",
-        "old": {"path": str(old), "sha256": weights_sha256(old)},
-        "update": {"path": str(update), "sha256": weights_sha256(update)},
-        "update_weight": update_weight,
-        "interpolation": interpolation,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    previous = old / LINEAGE_FILE
-    if previous.is_file():
-        lineage["old_lineage"] = json.loads(previous.read_text(encoding="utf-8"))
+    lineage = incremental_lineage(old, update, update_weight=update_weight, interpolation=interpolation)
     run_recipe(
         MergeConfiguration.model_validate(recipe),
         out,

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.cli import main
-from boom_merge.incremental import LINEAGE_FILE, weights_sha256
+from boom_merge.lineage import LINEAGE_FILE
+from boom_merge.lineage import model_sha256 as weights_sha256
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
 
 TEXTS = ["new domain text", "old domain text"]

@@ -7,7 +7,7 @@ import shutil
 
 import yaml
 
-from boom_merge.evaluation.lineage import training_datasets
+from boom_merge.lineage import training_datasets
 from boom_merge.incremental import incremental_merge
 from boom_merge.merging import merge_recipe
 

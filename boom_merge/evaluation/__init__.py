@@ -2,7 +2,7 @@
 
 - :mod:`.corpus` reads the built corpus's test splits;
 - :mod:`.tasks` turns them into ``mteb`` tasks (and finds standard MTEB tasks);
-- :mod:`.lineage` reads which datasets a model was trained on (in-domain tagging);
+- in-domain tagging reads the models' training datasets from :mod:`boom_merge.lineage`;
 - :mod:`.summary` builds and renders the model x task table and chart;
 - :mod:`.run` is ``boom-merge eval`` as a function: :func:`evaluate_models`.
 
@@ -11,8 +11,8 @@ Embedding drift between two models lives in :mod:`boom_merge.drift`.
 
 from __future__ import annotations
 
-from boom_merge.evaluation.lineage import training_datasets
 from boom_merge.evaluation.run import evaluate_models
 from boom_merge.evaluation.summary import Summary, to_markdown, to_text
+from boom_merge.lineage import training_datasets
 
 __all__ = ["Summary", "evaluate_models", "to_markdown", "to_text", "training_datasets"]

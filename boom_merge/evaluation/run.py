@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from boom_merge.errors import BoomError
 from boom_merge.evaluation.corpus import check_limits, find_corpus_dir
-from boom_merge.evaluation.lineage import training_datasets
 from boom_merge.evaluation.summary import Summary, plot_scores, to_markdown
 from boom_merge.evaluation.tasks import Caps, dataset_of, resolve_tasks
+from boom_merge.lineage import training_datasets
 from boom_merge.outputs import atomic_output_dir
 
 if TYPE_CHECKING:

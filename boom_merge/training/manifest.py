@@ -1,20 +1,26 @@
-"""Manifest pieces: model hashes, package versions, run identity."""
+"""The member manifest record (``boom_member.json``) as training builds it.
+
+The record's pieces: the base's identity (its path or Hub id, the Hub id and commit it derives
+from, its hash), package versions, and the keys that identify a run. Reading, validating and
+writing the file, and the one model hash, belong to :mod:`boom_merge.lineage`.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boom_merge.errors import BoomError
-from boom_merge.lineage import MEMBER_FILE
+from boom_merge.lineage import FORMAT_VERSION, MEMBER_FILE, hub_bases, location, model_sha256, now
 from boom_merge.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from boom_merge.models import ResolvedModel
+
+__all__ = ["MANIFEST_NAME", "base_record", "common_manifest", "identity", "location", "model_sha256", "package_versions"]
 
 MANIFEST_NAME = MEMBER_FILE
 _VERSIONED_PACKAGES = ("boom-merge", "torch", "transformers", "sentence-transformers", "datasets", "accelerate", "peft")
@@ -22,26 +28,25 @@ _VERSIONED_PACKAGES = ("boom-merge", "torch", "transformers", "sentence-transfor
 _IDENTITY_KEYS = ("kind", "base_model_sha256", "datasets", "training_args", "schedule", "seed", "mode", "sample_ratio")
 
 
-def model_sha256(model: str | Path) -> str:
-    """sha256 over the relative paths and contents of a model directory's files.
+def base_record(base: str | ResolvedModel, *, with_hash: bool = True) -> dict[str, Any]:
+    """The base's identity: as given (a local dir made absolute, or the Hub id), the Hub id and
+    commit it derives from (a local base that carries one keeps it), and its hash (``with_hash``).
 
-    A Hub id is resolved to its local snapshot (the Hub itself is never contacted).
+    Compute it once per run and pass it to :func:`common_manifest` for every member.
     """
-    path = Path(model)
-    if not path.is_dir():
-        from huggingface_hub import snapshot_download
+    from boom_merge.models import ResolvedModel, resolve_model
 
-        try:
-            path = Path(snapshot_download(str(model), local_files_only=True))
-        except Exception:  # noqa: BLE001 - any failure means "not available locally"
-            raise BoomError("model not found: not a directory nor a locally cached Hub model", path=model) from None
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    resolved = base if isinstance(base, ResolvedModel) else resolve_model(base)
+    base = resolved.spec
+    hub_id, revision = resolved.hub_id, resolved.revision
+    if hub_id is None:
+        carried = hub_bases(resolved.path)
+        hub_id = carried[0] if len(carried) == 1 else None
+    return {
+        "base_model": resolved.hub_id if resolved.revision else location(base),  # never a cache path
+        "base_model_id": hub_id,
+        "base_model_revision": revision,
+    } | ({"base_model_sha256": model_sha256(resolved.path)} if with_hash else {})
 
 
 def package_versions() -> dict[str, str]:
@@ -59,20 +64,17 @@ def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: manifest.get(k) for k in _IDENTITY_KEYS}))
 
 
-def location(path: str | Path) -> str:
-    """An existing local path made absolute (manifests outlive the working directory); else as given."""
-    return str(Path(path).resolve()) if Path(path).exists() else str(path)
-
-
-def common_manifest(kind: str, base: str, config: TrainConfig, seed: int) -> dict[str, Any]:
+def common_manifest(
+    kind: str, base: str, config: TrainConfig, seed: int, *, base_identity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The keys every manifest has; ``base_identity``: :func:`base_record` of ``base`` if already computed."""
     return {
         "kind": kind,
-        "format_version": 1,
-        "base_model": location(base),
-        "base_model_sha256": model_sha256(base),
+        "format_version": FORMAT_VERSION,
+        **(base_identity or base_record(base)),
         "seed": seed,
         "schedule": config.schedule,
         "training_args": asdict(config),
         "package_versions": package_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now(),
     }
