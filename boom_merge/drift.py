@@ -25,6 +25,7 @@ import numpy as np
 
 from boom_merge.errors import BoomError
 from boom_merge.evaluation.corpus import check_limits, find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path
+from boom_merge.models import load_sentence_transformer, resolve_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -83,21 +84,19 @@ def drift_report(
     batch_size: int = 32,
     threshold: float = REINDEX_RECALL,
     progress: bool = False,
+    device: str | None = None,
 ) -> DriftReport:
     """Compare OLD and NEW on every dataset of the corpus at ``data_dir``.
 
-    ``data_dir`` is a built corpus (default: the default corpus); queries and documents
-    are capped as in ``boom-merge eval`` (first ``max_queries`` queries, their relevant
-    documents plus others up to ``max_corpus``).
+    OLD and NEW are local dirs or Hub ids (``org/name[@REV]``), checked by
+    :func:`boom_merge.models.check_model` (tokenizer present, weights finite) and loaded on
+    ``device`` (default: cuda when available). ``data_dir`` is a built corpus (default: the
+    default corpus); queries and documents are capped as in ``boom-merge eval`` (first
+    ``max_queries`` queries, their relevant documents plus others up to ``max_corpus``).
     """
     check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     corpus = find_corpus_dir(data_dir)
-    for path in (old_model, new_model):
-        if not (Path(path) / "modules.json").is_file():
-            raise BoomError("not a sentence-transformers model directory (no modules.json)", path=path)
-    from sentence_transformers import SentenceTransformer
-
-    old, new = (SentenceTransformer(str(path), device="cpu") for path in (old_model, new_model))
+    old, new = (_load(spec, device) for spec in (old_model, new_model))
     if old.get_embedding_dimension() != new.get_embedding_dimension():
         raise BoomError(
             f"OLD and NEW embed in different dimensions ({old.get_embedding_dimension()} vs "
@@ -106,9 +105,13 @@ def drift_report(
         )
 
     def encode(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
-        return model.encode(
+        embeddings = model.encode(
             texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=progress
         )
+        if not np.isfinite(embeddings).all():
+            spec = old_model if model is old else new_model
+            raise BoomError("the model produced NaN or Inf embeddings (overflow in its dtype?)", path=spec)
+        return embeddings
 
     datasets = []
     for name, source in read_sources(corpus).items():
@@ -127,6 +130,14 @@ def drift_report(
             texts = sorted(set(pairs.text1) | set(pairs.text2))
             datasets.append(_cosines(name, encode(old, texts), encode(new, texts), queries=0, recall=None))
     return DriftReport(str(old_model), str(new_model), datasets, threshold)
+
+
+def _load(spec: str | Path, device: str | None) -> SentenceTransformer:
+    """A checked sentence-transformers model (a plain transformers dir would pool silently)."""
+    resolved = resolve_model(spec)
+    if not (resolved.path / "modules.json").is_file():
+        raise BoomError("not a sentence-transformers model (no modules.json)", path=resolved.spec)
+    return load_sentence_transformer(resolved, device=device)
 
 
 def retrieval_drift(

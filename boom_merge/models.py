@@ -229,13 +229,17 @@ def check_device(device: str | None) -> str:
     return device
 
 
-def load_sentence_transformer(spec: str | Path, *, device: str | None = None, **kwargs: Any) -> SentenceTransformer:
-    """Resolve, check and load ``spec`` as a ``SentenceTransformer`` on ``device``.
+def load_sentence_transformer(
+    spec: str | Path | ResolvedModel, *, device: str | None = None, **kwargs: Any
+) -> SentenceTransformer:
+    """Resolve (unless already resolved), check and load ``spec`` as a ``SentenceTransformer``.
 
-    ``kwargs`` go to ``SentenceTransformer`` (e.g. ``model_kwargs``, ``trust_remote_code``).
-    Any load failure becomes a one-line :class:`BoomError` naming the model.
+    ``device`` defaults to :func:`default_device`. ``kwargs`` go to ``SentenceTransformer``
+    (e.g. ``model_kwargs``, ``trust_remote_code``). Any load failure becomes a one-line
+    :class:`BoomError` naming the model.
     """
-    resolved = resolve_model(spec)
+    resolved = spec if isinstance(spec, ResolvedModel) else resolve_model(spec)
+    spec = resolved.spec
     check_model(resolved.path)
     device = check_device(device)
     from sentence_transformers import SentenceTransformer
@@ -245,5 +249,5 @@ def load_sentence_transformer(spec: str | Path, *, device: str | None = None, **
         return SentenceTransformer(str(resolved.path), device=device, **kwargs)
     except Exception as error:  # noqa: BLE001 - a model that does not load is a user-facing error
         logger.debug("loading %s failed", spec, exc_info=True)
-        raise BoomError(f"cannot load as a sentence-transformers model ({_first_line(error)})", path=str(spec)) from None
+        raise BoomError(f"cannot load as a sentence-transformers model ({_first_line(error)})", path=spec) from None
 

@@ -2,7 +2,9 @@
 
 Bagging only helps if members differ. For each pair of members we compute the
 cosine between their deltas (from ``base`` when given, else from the members' mean),
-per layer and over the whole model, streaming one tensor name at a time.
+per layer and over the whole model, streaming one tensor name at a time. Models are dirs
+or Hub ids (:func:`boom_merge.models.resolve_model`), checked as every reader checks them
+(config, tokenizer, honest headers); NaN/Inf is caught on the tensors as they stream.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from tqdm.auto import tqdm
 
 from boom_merge.checks import ModelFiles, check_same_tensors, model_files
 from boom_merge.errors import BoomError
+from boom_merge.models import check_device, check_model, resolve_model, transformer_dir
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 OVERALL = "overall"
+_DTYPE = {"mps": torch.float32}
+"""Accumulation dtype where float64 is missing (default float64)."""
 
 
 def layer_of(tensor_name: str) -> str:
@@ -88,28 +93,44 @@ class SimilarityReport:
         return path
 
 
-def _load(files: ModelFiles, name: str) -> torch.Tensor:
+def _load(files: ModelFiles, name: str, device: str) -> torch.Tensor:
+    """One tensor as float64 on ``device``; NaN/Inf refused naming the file and tensor."""
     from safetensors import safe_open
 
-    with safe_open(str(files.tensors[name].file), framework="pt") as handle:
-        return handle.get_tensor(name).to(torch.float64).flatten()
+    file = files.tensors[name].file
+    with safe_open(str(file), framework="pt") as handle:
+        tensor = handle.get_tensor(name).to(device=device, dtype=_DTYPE.get(torch.device(device).type, torch.float64))
+    tensor = tensor.flatten()
+    if not bool(torch.isfinite(tensor).all()):
+        raise BoomError(f"tensor {name!r} contains NaN or Inf values", path=file)
+    return tensor
 
 
-def member_similarity(models: list[str | Path], base: str | Path | None = None) -> SimilarityReport:
-    """Pairwise cosine of member deltas, per layer group and overall."""
+def _files(spec: str | Path) -> ModelFiles:
+    """The weights of a checked model dir or Hub id (finiteness is checked while streaming)."""
+    path = resolve_model(spec).path
+    check_model(path, finite=False)
+    return model_files(transformer_dir(path))
+
+
+def member_similarity(
+    models: list[str | Path], base: str | Path | None = None, *, device: str | None = None
+) -> SimilarityReport:
+    """Pairwise cosine of member deltas, per layer group and overall (math on ``device``)."""
     if len(models) < 2:
         raise BoomError("inspect needs at least two models to compare")
-    members = [model_files(m) for m in models]
-    base_files = model_files(base) if base is not None else None
+    device = check_device(device)
+    members = [_files(m) for m in models]
+    base_files = _files(base) if base is not None else None
     check_same_tensors(members + ([base_files] if base_files else []))
     m = len(members)
     grams: dict[str, torch.Tensor] = {}
     names = [n for n, info in members[0].tensors.items() if info.dtype.startswith(("F", "BF"))]
     for name in tqdm(names, desc="comparing members", unit="tensor"):
-        stacked = torch.stack([_load(files, name) for files in members])
-        origin = _load(base_files, name) if base_files else stacked.mean(0)
+        stacked = torch.stack([_load(files, name, device) for files in members])
+        origin = _load(base_files, name, device) if base_files else stacked.mean(0)
         deltas = stacked - origin
-        gram = deltas @ deltas.T
+        gram = (deltas @ deltas.T).cpu()
         for group in (layer_of(name), OVERALL):
             grams[group] = grams.get(group, torch.zeros(m, m, dtype=torch.float64)) + gram
     report = SimilarityReport(

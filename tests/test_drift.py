@@ -7,6 +7,7 @@ Checked against an independent numpy computation on the fixture corpus of
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from boom_merge.drift import drift_report, format_drift
 from boom_merge.errors import BoomError
 from tests.test_evaluation import RETRIEVAL, WORDSIM, read_split, write_corpus
+from tests.test_models import OLD_SHA, hub_cache, place_in_cache  # noqa: F401 - hub_cache is a fixture
 from tests.tiny_models import make_tiny_bert_st
 
 
@@ -100,3 +102,74 @@ def test_cli_and_errors(tiny_bert_base: Path, perturbed: Path, corpus: Path, min
     bad = CliRunner().invoke(main, ["drift", str(tiny_bert_base), str(tmp_path), "--data", str(corpus)])
     last = bad.output.strip().splitlines()[-1]
     assert bad.exit_code == 1 and last.startswith("Error: ") and "modules.json" in last
+
+
+def _one_error_line(result) -> str:
+    """The CLI failed with exactly one ``Error:`` line and no traceback; return it."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert [line for line in lines if line.startswith("Error:")] == [lines[-1]]
+    return lines[-1]
+
+
+def test_hub_ids_resolve_from_cache(tiny_bert_base: Path, perturbed: Path, corpus: Path, hub_cache: Path) -> None:
+    from boom_merge.cli import main
+
+    place_in_cache(tiny_bert_base, hub_cache, "acme/old")
+    place_in_cache(perturbed, hub_cache, "acme/new", sha=OLD_SHA, ref="v2")
+    by_id = drift_report("acme/old", "acme/new@v2", corpus, device="cpu")
+    by_dir = drift_report(tiny_bert_base, perturbed, corpus, device="cpu")
+    assert (by_id.old, by_id.new) == ("acme/old", "acme/new@v2")
+    assert [d.mean_cosine for d in by_id.datasets] == [d.mean_cosine for d in by_dir.datasets]
+    result = CliRunner().invoke(main, ["drift", "acme/old", "acme/new@v2", "--corpus", str(corpus), "--device", "cpu",
+                                       "--batch-size", "3", "--max-queries", "4"])
+    assert result.exit_code == 0, result.output
+    assert "Embedding drift: acme/old -> acme/new@v2" in result.output
+    missing = CliRunner().invoke(main, ["drift", "acme/old", "acme/absent", "--corpus", str(corpus)])
+    assert _one_error_line(missing).startswith("Error: acme/absent: not a local directory")
+
+
+def _broken(model: Path, tmp_path: Path, how: str) -> Path:
+    """A copy of ``model`` with NaN weights, no tokenizer, or a truncated safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    bad = Path(shutil.copytree(model, tmp_path / how))
+    weights = bad / "model.safetensors"
+    if how == "nan":
+        tensors = load_file(str(weights))
+        tensors["embeddings.word_embeddings.weight"][5, 2] = float("nan")
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+    elif how == "no-tokenizer":
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            (bad / name).unlink(missing_ok=True)
+    else:
+        weights.write_bytes(weights.read_bytes()[:-64])
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("how", "problem"),
+    [
+        ("nan", "model.safetensors: tensor 'embeddings.word_embeddings.weight' contains NaN or Inf values"),
+        ("no-tokenizer", "no-tokenizer: no tokenizer files (missing tokenizer.json"),
+        ("truncated", "model.safetensors: truncated safetensors file"),
+    ],
+)
+def test_broken_new_model_is_refused(how: str, problem: str, tiny_bert_base: Path, corpus: Path, tmp_path: Path) -> None:
+    """Not "mean cosine nan, the index still serves": one line naming the file and problem."""
+    from boom_merge.cli import main
+
+    bad = _broken(tiny_bert_base, tmp_path, how)
+    result = CliRunner().invoke(main, ["drift", str(tiny_bert_base), str(bad), "--corpus", str(corpus)])
+    line = _one_error_line(result)
+    assert str(bad) in line and problem in line, line
+    assert "still serves" not in result.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_refused_without_gpu(tiny_bert_base: Path, corpus: Path) -> None:
+    from boom_merge.cli import main
+
+    result = CliRunner().invoke(main, ["drift", str(tiny_bert_base), str(tiny_bert_base), "--corpus", str(corpus),
+                                       "--device", "cuda"])
+    assert _one_error_line(result) == "Error: --device cuda: no CUDA device available (torch.cuda.is_available() is False)"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from boom_merge.cli import main
 from boom_merge.similarity import OVERALL, layer_of, member_similarity
+from tests.test_drift import _broken, _one_error_line
+from tests.test_models import OLD_SHA, hub_cache, place_in_cache  # noqa: F401 - hub_cache is a fixture
 
 
 def _flat_deltas(members, base, keep=lambda name: True) -> np.ndarray:
@@ -59,3 +63,26 @@ def test_layer_groups() -> None:
     assert layer_of("encoder.layer.3.attention.self.query.weight") == "layer 03"
     assert layer_of("model.layers.12.mlp.up_proj.weight") == "layer 12"
     assert layer_of("embeddings.word_embeddings.weight") == "embeddings"
+
+
+def test_hub_ids_resolve_from_cache(tiny_bag, hub_cache) -> None:
+    base, members = tiny_bag
+    for i, member in enumerate(members[:2]):
+        place_in_cache(member, hub_cache, f"acme/member-{i}")
+    place_in_cache(base, hub_cache, "acme/base", sha=OLD_SHA, ref="v1")
+    by_id = member_similarity(["acme/member-0", "acme/member-1"], base="acme/base@v1", device="cpu")
+    by_dir = member_similarity(members[:2], base=base)
+    assert torch.equal(by_id.cosine[OVERALL], by_dir.cosine[OVERALL])
+    assert by_id.models == ["acme/member-0", "acme/member-1"] and by_id.origin == "acme/base@v1"
+    result = CliRunner().invoke(main, ["inspect", "acme/member-0", "acme/member-1", "--base", "acme/base@v1"])
+    assert result.exit_code == 0 and "[0] acme/member-0" in result.output, result.output
+
+
+@pytest.mark.parametrize("how", ["nan", "no-tokenizer"])
+def test_broken_member_is_refused(how: str, tiny_bag, tmp_path) -> None:
+    _, members = tiny_bag
+    bad = _broken(members[1], tmp_path, how)
+    result = CliRunner().invoke(main, ["inspect", str(members[0]), str(bad)])
+    line = _one_error_line(result)
+    problem = "contains NaN or Inf values" if how == "nan" else "no tokenizer files"
+    assert line.startswith(f"Error: {bad}") and problem in line, line

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from boom_merge.cli._options import device_option
+
 _CORPUS_HELP = "Built corpus folder (default: the one `boom-merge data build` writes)."
 
 
@@ -77,22 +79,34 @@ def eval_command(
     click.echo(f"MTEB results, summary.md, summary.json and scores.png in {out}")
 
 
-@click.command("drift")
-@click.argument("old", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), help=_CORPUS_HELP)
+@click.command("drift", epilog="""Examples:
+
+\b
+  boom-merge drift merged/ merged-v2/ --corpus CORPUS --json drift.json
+  boom-merge drift BAAI/bge-base-en-v1.5 merged/ --device cuda --batch-size 256
+""")
+@click.argument("old")
+@click.argument("new")
+@click.option("--corpus", "--data", "data", type=click.Path(path_type=Path), help=_CORPUS_HELP)
 @_caps(100, 1000)
+@device_option
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
 def drift_command(
-    old: Path, new: Path, data: Path | None, max_queries: int, max_corpus: int, batch_size: int, json_out: Path | None
+    old: str, new: str, data: Path | None, max_queries: int, max_corpus: int, batch_size: int,
+    device: str | None, json_out: Path | None,
 ) -> None:
-    """How far NEW moved from OLD: cosine per text and recall@10 on an OLD index."""
+    """How far NEW moved from OLD: cosine per text and recall@10 on an OLD index.
+
+    OLD and NEW are model dirs or Hub ids (org/name or org/name@REVISION).
+    """
     from boom_merge.drift import drift_report, format_drift
     from boom_merge.outputs import check_output_file, write_output_file
 
     if json_out is not None:  # refuse a bad --json path before encoding anything
         check_output_file(json_out, inputs=(old, new, data))
-    report = drift_report(old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
+    report = drift_report(
+        old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size, device=device
+    )
     click.echo(format_drift(report))
     if json_out is not None:
         write_output_file(json_out, json.dumps(report.to_dict(), indent=2) + "\n", inputs=(old, new, data))

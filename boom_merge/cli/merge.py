@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from boom_merge.cli._options import device_option
 from boom_merge.recipes import METHODS
 
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
@@ -87,16 +88,26 @@ def incremental_command(
         click.echo(format_drift(drift_report(old, result.path, data)))
 
 
-@click.command("inspect")
-@click.argument("models", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Measure deltas from this base (default: from the members' mean).")
+@click.command("inspect", epilog="""Examples:
+
+\b
+  boom-merge inspect members/member-* --base BAAI/bge-base-en-v1.5 --plot diversity.png
+  boom-merge inspect acme/member-0@v1 acme/member-1@v1 --device cuda
+""")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--base", default=None,
+              help="Measure deltas from this base, a dir or Hub id (default: from the members' mean).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a heatmap PNG.")
-def inspect_command(models: tuple[Path, ...], base: Path | None, plot: Path | None) -> None:
-    """Pairwise cosine similarity of the MODELS' weight deltas, per layer and overall."""
+@device_option
+def inspect_command(models: tuple[str, ...], base: str | None, plot: Path | None, device: str | None) -> None:
+    """Pairwise cosine similarity of the MODELS' weight deltas, per layer and overall.
+
+    MODELS and --base are model dirs or Hub ids (org/name or org/name@REVISION); --device
+    is where the delta arithmetic runs.
+    """
     from boom_merge.similarity import member_similarity
 
-    report = member_similarity(list(models), base=base)
+    report = member_similarity(list(models), base=base, device=device)
     click.echo(report.table())
     if plot is not None:
         click.echo(f"heatmap written to {report.plot(plot)}")

@@ -1,0 +1,10 @@
+"""Options shared by commands of several stages (``--device``); not a stage, registers no commands."""
+
+from __future__ import annotations
+
+import click
+
+device_option = click.option(
+    "--device", default=None, metavar="DEVICE",
+    help="Torch device: cuda, cuda:1, cpu, mps (default: cuda when available, else cpu).",
+)
