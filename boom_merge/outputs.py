@@ -163,11 +163,11 @@ def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = F
     given = _as_path(out)
     if given is None or str(out) == "":
         raise BoomError("no output path given")
+    real = _real(given)
+    _check_inputs(given, real, inputs)
     if given.is_symlink() and not given.exists():
         raise BoomError(f"output {given} is a dangling symlink (to {os.readlink(given)}); "
                         "remove it or point it at a directory")
-    real = _real(given)
-    _check_inputs(given, real, inputs)
     _check_existing(given, real, force)
     _check_parent(given, real)
     return real
