@@ -154,11 +154,14 @@ def _check_parent(given: Path, real: Path) -> None:
         raise BoomError(f"cannot create output {_shown(given, real)}: {ancestor} is not writable")
 
 
-def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = False) -> Path:
+def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = False,
+                 into_existing: bool = False) -> Path:
     """Apply the output rules to ``out`` without writing anything; return its resolved path.
 
     ``inputs`` are the model and data paths the command reads (str, Path or objects
-    with ``.path``; None and paths that do not exist are skipped).
+    with ``.path``; None and paths that do not exist are skipped). ``into_existing``:
+    another program (plain mergekit-yaml) writes into an existing ``out``; only the
+    input rules apply to it.
     """
     given = _as_path(out)
     if given is None or str(out) == "":
@@ -168,7 +171,8 @@ def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = F
     if given.is_symlink() and not given.exists():
         raise BoomError(f"output {given} is a dangling symlink (to {os.readlink(given)}); "
                         "remove it or point it at a directory")
-    _check_existing(given, real, force)
+    if not (into_existing and real.is_dir()):
+        _check_existing(given, real, force)
     _check_parent(given, real)
     return real
 
