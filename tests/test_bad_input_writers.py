@@ -1,0 +1,123 @@
+"""Bad output paths at the commands that write: one `Error:` line, inputs untouched, nothing left behind."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from boom_merge.cli import main
+from boom_merge.lineage import LINEAGE_FILE
+from tests.test_path_safety import strays, tree_sha256
+
+
+def _fails(args, *needles) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    errors = [line for line in re.split(r"[\r\n]", result.output) if line.startswith("Error: ")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert str(needle) in errors[0], errors[0]
+    return errors[0]
+
+
+def _models(tiny_bag, root: Path, *names: str) -> list[Path]:
+    _, members = tiny_bag
+    return [Path(shutil.copytree(member, root / name)) for member, name in zip(members, names)]
+
+
+def _recipe(path: Path, members) -> Path:
+    path.write_text(yaml.safe_dump({"merge_method": "boom", "models": [{"model": str(m)} for m in members]}))
+    return path
+
+
+def _unchanged(tmp_path: Path, before: dict[str, str]) -> None:
+    assert tree_sha256(tmp_path) == before
+    assert not strays(tmp_path)
+
+
+def test_merge_force_over_the_dir_that_holds_the_members(tmp_path, tiny_bag) -> None:
+    members = _models(tiny_bag, tmp_path / "bag", "m0", "m1")
+    recipe = _recipe(tmp_path / "boom.yml", members)
+    before = tree_sha256(tmp_path)
+    _fails(["merge", recipe, tmp_path / "bag", "--force"], tmp_path / "bag", "contains the input")
+    _unchanged(tmp_path, before)
+
+
+def test_merge_into_an_input(tmp_path, tiny_bag) -> None:
+    members = _models(tiny_bag, tmp_path, "m0", "m1")
+    recipe = _recipe(tmp_path / "boom.yml", members)
+    before = tree_sha256(tmp_path)
+    _fails(["merge", recipe, members[0] / "merged"], members[0] / "merged", "inside the input")
+    _fails(["merge", recipe, members[1], "--force"], members[1])
+    _unchanged(tmp_path, before)
+
+
+def test_merge_where_the_parent_is_a_file(tmp_path, tiny_bag) -> None:
+    members = _models(tiny_bag, tmp_path, "m0", "m1")
+    recipe = _recipe(tmp_path / "boom.yml", members)
+    (tmp_path / "file").write_text("x")
+    before = tree_sha256(tmp_path)
+    _fails(["merge", recipe, tmp_path / "file" / "out"], tmp_path / "file", "not a directory")
+    _unchanged(tmp_path, before)
+
+
+def test_incremental_force_over_the_dir_that_holds_old(tmp_path, tiny_bag) -> None:
+    old, update = _models(tiny_bag, tmp_path / "models", "old", "upd")
+    before = tree_sha256(tmp_path)
+    _fails(["incremental", old, update, "-o", tmp_path / "models", "--force"], tmp_path / "models", "contains the input")
+    _fails(["incremental", old, update, "-o", old, "--force"], old, "is the input")
+    _fails(["incremental", old, update, "-o", old / "new"], old / "new", "inside the input")
+    _unchanged(tmp_path, before)
+
+
+def test_incremental_through_symlinks(tmp_path, tiny_bag) -> None:
+    old, update = _models(tiny_bag, tmp_path, "old", "upd")
+    (tmp_path / "link").symlink_to(old)
+    (tmp_path / "sub").symlink_to(old / "2_Dense")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    before = tree_sha256(tmp_path)
+    _fails(["incremental", old, update, "-o", tmp_path / "link"], tmp_path / "link", "is the input")
+    _fails(["incremental", old, update, "-o", tmp_path / "sub", "--force"], tmp_path / "sub", "inside the input")
+    _fails(["incremental", old, update, "-o", tmp_path / "dangling"], tmp_path / "dangling", "dangling symlink")
+    _unchanged(tmp_path, before)
+
+
+def test_incremental_old_old(tmp_path, tiny_bag) -> None:
+    (old,) = _models(tiny_bag, tmp_path, "old")
+    (tmp_path / "same").symlink_to(old)
+    before = tree_sha256(tmp_path)
+    _fails(["incremental", old, old, "-o", tmp_path / "new"], "UPDATE is OLD", old)
+    _fails(["incremental", old, tmp_path / "same", "-o", tmp_path / "new"], "UPDATE is OLD")
+    _unchanged(tmp_path, before)
+    assert not (tmp_path / "new").exists()
+
+
+def test_incremental_with_a_corrupt_lineage(tmp_path, tiny_bag) -> None:
+    old, update = _models(tiny_bag, tmp_path, "old", "upd")
+    (old / LINEAGE_FILE).write_text('{"kind": "merge", "inputs": [')
+    before = tree_sha256(tmp_path)
+    _fails(["incremental", old, update, "-o", tmp_path / "new"], old / LINEAGE_FILE)
+    _unchanged(tmp_path, before)
+    assert not (tmp_path / "new").exists()
+
+
+def test_incremental_with_a_missing_corpus_writes_no_new(tmp_path, tiny_bag) -> None:
+    old, update = _models(tiny_bag, tmp_path, "old", "upd")
+    before = tree_sha256(tmp_path)
+    _fails(["incremental", old, update, "-o", tmp_path / "new", "--data", "/nonexistent"], "/nonexistent")
+    _unchanged(tmp_path, before)
+    assert not (tmp_path / "new").exists()
+
+
+def test_drift_json_in_a_missing_dir(tmp_path, tiny_bag) -> None:
+    old, new = _models(tiny_bag, tmp_path, "old", "new")
+    before = tree_sha256(tmp_path)
+    _fails(["drift", old, new, "--json", "/nonexistent/dir/x.json"], "/nonexistent/dir/x.json", "does not exist")
+    _fails(["drift", old, new, "--json", old / "drift.json"], old / "drift.json", "inside the input")
+    _unchanged(tmp_path, before)
