@@ -447,14 +447,19 @@ def write_model_card(
     recipe_yaml: str | None = None,
     method: str | None = None,
     results_dir: str | Path | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Write the card as ``model_dir/README.md`` (replacing mergekit's) and return its path."""
+    """Write the card as ``model_dir/README.md`` (replacing mergekit's) and return its path.
+
+    ``title``: the model's name in the card (the final output name; default the dir name).
+    """
     card = build_model_card(
         model_dir,
         inputs=inputs,
         recipe_yaml=recipe_yaml,
         method=method,
         results_dir=results_dir,
+        model_id=title,
     )
     path = Path(model_dir) / "README.md"
     path.write_text(str(card), encoding="utf-8")
