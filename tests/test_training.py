@@ -36,7 +36,7 @@ from boom_merge.training import (
     training_rows,
 )
 from boom_merge.training.rows import Part
-from boom_merge.training.runner import load_model, make_trainer
+from boom_merge.training.trainer import load_model, make_trainer
 
 FUNCTION_MODULES = ["math", "string", "os.path", "json", "textwrap", "statistics", "heapq", "bisect", "shutil"]
 SUMMARY_MODULES = [
@@ -508,7 +508,6 @@ def test_incomplete_checkpoint_is_not_resumed_from(tmp_path) -> None:
 def test_sequential_sampler_class_pickles() -> None:
     import pickle
 
-    from boom_merge.training.rows import _sequential_sampler_class
+    from boom_merge.training.samplers import SequentialDatasetBatchSampler as cls
 
-    cls = _sequential_sampler_class()
     assert pickle.loads(pickle.dumps(cls)) is cls

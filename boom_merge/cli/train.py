@@ -1,9 +1,17 @@
-"""``boom-merge train`` and ``boom-merge train-update``: thin wrappers over boom_merge.training."""
+"""``boom-merge train`` and ``boom-merge train-update``: thin wrappers over boom_merge.training.
+
+The training options are generated from :class:`~boom_merge.training.TrainConfig`'s fields
+(type, default, help and flag spellings), as mergekit's ``add_merge_options`` does from
+``MergeOptions``: a default or a help text lives in the config only.
+"""
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,93 +20,115 @@ import click
 from boom_merge.data.loading import ON_BAD_LINE_CHOICES
 from boom_merge.data.sampling import SAMPLING_CHOICES
 from boom_merge.errors import BoomError
-from boom_merge.training import PRECISIONS, SCHEDULES, TrainConfig, train_members, train_update
+from boom_merge.training import TrainConfig, train_members, train_update
 
-_CONFIG_KEYS = tuple(field.name for field in fields(TrainConfig))
+_HINTS = typing.get_type_hints(TrainConfig)
 
-_TRAINING_OPTIONS = [
-    click.option(
-        "--schedule",
-        type=click.Choice(SCHEDULES),
-        default="bls",
-        show_default=True,
-        help="bls: each batch from one dataset, batches shuffled; mixed: instances shuffled across datasets; "
-        "sequential: datasets one after another.",
-    ),
-    click.option("--batch-size", type=int, default=32, show_default=True, help="Queries per batch (per device)."),
-    click.option(
-        "--group-size",
-        type=int,
-        default=2,
-        show_default=True,
-        help="Passages per query: 1 positive + GROUP_SIZE-1 hard negatives (FlagEmbedding's train_group_size).",
-    ),
-    click.option("--temperature", type=float, default=0.05, show_default=True, help="InfoNCE temperature."),
-    click.option(
-        "--query-prompt", default=None, help="Prompt prepended to queries whose example has no 'prompt' field."
-    ),
-    click.option(
-        "--max-seq-length", type=int, default=None, help="Truncate texts to this many tokens (default: the model's)."
-    ),
-    click.option("--lr", "learning_rate", type=float, default=2e-5, show_default=True, help="Peak learning rate."),
-    click.option(
-        "--warmup-ratio", type=float, default=0.1, show_default=True, help="Share of steps for linear warmup."
-    ),
-    click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over each member's sample."),
-    click.option(
-        "--max-steps", type=int, default=-1, show_default=True, help="Stop after this many steps (-1: use --epochs)."
-    ),
-    click.option("--gradient-accumulation", type=int, default=1, show_default=True, help="Batches per optimizer step."),
-    click.option(
-        "--precision",
-        type=click.Choice(PRECISIONS),
-        default="fp32",
-        show_default=True,
-        help="fp16/bf16 mixed precision needs a GPU.",
-    ),
-    click.option(
-        "--lora/--no-lora",
-        default=False,
-        show_default=True,
-        help="Train LoRA adapters, merged into full weights on save.",
-    ),
-    click.option("--lora-rank", type=int, default=16, show_default=True),
-    click.option("--lora-alpha", type=int, default=32, show_default=True),
-    click.option(
-        "--save-steps", type=int, default=500, show_default=True, help="Checkpoint every N steps (for resuming)."
-    ),
-    click.option("--logging-steps", type=int, default=10, show_default=True),
-    click.option("--seed", type=int, default=42, show_default=True, help="Base seed; member I uses SEED+I."),
-    click.option(
-        "--on-bad-line",
-        type=click.Choice(ON_BAD_LINE_CHOICES),
-        default="fail",
-        show_default=True,
-        help="Malformed data lines: stop with an error, or skip them (reported).",
-    ),
-    click.option("--force", is_flag=True, help="Replace existing outputs and checkpoints of other runs."),
-]
+
+def _unoptional(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _unescape(text: str | None) -> str | None:
+    """A typed ``\\n`` becomes a newline (prompts such as ``Instruct: {task}\\nQuery: ``)."""
+    return text.replace("\\n", "\n") if text else text
+
+
+def _mapping(value: tuple[str, ...]) -> dict[str, str] | None:
+    """Repeated ``NAME=TEXT`` values as a dict (None when none was given)."""
+    pairs = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise BoomError(f"expected NAME=TEXT, got {item!r}")
+        pairs[name] = _unescape(text)
+    return pairs or None
+
+
+def _option(field: Field) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one TrainConfig field."""
+    kind = _unoptional(_HINTS[field.name])
+    flags = list(field.metadata.get("flags") or (f"--{field.name.replace('_', '-')}",))
+    settings: dict[str, Any] = {"help": field.metadata["help"], "show_default": True}
+    if kind is bool:
+        flags = [f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:]]
+        settings["default"] = field.default
+    elif typing.get_origin(kind) is dict:
+        settings.update(multiple=True, metavar="NAME=TEXT", show_default=False)
+    elif typing.get_origin(kind) is typing.Literal:
+        settings.update(type=click.Choice(typing.get_args(kind)), default=field.default)
+    else:
+        settings.update(type=kind, default=field.default)
+        shown = str(field.default).replace("\n", "\\n")  # typed as \n (see _unescape)
+        settings["show_default"] = shown if field.default is not None else False
+    return click.option(*flags, field.name, **settings)
+
+
+_CONFIG_FIELDS = [f for f in fields(TrainConfig) if f.default is not MISSING]
 
 
 def _training_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(_TRAINING_OPTIONS):
-        command = option(command)
-    return command
+    """Add TrainConfig's options plus --seed, --on-bad-line, --dev, --force; hand the command ``config``."""
+
+    @functools.wraps(command)
+    def wrapper(**options: Any) -> Any:
+        values = {f.name: options.pop(f.name) for f in _CONFIG_FIELDS}
+        for f in _CONFIG_FIELDS:
+            kind = _unoptional(_HINTS[f.name])
+            if typing.get_origin(kind) is dict:
+                values[f.name] = _mapping(values[f.name])
+            elif kind is str:
+                values[f.name] = _unescape(values[f.name])
+        return command(config=TrainConfig(**values), **options)
+
+    extra = [
+        click.option("--seed", type=int, default=42, show_default=True, help="Base seed; member I uses SEED+I."),
+        click.option(
+            "--on-bad-line",
+            type=click.Choice(ON_BAD_LINE_CHOICES),
+            default="fail",
+            show_default=True,
+            help="Malformed data lines: stop with an error, or skip them (reported).",
+        ),
+        click.option(
+            "--dev",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="What --eval-steps evaluates on: a BEIR dev split (NAME/{queries,corpus}.jsonl, NAME/qrels/dev.tsv) "
+            "or held-out pairs (NAME.jsonl); default DATA/../dev.",
+        ),
+        click.option("--force", is_flag=True, help="Replace existing outputs and checkpoints of other runs."),
+    ]
+    for option in reversed([_option(f) for f in _CONFIG_FIELDS] + extra):
+        wrapper = option(wrapper)
+    return wrapper
 
 
-def _config(options: dict[str, Any]) -> TrainConfig:
-    """Pop the training arguments out of the command's options into a TrainConfig."""
-    return TrainConfig(**{key: options.pop(key) for key in _CONFIG_KEYS})
-
-
-@click.command("train")
+@click.command(
+    "train",
+    epilog="""\b
+Examples:
+  boom-merge train --data corpus/train --base sentence-transformers/all-MiniLM-L6-v2 --ratios 40,60,80,100 -o members/
+  boom-merge train --data corpus/train --base Qwen/Qwen3-Embedding-0.6B --temperature 0.02 --group-size 8 \\
+      --loss cached-mnrl --batch-size 256 --mini-batch-size 32 --gather-across-devices \\
+      --instruction wordnet='Given a word, retrieve its definition' -o members/ --member 0
+  torchrun --nproc_per_node 4 --no-python boom-merge train ... --member 2
+  boom-merge train ... --eval-steps 50 --keep-checkpoints 3      # dev nDCG@10 during training; soups later
+""",
+)
 @click.option(
     "--data",
     required=True,
     type=click.Path(exists=True, path_type=Path),
     help="Directory of NAME.jsonl files (FlagEmbedding format) or a Hugging Face dataset directory.",
 )
-@click.option("--base", required=True, help="Base sentence-transformers model (directory or cached Hub id).")
+@click.option(
+    "--base", required=True, help="Base sentence-transformers model: a directory or a Hub id org/name[@REVISION]."
+)
 @click.option(
     "--ratios",
     default="paper4",
@@ -112,23 +142,40 @@ def _config(options: dict[str, Any]) -> TrainConfig:
     show_default=True,
     help="Per-dataset sampling without replacement, or bootstrap (with replacement).",
 )
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Members directory (member-I-rRR/ inside).")
+@click.option(
+    "-o", "--out", required=True, type=click.Path(path_type=Path), help="Members directory (member-I-rRR/ inside)."
+)
 @click.option("--member", type=int, default=None, help="Train only member I (to fan members out across machines).")
-@click.option("--launcher", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: members one after another in this process; ray: one Ray task per member.")
-@click.option("--address", default=None,
-              help="Ray cluster for --launcher ray (HOST:6379 or ray://HOST:10001); default RAY_ADDRESS or a local runtime.")
+@click.option(
+    "--launcher",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: members one after another in this process; ray: one Ray task per member.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster for --launcher ray (HOST:6379 or ray://HOST:10001); default RAY_ADDRESS or a local runtime.",
+)
 @_training_options
 def train_command(
-    data: Path, base: str, ratios: str, sampling: str, out: Path, member: int | None, launcher: str,
-    address: str | None, **options: Any,
+    data: Path,
+    base: str,
+    ratios: str,
+    sampling: str,
+    out: Path,
+    member: int | None,
+    launcher: str,
+    address: str | None,
+    config: TrainConfig,
+    **options: Any,
 ) -> None:
     """Train the bagging members: each on its own per-dataset sample of DATA."""
-    config = _config(options)
     if launcher == "ray":
         if member is not None:
             raise BoomError("--member and --launcher ray exclude each other: Ray trains every member")
-        from boom_merge.launchers import ray_train_members
+        from boom_merge.training.launchers import ray_train_members
 
         paths = ray_train_members(data, base, ratios, out, config, sampling=sampling, address=address, **options)
     elif address is not None:
@@ -139,8 +186,18 @@ def train_command(
         click.echo(str(path))
 
 
-@click.command("train-update")
-@click.option("--base", required=True, help="The base model that the members were trained from.")
+@click.command(
+    "train-update",
+    epilog="""\b
+Examples:
+  boom-merge train-update --base BASE --new-data new/ --history-data corpus/train --history-ratio 0.2 -o update/
+  boom-merge train-update --base BASE --init existing --existing merged/ --new-data new/ \\
+      --history-data corpus/train -o update/
+""",
+)
+@click.option(
+    "--base", required=True, help="The base model that the members were trained from (directory or Hub id)."
+)
 @click.option("--new-data", required=True, type=click.Path(exists=True, path_type=Path), help="New training data.")
 @click.option("--history-data", required=True, type=click.Path(exists=True, path_type=Path), help="Old training data.")
 @click.option("--history-ratio", type=float, default=0.2, show_default=True, help="Share of each old dataset mixed in.")
@@ -152,7 +209,7 @@ def train_command(
     help="Start from the base model (the paper's update models) or from --existing.",
 )
 @click.option("--existing", default=None, help="The current model, to start from with --init existing.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output model directory.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Output model directory.")
 @_training_options
 def train_update_command(
     base: str,
@@ -162,17 +219,12 @@ def train_update_command(
     init: str,
     existing: str | None,
     out: Path,
+    config: TrainConfig,
     **options: Any,
 ) -> None:
     """Train an update model on new data plus a sample of the old; merge it with `boom-merge incremental`."""
-    config = _config(options)
-    click.echo(
-        str(
-            train_update(
-                base, new_data, history_data, history_ratio, out, config, init=init, existing=existing, **options
-            )
-        )
-    )
+    path = train_update(base, new_data, history_data, history_ratio, out, config, init=init, existing=existing, **options)
+    click.echo(str(path))
 
 
 COMMANDS = [train_command, train_update_command]

@@ -63,21 +63,22 @@ def _negatives(example: Example, pool: Sequence[Example], count: int, rng: Any) 
 
 
 def training_rows(
-    examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int
+    examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int, dataset: str = ""
 ) -> dict[str, list[str]]:
     """Columns ``anchor, positive, negative_1..`` for the sampled examples (seeded choices).
 
-    Each query gets its prompt prepended, one of its positives, and ``group_size - 1``
-    negatives, as FlagEmbedding does.
+    Each query gets its prompt prepended (its own, else ``config.prompt_for(dataset)``),
+    one of its positives, and ``group_size - 1`` negatives, as FlagEmbedding does.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    default_prompt = config.prompt_for(dataset)
     columns: dict[str, list[str]] = {"anchor": [], "positive": []}
     columns.update({f"negative_{j}": [] for j in range(1, config.group_size)})
     for position in positions:
         example = examples[position]
-        columns["anchor"].append((example.prompt or config.query_prompt or "") + example.query)
+        columns["anchor"].append((example.prompt or default_prompt) + example.query)
         columns["positive"].append(example.pos[int(rng.integers(len(example.pos)))])
         for j, text in enumerate(_negatives(example, examples, config.group_size - 1, rng), start=1):
             columns[f"negative_{j}"].append(text)
@@ -92,7 +93,7 @@ def build_train_dataset(
 
     per_dataset = {
         f"{prefix}{name}": Dataset.from_dict(
-            training_rows(part.datasets[name].examples, part.sample[name], config, seed)
+            training_rows(part.datasets[name].examples, part.sample[name], config, seed, name)
         )
         for prefix, part in zip(names, parts, strict=True)
         for name in sorted(part.datasets)
@@ -102,9 +103,3 @@ def build_train_dataset(
         return concatenate_datasets(list(per_dataset.values()))
     return DatasetDict(per_dataset)
 
-
-def _sequential_sampler_class() -> type:
-    """Multi-dataset batch sampler for the ``sequential`` schedule (imported lazily: torch)."""
-    from boom_merge.training.samplers import SequentialDatasetBatchSampler
-
-    return SequentialDatasetBatchSampler

@@ -1,4 +1,8 @@
-"""One training run through ``SentenceTransformerTrainer``: checkpoints, resume, atomic output."""
+"""One training run through ``SentenceTransformerTrainer``: work dir, checkpoints, resume, atomic output.
+
+Owns the run's files (``.NAME.work/`` beside the output, the output itself); the trainer
+is built by ``training.trainer``, the rows by ``training.rows``.
+"""
 
 from __future__ import annotations
 
@@ -10,108 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boom_merge.errors import BoomError
-from boom_merge.outputs import atomic_output_dir, refuse_existing
+from boom_merge.outputs import atomic_output_dir, check_output
 from boom_merge.training.config import TrainConfig
+from boom_merge.training.keep import keep_callback, move_kept
 from boom_merge.training.manifest import MANIFEST_NAME, identity
-from boom_merge.training.rows import Part, _sequential_sampler_class, build_train_dataset
+from boom_merge.training.rows import Part, build_train_dataset
+from boom_merge.training.trainer import load_model, make_trainer, merge_lora
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from transformers import TrainerCallback
 
+    from boom_merge.models import ResolvedModel
+    from boom_merge.training.dev import DevSet
+
 logger = logging.getLogger(__name__)
-
-
-def _training_arguments(config: TrainConfig, output_dir: Path, seed: int) -> Any:
-    import torch
-    from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
-
-    if config.precision != "fp32" and not torch.cuda.is_available():
-        raise BoomError(f"--precision {config.precision} needs a CUDA GPU; use fp32 on CPU")
-    multi = _sequential_sampler_class() if config.schedule == "sequential" else MultiDatasetBatchSamplers.PROPORTIONAL
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # a float is a ratio in transformers 5
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        seed=seed,
-        fp16=config.precision == "fp16",
-        bf16=config.precision == "bf16",
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        multi_dataset_batch_sampler=multi,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=config.logging_steps,
-        report_to="none",
-    )
-
-
-def _merge_lora(model: SentenceTransformer) -> None:
-    """Fold the LoRA adapters into the full weights, so the member merges as a plain model."""
-    model[0].model = model[0].model.merge_and_unload()
-
-
-def load_model(init_model: str, config: TrainConfig) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(init_model)
-    except (OSError, ValueError) as error:
-        raise BoomError(f"cannot load sentence-transformers model: {error}", path=init_model) from None
-    if config.max_seq_length is not None:
-        model.max_seq_length = config.max_seq_length
-    if config.query_prompt:
-        model.prompts = {**model.prompts, "query": config.query_prompt}
-    if config.lora:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, task_type="FEATURE_EXTRACTION")
-        model[0].model = get_peft_model(model[0].model, lora)
-        for module in list(model)[1:]:  # only the adapters train (and are checkpointed)
-            module.requires_grad_(False)
-    return model
-
-
-def _trainer_class(lora: bool) -> type[SentenceTransformerTrainer]:
-    """The stock trainer, or for LoRA one that restores the adapter-only checkpoints it writes."""
-    from sentence_transformers import SentenceTransformerTrainer
-
-    if not lora:
-        return SentenceTransformerTrainer
-
-    class LoraTrainer(SentenceTransformerTrainer):
-        def _load_from_checkpoint(self, checkpoint_path: str, model: Any = None) -> None:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            adapter = load_file(str(Path(checkpoint_path) / "adapter_model.safetensors"))
-            set_peft_model_state_dict(self.model[0].model, adapter)
-
-    return LoraTrainer
-
-
-def make_trainer(
-    model: SentenceTransformer,
-    dataset: Any,
-    config: TrainConfig,
-    checkpoints: Path,
-    seed: int,
-    callbacks: list[TrainerCallback],
-) -> SentenceTransformerTrainer:
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    return _trainer_class(config.lora)(
-        model=model,
-        args=_training_arguments(config, checkpoints, seed),
-        train_dataset=dataset,
-        loss=MultipleNegativesRankingLoss(model, scale=1 / config.temperature),
-        callbacks=callbacks,
-    )
 
 
 def _prepare_work_dir(work: Path, identity: dict[str, Any], force: bool) -> None:
@@ -139,7 +55,7 @@ def _last_complete_checkpoint(checkpoints: Path) -> str | None:
 
 def run_training(
     out: Path,
-    init_model: str,
+    init_model: ResolvedModel,
     parts: Sequence[Part],
     names: Sequence[str],
     manifest: dict[str, Any],
@@ -148,22 +64,26 @@ def run_training(
     *,
     force: bool,
     callbacks: Sequence[TrainerCallback] = (),
+    dev: DevSet | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Train from ``init_model`` on the sampled parts; write ``out`` with ``manifest``.
 
-    Under torchrun / accelerate every process runs this; the main one keeps the work
-    directory and writes the output, the others wait for it.
+    ``inputs`` (data dirs) and ``init_model`` are what ``out`` may not overwrite. Under
+    torchrun / accelerate every process runs this; the main one keeps the work directory
+    and writes the output, the others wait for it.
     """
     from transformers import set_seed
 
-    refuse_existing(out, force)
+    inputs = [init_model.path, *inputs]
+    check_output(out, inputs=inputs, force=force)
     work = out.parent / f".{out.name}.work"
     checkpoints = work / "checkpoints"
     set_seed(seed)  # LoRA initialisation draws random numbers before the trainer seeds them
     model = load_model(init_model, config)
-    trainer = make_trainer(
-        model, build_train_dataset(parts, names, config, seed), config, checkpoints, seed, list(callbacks)
-    )
+    extra = [keep_callback(model, work, config.keep_checkpoints)] if config.keep_checkpoints else []
+    dataset = build_train_dataset(parts, names, config, seed)
+    trainer = make_trainer(model, dataset, config, checkpoints, seed, [*callbacks, *extra], dev)
     main_process = trainer.is_world_process_zero()
     if main_process:
         _prepare_work_dir(work, identity(manifest), force)
@@ -173,7 +93,7 @@ def run_training(
         logger.info("%s: resuming from %s", out.name, resume)
     result = trainer.train(resume_from_checkpoint=resume)
     if config.lora:
-        _merge_lora(model)
+        merge_lora(model)
     manifest["training_result"] = {
         "steps": result.global_step,
         "train_loss": result.training_loss,
@@ -185,10 +105,19 @@ def run_training(
         "processes": trainer.args.world_size,
         "resumed_from": Path(resume).name if resume else None,
     }
+    if dev is not None:
+        manifest["dev"] = dev.report() | {"eval_steps": config.eval_steps, "last": _last_eval(trainer)}
     if main_process:
-        with atomic_output_dir(out, force=force) as tmp:
+        with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
             model.save(str(tmp))
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            move_kept(work, tmp, manifest, trainer.state.max_steps)
         shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def _last_eval(trainer: Any) -> dict[str, Any] | None:
+    """The last evaluation's metrics from the trainer's log history."""
+    evals = [entry for entry in trainer.state.log_history if any(k.startswith("eval_") for k in entry)]
+    return evals[-1] if evals else None

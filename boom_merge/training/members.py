@@ -1,0 +1,242 @@
+"""The training entry points: bagging members (:func:`train_members`, :func:`train_member`) and
+update models (:func:`train_update`).
+
+Each resolves its base once (a local dir, or a Hub id ``org/name[@REV]`` through
+:func:`boom_merge.models.resolve_model`: downloaded when online, the cache when offline),
+decides per member whether it is already trained (same settings, same base id/revision),
+and hashes the base once per run, only when something is trained. Samples come from
+``boom_merge.data.sampling``, rows from ``training.rows``, the run itself from
+``training.runner``. Writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tqdm.auto import tqdm
+
+from boom_merge.data.loading import LoadedDataset, OnBadLine, scan_training_data
+from boom_merge.data.sampling import MemberSpec, member_sample, plan_members, sample_ids
+from boom_merge.errors import BoomError
+from boom_merge.training.config import TrainConfig
+from boom_merge.training.dev import DevSet, default_dev, load_dev
+from boom_merge.training.manifest import MANIFEST_NAME, base_record, common_manifest, identity, location
+from boom_merge.training.rows import Part, sizes
+from boom_merge.training.runner import run_training
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+    from boom_merge.models import ResolvedModel
+
+__all__ = ["train_member", "train_members", "train_update"]
+
+logger = logging.getLogger(__name__)
+_DEV_SEED = 0  # every member evaluates the same held-out rows
+
+
+class _Base:
+    """A run's base: resolved once; its identity record (with the hash) computed at most once."""
+
+    def __init__(self, spec: str | Path) -> None:
+        from boom_merge.models import resolve_model
+
+        self.model: ResolvedModel = resolve_model(spec)
+        self.cheap = base_record(self.model, with_hash=False)
+        self.full: Callable[[], dict[str, Any]] = cache(lambda: base_record(self.model))
+
+
+def _check_instructions(config: TrainConfig, datasets: Sequence[Mapping[str, LoadedDataset]], data: str) -> None:
+    names = {name for sets in datasets for name in sets}
+    unknown = sorted(set(config.instructions or {}) - names)
+    if unknown:
+        raise BoomError(f"--instruction for unknown datasets {unknown} (datasets: {sorted(names)})", path=data)
+
+
+def _dev_set(config: TrainConfig, data: str | Path, dev: str | Path | None) -> DevSet | None:
+    """The run's dev set: ``dev``, else ``DATA/../dev`` when evaluating; None when not evaluating."""
+    if config.eval_steps is None:
+        if dev is not None:
+            raise BoomError("--dev is only used with --eval-steps N")
+        return None
+    path = dev if dev is not None else default_dev(data)
+    if path is None:
+        raise BoomError(
+            "--eval-steps needs a dev split: none beside DATA (../dev/NAME/qrels/dev.tsv); pass --dev DIR "
+            "(a BEIR dev split or held-out pairs NAME.jsonl)",
+            path=data,
+        )
+    return load_dev(path, config, _DEV_SEED)
+
+
+def _same_run(done: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+    """Whether a finished member is the one asked for: same settings and base (id/path and, where the
+    finished one records it, revision). Training options added since it was trained count as defaults."""
+    done = {**done, "training_args": {**asdict(TrainConfig()), **(done.get("training_args") or {})}}
+    settings = {k: v for k, v in identity(done).items() if k != "base_model_sha256"}
+    asked = {k: v for k, v in identity(manifest).items() if k != "base_model_sha256"}
+    revision = manifest.get("base_model_revision")
+    return (
+        settings == asked
+        and done.get("base_model") == manifest.get("base_model")
+        and done.get("base_model_revision", revision) == revision
+    )
+
+
+def _train_loaded_member(
+    data_path: str,
+    datasets: dict[str, LoadedDataset],
+    base: _Base,
+    spec: MemberSpec,
+    out: Path,
+    config: TrainConfig,
+    *,
+    force: bool,
+    callbacks: Sequence[TrainerCallback] = (),
+    dev: DevSet | None = None,
+) -> Path:
+    target = Path(out) / spec.name
+    part = Part(datasets, member_sample(spec, sizes(datasets)))
+    manifest = common_manifest("member", base.model.spec, config, spec.seed, base_identity=base.cheap) | {
+        "member_index": spec.index,
+        "sample_ratio": spec.ratio,
+        "mode": spec.mode,
+        "sample_seed": spec.sample_seed,
+        "complement_part": spec.part if spec.mode == "complement" else None,
+        "data": location(data_path),
+        "datasets": part.report(),
+    }
+    done = target / MANIFEST_NAME
+    if done.is_file() and not force:
+        if not _same_run(json.loads(done.read_text()), manifest):
+            raise BoomError("exists with different settings; pass --force to retrain it", path=target)
+        logger.info("%s: already trained with these settings, skipped (--force retrains)", target)
+        return target
+    manifest |= base.full()
+    inputs = [data_path, *([dev.path] if dev else [])]
+    return run_training(
+        target, base.model, [part], [""], manifest, config, spec.seed,
+        force=force, callbacks=callbacks, dev=dev, inputs=inputs,
+    )  # fmt: skip
+
+
+def train_member(
+    data: str | Path,
+    base: str,
+    spec: MemberSpec,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    on_bad_line: OnBadLine = "fail",
+    force: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    dev: str | Path | None = None,
+) -> Path:
+    """Train one member into ``out/member-I-rRR`` and return that path.
+
+    Self-contained (resolves the base and loads the data itself) and with picklable
+    arguments, so a scheduler can run members on different machines. A finished member
+    with the same settings is kept; an interrupted one resumes from its last checkpoint.
+    ``dev``: what ``config.eval_steps`` evaluates on (default ``DATA/../dev``).
+    """
+    datasets = scan_training_data(data, on_bad_line)
+    _check_instructions(config, [datasets], str(data))
+    dev_set = _dev_set(config, data, dev)
+    return _train_loaded_member(
+        str(data), datasets, _Base(base), spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+    )
+
+
+def train_members(
+    data: str | Path,
+    base: str,
+    ratios: str,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    seed: int = 42,
+    sampling: str = "without_replacement",
+    member: int | None = None,
+    on_bad_line: OnBadLine = "fail",
+    force: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    dev: str | Path | None = None,
+) -> list[Path]:
+    """Train every member of a ratio spec (or only member ``member``) into ``out``; see :func:`train_member`."""
+    specs = plan_members(ratios, seed=seed, sampling=sampling)
+    if member is not None:
+        if not 0 <= member < len(specs):
+            raise BoomError(f"--member {member} is out of range: {ratios!r} has members 0..{len(specs) - 1}")
+        specs = [specs[member]]
+    datasets = scan_training_data(data, on_bad_line)
+    _check_instructions(config, [datasets], str(data))
+    dev_set = _dev_set(config, data, dev)
+    resolved = _Base(base)
+    return [
+        _train_loaded_member(
+            str(data), datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+        )
+        for spec in tqdm(specs, desc="members", unit="member")
+    ]
+
+
+def train_update(
+    base: str,
+    new_data: str | Path,
+    history_data: str | Path,
+    history_ratio: float,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    seed: int = 42,
+    init: Literal["base", "existing"] = "base",
+    existing: str | None = None,
+    on_bad_line: OnBadLine = "fail",
+    force: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    dev: str | Path | None = None,
+) -> Path:
+    """Train an update model on all new data plus ``history_ratio`` of each old dataset.
+
+    It starts from ``base`` (as the paper's update models do) or, with
+    ``init="existing"``, from the ``existing`` model. Datasets are named
+    ``new/NAME`` and ``history/NAME`` so each batch stays within one of them.
+    ``dev``: what ``config.eval_steps`` evaluates on (default ``NEW_DATA/../dev``).
+    """
+    if not 0 < history_ratio <= 1:
+        raise BoomError(f"--history-ratio must be in (0, 1], got {history_ratio}")
+    if init not in ("base", "existing") or (init == "existing") != (existing is not None):
+        raise BoomError("--init existing needs --existing MODEL, and --existing is only used with --init existing")
+    new_sets = scan_training_data(new_data, on_bad_line)
+    old_sets = scan_training_data(history_data, on_bad_line)
+    _check_instructions(config, [new_sets, old_sets], str(new_data))
+    dev_set = _dev_set(config, new_data, dev)
+    new = Part(new_sets, {name: list(range(n)) for name, n in sizes(new_sets).items()})
+    history = Part(old_sets, sample_ids(sizes(old_sets), history_ratio, seed))
+    base_model = _Base(base)
+    init_model = _Base(existing) if init == "existing" and existing is not None else base_model
+    base_identity = base_model.full()
+    new_report, history_report = new.report(), history.report()
+    manifest = common_manifest("update", base, config, seed, base_identity=base_identity) | {
+        "mode": "without_replacement",
+        "init": init,
+        "init_model": init_model.full()["base_model"],
+        "init_model_revision": init_model.model.revision,
+        "init_model_sha256": init_model.full()["base_model_sha256"],
+        "new_data": {"path": location(new_data), "datasets": new_report},
+        "history": {"path": location(history_data), "history_ratio": history_ratio, "datasets": history_report},
+        "datasets": {f"new/{k}": v for k, v in new_report.items()}
+        | {f"history/{k}": v for k, v in history_report.items()},
+    }
+    inputs = [new_data, history_data, *([dev_set.path] if dev_set else [])]
+    return run_training(
+        Path(out), init_model.model, [new, history], ["new/", "history/"], manifest, config, seed,
+        force=force, callbacks=callbacks, dev=dev_set, inputs=inputs,
+    )  # fmt: skip
+
