@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what `boom-merge data build` reads, on Debian 12 as root; safe to run again.
-#   apt: WordNet, FOLDOC, Devil's Dictionary, man pages (+ groff), KJV and WEB Bibles, Python docs
+#   apt: WordNet, FOLDOC, Devil's Dictionary, man pages (+ groff), KJV and WEB Bibles, Python docs,
+#        and the out-of-domain dev sources: Jargon File, VERA, GCIDE
 #   pip: pysword (reads the SWORD Bible modules)
 #   cache: the gensim wheel holding WordSim-353 (read with zipfile; gensim is not installed)
 # PYTHON picks the interpreter (default: python, else python3).
 set -euo pipefail
 
 APT_PACKAGES=(
-  wordnet-base dict-foldoc dict-devil
+  wordnet-base dict-foldoc dict-devil dict-jargon dict-vera dict-gcide
   man-db groff-base manpages manpages-dev
   sword-text-kjv sword-text-web
   python3-doc

@@ -6,8 +6,10 @@ import base64
 import csv
 import filecmp
 import gzip
+import hashlib
 import inspect
 import io
+import itertools
 import json
 import os
 import shutil
@@ -24,15 +26,25 @@ from boom_merge.data.corpora import available_sources, build_corpora, default_co
 from boom_merge.data.corpora.bible import osis_to_text, read_bible
 from boom_merge.data.corpora.common import is_test_key, normalise_key
 from boom_merge.data.corpora.dictd import decode_b64_number, read_dictd
-from boom_merge.data.corpora.dictionaries import parse_devil, parse_foldoc, read_foldoc
+from boom_merge.data.corpora.dictionaries import (
+    parse_devil,
+    parse_foldoc,
+    parse_gcide,
+    read_foldoc,
+    read_gcide,
+    read_jargon,
+    read_vera,
+)
 from boom_merge.data.corpora.manpages import list_pages, parse_page, render
+from boom_merge.data.corpora.python_api import objects, read_python_api
 from boom_merge.data.corpora.python_code import functions_of, read_python_code, stdlib_root
 from boom_merge.data.corpora.python_faq import read_python_faq, rst_to_text
 from boom_merge.data.corpora.sources import downloads_dir, registry
 from boom_merge.data.corpora.wordnet import parse_synset_line, read_wordnet
 from boom_merge.errors import BoomError
+from boom_merge.outputs import OUTPUT_MARKER
 
-SMALL = {"max_train": 50, "max_test_queries": 10}
+SMALL = {"max_train": 50, "max_test_queries": 10, "max_dev_queries": 10}
 TERM_SOURCES = ["wordnet", "foldoc", "devil"]
 DICTD = Path("/usr/share/dictd")
 
@@ -49,7 +61,8 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """The files of a build, but the output marker (it holds a pid and a time)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +136,48 @@ def test_foldoc_and_devil_entries() -> None:
         "cannon",
         "An instrument employed in the rectification of national boundaries.",
     )
+
+
+def test_jargon_vera_and_gcide_entries() -> None:
+    _require("jargon", "vera", "gcide")
+    jargon = {p.query: p.doc for p in read_jargon(DICTD, lambda keys: set(keys))}
+    assert jargon["banner ad"] == (
+        "Any of the annoying graphical advertisements that span the tops of way too many Web pages."
+    )
+    assert jargon["clobber"].startswith("To overwrite, usually unintentionally:")
+    vera = [(p.key, p.doc) for p in read_vera(DICTD, lambda keys: set(keys)) if p.query == "JRE"]
+    assert ("JRE", "Java Runtime Environment (Java)") in vera
+    gcide = {}
+    for pair in read_gcide(DICTD, lambda keys: set(keys)):
+        gcide.setdefault(pair.query, []).append(pair.doc)
+    assert "The state of privilege of a burgess." in gcide["Burgess-ship"]  # "--South." citation dropped
+    assert "A male child, from birth to the age of puberty; a lad; hence, a son." in gcide["Boy"]  # etymology skipped
+    assert "United; consolidated; made firm; strengthened. [Obs.]" in gcide["Souded"]
+    wordnet_only = next(e for e in read_dictd(DICTD, "gcide") if "[WordNet" in e.body)
+    assert parse_gcide(wordnet_only) == ("", "")  # WordNet's own entries are not read twice
+
+
+def test_python_api_signatures(tmp_path: Path) -> None:
+    rst = (
+        ".. module:: json\n   :synopsis: JSON.\n\n"
+        ".. function:: dumps(obj, *, skipkeys=False, \\\n"
+        "                    indent=None)\n\n   Serialize *obj* to a :class:`str`.\n\n"
+        "   .. versionchanged:: 3.6\n      Not this.\n\n"
+        ".. class:: JSONDecoder(*, strict=True)\n\n   Simple JSON decoder.\n\n"
+        "   .. method:: decode(s)\n\n      Return the Python representation of *s*.\n\n"
+        ".. function:: loads(s)\n              loads(s, cls)\n   :noindex:\n\n   Deserialize *s* to a Python object.\n"
+    )
+    assert list(objects(rst)) == [
+        ("json.dumps", "json.dumps(obj, *, skipkeys=False, indent=None)", "Serialize *obj* to a str."),
+        ("json.JSONDecoder", "json.JSONDecoder(*, strict=True)", "Simple JSON decoder."),
+        ("json.JSONDecoder.decode", "json.JSONDecoder.decode(s)", "Return the Python representation of *s*."),
+        ("json.loads", "json.loads(s)", "Deserialize *s* to a Python object."),
+    ]
+    _require("python_api")
+    pairs = {p.key: p for p in read_python_api(Path("/usr/share/doc"), lambda keys: set(keys))}
+    assert len(pairs) > 3000
+    assert pairs["os.path.join"].query == "os.path.join(path, *paths)"
+    assert pairs["os.path.join"].doc.startswith("Join one or more path segments intelligently.")
 
 
 def test_man_page_name_line_matches_man(tmp_path: Path) -> None:
@@ -223,34 +278,53 @@ def test_python_faq_question() -> None:
 # --- the built corpus -----------------------------------------------------------------
 
 
+def _beir(root: Path, split: str, name: str) -> tuple[list[dict], list[dict], list[dict]]:
+    queries = _jsonl(root / split / name / "queries.jsonl")
+    corpus = _jsonl(root / split / name / "corpus.jsonl")
+    with (root / split / name / "qrels" / f"{split}.tsv").open() as handle:
+        return queries, corpus, list(csv.DictReader(handle, delimiter="\t"))
+
+
 def test_layout_counts_and_qrels(small_build) -> None:
     root = small_build.path
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["seed"] == 0 and set(manifest["sources"]) == set(small_build.built)
+    assert manifest["roles"] == {
+        "train": ["wordnet", "foldoc", "manpages", "bible_kjv_web", "python_code"],
+        "ood_test": ["python_faq", "devil", "wordsim353"],
+        "ood_dev": ["jargon", "vera", "gcide", "python_api"],
+    }
     for name, entry in manifest["sources"].items():
-        assert {"domain", "task", "licence", "source", "counts", "build_command"} <= set(entry)
+        assert {"domain", "role", "splits", "task", "licence", "source", "counts", "build_command"} <= set(entry)
         card = (root / "cards" / f"{name}.md").read_text()
         assert entry["licence"] in card and entry["build_command"] in card
         if entry["task"] == "sts":
+            assert entry["splits"] == ["sts"] and not (root / "dev" / name).exists()
             continue
+        dev = entry["role"] != "ood_test"
+        assert entry["splits"] == (["train", "dev", "test"] if dev else ["train", "test"])
+        assert (root / "dev" / name).is_dir() == dev and ("--max-dev-queries 10" in entry["build_command"])
         train = _jsonl(root / "train" / f"{name}.jsonl")
-        queries = _jsonl(root / "test" / name / "queries.jsonl")
-        corpus = _jsonl(root / "test" / name / "corpus.jsonl")
-        with (root / "test" / name / "qrels" / "test.tsv").open() as handle:
-            qrels = list(csv.DictReader(handle, delimiter="\t"))
         assert entry["counts"]["train"] == len(train) <= SMALL["max_train"]
-        assert entry["counts"]["test_queries"] == len(queries) <= SMALL["max_test_queries"]
-        assert (entry["counts"]["test_corpus"], entry["counts"]["qrels"]) == (len(corpus), len(qrels))
-        assert len(corpus) > len(queries)  # distractors
         assert all(set(line) == {"query", "pos", "neg"} and line["pos"] and len(line["neg"]) <= 3 for line in train)
         assert all(not set(line["neg"]) & set(line["pos"]) for line in train)
-        assert all(set(doc) == {"_id", "title", "text"} for doc in corpus)
-        query_ids, doc_ids = {q["_id"] for q in queries}, {d["_id"] for d in corpus}
-        assert {r["query-id"] for r in qrels} == query_ids
-        assert {r["corpus-id"] for r in qrels} <= doc_ids
-        assert all(int(r["score"]) == 1 for r in qrels)
-        assert not {line["query"] for line in train} & {q["text"] for q in queries}
-        assert not {d for line in train for d in line["pos"]} & {d["text"] for d in corpus}
+        texts = {"train": ({line["query"] for line in train}, {d for line in train for d in line["pos"]})}
+        for split in ["test", "dev"] if dev else ["test"]:
+            queries, corpus, qrels = _beir(root, split, name)
+            counts = [entry["counts"][f"{split}_{key}"] for key in ("queries", "corpus", "qrels")]
+            assert counts == [len(queries), len(corpus), len(qrels)] and len(queries) <= SMALL[f"max_{split}_queries"]
+            assert len(corpus) > len(queries)  # distractors
+            assert all(set(doc) == {"_id", "title", "text"} for doc in corpus)
+            prefix = name if split == "test" else f"{name}-dev"
+            query_ids, doc_ids = {q["_id"] for q in queries}, {d["_id"] for d in corpus}
+            assert all(i.startswith(f"{prefix}-q") for i in query_ids) and all(i.startswith(f"{prefix}-d") for i in doc_ids)
+            assert {r["query-id"] for r in qrels} == query_ids
+            assert {r["corpus-id"] for r in qrels} <= doc_ids
+            assert all(int(r["score"]) == 1 for r in qrels)
+            texts[split] = ({q["text"] for q in queries}, {d["text"] for d in corpus})
+        for first, second in itertools.combinations(texts, 2):
+            assert not texts[first][0] & texts[second][0], (name, first, second)  # queries
+            assert not texts[first][1] & texts[second][1], (name, first, second)  # documents
 
 
 def test_wordsim_matches_the_wheel(small_build) -> None:
@@ -265,17 +339,35 @@ def test_wordsim_matches_the_wheel(small_build) -> None:
         assert got[:2] == want[:2] and float(got[2]) == pytest.approx(float(want[2]))
 
 
-def test_no_headword_in_train_and_test_across_sources(tmp_path: Path) -> None:
-    _require(*TERM_SOURCES)
-    build = build_corpora(tmp_path / "all", TERM_SOURCES, seed=3, max_train=20000, max_test_queries=3000)
-    train, test = {}, {}
-    for name in TERM_SOURCES:
-        train[name] = {normalise_key(line["query"]) for line in _jsonl(build.path / "train" / f"{name}.jsonl")}
-        test[name] = {normalise_key(q["text"]) for q in _jsonl(build.path / "test" / name / "queries.jsonl")}
-    all_train, all_test = set().union(*train.values()), set().union(*test.values())
-    assert len(train["devil"] & train["wordnet"]) > 100 and len(test["devil"] & test["wordnet"]) > 20  # overlap exists
-    assert not all_train & all_test
-    assert all(is_test_key(3, key) for key in all_test) and not any(is_test_key(3, key) for key in all_train)
+def _independent_split(seed: int, key: str) -> str:
+    # The documented rule, computed here from blake2b: < 0.3 test, < 0.4 dev, else train.
+    digest = hashlib.blake2b(f"{seed}\0split\0{key}".encode(), digest_size=8).digest()
+    value = int.from_bytes(digest, "big") / 2**64
+    return "test" if value < 0.3 else "dev" if value < 0.4 else "train"
+
+
+def test_no_headword_in_two_splits_across_sources(tmp_path: Path) -> None:
+    names = [*TERM_SOURCES, "jargon"]
+    _require(*names)
+    caps = {"max_train": 20000, "max_test_queries": 3000, "max_dev_queries": 3000}
+    build = build_corpora(tmp_path / "all", names, seed=3, **caps)
+    keys: dict[str, dict[str, set[str]]] = {"train": {}, "test": {}, "dev": {}}
+    for name in names:
+        keys["train"][name] = {normalise_key(line["query"]) for line in _jsonl(build.path / "train" / f"{name}.jsonl")}
+        for split in ("test", "dev"):
+            path = build.path / split / name / "queries.jsonl"
+            keys[split][name] = {normalise_key(q["text"]) for q in _jsonl(path)} if path.exists() else set()
+    assert not keys["dev"]["devil"] and not (build.path / "dev" / "devil").exists()  # an OOD test has no dev
+    # overlaps between sources exist, so the disjointness below can fail
+    assert len(keys["train"]["devil"] & keys["train"]["wordnet"]) > 100
+    assert len(keys["test"]["devil"] & keys["test"]["wordnet"]) > 20
+    assert len(keys["dev"]["jargon"] & keys["dev"]["foldoc"]) > 5 and len(keys["dev"]["wordnet"]) > 1000
+    union = {split: set().union(*by_source.values()) for split, by_source in keys.items()}
+    for first, second in itertools.combinations(union, 2):
+        assert not union[first] & union[second], (first, second)
+    for split, found in union.items():
+        assert {_independent_split(3, key) for key in found} == {split}
+    assert all(is_test_key(3, key) for key in union["test"]) and not any(is_test_key(3, k) for k in union["dev"])
 
 
 def test_same_seed_same_bytes_other_seed_other_split(small_build, tmp_path: Path) -> None:
@@ -289,6 +381,8 @@ def test_same_seed_same_bytes_other_seed_other_split(small_build, tmp_path: Path
         str(SMALL["max_train"]),
         "--max-test-queries",
         str(SMALL["max_test_queries"]),
+        "--max-dev-queries",
+        str(SMALL["max_dev_queries"]),
     ]
     subprocess.run(command, env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True, capture_output=True)
     assert _tree(again) == _tree(small_build.path)
@@ -342,10 +436,17 @@ def test_cache_is_rebuilt_once_a_missing_source_is_installed(tmp_path: Path, mon
 def test_existing_output_needs_force(tmp_path: Path) -> None:
     _require("devil")
     out = tmp_path / "out"
-    out.mkdir()
+    assert build_corpora(out, ["devil"], **SMALL).built["devil"]["train"] == 50
+    other = {**SMALL, "max_train": 40}  # other options: no cache hit
     with pytest.raises(BoomError, match="--force"):
-        build_corpora(out, ["devil"], **SMALL)
-    assert build_corpora(out, ["devil"], force=True, **SMALL).built["devil"]["train"] == 50
+        build_corpora(out, ["devil"], **other)
+    assert build_corpora(out, ["devil"], force=True, **other).built["devil"]["train"] == 40
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(BoomError, match="not written by boom-merge"):
+        build_corpora(foreign, ["devil"], force=True, **SMALL)
+    assert _tree(foreign) == ["notes.txt"]
 
 
 def test_cli_build_and_list(tmp_path: Path) -> None:
@@ -360,4 +461,5 @@ def test_cli_build_and_list(tmp_path: Path) -> None:
     bad = runner.invoke(main, ["data", "build", "--source", "nope", "--out", str(tmp_path / "d")])
     assert bad.exit_code == 1 and "unknown source 'nope'" in bad.output and "Traceback" not in bad.output
     listing = runner.invoke(main, ["data", "list"])
-    assert listing.exit_code == 0 and "devil: available" in listing.output
+    assert listing.exit_code == 0 and "devil: available [ood_test]" in listing.output
+    assert "jargon: available [ood_dev]" in listing.output and "wordnet: available [train]" in listing.output

@@ -6,16 +6,23 @@ from pathlib import Path
 
 import click
 
-from boom_merge.data.corpora.common import DEFAULT_MAX_TEST_QUERIES, DEFAULT_MAX_TRAIN
+from boom_merge.data.corpora.common import DEFAULT_MAX_DEV_QUERIES, DEFAULT_MAX_TEST_QUERIES, DEFAULT_MAX_TRAIN
 
 
 @click.group()
 def data() -> None:
-    """Build and list the embedded training/evaluation corpora."""
+    """Build and list the embedded training/dev/test corpora.
+
+    \b
+    Examples:
+      boom-merge data list
+      boom-merge data build --max-train 600
+    """
 
 
 @data.command("build")
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Output directory (default: the user cache, keyed by the options).",
@@ -34,15 +41,43 @@ def data() -> None:
     show_default=True,
     help="Test queries per source at most.",
 )
+@click.option(
+    "--max-dev-queries",
+    type=int,
+    default=DEFAULT_MAX_DEV_QUERIES,
+    show_default=True,
+    help="Dev queries per source at most (dev/NAME/, for choices such as `boom-merge tune`).",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if cached; replace an existing --out.")
 def build(
-    out: Path | None, sources: tuple[str, ...], seed: int, max_train: int, max_test_queries: int, force: bool
+    out: Path | None,
+    sources: tuple[str, ...],
+    seed: int,
+    max_train: int,
+    max_test_queries: int,
+    max_dev_queries: int,
+    force: bool,
 ) -> None:
-    """Build corpora offline from Debian/PyPI packages; missing sources are reported and skipped."""
+    """Build corpora offline from Debian/PyPI packages; missing sources are reported and skipped.
+
+    Each retrieval source gets train/NAME.jsonl, test/NAME/ and (except the out-of-domain
+    tests devil and python_faq) dev/NAME/, split by headword.
+
+    \b
+    Examples:
+      boom-merge data build
+      boom-merge data build -o corpora --source wordnet --source jargon --max-train 500 --max-dev-queries 100
+    """
     from boom_merge.data.corpora import build_corpora
 
     result = build_corpora(
-        out, sources or None, seed=seed, max_train=max_train, max_test_queries=max_test_queries, force=force
+        out,
+        sources or None,
+        seed=seed,
+        max_train=max_train,
+        max_test_queries=max_test_queries,
+        max_dev_queries=max_dev_queries,
+        force=force,
     )
     click.echo(f"{'cached' if result.cached else 'built'}: {result.path}")
     for name, counts in result.built.items():
@@ -53,11 +88,19 @@ def build(
 
 @data.command("list")
 def list_sources() -> None:
-    """Show each known source and whether it is installed here."""
-    from boom_merge.data.corpora import available_sources
+    """Show each known source, its role (train, ood_test, ood_dev) and whether it is installed here.
 
+    \b
+    Examples:
+      boom-merge data list
+    """
+    from boom_merge.data.corpora import available_sources
+    from boom_merge.data.corpora.sources import registry
+
+    roles = {name: source.role for name, source in registry().items()}
     for name, install in available_sources().items():
-        click.echo(f"{name}: " + ("available" if install is None else f"missing (install with `{install}`)"))
+        state = "available" if install is None else f"missing (install with `{install}`)"
+        click.echo(f"{name}: {state} [{roles[name]}]")
 
 
 COMMANDS = [data]

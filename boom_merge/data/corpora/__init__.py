@@ -1,9 +1,10 @@
 """Embedded corpora built offline from what Debian and PyPI packages install.
 
 ``build_corpora`` reads each available source (WordNet, FOLDOC, man pages, KJV -> WEB,
-the Python standard library and FAQ, the Devil's Dictionary, WordSim-353), splits it by
-headword (no normalised term in both train and test, across all sources), and writes
-training lines, BEIR test tasks, dataset cards and a manifest. Missing sources are named
+the Python standard library and FAQ, the Devil's Dictionary, WordSim-353, and the
+out-of-domain dev sources Jargon File, VERA, GCIDE, Python API docs), splits it by
+headword into train / dev / test (no normalised term in two splits, across all sources),
+and writes training lines, BEIR dev and test tasks, dataset cards and a manifest. Missing sources are named
 with the command that installs them and the build goes on. Builds are cached under
 :func:`default_corpus_dir`, keyed by their options: an identical second build is instant.
 """
@@ -14,17 +15,32 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from boom_merge.data.corpora.build import BuildOptions, build_retrieval, build_sts, write_card
-from boom_merge.data.corpora.common import BUILDER_VERSION, DEFAULT_MAX_TEST_QUERIES, DEFAULT_MAX_TRAIN, Source
+from boom_merge.data.corpora.common import (
+    BUILDER_VERSION,
+    ROLES,
+    DEFAULT_MAX_DEV_QUERIES,
+    DEFAULT_MAX_TEST_QUERIES,
+    DEFAULT_MAX_TRAIN,
+    Role,
+    Source,
+)
 from boom_merge.data.corpora.sources import cache_root, registry
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir
 
-__all__ = ["CorpusBuild", "available_sources", "build_corpora", "cache_root", "default_corpus_dir"]
+__all__ = [
+    "CorpusBuild",
+    "available_sources",
+    "build_corpora",
+    "cache_root",
+    "default_corpus_dir",
+    "sources_with_role",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +65,7 @@ def _options(
     seed: int,
     max_train: int | None,
     max_test_queries: int | None,
+    max_dev_queries: int | None,
     roots: Mapping[str, Path] | None,
 ) -> BuildOptions:
     """Validate the build options at the edge: known source names, positive caps."""
@@ -57,12 +74,13 @@ def _options(
     unknown = [name for name in names if name not in known]
     if unknown:
         raise BoomError(f"unknown source {unknown[0]!r}; choose from {', '.join(known)}")
-    for flag, value in (("--max-train", max_train), ("--max-test-queries", max_test_queries)):
+    caps = (("--max-train", max_train), ("--max-test-queries", max_test_queries), ("--max-dev-queries", max_dev_queries))
+    for flag, value in caps:
         if value is not None and value < 1:
             raise BoomError(f"{flag} must be at least 1, got {value}")
     ordered = tuple(name for name in known if name in names)
     resolved_roots = tuple(sorted((name, str(Path(root).absolute())) for name, root in (roots or {}).items()))
-    return BuildOptions(ordered, seed, max_train, max_test_queries, resolved_roots)
+    return BuildOptions(ordered, seed, max_train, max_test_queries, max_dev_queries, resolved_roots)
 
 
 def _corpus_dir(options: BuildOptions) -> Path:
@@ -76,9 +94,15 @@ def default_corpus_dir(
     seed: int = 0,
     max_train: int | None = DEFAULT_MAX_TRAIN,
     max_test_queries: int | None = DEFAULT_MAX_TEST_QUERIES,
+    max_dev_queries: int | None = DEFAULT_MAX_DEV_QUERIES,
 ) -> Path:
     """The cache directory of a build with these options (under :func:`cache_root`)."""
-    return _corpus_dir(_options(sources, seed, max_train, max_test_queries, None))
+    return _corpus_dir(_options(sources, seed, max_train, max_test_queries, max_dev_queries, None))
+
+
+def sources_with_role(role: Role) -> tuple[str, ...]:
+    """Names of the known sources with ``role`` (``train``, ``ood_test``, ``ood_dev``), in build order."""
+    return tuple(name for name, source in registry().items() if source.role == role)
 
 
 def _root(source: Source, options: BuildOptions) -> Path:
@@ -116,17 +140,18 @@ def build_corpora(
     seed: int = 0,
     max_train: int | None = DEFAULT_MAX_TRAIN,
     max_test_queries: int | None = DEFAULT_MAX_TEST_QUERIES,
+    max_dev_queries: int | None = DEFAULT_MAX_DEV_QUERIES,
     force: bool = False,
     roots: Mapping[str, Path] | None = None,
 ) -> CorpusBuild:
     """Build the corpora of ``sources`` (default: all) into ``out`` (default: the cache).
 
-    ``max_train`` caps training lines and ``max_test_queries`` test queries per source
-    (None: no cap); each test corpus holds the documents of up to five times as many
-    test headwords. ``roots`` points sources at other directories (tests, other
+    ``max_train`` caps training lines, ``max_test_queries`` test and ``max_dev_queries``
+    dev queries per source (None: no cap); each test (dev) corpus holds the documents of
+    up to five times as many test (dev) headwords. ``ood_test`` sources get no dev split. ``roots`` points sources at other directories (tests, other
     distributions). An existing build with the same options is reused unless ``force``.
     """
-    options = _options(sources, seed, max_train, max_test_queries, roots)
+    options = _options(sources, seed, max_train, max_test_queries, max_dev_queries, roots)
     target = Path(out) if out is not None else _corpus_dir(options)
     manifest = None if force else _cached(target, options)
     if manifest is not None:
@@ -156,8 +181,11 @@ def build_corpora(
             )
             entries[name] = {
                 "domain": source.domain,
+                "role": source.role,
+                "splits": ["sts"] if source.task == "sts" else ["train", *(["dev"] if source.has_dev else []), "test"],
                 "task": source.task,
                 "licence": source.licence,
+                "mteb": asdict(source.mteb) if source.mteb else None,
                 "source": source.origin,
                 "counts": counts,
                 "build_command": options.command([name]),
@@ -169,6 +197,7 @@ def build_corpora(
             "options": options.as_json(),
             "sources": entries,
             "missing": missing,
+            "roles": {role: [n for n, e in entries.items() if e["role"] == role] for role in ROLES},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return CorpusBuild(path=target, built={name: e["counts"] for name, e in entries.items()}, missing=missing)

@@ -7,6 +7,7 @@ Layout (read by the trainer and the evaluator)::
     test/NAME/queries.jsonl    {"_id", "text"}
     test/NAME/corpus.jsonl     {"_id", "title", "text"}: relevant documents + distractors
     test/NAME/qrels/test.tsv   query-id, corpus-id, score (BEIR)
+    dev/NAME/...               the same BEIR layout, qrels/dev.tsv (not for ood_test sources)
     sts/NAME.tsv               word1, word2, score
     cards/NAME.md              dataset card
 """
@@ -28,6 +29,7 @@ from boom_merge.data.corpora.common import (
     Pair,
     Selection,
     Source,
+    Split,
     key_tokens,
     normalise_key,
     select_keys,
@@ -38,6 +40,11 @@ from boom_merge.errors import BoomError
 logger = logging.getLogger(__name__)
 
 MAX_NEGATIVES = 3
+ROLE_TEXT = {
+    "train": "a training domain",
+    "ood_test": "an out-of-domain test, never used for a choice (so it has no dev split)",
+    "ood_dev": "an out-of-domain dev source, for choices (tuning) only",
+}
 Groups = dict[str, dict[str, list[str]]]
 
 
@@ -49,21 +56,26 @@ class BuildOptions:
     seed: int
     max_train: int | None
     max_test_queries: int | None
+    max_dev_queries: int | None
     roots: tuple[tuple[str, str], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "sources": list(self.sources), "roots": dict(self.roots)}
 
-    def selection_of(self, keys: Iterable[str]) -> Selection:
-        """The seeded split and caps of this build applied to normalised headwords."""
+    def selection_of(self, keys: Iterable[str], *, dev: bool = True) -> Selection:
+        """The seeded split and caps of this build applied to normalised headwords (``dev``: keep a dev side)."""
         test_keys = None if self.max_test_queries is None else self.max_test_queries * DISTRACTOR_FACTOR
-        return select_keys(keys, seed=self.seed, max_train=self.max_train, max_test_keys=test_keys)
+        dev_keys = None if self.max_dev_queries is None else self.max_dev_queries * DISTRACTOR_FACTOR
+        return select_keys(
+            keys, seed=self.seed, max_train=self.max_train, max_test_keys=test_keys, max_dev_keys=dev_keys, dev=dev
+        )
 
     def command(self, names: Sequence[str]) -> str:
         """The ``boom-merge data build`` command line that reproduces this build for ``names``."""
         parts = ["boom-merge data build", *(f"--source {name}" for name in names), f"--seed {self.seed}"]
         parts += [] if self.max_train is None else [f"--max-train {self.max_train}"]
         parts += [] if self.max_test_queries is None else [f"--max-test-queries {self.max_test_queries}"]
+        parts += [] if self.max_dev_queries is None else [f"--max-dev-queries {self.max_dev_queries}"]
         return " ".join(parts)
 
 
@@ -115,16 +127,27 @@ def write_train(
     return _write_jsonl(path, itertools.islice(rows, limit))
 
 
-def write_test(
-    directory: Path, name: str, keys: Sequence[str], groups: Groups, max_queries: int | None, rng: random.Random
+def write_beir(
+    directory: Path,
+    split: Split,
+    name: str,
+    keys: Sequence[str],
+    groups: Groups,
+    max_queries: int | None,
+    rng: random.Random,
 ) -> dict[str, int]:
-    """Write a BEIR retrieval task: queries from the first test headwords, all their documents as corpus."""
+    """Write one BEIR split: queries from the first headwords, all their documents as corpus.
+
+    Files: ``queries.jsonl``, ``corpus.jsonl``, ``qrels/SPLIT.tsv``; ids are ``NAME-q``/``NAME-d``
+    numbers on the test split and ``NAME-SPLIT-q``/``NAME-SPLIT-d`` on others.
+    """
+    prefix = name if split == "test" else f"{name}-{split}"
     docs = [doc for key in keys for query_docs in groups[key].values() for doc in query_docs]
     rng.shuffle(docs)
-    doc_ids = {doc: f"{name}-d{number}" for number, doc in enumerate(docs)}
+    doc_ids = {doc: f"{prefix}-d{number}" for number, doc in enumerate(docs)}
     queries = [(query, query_docs) for key in keys for query, query_docs in groups[key].items()]
     queries = queries[:max_queries] if max_queries is not None else queries
-    query_rows = [{"_id": f"{name}-q{number}", "text": query} for number, (query, _) in enumerate(queries)]
+    query_rows = [{"_id": f"{prefix}-q{number}", "text": query} for number, (query, _) in enumerate(queries)]
     qrels = [
         (row["_id"], doc_ids[doc])
         for row, (_, query_docs) in zip(query_rows, queries, strict=True)
@@ -134,24 +157,34 @@ def write_test(
     _write_jsonl(directory / "corpus.jsonl", ({"_id": doc_ids[doc], "title": "", "text": doc} for doc in docs))
     (directory / "qrels").mkdir()
     lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in qrels)]
-    (directory / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"test_queries": len(query_rows), "test_corpus": len(docs), "qrels": len(qrels)}
+    (directory / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {f"{split}_queries": len(query_rows), f"{split}_corpus": len(docs), f"{split}_qrels": len(qrels)}
 
 
 def build_retrieval(
     source: Source, root: Path, out: Path, options: BuildOptions, seen_docs: set[str]
 ) -> dict[str, int]:
     """Read, deduplicate, split and write one retrieval source; return its counts."""
-    pairs = source.read(root, selector_for(options.selection_of))
-    groups = group_pairs(pairs, seen_docs)
-    selection = options.selection_of(groups)
-    if not selection.train or not selection.test:
+
+    def selection_of(keys: Iterable[str]) -> Selection:
+        return options.selection_of(keys, dev=source.has_dev)
+
+    groups = group_pairs(source.read(root, selector_for(selection_of)), seen_docs)
+    selection = selection_of(groups)
+    if not selection.train or not selection.test or (source.has_dev and not selection.dev):
         raise BoomError(f"source {source.name} gave too few entries to split ({len(groups)} headwords)", path=root)
-    rng = random.Random(f"{options.seed}:{source.name}")
-    negatives = hard_negatives(selection.train, groups, rng)
-    train = write_train(out / "train" / f"{source.name}.jsonl", selection.train, groups, negatives, options.max_train)
-    test = write_test(out / "test" / source.name, source.name, selection.test, groups, options.max_test_queries, rng)
-    return {"headwords": len(groups), "train": train, **test}
+    negatives = hard_negatives(selection.train, groups, random.Random(f"{options.seed}:{source.name}"))
+    counts = {
+        "headwords": len(groups),
+        "train": write_train(out / "train" / f"{source.name}.jsonl", selection.train, groups, negatives, options.max_train),
+    }
+    splits: list[tuple[Split, list[str], int | None]] = [("test", selection.test, options.max_test_queries)]
+    if source.has_dev:
+        splits.append(("dev", selection.dev, options.max_dev_queries))
+    for split, keys, max_queries in splits:
+        rng = random.Random(f"{options.seed}:{source.name}:{split}")
+        counts |= write_beir(out / split / source.name, split, source.name, keys, groups, max_queries, rng)
+    return counts
 
 
 def build_sts(source: Source, root: Path, out: Path) -> dict[str, int]:
@@ -168,11 +201,12 @@ def write_card(out: Path, source: Source, entry: Mapping[str, Any]) -> None:
     if source.task == "sts":
         layout, split = f"`sts/{source.name}.tsv` (word1, word2, score)", "Evaluation only: no training split.\n\n"
     else:
-        layout = f"`train/{source.name}.jsonl`, `test/{source.name}/` (BEIR: queries, corpus, qrels)"
+        dev = f", `dev/{source.name}/`" if source.has_dev else ""
+        layout = f"`train/{source.name}.jsonl`, `test/{source.name}/`{dev} (BEIR: queries, corpus, qrels)"
         split = (
-            "Train and test are split by normalised headword with a seeded hash shared by all "
-            "sources, so no headword is in both; documents of further test headwords serve as "
-            "distractors.\n\n"
+            f"Train, {'dev and ' if source.has_dev else ''}test are split by normalised headword with a "
+            "seeded hash shared by all sources, so no headword is in two splits; documents of further "
+            f"headwords of the same split serve as distractors. Role: {ROLE_TEXT[source.role]}.\n\n"
         )
     counts = "\n".join(f"| {key} | {value} |" for key, value in entry["counts"].items())
     text = (

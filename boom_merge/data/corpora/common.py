@@ -1,9 +1,9 @@
 """What every corpus builder shares: the source description, headword keys, the split.
 
 A builder turns one installed text source into :class:`Pair` objects keyed by a
-headword. The split is decided per *normalised* headword by a seeded hash, so a term
-that two sources share (``abacus`` in WordNet and in the Devil's Dictionary) lands on
-the same side in both, and no term is ever in train and test at once.
+headword. The split (train / dev / test) is decided per *normalised* headword by one
+seeded hash, so a term that two sources share (``abacus`` in WordNet and in the Devil's
+Dictionary) lands on the same side in both, and no term is ever in two splits at once.
 """
 
 from __future__ import annotations
@@ -14,24 +14,34 @@ import re
 import shutil
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 #: Bump when any builder's output changes, so cached corpora are rebuilt.
-BUILDER_VERSION = "2"
-#: Default caps per source: training lines and test queries.
+#: 3: dev splits; the OOD dev sources (jargon, vera, gcide, python_api).
+BUILDER_VERSION = "3"
+#: Default caps per source: training lines, test queries and dev queries.
 DEFAULT_MAX_TRAIN = 3000
 DEFAULT_MAX_TEST_QUERIES = 200
+DEFAULT_MAX_DEV_QUERIES = 200
 #: Share of headwords that go to the test side (queries plus distractor documents).
 TEST_FRACTION = 0.3
+#: Share of headwords that go to the dev side (hash in [TEST_FRACTION, TEST_FRACTION + DEV_FRACTION)):
+#: the test side is the one of builder version 2; dev is carved out of the former train side.
+DEV_FRACTION = 0.1
 #: Test corpus size in headwords, as a multiple of the number of test queries.
 DISTRACTOR_FACTOR = 5
 #: Longest document kept, in characters (embedding models truncate far earlier).
 MAX_DOC_CHARS = 1500
 
 Task = Literal["retrieval", "sts"]
+Split = Literal["train", "dev", "test"]
+#: What a source is for: a training domain, an out-of-domain test (never used for a
+#: choice, so it has no dev split) or an out-of-domain dev source (for choices only).
+Role = Literal["train", "ood_test", "ood_dev"]
+ROLES: tuple[Role, ...] = ("train", "ood_test", "ood_dev")
 
 
 @dataclass(frozen=True)
@@ -45,17 +55,18 @@ class Pair:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which headwords a build keeps: ``train`` and ``test`` keys in seeded order."""
+    """Which headwords a build keeps: ``train``, ``test`` and ``dev`` keys in seeded order."""
 
     train: list[str]
     test: list[str]
+    dev: list[str] = field(default_factory=list)
 
     def __contains__(self, key: str) -> bool:
         return key in self._members
 
     @cached_property
     def _members(self) -> frozenset[str]:
-        return frozenset(self.train) | frozenset(self.test)
+        return frozenset(self.train) | frozenset(self.test) | frozenset(self.dev)
 
 
 #: Given every raw headword a source offers, tell which ones the build will use, so
@@ -66,14 +77,29 @@ StsReader = Callable[[Path], list[tuple[str, str, float]]]
 
 
 @dataclass(frozen=True)
+class MtebMeta:
+    """How a source is described as an MTEB task (the one place for these facts).
+
+    ``label`` names the task (``Boom{label}Retrieval`` / ``Boom{label}STS``); ``domains``
+    are MTEB task domains; ``licence`` an MTEB licence identifier or a URL. The task type
+    and main metric follow the source's task kind (``boom_merge.evaluation.tasks.KINDS``).
+    """
+
+    label: str
+    domains: tuple[str, ...] = ()
+    licence: str = "not specified"
+
+
+@dataclass(frozen=True)
 class Source:
     """An installed text source and how to read it.
 
     A retrieval source has ``read`` (pairs under headwords); an evaluation-only
-    similarity source has ``read_sts`` (graded word pairs). ``needs`` are glob patterns
-    under ``root`` that must match, ``modules`` Python modules and ``programs``
-    executables the reader uses; ``install`` provides them all and is shown to users
-    when something is absent. ``fetch`` (optional) downloads into ``root`` first.
+    similarity source has ``read_sts`` (graded word pairs). ``role`` says what it is for
+    (see :data:`Role`); every retrieval source but an ``ood_test`` one gets a dev split.
+    ``needs`` are glob patterns under ``root`` that must match, ``modules`` Python modules
+    and ``programs`` executables the reader uses; ``install`` provides them all and is
+    shown to users when something is absent. ``fetch`` (optional) downloads into ``root`` first.
     """
 
     name: str
@@ -82,16 +108,24 @@ class Source:
     origin: str
     install: str
     root: Path
+    role: Role
     read: Reader | None = None
     read_sts: StsReader | None = None
     fetch: Callable[[Path], None] | None = None
     needs: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
+    #: its MTEB task metadata (None: derived from the name, licence "not specified")
+    mteb: MtebMeta | None = None
 
     @property
     def task(self) -> Task:
         return "sts" if self.read_sts else "retrieval"
+
+    @property
+    def has_dev(self) -> bool:
+        """True if the build writes a dev split of this source."""
+        return self.task == "retrieval" and self.role != "ood_test"
 
     def missing_reason(self, root: Path) -> str | None:
         """Say what is absent under ``root`` (a file, module or program), or None if all is there."""
@@ -139,17 +173,39 @@ def unit_hash(seed: int, salt: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def split_of(seed: int, key: str) -> Split:
+    """The split of the normalised headword ``key``: the same for every source."""
+    value = unit_hash(seed, "split", key)
+    return "test" if value < TEST_FRACTION else "dev" if value < TEST_FRACTION + DEV_FRACTION else "train"
+
+
 def is_test_key(seed: int, key: str) -> bool:
-    """The split: True if the normalised headword ``key`` belongs to the test side."""
-    return unit_hash(seed, "split", key) < TEST_FRACTION
+    """True if the normalised headword ``key`` belongs to the test side."""
+    return split_of(seed, key) == "test"
 
 
-def select_keys(keys: Iterable[str], *, seed: int, max_train: int | None, max_test_keys: int | None) -> Selection:
-    """Split normalised ``keys`` by headword and keep the first ones in seeded order."""
+def select_keys(
+    keys: Iterable[str],
+    *,
+    seed: int,
+    max_train: int | None,
+    max_test_keys: int | None,
+    max_dev_keys: int | None = None,
+    dev: bool = True,
+) -> Selection:
+    """Split normalised ``keys`` by headword and keep the first ones of each split in seeded order.
+
+    Without ``dev`` the dev headwords are dropped (not moved to another split).
+    """
     ordered = sorted(set(keys), key=lambda k: (unit_hash(seed, "order", k), k))
-    train = [k for k in ordered if not is_test_key(seed, k)]
-    test = [k for k in ordered if is_test_key(seed, k)]
-    return Selection(train=train[:max_train], test=test[:max_test_keys])
+    sides: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
+    for key in ordered:
+        sides[split_of(seed, key)].append(key)
+    return Selection(
+        train=sides["train"][:max_train],
+        test=sides["test"][:max_test_keys],
+        dev=sides["dev"][:max_dev_keys] if dev else [],
+    )
 
 
 def selector_for(selection_of: Callable[[Iterable[str]], Selection]) -> Selector:
