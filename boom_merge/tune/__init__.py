@@ -1,0 +1,19 @@
+"""``boom-merge tune``: choose merge settings on dev splits, never on test data.
+
+- :mod:`.candidates`: one ``boom`` recipe per candidate (members, interpolation, weights, scale);
+- :mod:`.select`: the selection rule and the greedy soup (pure functions over scores);
+- :mod:`.scoring`: which dev splits judge, and the MTEB scorer;
+- :mod:`.run`: the search, the cache, the outputs (:func:`tune`);
+- :mod:`.report`: ``candidates.json`` / ``.md`` and ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+from boom_merge.tune.candidates import DEFAULT_SCALES, Candidate, candidate
+from boom_merge.tune.run import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, TuneResult, tune
+from boom_merge.tune.select import OBJECTIVES, Scores, choose, greedy_soup, selection_rule
+
+__all__ = [
+    "DEFAULT_MAX_CORPUS", "DEFAULT_MAX_QUERIES", "DEFAULT_SCALES", "OBJECTIVES", "Candidate", "Scores",
+    "TuneResult", "candidate", "choose", "greedy_soup", "selection_rule", "tune",
+]

@@ -1,0 +1,272 @@
+"""``boom-merge tune``: search merge settings on dev splits, write the chosen recipe.
+
+The search (fixed, staged so that its cost stays small):
+
+1. the base (the full-data member at t = 0) and every member alone;
+2. the bag of all members at t = 1: interpolation slerp / linear x weights equal / ratio
+   (with ``full_grid``: at every t of the grid);
+3. the greedy soup (Wortsman et al. 2022) with the best setting of step 2;
+4. the ``scale`` grid on the best bag or soup of steps 2-3;
+5. the WiSE-FT line: the full-data member and the base at every t of the grid.
+
+Every candidate is merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
+OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
+(:func:`boom_merge.tune.scoring.dev_scorer`: MTEB on the ID dev splits of the training
+domains and the OOD dev sources), and deleted. Scores are cached by candidate key in the
+work dir (an interrupted run resumes) and in ``OUT/candidates.json`` (a finished run
+re-selects with ``--force`` without scoring again). The selection rule
+(:mod:`boom_merge.tune.select`) picks the candidate; OUT gets ``recipe.yml``,
+``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``, ``model/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boom_merge.errors import BoomError
+from boom_merge.outputs import atomic_output_dir, check_output
+from boom_merge.recipes import member_weights, read_manifest
+from boom_merge.tune.candidates import (
+    DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
+)
+from boom_merge.tune.report import write_report
+from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, dev_tasks, setup_fingerprint
+from boom_merge.tune.select import Objective, Scores, SoupStep, choose, greedy_soup, objective_value, selection_rule
+
+logger = logging.getLogger(__name__)
+
+CACHE_FILE = "scores.json"
+CANDIDATES_FILE = "candidates.json"
+#: dev caps per source: sized so that the default search on the quickstart's 4 members fits
+#: 10 minutes on 2 CPU cores (see docs of ``boom-merge tune``)
+DEFAULT_MAX_QUERIES = 100
+DEFAULT_MAX_CORPUS = 400
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` chose and where it wrote it."""
+
+    out: Path
+    rule: str
+    chosen: Candidate
+    label: str
+    scores: Scores
+    candidates: list[tuple[Candidate, Scores]]
+    soup_steps: list[SoupStep]
+    scored_now: int
+
+
+def full_data_member(members: Sequence[Path]) -> int:
+    """Index of the first member whose manifest says ``sample_ratio`` 1 (the BLS model)."""
+    for index, member in enumerate(members):
+        try:
+            if read_manifest(member).get("sample_ratio") == 1.0:
+                return index
+        except BoomError:
+            continue
+    raise BoomError("no full-data member (sample_ratio 1.0 in boom_member.json); pass --full MEMBER")
+
+
+def _weight_schemes(members: Sequence[Path]) -> list[str]:
+    try:
+        member_weights(members, "ratio")
+    except BoomError as error:
+        logger.warning("ratio weights skipped: %s", error)
+        return ["equal"]
+    return list(WEIGHT_SCHEMES)
+
+
+class _Search:
+    """Scores candidates once each (merge, score, delete), with the cache on disk."""
+
+    def __init__(self, members: list[Path], base: Path, work: Path, scorer: Scorer,
+                 cache: dict[str, Any], objective: Objective, progress: Any) -> None:
+        self.members, self.base, self.work, self.scorer = members, base, work, scorer
+        self.cache, self.objective, self.progress = cache, objective, progress
+        self.scored: dict[str, tuple[Candidate, Scores]] = {}
+        self.scored_now = 0
+
+    def score(self, cand: Candidate) -> Scores:
+        if cand.key in self.scored:
+            return self.scored[cand.key][1]
+        record = self.cache["scores"].get(cand.key)
+        if record is None:
+            record = self._merge_and_score(cand)
+            self.cache["scores"][cand.key] = record
+            _write_json(self.work / CACHE_FILE, self.cache)
+            self.scored_now += 1
+        scores = Scores(record["id_dev"], record["ood_dev"], record["tasks"])
+        self.scored[cand.key] = (cand, scores)
+        self.progress.update(1)
+        return scores
+
+    def value(self, cand: Candidate) -> float:
+        return objective_value(self.score(cand), self.objective)
+
+    def _merge_and_score(self, cand: Candidate) -> dict[str, Any]:
+        from boom_merge.merging import load_recipe, run_recipe
+
+        recipe = self.work / "candidate.yml"
+        recipe.write_text(recipe_text(cand, self.members, self.base), encoding="utf-8")
+        model = self.work / "model"
+        shutil.rmtree(model, ignore_errors=True)
+        start = time.perf_counter()
+        config, text = load_recipe(recipe)
+        run_recipe(config, model, recipe_text=text)
+        merged = time.perf_counter()
+        try:
+            scores = self.scorer(model)
+        finally:
+            shutil.rmtree(model, ignore_errors=True)
+        return {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
+                "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2)}
+
+    def best(self, candidates: Sequence[Candidate]) -> Candidate:
+        return choose([(c, self.score(c)) for c in candidates], self.objective)
+
+
+def _run_search(search: _Search, full: int, scales: Sequence[float], schemes: Sequence[str],
+                full_grid: bool) -> list[SoupStep]:
+    """Steps 1-5 of the module docstring; returns the greedy-soup trials."""
+    counter = iter(range(10_000))
+    everyone = list(range(len(search.members)))
+    search.score(candidate("base", [full], scale=0.0, order=next(counter)))
+    singles = [candidate("member", [i], order=next(counter)) for i in everyone]
+    for single in singles:
+        search.score(single)
+    steps: list[SoupStep] = []
+    if len(everyone) > 1:
+        grid = scales if full_grid else (1.0,)
+        bags = [candidate("bag", everyone, interpolation=interp, weights=w, scale=t, order=next(counter))
+                for interp in INTERPOLATIONS for w in schemes for t in grid]
+        best = search.best([bag for bag in bags if bag.scale == 1.0])
+        for bag in bags:
+            search.score(bag)
+
+        def soup_value(trial: tuple[int, ...]) -> float:
+            return search.value(candidate("soup", trial, interpolation=best.interpolation, weights=best.weights,
+                                          order=next(counter)))
+
+        soup, steps = greedy_soup(everyone, lambda i: search.value(singles[i]), soup_value)
+        final = candidate("soup", soup, interpolation=best.interpolation, weights=best.weights)
+        top = search.best([best, final]) if len(soup) > 1 else best
+        if not full_grid or top.members != tuple(everyone):
+            for t in scales:
+                search.score(candidate(top.kind, top.members, interpolation=top.interpolation,
+                                       weights=top.weights, scale=t, order=next(counter)))
+    for t in scales:
+        search.score(candidate("wise_ft", [full], scale=t, order=next(counter)))
+    return steps
+
+
+def _planned(members: int, scales: int, schemes: int, full_grid: bool) -> int:
+    """An upper bound on the number of candidates (the progress bar's total)."""
+    if members == 1:
+        return 2 + scales
+    bags = 2 * schemes * (scales if full_grid else 1)
+    return 1 + members + bags + (members - 1) + scales + scales
+
+
+def _load_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
+    """Scores of earlier runs with the same setup: the work dir's cache, then OUT's candidates."""
+    cache: dict[str, Any] = {"setup": setup, "scores": {}}
+    for file in (out / CANDIDATES_FILE, work / CACHE_FILE):
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("setup") != setup:
+            logger.warning("%s: scores of another setup; not reused", file)
+            continue
+        cache["scores"].update(data.get("scores", {}))
+    return cache
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def tune(
+    members: Sequence[str | Path],
+    out: str | Path,
+    *,
+    base: str | Path,
+    corpus: str | Path,
+    in_domain: Sequence[str] | None = None,
+    objective: Objective = "balanced",
+    max_queries: int | None = DEFAULT_MAX_QUERIES,
+    max_corpus: int | None = DEFAULT_MAX_CORPUS,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    full: str | Path | None = None,
+    full_grid: bool = False,
+    merge: bool = False,
+    force: bool = False,
+    device: str | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    scorer: Scorer | None = None,
+    echo: Callable[[str], None] = logger.info,
+) -> TuneResult:
+    """Tune the merge of ``members`` (trained from ``base``) on the dev splits of ``corpus``."""
+    from tqdm.auto import tqdm
+
+    members = [Path(m) for m in members]
+    base, corpus, out = Path(base), Path(corpus), Path(out)
+    rule = selection_rule(objective)
+    if not members:
+        raise BoomError("give at least one member model")
+    for model in (*members, base):
+        if not (model / "config.json").is_file():
+            raise BoomError("not a model directory (no config.json)", path=model)
+    if any(t <= 0 for t in scales):
+        raise BoomError(f"scales must be positive, got {list(scales)}")
+    scales = sorted({*map(float, scales), 1.0})
+    full_index = members.index(Path(full)) if full is not None and Path(full) in members else None
+    if full is not None and full_index is None:
+        raise BoomError("--full must be one of the members", path=Path(full))
+    full_index = full_data_member(members) if full_index is None else full_index
+    inputs = [*members, base, corpus]
+    check_output(out, inputs=inputs, force=force)
+    tasks: DevTasks = dev_tasks(corpus, members, in_domain, need_ood=objective != "id")
+    setup = setup_fingerprint(members, base, corpus, tasks, max_queries, max_corpus)
+    echo(rule)
+    echo(f"ID dev: {', '.join(tasks.in_domain)}; OOD dev: {', '.join(tasks.out_of_domain) or 'none'}")
+    work = out.parent / f".{out.name}.tune-work"
+    work.mkdir(parents=True, exist_ok=True)
+    cache = _load_cache(work, out, setup)
+    scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
+                                  device=device, batch_size=batch_size)
+    schemes = _weight_schemes(members)
+    bar = tqdm(total=_planned(len(members), len(scales), len(schemes), full_grid), desc="tune",
+               unit="candidate", disable=not progress)
+    search = _Search(members, base, work, scorer, cache, objective, bar)
+    with bar:
+        steps = _run_search(search, full_index, scales, schemes, full_grid)
+    scored = list(search.scored.values())
+    chosen = choose(scored, objective)
+    names = [m.name for m in members]
+    with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
+        header = (f"# Written by `boom-merge tune` ({objective}): {chosen.describe(names)}\n"
+                  f"# {rule}\n# Run: mergekit-yaml recipe.yml MODEL   (or: boom-merge merge recipe.yml MODEL)\n")
+        text = recipe_text(chosen, members, base, header)
+        (tmp / "recipe.yml").write_text(text, encoding="utf-8")
+        write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
+                     setup=setup, cache=cache["scores"])
+        if merge:
+            from boom_merge.merging import load_recipe, run_recipe
+
+            config, loaded = load_recipe(tmp / "recipe.yml")
+            run_recipe(config, tmp / "model", recipe_text=loaded)
+    shutil.rmtree(work, ignore_errors=True)
+    return TuneResult(out, rule, chosen, chosen.describe(names), search.scored[chosen.key][1], scored, steps,
+                      search.scored_now)

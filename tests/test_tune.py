@@ -1,0 +1,246 @@
+"""``boom-merge tune``: greedy soup and selection rule by hand; a real tune on tiny models.
+
+The end-to-end run merges tiny members with mergekit and scores them with MTEB on the
+dev splits of a corpus written here (two training domains, one OOD dev source, and an
+OOD test source whose test split must never be read).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+
+from boom_merge.cli import main
+from boom_merge.errors import BoomError
+from boom_merge.tune import Scores, candidate, choose, greedy_soup, selection_rule, tune
+from boom_merge.tune.candidates import recipe_of
+from tests.tiny_models import make_tiny_st
+
+# --- greedy soup and the selection rule on fixed numbers -----------------------------
+
+
+def test_greedy_soup_against_a_hand_computation() -> None:
+    own = {"a": 0.50, "b": 0.70, "c": 0.60, "d": 0.40, "e": 0.55}
+    soups = {"bc": 0.72, "abc": 0.71, "bce": 0.72, "bcd": 0.75}  # "bce" only equals: not an improvement
+    calls = []
+
+    def soup_score(trial: tuple[str, ...]) -> float:
+        calls.append(trial)
+        return soups["".join(sorted(trial))]
+
+    soup, steps = greedy_soup(list("abcde"), own.__getitem__, soup_score)
+    # order by own score: b .70, c .60, e .55, a .50, d .40
+    assert calls == [("b", "c"), ("b", "c", "e"), ("b", "c", "a"), ("b", "c", "d")]
+    assert [(s.members, s.score, s.kept) for s in steps] == [
+        (("b", "c"), 0.72, True), (("b", "c", "e"), 0.72, False), (("b", "c", "a"), 0.71, False),
+        (("b", "c", "d"), 0.75, True),
+    ]
+    assert soup == ("b", "c", "d")
+    assert greedy_soup(["x"], lambda m: 0.1, soup_score) == (("x",), [])
+
+
+def _table() -> list[tuple]:
+    """(candidate, ID dev, OOD dev) with the objective winners worked out by hand."""
+    return [
+        (candidate("base", [3], scale=0.0, order=0), 0.40, 0.60),        # balanced .50
+        (candidate("member", [3], order=1), 0.70, 0.40),                 # .55, best ID
+        (candidate("bag", [0, 1, 2, 3], order=2), 0.66, 0.50),           # .58
+        (candidate("bag", [0, 1, 2, 3], scale=0.75, order=3), 0.62, 0.56),  # .59 best balanced
+        (candidate("wise_ft", [3], scale=0.25, order=4), 0.45, 0.62),    # .535, best OOD
+        (candidate("bag", [0, 1, 2, 3], weights="ratio", scale=0.75, order=5), 0.60, 0.58),  # .59 tie, ratio
+        (candidate("soup", [1, 3], scale=0.75, order=6), 0.59, 0.59),    # .59 tie, fewer members
+    ]
+
+
+def test_selection_rule_on_a_fixed_table() -> None:
+    scored = [(c, Scores(i, o)) for c, i, o in _table()]
+    cands = [c for c, *_ in _table()]
+    assert choose(scored, "balanced") == cands[3]  # three-way tie at .59: equal weights, all members win
+    assert choose(scored, "id") == cands[1]
+    assert choose(scored, "ood") == cands[4]
+    # a tie with a scale-1 candidate goes to scale 1
+    tied = [(cands[3], Scores(0.5, 0.5)), (cands[2], Scores(0.4, 0.6)), (cands[6], Scores(0.6, 0.4))]
+    assert choose(tied, "balanced") == cands[2]
+    assert "mean of the ID-dev and OOD-dev averages" in selection_rule("balanced")
+    with pytest.raises(BoomError, match="OOD-dev"):
+        choose([(cands[0], Scores(0.5, None))], "balanced")
+
+
+def test_candidates_normalise_and_write_boom_recipes(tmp_path: Path) -> None:
+    assert candidate("member", [2], interpolation="linear", weights="ratio").key == candidate("member", [2]).key
+    assert candidate("bag", [1, 0]).members == (0, 1)
+    cand = candidate("bag", [0, 1], interpolation="linear", scale=0.5)
+    recipe = recipe_of(cand, [tmp_path / "m0", tmp_path / "m1"], tmp_path / "base")
+    assert recipe["merge_method"] == "boom" and recipe["base_model"] == str((tmp_path / "base").resolve())
+    assert recipe["parameters"] == {"interpolation": "linear", "scale": 0.5}
+    assert [m["parameters"]["weight"] for m in recipe["models"]] == [0.5, 0.5]
+
+
+# --- a real tune on tiny models ------------------------------------------------------
+
+TRAIN, OOD_DEV, OOD_TEST = ("alpha", "beta"), ("gamma",), ("omega",)
+WORDS = ["river", "stone", "cloud", "forest", "candle", "mirror", "garden", "ladder", "harbor", "violin",
+         "pepper", "marble", "falcon", "silver", "meadow", "lantern", "thunder", "velvet", "compass", "orchard"]
+
+
+def _write_split(root: Path, split: str, name: str, offset: int) -> None:
+    folder = root / split / name
+    (folder / "qrels").mkdir(parents=True)
+    words = WORDS[offset:] + WORDS[:offset]
+    with (folder / "queries.jsonl").open("w") as queries, (folder / "corpus.jsonl").open("w") as corpus:
+        for i, word in enumerate(words[:10]):
+            queries.write(json.dumps({"_id": f"{name}-{split}-q{i}", "text": f"{word} {name}"}) + "\n")
+            corpus.write(json.dumps({"_id": f"{name}-{split}-d{i}", "title": "", "text": f"a {word} of {name} kind"}) + "\n")
+    qrels = "".join(f"{name}-{split}-q{i}\t{name}-{split}-d{i}\t1\n" for i in range(10))
+    (folder / "qrels" / f"{split}.tsv").write_text(f"query-id\tcorpus-id\tscore\n{qrels}")
+
+
+def write_dev_corpus(root: Path) -> Path:
+    """A built corpus with dev splits; OOD test sources have no dev split."""
+    sources = {}
+    for offset, name in enumerate((*TRAIN, *OOD_DEV, *OOD_TEST)):
+        role = "train" if name in TRAIN else "ood_dev" if name in OOD_DEV else "ood_test"
+        splits = ["test"] if role == "ood_test" else ["train", "dev", "test"]
+        sources[name] = {"domain": "words", "task": "retrieval", "licence": "CC0-1.0", "role": role, "splits": splits}
+        for split in splits[1:]:
+            _write_split(root, split, name, 3 * offset + (split == "dev"))
+    roles = {"train": list(TRAIN), "ood_dev": list(OOD_DEV), "ood_test": list(OOD_TEST)}
+    (root / "manifest.json").write_text(json.dumps({"seed": 0, "sources": sources, "missing": {}, "roles": roles}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], Path]:
+    root = tmp_path_factory.mktemp("tune")
+    base = make_tiny_st(root / "base", seed=0)
+    members = []
+    for i, ratio in enumerate((0.5, 1.0)):
+        member = make_tiny_st(root / f"member-{i}", seed=i + 1, perturb_from=base, perturb_scale=0.02 * (i + 1))
+        manifest = {"kind": "member", "sample_ratio": ratio, "member_index": i, "seed": 0, "datasets": {name: {"rows": 10} for name in TRAIN}}
+        (member / "boom_member.json").write_text(json.dumps(manifest))
+        members.append(member)
+    return base, members, write_dev_corpus(root / "corpus")
+
+
+@pytest.fixture(scope="module")
+def tuned(setup, tmp_path_factory: pytest.TempPathFactory):
+    base, members, corpus = setup
+    out = tmp_path_factory.mktemp("runs") / "tune"
+    result = tune(members, out, base=base, corpus=corpus, scales=(0.5, 1.0), max_queries=8, max_corpus=10,
+                  merge=True, progress=False, device="cpu")
+    return result, out
+
+
+def test_tune_scores_every_candidate_on_dev_and_picks_by_the_rule(tuned, setup) -> None:
+    result, out = tuned
+    data = json.loads((out / "candidates.json").read_text())
+    rows = {row["key"]: row for row in data["candidates"]}
+    labels = {row["label"] for row in rows.values()}
+    # base, both members, 2 interpolations x 2 weights, the scale grid on the best bag, the WiSE-FT line
+    assert {"base", "member-0", "member-1", "WiSE-FT member-1 t=0.5"} <= labels
+    assert {(r["interpolation"], r["weights"]) for r in rows.values() if r["kind"] == "bag"} == {
+        ("slerp", "equal"), ("slerp", "ratio"), ("linear", "equal"), ("linear", "ratio")}
+    assert len(rows) == len(result.candidates) == 9
+    for row in rows.values():  # dev tasks only: the OOD test source never appears
+        assert sorted(row["tasks"]) == ["BoomAlphaRetrieval", "BoomBetaRetrieval", "BoomGammaRetrieval"]
+        assert row["id_dev"] == pytest.approx((row["tasks"]["BoomAlphaRetrieval"] + row["tasks"]["BoomBetaRetrieval"]) / 2)
+        assert row["ood_dev"] == pytest.approx(row["tasks"]["BoomGammaRetrieval"])
+    best = max(row["objective"] for row in rows.values())
+    assert rows[data["chosen"]]["objective"] == pytest.approx(best)
+    assert data["chosen"] == result.chosen.key
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert "**chosen**" in (out / "candidates.md").read_text()
+    assert not (out.parent / f".{out.name}.tune-work").exists()
+
+
+def _tensors(model: Path) -> dict[str, np.ndarray]:
+    (weights,) = model.glob("*.safetensors")
+    return load_file(str(weights))
+
+
+def test_recipe_runs_under_plain_mergekit_and_equals_boom_merge(tuned, tmp_path: Path) -> None:
+    from boom_merge.merging import merge_recipe
+
+    _, out = tuned
+    plain = tmp_path / "plain"
+    run = subprocess.run([str(Path(sys.executable).parent / "mergekit-yaml"), str(out / "recipe.yml"), str(plain)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ours = merge_recipe(out / "recipe.yml", tmp_path / "ours")
+    for other in (ours, out / "model"):
+        a, b = _tensors(plain), _tensors(other)
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_rerun_reuses_cached_scores_and_reselects(tuned, setup) -> None:
+    base, members, corpus = setup
+    _, out = tuned
+    args = ["tune", *map(str, members), "--base", str(base), "--corpus", str(corpus), "-o", str(out),
+            "--scales", "0.5,1", "--max-queries", "8", "--max-corpus", "10", "--objective", "id", "--force",
+            "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "selection rule (id, fixed before scoring)" in result.output.splitlines()[0]
+    assert "(0 scored now)" in result.output
+    data = json.loads((out / "candidates.json").read_text())
+    best = max(row["id_dev"] for row in data["candidates"])
+    assert [r for r in data["candidates"] if r["key"] == data["chosen"]][0]["id_dev"] == best
+
+
+def test_an_interrupted_tune_resumes(setup, tmp_path: Path) -> None:
+    base, members, corpus = setup
+    calls = []
+
+    def scorer(model: Path) -> Scores:
+        calls.append(model)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return Scores(0.5 + 0.01 * len(calls), 0.5, {})
+
+    out = tmp_path / "tune"
+    with pytest.raises(KeyboardInterrupt):
+        tune(members, out, base=base, corpus=corpus, scales=(1.0,), scorer=scorer, progress=False)
+    assert not out.exists() and len(json.loads((tmp_path / ".tune.tune-work" / "scores.json").read_text())["scores"]) == 2
+    result = tune(members, out, base=base, corpus=corpus, scales=(1.0,), scorer=scorer, progress=False)
+    assert result.scored_now == len(result.candidates) - 2
+
+
+def test_bad_setups_are_one_line_errors(setup, tmp_path: Path) -> None:
+    base, members, corpus = setup
+    with pytest.raises(BoomError, match="no dev split for --in-domain omega"):
+        tune(members, tmp_path / "o", base=base, corpus=corpus, in_domain=["omega"])
+    with pytest.raises(BoomError, match="--full must be one of the members"):
+        tune(members, tmp_path / "o", base=base, corpus=corpus, full=base)
+    with pytest.raises(BoomError, match="would|input"):
+        tune(members, members[0] / "tune", base=base, corpus=corpus)
+    assert not (tmp_path / "o").exists()
+
+
+def test_tune_help_has_examples() -> None:
+    result = CliRunner().invoke(main, ["tune", "--help"])
+    assert result.exit_code == 0 and "Examples:" in result.output and "--objective" in result.output
+
+
+# --- seed soups: M full-data models of different seeds ----------------------------------
+
+
+def test_seed_soup_recipe_is_the_uniform_average(tiny_bag, tmp_path: Path) -> None:
+    from boom_merge.merging import merge_recipe
+    from boom_merge.recipes import write_recipe
+
+    _, seeds = tiny_bag  # stand-ins for full-data models trained with different seeds
+    recipe = write_recipe(seeds[:3], tmp_path / "soup.yml", method="boom_linear", weights="equal")
+    soup = merge_recipe(recipe, tmp_path / "soup")
+    merged, inputs = _tensors(soup), [_tensors(s) for s in seeds[:3]]
+    for key, value in merged.items():
+        if np.issubdtype(value.dtype, np.floating):
+            expected = np.mean([t[key].astype(np.float64) for t in inputs], axis=0)
+            np.testing.assert_allclose(value, expected, atol=1e-6)
