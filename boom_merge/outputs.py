@@ -177,11 +177,13 @@ def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = F
     return real
 
 
-def check_output_file(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = True) -> Path:
+def check_output_file(
+    out: str | Path, *, inputs: Iterable[Any] = (), force: bool = True, parents: bool = False
+) -> Path:
     """The rules for one output file (a report, a recipe); writes nothing, returns its resolved path.
 
-    Its directory must exist; it must not be a directory, nor an input, nor inside one;
-    an existing file is replaced only with ``force``.
+    Its directory must exist (or, with ``parents``, be creatable); it must not be a
+    directory, nor an input, nor inside one; an existing file is replaced only with ``force``.
     """
     given = _as_path(out)
     if given is None or str(out) == "":
@@ -193,6 +195,9 @@ def check_output_file(out: str | Path, *, inputs: Iterable[Any] = (), force: boo
         raise BoomError(f"output file {shown} is a directory")
     if os.path.lexists(real) and not force:
         raise BoomError(f"output file {shown} already exists; pass --force to replace it")
+    if parents:
+        _check_parent(given, real)
+        return real
     if not real.parent.is_dir():
         problem = "is not a directory" if os.path.lexists(real.parent) else "does not exist"
         raise BoomError(f"cannot write {shown}: the directory {real.parent} {problem}")
@@ -201,9 +206,14 @@ def check_output_file(out: str | Path, *, inputs: Iterable[Any] = (), force: boo
     return real
 
 
-def write_output_file(out: str | Path, text: str, *, inputs: Iterable[Any] = (), force: bool = True) -> Path:
-    """Write ``text`` to ``out`` atomically (temporary sibling, fsync, rename, umask mode)."""
-    real = check_output_file(out, inputs=inputs, force=force)
+def write_output_file(
+    out: str | Path, text: str, *, inputs: Iterable[Any] = (), force: bool = True, parents: bool = False
+) -> Path:
+    """Write ``text`` to ``out`` atomically (temporary sibling, fsync, rename, umask mode);
+    ``parents``: create missing directories above it."""
+    real = check_output_file(out, inputs=inputs, force=force, parents=parents)
+    if parents:
+        _make_parents(real.parent)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{real.name}.tmp-{os.getpid()}-", dir=real.parent)
     except OSError as error:

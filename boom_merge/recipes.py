@@ -8,7 +8,6 @@ from the ``boom_member.json`` manifest the trainer writes).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,10 +16,13 @@ import yaml
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import MEMBER_FILE
+from boom_merge.outputs import check_output_file, write_output_file
 
 Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
 WeightScheme = Literal["equal", "ratio"]
+# output dtypes a recipe or merge may ask for (default: the inputs' own dtype)
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
 _NEEDS_BASE = {"task_arithmetic", "ties"}
 _IGNORES_BASE = {"linear"}  # mergekit's linear would ask for a weight for the base
 
@@ -49,15 +51,22 @@ def ordered_references(config: Any) -> list[Any]:
     return list(dict.fromkeys(refs))
 
 
+def _manifest(member: str | Path) -> Any:
+    """A member's ``boom_member.json`` (a dir or Hub id), read by :mod:`boom_merge.lineage`."""
+    from boom_merge.lineage import read_member_manifest
+    from boom_merge.models import resolve_model
+
+    path = resolve_model(member).path
+    manifest = read_member_manifest(path)
+    if manifest is None:
+        raise BoomError("no member manifest; train it with `boom-merge train` or use --weights equal",
+                        path=path / MEMBER_FILE)
+    return manifest
+
+
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """A member's ``boom_member.json``."""
-    path = Path(model_dir) / MEMBER_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BoomError("no member manifest; train it with `boom-merge train` or use --weights equal", path=path) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise BoomError(f"unreadable member manifest ({error})", path=path) from None
+    """A member's ``boom_member.json`` as a dict."""
+    return dict(_manifest(model_dir).data)
 
 
 def member_weights(members: Sequence[str | Path], scheme: WeightScheme) -> list[float]:
@@ -67,10 +76,10 @@ def member_weights(members: Sequence[str | Path], scheme: WeightScheme) -> list[
     else:
         raw = []
         for member in members:
-            ratio = read_manifest(member).get("sample_ratio")
-            if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-                raise BoomError(f"sample_ratio must be a number in (0, 1], got {ratio!r}", path=Path(member) / MEMBER_FILE)
-            raw.append(float(ratio))
+            manifest = _manifest(member)
+            if manifest.sample_ratio is None:
+                raise BoomError("the member manifest has no sample_ratio; use --weights equal", path=manifest.file)
+            raw.append(manifest.sample_ratio)
     total = sum(raw)
     return [round(w / total, 6) for w in raw]
 
@@ -82,9 +91,13 @@ def build_recipe(
     weights: WeightScheme = "equal",
     base: str | Path | None = None,
     density: float = 0.5,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> dict[str, Any]:
-    """A mergekit recipe (as a dict) merging ``members`` with ``method``."""
+    """A mergekit recipe (as a dict) merging ``members`` with ``method``.
+
+    No ``dtype`` is written by default: the merge keeps the inputs' dtype (arithmetic in
+    float32); ``dtype`` sets the output's (``out_dtype``).
+    """
     if not members:
         raise BoomError("at least one member model is needed")
     if method not in METHODS:
@@ -101,8 +114,11 @@ def build_recipe(
     recipe: dict[str, Any] = {
         "merge_method": {"boom_linear": "boom"}.get(method, method),
         "models": models,
-        "dtype": dtype,
     }
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise BoomError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        recipe["out_dtype"] = dtype
     if base is not None and method not in _IGNORES_BASE:
         recipe["base_model"] = str(base)
     if method in ("boom", "boom_linear"):
@@ -132,17 +148,12 @@ def write_recipe(
     force: bool = False,
     **options: Any,
 ) -> Path:
-    """Write a runnable recipe to ``out``; refuse to overwrite without ``force``."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise BoomError("recipe already exists; pass --force to replace it", path=out)
+    """Write a runnable recipe to ``out`` atomically; refuse to overwrite without ``force``."""
+    from boom_merge.outputs import write_output_file
+
     text = recipe_yaml(
         build_recipe(members, method=method, weights=weights, base=base, **options),
         method=method,
         weights=weights,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_output_file(out, text, inputs=[*members, base], force=force, parents=True)

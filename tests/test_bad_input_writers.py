@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -121,3 +122,15 @@ def test_drift_json_in_a_missing_dir(tmp_path, tiny_bag) -> None:
     _fails(["drift", old, new, "--json", "/nonexistent/dir/x.json"], "/nonexistent/dir/x.json", "does not exist")
     _fails(["drift", old, new, "--json", old / "drift.json"], old / "drift.json", "inside the input")
     _unchanged(tmp_path, before)
+
+
+def test_recipe_inside_a_member(tmp_path, tiny_bag) -> None:
+    members = _models(tiny_bag, tmp_path, "m0", "m1")
+    before = tree_sha256(tmp_path)
+    _fails(["recipe", *members, "-o", members[0] / "boom.yml"], members[0] / "boom.yml", "inside the input")
+    _unchanged(tmp_path, before)
+    result = CliRunner().invoke(main, ["recipe", *map(str, members), "-o", str(tmp_path / "new" / "boom.yml")])
+    assert result.exit_code == 0, result.output
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "new" / "boom.yml").stat().st_mode & 0o777 == 0o666 & ~mask and not strays(tmp_path)
