@@ -64,7 +64,9 @@ class SimilarityReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        path = Path(path)
+        from boom_merge.outputs import check_output_file
+
+        path = check_output_file(path, inputs=[*self.models, self.origin], parents=True)  # never inside a model
         overall = self.cosine[OVERALL].numpy()
         m = len(self.models)
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
