@@ -98,8 +98,17 @@ def parse_record(record: Any, example_id: int) -> Example:
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed JSON or the ValueError) for each non-blank line."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise BoomError(f"cannot read the training data: {error.strerror}", path=path) from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                yield number, ValueError(f"not UTF-8 text (invalid byte 0x{raw[error.start]:02x} at position {error.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
@@ -212,6 +221,9 @@ def scan_training_data(path: str | Path, on_bad_line: OnBadLine = "fail") -> dic
         files = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
         if not files:
             raise BoomError("no *.jsonl files and no Hugging Face dataset in this directory", path=path)
+        for file in files:
+            if not file.is_file():
+                raise BoomError("not a jsonl file (a directory or special file named like one)", path=file)
         datasets = {f.stem: _collect(f.stem, f, _jsonl_records(f), on_bad_line, unit="line") for f in files}
     _report(datasets)
     if not datasets:
