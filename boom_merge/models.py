@@ -78,6 +78,8 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
         path = local.resolve()
         hub_id, revision = _cache_identity(path)
         return ResolvedModel(text, path, hub_id, revision)
+    if local.exists():
+        raise BoomError("not a model directory (a file)", path=text)
     repo_id, _, revision = text.partition("@")
     if not repo_id or (text.count("@") > 1) or ("@" in text and not revision):
         raise BoomError("not a local directory, nor a Hub id (org/name or org/name@revision)", path=text)

@@ -98,6 +98,12 @@ def test_absent_model_offline_is_one_line(spec: str, hub_cache: Path) -> None:
     assert message.startswith(f"{spec}: not a local directory") and "\n" not in message
 
 
+def test_file_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yml").write_text("models: []\n")
+    with pytest.raises(BoomError, match=r"recipe\.yml: not a model directory \(a file\)$"):
+        resolve_model(tmp_path / "recipe.yml")
+
+
 def test_closed_port_names_model_and_connection(tmp_path: Path) -> None:
     """Real process, HF_HUB_OFFLINE unset, empty cache, Hub at a closed port: one line, fast."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_OFFLINE"))}

@@ -121,7 +121,10 @@ def load_model(init_model: str | Path | ResolvedModel, config: TrainConfig) -> S
     if prompts:
         model.prompts = {**model.prompts, **prompts}
     if config.lora:
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise BoomError("--lora needs peft: pip install 'boom-merge[lora]'") from None
 
         lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, task_type="FEATURE_EXTRACTION")
         model[0].model = get_peft_model(model[0].model, lora)
