@@ -134,3 +134,18 @@ def test_recipe_inside_a_member(tmp_path, tiny_bag) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "new" / "boom.yml").stat().st_mode & 0o777 == 0o666 & ~mask and not strays(tmp_path)
+
+
+def test_merge_while_another_run_writes_the_same_out(tmp_path, tiny_bag) -> None:
+    import fcntl
+
+    members = _models(tiny_bag, tmp_path, "m0", "m1")
+    recipe = _recipe(tmp_path / "boom.yml", members)
+    fd = os.open(tmp_path / ".out.lock", os.O_RDWR | os.O_CREAT)  # the first run's lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        before = tree_sha256(tmp_path)
+        _fails(["merge", recipe, tmp_path / "out"], f"another boom-merge is writing {tmp_path / 'out'}")
+        assert tree_sha256(tmp_path) == before and not (tmp_path / "out").exists()
+    finally:
+        os.close(fd)
