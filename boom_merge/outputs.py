@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -132,6 +133,8 @@ def _check_existing(given: Path, real: Path, force: bool) -> None:
     shown = _shown(given, real)
     if not force:
         raise BoomError(f"output {shown} already exists; pass --force to replace it")
+    if real.is_dir() and not any(real.iterdir()):
+        return  # an empty dir: nothing to lose
     if not real.is_dir():
         raise BoomError(f"output {shown} exists and is not a directory; --force replaces only boom-merge outputs")
     if not is_boom_output(real):
@@ -356,7 +359,8 @@ def _remove_stale(out: Path) -> None:
             continue
         if match.group(1) == "old" and not os.path.lexists(out):
             logger.warning("%s: restoring the output an interrupted run displaced", out)
-            entry.rename(out)
+            with contextlib.suppress(OSError):
+                entry.rename(out)
             continue
         logger.info("%s: removing the temporary dir of an interrupted run", entry)
         shutil.rmtree(entry, ignore_errors=True)
@@ -386,7 +390,7 @@ def _finish(tmp: Path) -> None:
         for name in files:
             path = os.path.join(root, name)
             info = os.lstat(path)
-            if not os.path.islink(path):
+            if stat.S_ISREG(info.st_mode):  # not links (their targets are not ours), nor FIFOs
                 os.chmod(path, (0o777 if info.st_mode & 0o111 else 0o666) & ~mask)
                 _fsync(path)
         _fsync(root)
@@ -507,4 +511,5 @@ def atomic_output_dir(out: str | Path, *, force: bool = False, inputs: Iterable[
 
 
 # what the place of an output (not the program) is to blame for
-_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                             errno.EBUSY, errno.EXDEV})

@@ -126,6 +126,11 @@ def test_force_replaces_only_what_boom_merge_wrote(tmp_path) -> None:
     with atomic_output_dir(legacy, force=True) as tmp:  # and the marker makes it replaceable again
         (tmp / "newer").write_text("y")
     assert sorted(p.name for p in legacy.iterdir()) == [OUTPUT_MARKER, "newer"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(empty, "already exists; pass --force")
+    with atomic_output_dir(empty, force=True) as tmp:  # with --force an empty dir is fine: nothing to lose
+        (tmp / "new").write_text("x")
     assert not strays(tmp_path)
 
 
