@@ -76,7 +76,7 @@ def test_refuses_to_write_into_old_or_over_existing(tmp_path, tiny_bag) -> None:
     _, (old, update, *_) = tiny_bag
     before = _snapshot(old)
     inside = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(old / "new")])
-    assert inside.exit_code != 0 and "inside an input model" in inside.output
+    assert inside.exit_code != 0 and "inside the input" in inside.output
     same = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(old), "--force"])
     assert same.exit_code != 0
     out = tmp_path / "exists"
