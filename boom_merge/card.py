@@ -1,10 +1,15 @@
-"""Model cards for merged and member models (one builder, used by merge and push).
+"""Model cards for merged, incremental and member models (one builder, used by merge and push).
 
-The card is a Hugging Face ``README.md``: YAML metadata the Hub understands
-(``library_name``, ``pipeline_tag``, ``base_model`` with ``base_model_relation``,
-licence, MTEB scores as ``model-index``) and a body that says how the model was made:
-merge method and recipe, members with their sample ratios, seeds and data, incremental
-lineage, and the licences of the datasets used.
+A card is what a sentence-transformers card is (``SentenceTransformerModelCardData`` rendered
+with sentence-transformers' own template: model details with architecture, max length,
+dimension and similarity function; training datasets with sizes and loss; hyperparameters;
+framework versions; citations, BOOM's among them), followed by BOOM's sections
+(:mod:`boom_merge.card_body`). A trained member keeps the card sentence-transformers' trainer
+wrote for it, extended with BOOM's sections. The facts come from the provenance records
+(:mod:`boom_merge.lineage`: kind, Hub bases, members, datasets) and from what evaluation wrote
+(:mod:`boom_merge.card_eval`); this module re-derives none of them. The title and usage name
+are the given ``title`` (the repo id on push, the final output name on merge), never a
+temporary dir's name.
 """
 
 from __future__ import annotations
@@ -12,83 +17,59 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from textwrap import indent
 from typing import Any
 
-import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 from huggingface_hub.repocard import metadata_load
 
+from boom_merge.card_body import BOOM_CITATION, END, START, boom_sections
+from boom_merge.card_eval import Score, eval_results, read_scores
 from boom_merge.errors import BoomError
-from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR
+from boom_merge.lineage import (
+    Lineage,
+    MemberManifest,
+    copied_manifests,
+    hub_bases,
+    read_lineage,
+    read_member_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
-CORPUS_MANIFEST = "manifest.json"
+CARD_FILE = "README.md"
 RECIPE_FILES = ("boom_recipe.yml", "mergekit_config.yml")
-TAGS = [
-    "sentence-transformers",
-    "sentence-similarity",
-    "feature-extraction",
-    "boom-merge",
-    "mergekit",
-    "merge",
-]
-_HF_CACHE_DIR = re.compile(r"^models--([^/]+?)--([^/]+)$")
+BASE_TAGS = ("sentence-transformers", "sentence-similarity", "feature-extraction", "boom-merge")
+KIND_TAGS = {
+    "merge": ("mergekit", "merge"),
+    "incremental": ("mergekit", "merge", "boom-incremental"),
+    "member": ("boom-member",),
+    "update": ("boom-update",),
+}
+RELATIONS = {"merge": "merge", "incremental": "merge", "member": "finetune", "update": "finetune"}
+_SNIPPET = re.compile(r'(SentenceTransformer\(")[^"]*("\))')
 
 
 @dataclass(frozen=True)
-class Member:
-    """One bag member as recorded in its ``boom_member.json``."""
+class Facts:
+    """What the provenance records say about one model dir."""
 
-    name: str
-    manifest: dict[str, Any]
+    kind: str  # merge | incremental | member | update
+    method: str | None
+    bases: list[str]  # Hub ids, nearest first, in the merge's order
+    base_revision: str | None
+    inputs: list[str]
+    members: list[tuple[str, MemberManifest]]
+    manifest: MemberManifest | None
+    lineage: Lineage | None
+    recipe_yaml: str | None
 
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object, turning unreadable or malformed files into a BoomError."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BoomError(f"cannot read JSON: {error}", path=path) from None
-    if not isinstance(data, dict):
-        raise BoomError("expected a JSON object", path=path)
-    return data
-
-
-def hub_id(model: str) -> str:
-    """The ``base_model`` entry for an input: a Hub id as given, else a readable name.
-
-    Local paths inside a Hugging Face cache (``models--ORG--NAME/snapshots/...``) map
-    back to ``ORG/NAME``; any other local path becomes its directory name.
-    """
-    path = Path(model)
-    if not path.exists():
-        return model
-    for part in reversed(path.resolve().parts):
-        match = _HF_CACHE_DIR.match(part)
-        if match:
-            return f"{match.group(1)}/{match.group(2)}"
-    return path.resolve().name
-
-
-def read_members(model_dir: Path) -> list[Member]:
-    """Member manifests found in ``model_dir``: its own and those under ``boom_members/``.
-
-    ``boom_members/NAME.json`` and ``boom_members/NAME/boom_member.json`` are both
-    accepted; the member is named after the file (or folder).
-    """
-    members = []
-    if (model_dir / MEMBER_FILE).is_file():
-        members.append(Member(model_dir.name, read_json(model_dir / MEMBER_FILE)))
-    copies = model_dir / MEMBERS_DIR
-    if copies.is_dir():
-        for path in sorted(copies.rglob("*.json")):
-            name = path.parent.name if path.name == MEMBER_FILE else path.stem
-            members.append(Member(name, read_json(path)))
-    return members
+    @property
+    def relation(self) -> str:
+        return RELATIONS[self.kind]
 
 
 def read_recipe(model_dir: Path) -> str | None:
@@ -99,369 +80,262 @@ def read_recipe(model_dir: Path) -> str | None:
     return None
 
 
-def recipe_inputs(recipe_yaml: str, *, source: Path | None = None) -> tuple[list[str], str | None]:
-    """The input models and merge method of a mergekit recipe."""
-    try:
-        recipe = yaml.safe_load(recipe_yaml)
-    except yaml.YAMLError as error:
-        raise BoomError(f"invalid recipe YAML: {error}".replace("\n", " "), path=source) from None
-    if not isinstance(recipe, dict):
-        raise BoomError("recipe is not a YAML mapping", path=source)
-    inputs = [entry["model"] if isinstance(entry, dict) else entry for entry in recipe.get("models") or []]
-    base = recipe.get("base_model")
-    if base and base not in inputs:
-        inputs.insert(0, base)
-    return [str(model) for model in inputs], recipe.get("merge_method")
+def model_facts(
+    model_dir: Path, *, inputs: Sequence[str] | None = None, recipe_yaml: str | None = None, method: str | None = None
+) -> Facts:
+    """The card's facts from ``model_dir``'s records; ``inputs``/``recipe_yaml``/``method`` as the merge knows them."""
+    manifest, lineage = read_member_manifest(model_dir), read_lineage(model_dir)
+    recipe_yaml = recipe_yaml if recipe_yaml is not None else read_recipe(model_dir)
+    if lineage is not None and lineage.kind in ("merge", "incremental"):
+        kind, method = lineage.kind, method or lineage.method
+        inputs = list(inputs or [r.path or r.hub_id or "?" for r in lineage.inputs])
+    elif manifest is not None:
+        kind, inputs = manifest.kind if manifest.kind in RELATIONS else "member", [manifest.base_model or "?"]
+    elif recipe_yaml is not None or inputs:
+        kind = "incremental" if method == "boom_incremental" else "merge"
+        inputs = list(inputs or [])
+    else:
+        raise BoomError("cannot tell what the model is made from: no boom_lineage.json, boom_member.json or recipe",
+                        path=model_dir)  # fmt: skip
+    revision = manifest.base_model_revision if manifest is not None else None
+    return Facts(kind, method, hub_bases(model_dir), revision, inputs, copied_manifests(model_dir), manifest,
+                 lineage, recipe_yaml)  # fmt: skip
 
 
-def model_licence(model: str) -> str | None:
-    """The ``license`` in a local model's README metadata, following a member to its base."""
-    path = Path(model)
-    if not path.is_dir():
+# --- licences ---------------------------------------------------------------------------
+
+
+def _readme_licence(readme: Path | None) -> str | None:
+    if readme is None or not readme.is_file():
         return None
-    if (path / "README.md").is_file():
-        licence = metadata_load(path / "README.md") or {}
-        if licence.get("license"):
-            return str(licence["license"])
-    if (path / MEMBER_FILE).is_file():
-        base = read_json(path / MEMBER_FILE).get("base_model")
-        if base and Path(str(base)).resolve() != path.resolve():
-            return model_licence(str(base))
-    return None
+    licence = (metadata_load(readme) or {}).get("license")
+    return str(licence) if licence else None
 
 
-def common_licence(inputs: Iterable[str]) -> str | None:
-    """The licence shared by all inputs, or None if any is unknown or they differ."""
-    licences = {model_licence(model) for model in inputs}
-    return licences.pop() if len(licences) == 1 else None
+def _spec_licences(spec: str | None, depth: int) -> set[str | None]:
+    """Licences of a model named in a record: a local dir's README (or what it derives from), a cached Hub card."""
+    if not spec or depth > 16:
+        return {None}
+    path = Path(spec)
+    if path.is_dir():
+        own = _readme_licence(path / CARD_FILE)
+        return {own} if own else _record_licences(path, depth + 1)
+    repo = spec.partition("@")[0]
+    if repo.count("/") == 1 and not path.is_absolute():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, CARD_FILE)
+        return {_readme_licence(Path(cached)) if isinstance(cached, str) else None}
+    return {None}
 
 
-def _corpus_licences(data: str) -> dict[str, str]:
-    """Source -> licence from a built corpus's ``manifest.json`` (in the data folder or above it)."""
-    for folder in (Path(data), Path(data).parent):
-        if (folder / CORPUS_MANIFEST).is_file():
-            sources = read_json(folder / CORPUS_MANIFEST).get("sources") or {}
-            return {name: str(s["licence"]) for name, s in sources.items() if isinstance(s, dict) and s.get("licence")}
-    return {}
+def _record_licences(model_dir: Path, depth: int = 0) -> set[str | None]:
+    manifest, lineage = read_member_manifest(model_dir), read_lineage(model_dir)
+    if manifest is not None:
+        return _spec_licences(manifest.base_model or manifest.base_model_id, depth)
+    if lineage is not None and lineage.kind == "copy":
+        return _spec_licences((lineage.data.get("source") or {}).get("hub_id"), depth)
+    if lineage is None or not lineage.inputs:
+        return {None}
+    found: set[str | None] = set()
+    for record in lineage.inputs:
+        exists = record.path and Path(record.path).is_dir()
+        copy = read_member_manifest(model_dir / record.manifest) if record.manifest and not exists else None
+        if copy is not None:
+            found |= _spec_licences(copy.base_model or copy.base_model_id, depth)
+        else:
+            found |= _spec_licences(record.path if exists else record.hub_id, depth)
+    return found
 
 
-def dataset_licences(members: Sequence[Member]) -> dict[str, str]:
-    """Training dataset -> licence: a manifest entry's ``licence``, else the corpus manifest's.
+def model_licence(model_dir: str | Path) -> str | None:
+    """The licence the model's origins share (their READMEs' ``license``), None if unknown or mixed."""
+    licences = _record_licences(Path(model_dir))
+    return next(iter(licences)) if len(licences) == 1 else None
 
-    Members record their data folder as ``data``; update models as ``new_data.path`` and
-    ``history.path``, with datasets named ``new/NAME`` and ``history/NAME``.
-    """
+
+def dataset_licences(members: Sequence[tuple[str, MemberManifest]]) -> dict[str, str]:
+    """Training dataset -> licence: the manifest entry's ``licence``, else the corpus manifest's sources."""
+    from boom_merge.evaluation.corpus import read_sources
+
     licences: dict[str, str] = {}
-    for member in members:
-        manifest = member.manifest
-        folders = [manifest.get("data"), *((manifest.get(key) or {}).get("path") for key in ("new_data", "history"))]
+    for _, manifest in members:
         corpus: dict[str, str] = {}
-        for folder in filter(None, folders):
-            corpus |= _corpus_licences(str(folder))
-        for name, entry in (manifest.get("datasets") or {}).items():
-            source = name.rsplit("/", 1)[-1]
-            licence = (entry.get("licence") if isinstance(entry, dict) else None) or corpus.get(source)
-            if licence:
-                licences[source] = str(licence)
+        for folder in map(Path, manifest.data_dirs()):
+            root = next((f for f in (folder, folder.parent) if (f / "manifest.json").is_file()), None)
+            if root is not None:
+                corpus |= {name: s.licence for name, s in read_sources(root).items() if s.licence}
+        parts = manifest.parts() or {"": {"datasets": manifest.datasets}}
+        for part in parts.values():
+            for name, entry in (part.get("datasets") or {}).items():
+                licence = (entry.get("licence") if isinstance(entry, dict) else None) or corpus.get(name)
+                if licence:
+                    licences[name] = str(licence)
     return licences
 
 
-# MTEB task type (as the name's suffix of local tasks such as BoomFoldocRetrieval) -> HF task type
-_HF_TASK_TYPES = {
-    "Retrieval": "text-retrieval",
-    "Reranking": "text-ranking",
-    "STS": "sentence-similarity",
-    "PairClassification": "text-classification",
-    "Classification": "text-classification",
-    "Clustering": "text-classification",
-    "BitextMining": "translation",
-}
+# --- sentence-transformers' card ----------------------------------------------------------
 
 
-def _task_metadata(task_result: Any) -> tuple[str, str, str]:
-    """(HF task type, metric name, dataset type) of an MTEB task result.
+def _training_config(members: Sequence[tuple[str, MemberManifest]]) -> Any | None:
+    """The members' shared ``TrainConfig`` (None when they differ or it cannot be rebuilt)."""
+    from boom_merge.training.config import TrainConfig
 
-    Tasks outside mteb's registry (ours, built from local corpora) get the task type
-    from their name's suffix and the metric whose value equals the main score.
-    """
-    import mteb
+    known = {f.name for f in fields(TrainConfig)}
+    configs = {json.dumps({k: v for k, v in m.training_args.items() if k in known}, sort_keys=True) for _, m in members}
+    if len(configs) != 1:
+        return None
+    try:
+        return TrainConfig(**json.loads(configs.pop()))
+    except (BoomError, TypeError, ValueError):
+        return None
+
+
+def _set_training(data: Any, model: Any, facts: Facts) -> None:
+    """Datasets with sizes and loss, hyperparameters and citations, from the member manifests."""
+    from sentence_transformers.util import fullname
+
+    from boom_merge.training.trainer import build_loss
+
+    config = _training_config(facts.members) if facts.members else None
+    loss = None
+    if config is not None:
+        from boom_merge.training.config import TrainConfig
+
+        loss = build_loss(model, config)
+        args = asdict(config)
+        data.all_hyperparameters = args
+        data.non_default_hyperparameters = {k: v for k, v in args.items() if v != asdict(TrainConfig())[k]}
+        loss_info: dict[str, Any] = {"fullname": fullname(loss)}
+        if hasattr(loss, "get_config_dict"):
+            loss_info["config_code"] = indent(f"```json\n{json.dumps(loss.get_config_dict(), indent=4, default=str)}\n```", "  ")
+        columns = ["anchor", "positive", *(f"negative_{j}" for j in range(1, config.group_size))]
+        sizes: dict[str, int] = {}
+        for _, manifest in facts.members:
+            for name, entry in manifest.datasets.items():
+                size = entry.get("available", entry.get("sampled"))
+                if isinstance(size, int):
+                    sizes[name] = max(size, sizes.get(name, 0))
+        data.train_datasets = [
+            {"name": name, "size": size, "columns": columns, "loss": loss_info} for name, size in sorted(sizes.items())
+        ]
+    data.set_losses([loss] if loss is not None else [])
+    data.citations["BOOM"] = BOOM_CITATION
+
+
+def _st_card(model_dir: Path, facts: Facts, title: str) -> str:
+    """The card sentence-transformers renders for this model (its template and card data)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.model_card import generate_model_card
 
     try:
-        meta = mteb.get_task(task_result.task_name).metadata
-    except KeyError:
-        name = task_result.task_name
-        task_type = next((hf for suffix, hf in _HF_TASK_TYPES.items() if name.endswith(suffix)), "other")
-        return task_type, _main_metric(task_result), name
-    return meta._hf_task_type()[0], meta.main_score, meta.dataset["path"]
+        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - a model that does not load gets no card
+        raise BoomError(f"cannot load as a sentence-transformers model ({type(error).__name__}: {error})",
+                        path=model_dir) from None  # fmt: skip
+    data = model.model_card_data
+    data.local_files_only, data.generate_widget_examples = True, False
+    data.model_id = data.model_name = title
+    data.tags = [*BASE_TAGS, *KIND_TAGS[facts.kind]]
+    if facts.relation == "finetune" and facts.bases:
+        data.base_model, data.base_model_revision = facts.bases[0], facts.base_revision
+    _set_training(data, model, facts)
+    return generate_model_card(model)
 
 
-def _main_metric(task_result: Any) -> str:
-    """The score key equal to ``main_score`` in every split and subset, else ``main_score``.
-
-    Ties (normalised embeddings make cosine and euclidean Spearman equal) go to ``cosine_*``.
-    """
-    candidates: set[str] | None = None
-    for split_scores in task_result.scores.values():
-        for scores in split_scores:
-            equal = {k for k, v in scores.items() if k != "main_score" and v == scores["main_score"]}
-            candidates = equal if candidates is None else candidates & equal
-    cosine = {name for name in candidates or () if name.startswith("cosine_")}
-    for found in (candidates, cosine):
-        if found and len(found) == 1:
-            return found.pop()
-    return "main_score"
+def _trainer_card(model_dir: Path, facts: Facts, title: str) -> str | None:
+    """A trained member's own card (written by sentence-transformers), retitled; None if it has none."""
+    readme = model_dir / CARD_FILE
+    if facts.relation != "finetune" or not readme.is_file():
+        return None
+    if (metadata_load(readme) or {}).get("library_name") != "sentence-transformers":
+        return None
+    text = readme.read_text(encoding="utf-8")
+    text = re.sub(r"^# .*$", f"# {title}", text, count=1, flags=re.M)
+    if BOOM_CITATION not in text and "### BibTeX\n" in text:
+        text = text.replace("### BibTeX\n", f"### BibTeX\n\n#### BOOM\n```bibtex\n{BOOM_CITATION}\n```\n", 1)
+    return text
 
 
-def _result_files(results_dir: Path, model_dir: Path | None) -> list[Path]:
-    """MTEB result files of one model under ``results_dir`` (a ResultCache or ``eval --out``).
-
-    Result files sit in one folder per model and revision. When there are several,
-    ``summary.json``'s ``model_paths`` (written by ``boom-merge eval``) names the label of
-    ``model_dir``, matched against each folder's ``model_meta.json`` name.
-    """
-    folders: dict[Path, list[Path]] = {}
-    for path in sorted(results_dir.rglob("*.json")):
-        if path.name != "model_meta.json" and {"task_name", "scores"} <= read_json(path).keys():
-            folders.setdefault(path.parent, []).append(path)
-    if len(folders) <= 1:
-        return next(iter(folders.values()), [])
-    summary = results_dir / "summary.json"
-    paths = read_json(summary).get("model_paths", {}) if summary.is_file() else {}
-    labels = [label for label, path in paths.items() if model_dir and Path(path).resolve() == model_dir.resolve()]
-    for folder, files in folders.items():
-        meta = folder / "model_meta.json"
-        name = str(read_json(meta).get("name", "")) if meta.is_file() else ""
-        if labels and name.rsplit("/", 1)[-1] == labels[0]:
-            return files
-    found = ", ".join(sorted(str(folder.relative_to(results_dir)) for folder in folders))
-    raise BoomError(
-        f"results of several models ({found}) and none is this model's; pass its own folder", path=results_dir
-    )
+def _with_boom(text: str, sections: str) -> str:
+    """``text`` with BOOM's sections replaced (rebuilt cards), or inserted before the citations."""
+    if START in text and END in text:
+        head, _, rest = text.partition(START)
+        return head + sections.rstrip("\n") + rest.partition(END)[2]
+    where = text.find("\n## Citation")
+    return text + "\n" + sections if where < 0 else text[: where + 1] + sections + "\n" + text[where + 1 :]
 
 
-def mteb_eval_results(results_dir: Path, model_dir: Path | None = None) -> list[EvalResult]:
-    """EvalResults (main score per task, split and subset) of ``model_dir`` from saved MTEB results.
-
-    Result files (JSON with ``task_name`` and ``scores``) are read with mteb's own
-    ``TaskResult`` loader.
-    """
-    from mteb import TaskResult
-
-    if not results_dir.is_dir():
-        raise BoomError("MTEB results directory not found", path=results_dir)
-    results = []
-    for path in _result_files(results_dir, model_dir):
-        try:
-            task_result = TaskResult.from_disk(path)
-        except (ValueError, KeyError, TypeError) as error:  # mteb's loader raises all three
-            raise BoomError(f"not a valid MTEB result: {str(error).splitlines()[0]}", path=path) from None
-        results.extend(_task_eval_results(task_result))
-    if not results:
-        raise BoomError("no MTEB result files (TaskName.json) found", path=results_dir)
-    return results
-
-
-def _task_eval_results(task_result: Any) -> list[EvalResult]:
-    """One EvalResult per split and subset of one MTEB ``TaskResult``."""
-    task_type, metric, dataset_type = _task_metadata(task_result)
-    return [
-        EvalResult(
-            task_type=task_type,
-            task_name=task_result.task_name,
-            dataset_type=dataset_type,
-            dataset_name=f"MTEB {task_result.task_name} ({scores.get('hf_subset', 'default')})",
-            dataset_config=scores.get("hf_subset", "default"),
-            dataset_split=split,
-            dataset_revision=task_result.dataset_revision,
-            metric_type=metric,
-            metric_name=metric,
-            metric_value=float(scores["main_score"]),
-            source_name="MTEB",
-            source_url="https://github.com/embeddings-benchmark/mteb",
-        )
-        for split, split_scores in task_result.scores.items()
-        for scores in split_scores
-    ]
-
-
-def _members_section(members: Sequence[Member]) -> str:
-    rows = [
-        "| member | kind | sample ratio | seed | datasets (sampled / available) |",
-        "|---|---|---|---|---|",
-    ]
-    for member in members:
-        m = member.manifest
-        data = ", ".join(
-            f"{name}: {entry.get('sampled', '?')} / {entry.get('available', '?')}"
-            if isinstance(entry, dict)
-            else name
-            for name, entry in (m.get("datasets") or {}).items()
-        )
-        rows.append(
-            f"| {member.name} | {m.get('kind', 'member')} | {m.get('sample_ratio', '?')} "
-            f"| {m.get('seed', '?')} | {data} |"
-        )
-    return "## Members\n\n" + "\n".join(rows) + "\n"
-
-
-def _lineage_section(lineage: dict[str, Any]) -> str:
-    """``boom_lineage.json``: the inputs, and for incremental updates the chain of updates."""
-    lines = ["## Lineage\n"]
-    if lineage.get("inputs"):
-        lines += ["| input | role | weight | training datasets |", "|---|---|---|---|"]
-        lines += [
-            f"| {record.get('path', '?')} | {record.get('role', '?')} | {record.get('weight', '')} "
-            f"| {', '.join(record.get('datasets') or [])} |"
-            for record in lineage["inputs"]
-        ]
-        lines.append("")
-    generation: dict[str, Any] | None = lineage
-    while generation and generation.get("kind") == "incremental":
-        old, update = generation.get("old", {}), generation.get("update", {})
-        lines.append(
-            f"- incremental update created {generation.get('created', '?')}: "
-            f"{generation.get('interpolation', '?')} interpolation, update weight {generation.get('update_weight', '?')}; "
-            f"old `{old.get('path', '?')}` (sha256 `{old.get('sha256', '?')}`), "
-            f"update `{update.get('path', '?')}` (sha256 `{update.get('sha256', '?')}`)"
-        )
-        generation = generation.get("old_lineage")
-    if generation is not lineage and generation:
-        lines.append(f"- first model: a {generation.get('kind', '?')} ({generation.get('method', '?')}), "
-                     f"created {generation.get('created', '?')}")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _body(
-    model_id: str,
-    *,
-    inputs: Sequence[str],
-    relation: str,
-    method: str | None,
-    recipe_yaml: str | None,
-    members: Sequence[Member],
-    lineage: dict[str, Any] | None,
-    licences: dict[str, str],
-    eval_results: Sequence[EvalResult],
-) -> str:
-    what = (
-        f"a merge of {len(inputs)} models with the `{method or 'unknown'}` method"
-        if relation == "merge"
-        else f"a fine-tuned bag member of `{inputs[0]}`"
-    )
-    parts = [
-        f"# {Path(model_id).name}\n\n"
-        f"A [sentence-transformers](https://www.sbert.net) embedding model: {what}, built with "
-        "[boom-merge](https://arxiv.org/abs/2602.05787) (BOOM: bagging-based robust model "
-        "merging) and [mergekit](https://github.com/arcee-ai/mergekit).\n",
-        "## Usage\n\n```python\nfrom sentence_transformers import SentenceTransformer\n\n"
-        f'model = SentenceTransformer("{model_id}")\n'
-        'embeddings = model.encode(["An example sentence.", "Another one."])\n'
-        "print(model.similarity(embeddings, embeddings))\n```\n",
-        "## Inputs\n\n" + "".join(f"- `{model}`\n" for model in inputs),
-    ]
-    if relation == "merge":
-        parts.append(f"## Merge\n\nMethod: `{method or 'unknown'}`\n")
-    if recipe_yaml:
-        parts.append(f"### Recipe\n\n```yaml\n{recipe_yaml.rstrip()}\n```\n")
-    if members:
-        parts.append(_members_section(members))
-    if lineage:
-        parts.append(_lineage_section(lineage))
-    if licences:
-        parts.append(
-            "## Dataset licences\n\n" + "".join(f"- {name}: {lic}\n" for name, lic in sorted(licences.items()))
-        )
-    if eval_results:
-        parts.append(
-            "## Evaluation (MTEB)\n\n| task | split | subset | metric | value |\n|---|---|---|---|---|\n"
-            + "".join(
-                f"| {r.task_name} | {r.dataset_split} | {r.dataset_config} | {r.metric_type} | {r.metric_value:.4f} |\n"
-                for r in eval_results
-            )
-        )
-    return "\n".join(parts)
+def _set_metadata(card: ModelCard, facts: Facts, title: str, licence: str | None, results: list[Any]) -> None:
+    data = card.data
+    own = set(KIND_TAGS[facts.kind])
+    others = {tag for tags in KIND_TAGS.values() for tag in tags} - own
+    data.tags = list(dict.fromkeys([*BASE_TAGS, *own, *(t for t in data.tags or [] if t not in others)]))
+    data.library_name, data.pipeline_tag = "sentence-transformers", "sentence-similarity"
+    if facts.bases:
+        data.base_model = facts.bases[0] if facts.relation == "finetune" and len(facts.bases) == 1 else facts.bases
+    else:
+        data.base_model = None
+    data.base_model_relation = facts.relation if facts.bases else None
+    data.license = licence or data.license
+    if results:
+        data.model_name = title
+        data.eval_results = [*(data.eval_results or []), *results]
 
 
 def build_model_card(
     model_dir: str | Path,
     *,
+    title: str | None = None,
+    results_dir: str | Path | None = None,
+    include_capped: bool = False,
     inputs: Sequence[str] | None = None,
     recipe_yaml: str | None = None,
     method: str | None = None,
-    results_dir: str | Path | None = None,
     model_id: str | None = None,
 ) -> ModelCard:
-    """Build the card of the model in ``model_dir`` from its saved manifests.
+    """Build the card of the model in ``model_dir`` from its records.
 
-    ``inputs``, ``recipe_yaml`` and ``method`` default to what the model directory
-    records (recipe file, or ``boom_member.json``'s base model for a trained member).
-    ``model_id`` is the name used in the usage snippet (the Hub repo id when pushing).
+    ``title`` names the model in the heading and usage snippet (default: the dir's name;
+    ``model_id`` is its old spelling). ``results_dir`` is an ``eval --out`` folder: its
+    scores go into the body, and uncapped ones (all with ``include_capped``) into
+    ``model-index``. ``inputs``, ``recipe_yaml`` and ``method`` default to what the dir records.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BoomError("model directory not found", path=model_dir)
-    members = read_members(model_dir)
-    own = read_json(model_dir / MEMBER_FILE) if (model_dir / MEMBER_FILE).is_file() else None
-    lineage = read_json(model_dir / LINEAGE_FILE) if (model_dir / LINEAGE_FILE).is_file() else None
-    if recipe_yaml is None:
-        recipe_yaml = read_recipe(model_dir)
-    if recipe_yaml is not None:
-        recipe_models, recipe_method = recipe_inputs(recipe_yaml, source=model_dir)
-        inputs = inputs or recipe_models
-        method = method or recipe_method
-    elif not inputs and own is not None and own.get("base_model"):
-        inputs = [str(own["base_model"])]
-    if not inputs:
-        raise BoomError("cannot tell the model's inputs: no recipe or boom_member.json", path=model_dir)
-    relation = "finetune" if own is not None and recipe_yaml is None else "merge"
-    eval_results = mteb_eval_results(Path(results_dir), model_dir) if results_dir is not None else []
-    model_id = model_id or model_dir.name
-    data = ModelCardData(
-        base_model=[hub_id(model) for model in inputs],
-        base_model_relation=relation,
-        library_name="sentence-transformers",
-        pipeline_tag="sentence-similarity",
-        tags=list(TAGS),
-        license=common_licence(inputs),
-        model_name=model_id if eval_results else None,
-        eval_results=eval_results or None,
-    )
-    body = _body(
-        model_id,
-        inputs=inputs,
-        relation=relation,
-        method=method,
-        recipe_yaml=recipe_yaml,
-        members=members,
-        lineage=lineage,
-        licences=dataset_licences(members),
-        eval_results=eval_results,
-    )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    facts = model_facts(model_dir, inputs=inputs, recipe_yaml=recipe_yaml, method=method)
+    title = title or model_id or model_dir.resolve().name
+    scores: list[Score] = read_scores(results_dir, model_dir) if results_dir is not None else []
+    text = _trainer_card(model_dir, facts, title)
+    if text is None:
+        text = _st_card(model_dir, facts, title) if (model_dir / "modules.json").is_file() else f"---\n---\n\n# {title}\n"
+    text = _SNIPPET.sub(lambda m: f"{m.group(1)}{title}{m.group(2)}", text)
+    sections = boom_sections(
+        kind=facts.kind, method=facts.method, n_inputs=len(facts.inputs), bases=facts.bases, members=facts.members,
+        recipe_yaml=facts.recipe_yaml, lineage=facts.lineage, licences=dataset_licences(facts.members), scores=scores,
+    )  # fmt: skip
+    card = ModelCard(_with_boom(text, sections))
+    _set_metadata(card, facts, title, model_licence(model_dir), eval_results(scores, include_capped=include_capped))
+    return card
 
 
 def write_model_card(
     model_dir: str | Path,
     *,
-    inputs: Sequence[str],
+    title: str | None = None,
+    inputs: Sequence[str] | None = None,
     recipe_yaml: str | None = None,
     method: str | None = None,
     results_dir: str | Path | None = None,
-    title: str | None = None,
+    include_capped: bool = False,
 ) -> Path:
-    """Write the card as ``model_dir/README.md`` (replacing mergekit's) and return its path.
-
-    ``title``: the model's name in the card (the final output name; default the dir name).
-    """
+    """Write the card as ``model_dir/README.md`` (replacing mergekit's) and return its path."""
     card = build_model_card(
-        model_dir,
-        inputs=inputs,
-        recipe_yaml=recipe_yaml,
-        method=method,
-        results_dir=results_dir,
-        model_id=title,
-    )
-    path = Path(model_dir) / "README.md"
+        model_dir, title=title, inputs=inputs, recipe_yaml=recipe_yaml, method=method,
+        results_dir=results_dir, include_capped=include_capped,
+    )  # fmt: skip
+    path = Path(model_dir) / CARD_FILE
     path.write_text(str(card), encoding="utf-8")
     logger.info("wrote model card %s", path)
     return path

@@ -1,8 +1,9 @@
 """Publish a merged or member model on the Hugging Face Hub with a generated card.
 
 The upload is one commit of the model directory's files (recipe, manifests and
-lineage included) plus a freshly built ``README.md``. The card is built in memory, so
-the local model is never modified. The token comes from the argument, ``HF_TOKEN`` or
+lineage included) plus ``README.md`` built by :mod:`boom_merge.card`, titled with the repo id
+(a trained member keeps the card sentence-transformers wrote, extended). The card is built
+in memory, so the local model is never modified. The token comes from the argument, ``HF_TOKEN`` or
 the saved login (``hf auth login``) and is never printed or logged: it is scrubbed from
 error messages too.
 """
@@ -13,12 +14,11 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from boom_merge.card import build_model_card
+from boom_merge.card import CARD_FILE, build_model_card
 from boom_merge.errors import BoomError
 
 logger = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
 _MODEL_MARKERS = ("modules.json", "config.json")
 
 
@@ -64,15 +64,20 @@ def plan_push(
     private: bool = False,
     revision: str | None = None,
     results_dir: str | Path | None = None,
+    include_capped: bool = False,
 ) -> PushPlan:
-    """Check the model directory and repo id, build the card, list the files to upload."""
-    model_dir = Path(model_dir)
+    """Check the model (a dir or Hub id) and repo id, build the card, list the files to upload.
+
+    ``results_dir`` (``boom-merge eval --out``) puts scores in the card; capped ones go into
+    ``model-index`` only with ``include_capped``.
+    """
+    from boom_merge.models import resolve_model
+
     _check_repo_id(repo_id)
-    if not model_dir.is_dir():
-        raise BoomError("model directory not found", path=model_dir)
+    model_dir = resolve_model(model_dir).path
     if not any((model_dir / marker).is_file() for marker in _MODEL_MARKERS):
         raise BoomError("not a model directory (no modules.json or config.json)", path=model_dir)
-    card = build_model_card(model_dir, results_dir=results_dir, model_id=repo_id)
+    card = build_model_card(model_dir, results_dir=results_dir, title=repo_id, include_capped=include_capped)
     files = tuple(sorted([*model_files(model_dir), CARD_FILE]))
     return PushPlan(repo_id, model_dir, files, str(card), private, revision)
 
@@ -133,7 +138,9 @@ def push_model(
     dry_run: bool = False,
     token: str | None = None,
     results_dir: str | Path | None = None,
+    include_capped: bool = False,
 ) -> PushPlan:
     """Publish ``model_dir`` as ``repo_id``; with ``dry_run`` only plan (nothing is uploaded)."""
-    plan = plan_push(model_dir, repo_id, private=private, revision=revision, results_dir=results_dir)
+    plan = plan_push(model_dir, repo_id, private=private, revision=revision, results_dir=results_dir,
+                     include_capped=include_capped)
     return plan if dry_run else upload(plan, token=token)

@@ -1,308 +1,260 @@
-"""Model cards: built from a real mergekit merge, checked with huggingface_hub's parsers."""
+"""Model cards: real merges, a real trained member and an incremental update, read back with
+huggingface_hub's parsers and sentence-transformers; Hub bases from an ``hf download`` cache."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import mteb
 import pytest
 import yaml
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, constants
 from huggingface_hub.repocard import metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from mteb import TaskResult
+from sentence_transformers import SentenceTransformer
 
-from boom_merge.card import build_model_card, common_licence, hub_id, mteb_eval_results, write_model_card
+from boom_merge.card import build_model_card, write_model_card
+from boom_merge.card_body import BOOM_CITATION, START
 from boom_merge.errors import BoomError
+from boom_merge.incremental import incremental_merge
+from boom_merge.merging import merge_recipe
+from boom_merge.training.manifest import base_record
 from tests.tiny_models import make_tiny_bert_st
 
-RATIOS = {"m0": 0.4, "m1": 0.8}
-
-
-def _member_manifest(index: int, ratio: float, base: str, data: str = "") -> dict:
-    """A member manifest; wordnet carries its licence, foldoc's comes from the corpus manifest."""
-    return {
-        "kind": "member",
-        "member_index": index,
-        "sample_ratio": ratio,
-        "seed": 100 + index,
-        "base_model": base,
-        "data": data,
-        "datasets": {
-            "wordnet": {"available": 1000, "sampled": int(1000 * ratio), "ids_sha256": "ab" * 32, "licence": "WordNet"},
-            "foldoc": {"available": 200, "sampled": int(200 * ratio), "ids_sha256": "cd" * 32},
-        },
-    }
+HUB_ID = "someorg/tiny-base"
+REV = "89abcdef0123456789abcdef0123456789abcdef"
+RATIOS = (0.4, 0.8)
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minilm_path: str) -> dict:
-    """A real mergekit linear merge of two tiny members whose base licence is MiniLM's."""
-    root = tmp_path_factory.mktemp("card")
-    (root / "corpus" / "train").mkdir(parents=True)
-    sources = {"foldoc": {"task": "retrieval", "licence": "GFDL 1.1 or later"}, "wordnet": {"licence": "ignored"}}
-    (root / "corpus" / "manifest.json").write_text(json.dumps({"sources": sources}))
+def hub_cache(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minilm_path: str) -> Iterator[Path]:
+    """``HUB_ID`` in a Hugging Face cache as ``hf download`` leaves it, with MiniLM's licence."""
+    cache = tmp_path_factory.mktemp("hf") / "hub"
+    repo = cache / f"models--{HUB_ID.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(REV)
+    snapshot = repo / "snapshots" / REV
+    shutil.copytree(tiny_bert_base, snapshot)
+    shutil.copy(Path(minilm_path) / "README.md", snapshot / "README.md")  # licence: apache-2.0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        yield snapshot
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CORPUS/{train/wordnet.jsonl, manifest.json}: the corpus manifest carries the licence."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "train").mkdir()
+    rows = [{"query": f"word {i}", "pos": [f"the meaning of word {i}"], "neg": [f"an unrelated text {i}"]} for i in range(12)]
+    (root / "train" / "wordnet.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = {"wordnet": {"task": "retrieval", "domain": "dictionary", "licence": "WordNet-3.0"}}
+    (root / "manifest.json").write_text(json.dumps({"sources": sources}))
+    return root / "train"
+
+
+def _members(root: Path, base: Path, base_spec: str | None, corpus: Path) -> list[Path]:
+    """Two tiny members whose manifests record ``base_spec`` as :func:`base_record` does."""
     members = []
-    for index, name in enumerate(RATIOS):
-        path = make_tiny_bert_st(root / name, seed=index + 1, perturb_from=tiny_bert_base)
-        manifest = _member_manifest(index, RATIOS[name], minilm_path, str(root / "corpus" / "train"))
+    for index, ratio in enumerate(RATIOS):
+        path = make_tiny_bert_st(root / f"member-{index}", seed=index + 1, perturb_from=base)
+        identity = base_record(base_spec) if base_spec else {"base_model": None}
+        manifest = {"kind": "member", "member_index": index, "sample_ratio": ratio, "seed": 100 + index,
+                    "data": str(corpus), "training_args": {"batch_size": 4, "temperature": 0.05},
+                    "datasets": {"wordnet": {"available": 12, "sampled": int(12 * ratio)}}, **identity}
         (path / "boom_member.json").write_text(json.dumps(manifest))
         members.append(path)
-    recipe = "merge_method: linear\nmodels:\n" + "".join(
-        f"  - model: {path}\n    parameters:\n      weight: 0.5\n" for path in members
-    ) + "dtype: float32\n"
-    (root / "recipe.yml").write_text(recipe)
-    out = root / "merged"
-    subprocess.run(
-        [sys.executable, "-m", "mergekit.scripts.run_yaml", str(root / "recipe.yml"), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    (out / "boom_members").mkdir(exist_ok=True)  # boom-merge's mergekit hook copies them too
-    for path in members:
-        (out / "boom_members" / f"{path.name}.json").write_text((path / "boom_member.json").read_text())
-    return {"dir": out, "members": members, "recipe": recipe}
+    return members
 
 
-SCORES = {"merged": (0.8123, 0.4567), "m0": (0.70, 0.30)}  # (STSBenchmark, BoomFoldocRetrieval)
+def _merge(root: Path, members: list[Path], base: Path | None = None) -> Path:
+    recipe = {"merge_method": "boom", "models": [{"model": str(m), "parameters": {"weight": r}} for m, r in zip(members, RATIOS)]}
+    if base is not None:
+        recipe["base_model"] = str(base)
+    (root / "boom.yml").write_text(yaml.safe_dump(recipe))
+    return merge_recipe(root / "boom.yml", root / "boom-tiny")
 
 
 @pytest.fixture(scope="module")
-def results_dir(tmp_path_factory: pytest.TempPathFactory, merged: dict) -> Path:
-    """An ``eval --out`` folder for two models, written with mteb's own ResultCache and ModelMeta.
-
-    Each model has a registry task and an unregistered local one (as ``boom-merge eval`` makes).
-    """
-    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
-    from sentence_transformers import SentenceTransformer
-
-    out = tmp_path_factory.mktemp("eval")
-    cache = mteb.ResultCache(out)
-    paths = {"merged": merged["dir"], "m0": merged["members"][0]}
-    for label, path in paths.items():
-        wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(str(path), device="cpu"))
-        meta = wrapper.mteb_model_meta.model_copy(update={"name": f"boom-merge/{label}", "revision": "local"})
-        sts, local = SCORES[label]
-        cache.save_to_cache(
-            TaskResult.from_task_results(
-                mteb.get_task("STSBenchmark"),
-                {"test": {"default": {"main_score": sts, "cosine_spearman": sts, "euclidean_spearman": sts}}},
-                evaluation_time=2.0,
-            ),
-            meta,
-        )
-        cache.save_to_cache(
-            TaskResult(
-                dataset_revision="local-1",
-                task_name="BoomFoldocRetrieval",
-                mteb_version=mteb.__version__,
-                scores={"test": [{"main_score": local, "ndcg_at_10": local, "ndcg_at_5": local / 2,
-                                  "hf_subset": "default", "languages": ["eng-Latn"]}]},
-                evaluation_time=1.0,
-            ),
-            meta,
-        )
-    (out / "summary.json").write_text(json.dumps({"model_paths": {k: str(v) for k, v in paths.items()}}))
-    return out
+def merged(tmp_path_factory: pytest.TempPathFactory, hub_cache: Path, corpus: Path) -> Path:
+    """A merge (no base) of two members trained from the Hub id."""
+    root = tmp_path_factory.mktemp("merge")
+    return _merge(root, _members(root, hub_cache, HUB_ID, corpus))
 
 
-def _saved_main_scores(results_dir: Path, label: str) -> dict[str, float]:
-    """Independent read of the raw JSON files of one model."""
-    folder = next(p.parent for p in results_dir.rglob("model_meta.json") if label in json.loads(p.read_text())["name"])
-    return {
-        raw["task_name"]: raw["scores"]["test"][0]["main_score"]
-        for raw in (json.loads(p.read_text()) for p in folder.glob("*.json") if p.name != "model_meta.json")
-    }
+def _meta(path: Path) -> dict:
+    return metadata_load(path / "README.md")
 
 
-def _yaml_block(text: str) -> dict:
-    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
-
-
-def test_merged_card_metadata_and_body(merged: dict, results_dir: Path) -> None:
-    inputs = [str(path) for path in merged["members"]]
-    path = write_model_card(merged["dir"], inputs=inputs, recipe_yaml=merged["recipe"], results_dir=results_dir)
-    assert path == merged["dir"] / "README.md"
-    text = path.read_text()
-
-    card = ModelCard.load(path)
-    meta = metadata_load(path)
-    assert meta["library_name"] == "sentence-transformers"
-    assert meta["pipeline_tag"] == "sentence-similarity"
-    assert meta["base_model"] == ["m0", "m1"]
-    assert meta["base_model_relation"] == "merge"
-    assert meta["license"] == "apache-2.0"  # MiniLM's README, reached through boom_member.json
-    assert {"sentence-transformers", "boom-merge", "mergekit", "merge"} <= set(meta["tags"])
-    assert card.data.base_model == ["m0", "m1"]
-
-    name, evals = model_index_to_eval_results(meta["model-index"])
-    assert name == "merged"
-    scores = {e.task_name: e.metric_value for e in evals}
-    assert scores == pytest.approx(_saved_main_scores(results_dir, "merged"))
-    assert scores == pytest.approx(dict(zip(["STSBenchmark", "BoomFoldocRetrieval"], SCORES["merged"])))
-    sts = next(e for e in evals if e.task_name == "STSBenchmark")
-    assert (sts.task_type, sts.metric_type, sts.dataset_type) == (
-        "sentence-similarity",
-        "cosine_spearman",
-        "mteb/stsbenchmark-sts",
-    )
-    custom = next(e for e in evals if e.task_name == "BoomFoldocRetrieval")
-    assert (custom.dataset_revision, custom.dataset_split) == ("local-1", "test")
-    assert (custom.task_type, custom.metric_type) == ("text-retrieval", "ndcg_at_10")
-
-    assert _yaml_block(card.text) == yaml.safe_load(merged["recipe"])
-    assert 'SentenceTransformer("merged")' in card.text
-    assert "`linear`" in card.text  # method read from the recipe
-    for path_ in inputs:
-        assert f"- `{path_}`" in text
-    for member, ratio in RATIOS.items():
-        row = next(line for line in text.splitlines() if line.startswith(f"| {member} |"))
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        manifest = _member_manifest(list(RATIOS).index(member), ratio, "")
-        assert cells[:4] == [member, "member", str(ratio), str(manifest["seed"])]
-        assert f"wordnet: {manifest['datasets']['wordnet']['sampled']} / 1000" in cells[4]
-    assert "- foldoc: GFDL 1.1 or later" in text and "- wordnet: WordNet" in text
-    lineage = json.loads((merged["dir"] / "boom_lineage.json").read_text())  # written by the merge hook
+def test_merge_card_metadata_and_sentence_transformers_sections(merged: Path) -> None:
+    meta = _meta(merged)
+    assert meta["base_model"] == [HUB_ID] and meta["base_model_relation"] == "merge"
+    assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "sentence-similarity"
+    assert {"merge", "mergekit", "boom-merge", "sentence-transformers"} <= set(meta["tags"])
+    assert "boom-member" not in meta["tags"]
+    assert meta["license"] == "apache-2.0"  # the Hub base's card, from the cache
+    text = (merged / "README.md").read_text()
+    assert text.split("\n# ", 1)[1].startswith("boom-tiny\n")  # the final name, never a temp dir's
+    assert 'SentenceTransformer("boom-tiny")' in text and ".tmp" not in text
+    model = SentenceTransformer(str(merged), device="cpu")
+    assert f"**Output Dimensionality:** {model.get_embedding_dimension()} dimensions" in text
+    assert f"**Maximum Sequence Length:** {model.max_seq_length} tokens" in text
+    assert "**Similarity Function:** Cosine Similarity" in text and "BertModel" in text  # architecture
+    assert "* Size: 12 training samples" in text and "MultipleNegativesRankingLoss" in text
+    assert '"scale": 20.0' in text  # 1 / temperature, from the members' training args
+    assert "- `batch_size`: 4" in text and "### Framework Versions" in text
+    assert BOOM_CITATION in text and "@inproceedings{reimers-2019-sentence-bert" in text
+    for index, ratio in enumerate(RATIOS):
+        assert f"| member-{index} | member | {ratio} | {100 + index} | wordnet: {int(12 * ratio)} / 12 |" in text
+    assert "- wordnet: WordNet-3.0" in text  # from the corpus manifest
+    assert text.index(START) < text.index("## Citation")
+    lineage = json.loads((merged / "boom_lineage.json").read_text())
     for record in lineage["inputs"]:
-        assert f"| {record['path']} | {record['role']} | {record.get('weight', '')} |" in text
+        assert f"| {record['path']} | member | {record['weight']} | from {HUB_ID} | wordnet |" in text
 
 
-def test_card_defaults_come_from_model_dir(merged: dict) -> None:
-    """push builds the card from what mergekit saved (mergekit_config.yml)."""
-    card = build_model_card(merged["dir"], model_id="user/boom-tiny")
-    assert card.data.base_model == ["m0", "m1"]
-    assert 'SentenceTransformer("user/boom-tiny")' in card.text
-    saved = yaml.safe_load((merged["dir"] / "mergekit_config.yml").read_text())
-    assert _yaml_block(card.text) == saved
+def test_card_reads_back_through_sentence_transformers(merged: Path, tmp_path: Path) -> None:
+    text = (merged / "README.md").read_text()
+    card = ModelCard.load(merged / "README.md")
+    assert card.data.base_model == [HUB_ID] and card.data.to_dict()["base_model_relation"] == "merge"
+    model = SentenceTransformer(str(merged), device="cpu")
+    assert model._model_card_text == text  # what sentence-transformers reads as this model's card
+    model.save(str(tmp_path / "saved"))  # an untrained model keeps its card
+    assert _meta(tmp_path / "saved") == _meta(merged)
+    assert model.model_card_data.__class__.__name__ == "SentenceTransformerModelCardData"
+
+
+def test_title_on_push_and_rebuild_replaces_boom_sections(merged: Path) -> None:
+    card = build_model_card(merged, title="user/boom-tiny")
+    assert 'SentenceTransformer("user/boom-tiny")' in card.text and 'SentenceTransformer("boom-tiny")' not in card.text
+    assert card.text.splitlines().count("# user/boom-tiny") == 1 and "# boom-tiny" not in card.text.splitlines()
+    assert card.text.count(START) == 1
     assert card.data.to_dict().get("model-index") is None
 
 
-def test_member_card_is_finetune_of_its_base(merged: dict, minilm_path: str) -> None:
-    member = merged["members"][1]
-    card = build_model_card(member)
-    assert card.data.base_model == [hub_id(minilm_path)]
-    assert card.data.base_model_relation == "finetune"
-    assert card.data.license == "apache-2.0"
-    assert "| m1 | member | 0.8 | 101 |" in card.text
+def test_merge_with_a_hub_base_and_without_hub_ids(tmp_path: Path, hub_cache: Path, tiny_bert_base: Path, corpus: Path) -> None:
+    with_base = _merge(tmp_path / "a", _members(tmp_path / "a", hub_cache, HUB_ID, corpus), base=hub_cache)
+    meta = _meta(with_base)
+    assert meta["base_model"] == [HUB_ID] and meta["base_model_relation"] == "merge"  # one id, once
+    record = json.loads((with_base / "boom_lineage.json").read_text())["inputs"][-1]
+    assert (record["role"], record["hub_id"], record["revision"]) == ("base", HUB_ID, REV)
+    assert str(hub_cache) not in (with_base / "README.md").read_text().split("## BOOM")[0]  # never a cache path up there
+
+    local = _merge(tmp_path / "b", _members(tmp_path / "b", tiny_bert_base, str(tiny_bert_base), corpus))
+    meta = _meta(local)
+    assert "base_model" not in meta and "base_model_relation" not in meta  # no Hub id known: none invented
+    assert "merge" in meta["tags"] and "boom-tiny" in (local / "README.md").read_text()
 
 
-def test_lineage_section(tmp_path: Path) -> None:
-    """An incremental update of a BOOM merge, as ``boom_lineage.json`` records it."""
-    first = {
-        "kind": "merge",
-        "method": "boom",
-        "created": "2026-11-01T10:00:00+00:00",
-        "inputs": [{"path": "/m/member-0-r40", "role": "member", "weight": 0.4, "datasets": ["foldoc"]}],
-    }
-    lineage = {
-        "kind": "incremental",
-        "old": {"path": "/models/v1", "sha256": "1" * 64},
-        "update": {"path": "/models/upd", "sha256": "2" * 64},
-        "update_weight": 0.25,
-        "interpolation": "slerp",
-        "created": "2026-11-26T10:00:00+00:00",
-        "old_lineage": first,
-        "inputs": [
-            {"path": "/models/v1", "role": "old", "datasets": ["foldoc"]},
-            {"path": "/models/upd", "role": "update", "datasets": ["foldoc", "wordnet"]},
-        ],
-    }
-    model = tmp_path / "v2"
-    model.mkdir()
-    (model / "boom_lineage.json").write_text(json.dumps(lineage))
-    card = build_model_card(model, inputs=["/models/v1", "/models/upd"], method="boom_incremental")
-    assert card.data.base_model == ["/models/v1", "/models/upd"]  # not on disk: kept as given
-    assert "| /models/upd | update |  | foldoc, wordnet |" in card.text
-    update_line = next(line for line in card.text.splitlines() if line.startswith("- incremental update"))
-    assert "2026-11-26T10:00:00+00:00" in update_line and "slerp" in update_line and "weight 0.25" in update_line
-    assert f"`/models/v1` (sha256 `{'1' * 64}`)" in update_line and f"(sha256 `{'2' * 64}`)" in update_line
-    assert "- first model: a merge (boom), created 2026-11-01T10:00:00+00:00" in card.text
+@pytest.fixture(scope="module")
+def trained_member(tmp_path_factory: pytest.TempPathFactory, hub_cache: Path, corpus: Path) -> Path:
+    """A member really trained (2 steps) from the Hub id: its card was written by sentence-transformers."""
+    from boom_merge.data.sampling import plan_members
+    from boom_merge.training import TrainConfig, train_member
+
+    out = tmp_path_factory.mktemp("trained")
+    spec = plan_members("50", seed=5)[0]
+    return train_member(corpus, HUB_ID, spec, out, TrainConfig(batch_size=4, max_steps=2, save_steps=10))
 
 
-def test_hub_id_from_hf_cache_path(tmp_path: Path) -> None:
-    snapshot = tmp_path / "models--sentence-transformers--all-MiniLM-L6-v2" / "snapshots" / "abc123"
-    snapshot.mkdir(parents=True)
-    assert hub_id(str(snapshot)) == "sentence-transformers/all-MiniLM-L6-v2"
-    assert hub_id("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
-    assert hub_id(str(tmp_path)) == tmp_path.name
+def test_trained_member_keeps_its_sentence_transformers_card(trained_member: Path) -> None:
+    original = (trained_member / "README.md").read_text()
+    manifest = json.loads((trained_member / "boom_member.json").read_text())
+    assert (manifest["base_model"], manifest["base_model_id"], manifest["base_model_revision"]) == (HUB_ID, HUB_ID, REV)
+    card = build_model_card(trained_member, title="user/member-0")
+    meta = card.data.to_dict()
+    assert meta["base_model"] == HUB_ID and meta["base_model_relation"] == "finetune"
+    assert "merge" not in meta["tags"] and "mergekit" not in meta["tags"] and "boom-member" in meta["tags"]
+    assert set(metadata_load(trained_member / "README.md")["tags"]) - {"merge"} <= set(meta["tags"])  # ST's kept
+    assert 'SentenceTransformer("user/member-0")' in card.text and "\n# user/member-0\n" in card.text
+    for section in ("## Training Details", "### Training Hyperparameters", "### Framework Versions", "## Citation"):
+        assert section in original and section in card.text  # nothing of sentence-transformers' card lost
+    assert len(card.text) > len(original) and BOOM_CITATION in card.text
+    assert f"| {trained_member.name} | member | 0.5 | 5 | wordnet: 6 / 12 |" in card.text
+    (trained_member / "README.md").write_text(str(card))  # a card already extended is extended once
+    again = build_model_card(trained_member, title="user/member-0")
+    assert again.text.count(START) == 1 and again.text.count(BOOM_CITATION) == 1
+    (trained_member / "README.md").write_text(original)
 
 
-def test_licences_differ_gives_none(merged: dict, minilm_path: str, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "README.md").write_text("---\nlicense: mit\n---\n# other\n")
-    assert common_licence([minilm_path, minilm_path]) == "apache-2.0"
-    assert common_licence([minilm_path, str(other)]) is None
+def test_incremental_update_card(tmp_path: Path, merged: Path, trained_member: Path) -> None:
+    update = tmp_path / "update"
+    shutil.copytree(trained_member, update)
+    out = incremental_merge(merged, update, tmp_path / "boom-tiny-v2", update_weight=0.25).path
+    meta = _meta(out)
+    assert meta["base_model"] == [HUB_ID] and meta["base_model_relation"] == "merge"
+    assert {"merge", "boom-incremental"} <= set(meta["tags"]) and "boom-member" not in meta["tags"]
+    text = (out / "README.md").read_text()
+    assert 'SentenceTransformer("boom-tiny-v2")' in text and "an incremental BOOM update" in text
+    line = next(line for line in text.splitlines() if line.startswith("- incremental update"))
+    assert "update weight 0.25" in line and f"old `{merged.resolve()}`" in line.replace(str(merged), str(merged.resolve()))
+    assert "- first model: a merge (boom)" in text
 
 
-def test_update_model_licences_from_its_corpora(tmp_path: Path) -> None:
-    """Update models name datasets new/NAME and history/NAME and record two data folders."""
-    for corpus, licence in (("new", "cc0-1.0"), ("old", "PSF-2.0")):
-        (tmp_path / corpus / "train").mkdir(parents=True)
-        (tmp_path / corpus / "manifest.json").write_text(json.dumps({"sources": {"kjv": {"licence": licence}}}))
-    (tmp_path / "old" / "manifest.json").write_text(json.dumps({"sources": {"python_faq": {"licence": "PSF-2.0"}}}))
-    model = tmp_path / "update"
-    model.mkdir()
-    manifest = {
-        "kind": "update",
-        "base_model": "BAAI/bge-small-en-v1.5",
-        "new_data": {"path": str(tmp_path / "new" / "train")},
-        "history": {"path": str(tmp_path / "old" / "train")},
-        "datasets": {"new/kjv": {"sampled": 10}, "history/python_faq": {"sampled": 2}},
-    }
-    (model / "boom_member.json").write_text(json.dumps(manifest))
-    card = build_model_card(model)
-    assert card.data.base_model == ["BAAI/bge-small-en-v1.5"]
-    assert "- kjv: cc0-1.0" in card.text and "- python_faq: PSF-2.0" in card.text
+def _summary(root: Path, models: dict[str, Path], capped: bool) -> Path:
+    """An ``eval --out`` summary.json in the shape evaluation writes (tasks carry their facts)."""
+    tasks = [
+        {"name": "BoomWordnetRetrieval", "source": "wordnet", "kind": "local", "type": "Retrieval",
+         "hf_task_type": "text-retrieval", "main_score": "ndcg_at_10", "split": "test",
+         "caps": {"max_queries": 100, "max_corpus": None} if capped else None,
+         "dataset": {"path": "boom-merge/wordnet", "revision": "c0ffee"}},
+        {"name": "STSBenchmark", "source": "STSBenchmark", "kind": "mteb", "type": "STS",
+         "hf_task_type": "sentence-similarity", "main_score": "cosine_spearman", "split": "test", "caps": None,
+         "dataset": {"path": "mteb/stsbenchmark-sts", "revision": "b0fddb56ed78048fa8b90373c8a3cfc37b684831"}},
+    ]
+    scores = {label: {"BoomWordnetRetrieval": 0.5 + i / 10, "STSBenchmark": 0.8 - i / 10} for i, label in enumerate(models)}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "summary.json").write_text(json.dumps(
+        {"models": list(models), "tasks": tasks, "scores": scores, "model_paths": {k: str(v) for k, v in models.items()}}
+    ))
+    return root
 
 
-def test_bad_inputs_name_the_file(merged: dict, results_dir: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "results"
-    bad.mkdir()
-    (bad / "STSBenchmark.json").write_text(json.dumps({"task_name": "STSBenchmark", "scores": "oops"}))
-    with pytest.raises(BoomError, match=r"STSBenchmark\.json: not a valid MTEB result"):
-        mteb_eval_results(bad)
-    with pytest.raises(BoomError, match="no MTEB result files"):
-        mteb_eval_results(_empty(tmp_path))
-    model = tmp_path / "member"
-    model.mkdir()
-    (model / "boom_member.json").write_text("{not json")
-    with pytest.raises(BoomError, match=r"boom_member\.json: cannot read JSON"):
-        build_model_card(model)
-    with pytest.raises(BoomError, match="cannot tell the model's inputs"):
-        build_model_card(_empty(tmp_path))
+@pytest.mark.parametrize("include_capped", [False, True])
+def test_model_index_from_evaluation_facts(merged: Path, tmp_path: Path, include_capped: bool) -> None:
+    results = _summary(tmp_path / "eval", {"other": tmp_path, "boom-tiny": merged}, capped=True)
+    card = build_model_card(merged, title="user/boom-tiny", results_dir=results, include_capped=include_capped)
+    name, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert name == "user/boom-tiny"
+    found = {e.task_name: (e.task_type, e.metric_type, e.metric_value, e.dataset_type) for e in evals}
+    assert found["STSBenchmark"] == ("sentence-similarity", "cosine_spearman", pytest.approx(0.7), "mteb/stsbenchmark-sts")
+    if include_capped:
+        assert found["BoomWordnetRetrieval"] == ("text-retrieval", "ndcg_at_10", pytest.approx(0.6), "boom-merge/wordnet")
+        assert "capped" in next(e.dataset_name for e in evals if e.task_name == "BoomWordnetRetrieval")
+    else:
+        assert "BoomWordnetRetrieval" not in found
+    row = next(line for line in card.text.splitlines() if line.startswith("| BoomWordnetRetrieval |"))
+    assert "| ndcg_at_10 | 0.6000 | capped: max_queries=100 |" in row  # shown, and marked
 
 
-def _empty(tmp_path: Path) -> Path:
-    path = tmp_path / "empty"
-    path.mkdir(exist_ok=True)
-    return path
+def test_uncapped_retrieval_goes_into_model_index(merged: Path, tmp_path: Path) -> None:
+    results = _summary(tmp_path / "eval", {"boom-tiny": merged}, capped=False)
+    _, evals = model_index_to_eval_results(build_model_card(merged, results_dir=results).data.to_dict()["model-index"])
+    assert {e.task_name: e.metric_type for e in evals} == {"BoomWordnetRetrieval": "ndcg_at_10", "STSBenchmark": "cosine_spearman"}
 
 
-def test_results_of_one_model_are_picked(merged: dict, results_dir: Path, tmp_path: Path) -> None:
-    evals = mteb_eval_results(results_dir, merged["members"][0])
-    assert {e.task_name: e.metric_value for e in evals} == pytest.approx(_saved_main_scores(results_dir, "m0"))
-    copy = tmp_path / "copy"
-    shutil.copytree(results_dir, copy)
-    (copy / "summary.json").unlink()
-    with pytest.raises(BoomError, match="results of several models"):
-        mteb_eval_results(copy, merged["dir"])
-
-
-def test_local_sts_task_metric_and_type(tmp_path: Path) -> None:
-    """A task outside mteb's registry: type from its name, metric = the score equal to main_score."""
-    scores = {"main_score": 0.61, "cosine_spearman": 0.61, "euclidean_spearman": 0.61, "manhattan_spearman": 0.58}
-    TaskResult(
-        dataset_revision="r1",
-        task_name="BoomWordSim353STS",
-        mteb_version=mteb.__version__,
-        scores={"test": [{**scores, "hf_subset": "default", "languages": ["eng-Latn"]}]},
-        evaluation_time=1.0,
-    ).to_disk(tmp_path / "BoomWordSim353STS.json")
-    [result] = mteb_eval_results(tmp_path)
-    assert (result.task_type, result.metric_type, result.metric_value) == ("sentence-similarity", "cosine_spearman", 0.61)
+def test_bad_inputs_are_one_line(merged: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old-eval"
+    _summary(old, {"boom-tiny": merged}, capped=False)
+    data = json.loads((old / "summary.json").read_text())
+    for task in data["tasks"]:
+        del task["hf_task_type"]
+    (old / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(BoomError, match=r"summary\.json: task 'BoomWordnetRetrieval' lacks hf_task_type"):
+        build_model_card(merged, results_dir=old)
+    with pytest.raises(BoomError, match="no summary.json"):
+        build_model_card(merged, results_dir=tmp_path)
+    several = _summary(tmp_path / "several", {"a": tmp_path / "a", "b": tmp_path / "b"}, capped=False)
+    with pytest.raises(BoomError, match=r"results of several models \(a, b\) and none is this model's"):
+        build_model_card(merged, results_dir=several)
+    member = tmp_path / "member"
+    member.mkdir()
+    (member / "boom_member.json").write_text("{not json")
+    with pytest.raises(BoomError, match=rf"^{member / 'boom_member.json'}: corrupt provenance file"):
+        write_model_card(member)
+    assert not (member / "README.md").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BoomError, match="cannot tell what the model is made from"):
+        build_model_card(tmp_path / "empty")

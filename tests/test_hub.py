@@ -107,7 +107,8 @@ def member(tmp_path_factory: pytest.TempPathFactory, tiny_bert_base: Path, minil
         "member_index": 3,
         "sample_ratio": 0.6,
         "seed": 42,
-        "base_model": minilm_path,
+        "base_model": minilm_path,  # trained from the Hub model, here a local copy of it
+        "base_model_id": "sentence-transformers/all-MiniLM-L6-v2",
         "datasets": {"wordnet": {"available": 500, "sampled": 300, "ids_sha256": "ef" * 32, "licence": "WordNet"}},
     }
     (path / "boom_member.json").write_text(json.dumps(manifest))
@@ -168,10 +169,16 @@ def test_push_uploads_exact_files_and_card(hub: FakeHub, member: Path, tmp_path:
     card.write_bytes(hub.files["README.md"])
     meta = metadata_load(card)
     assert meta["library_name"] == "sentence-transformers"
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert meta["base_model_relation"] == "finetune"
+    assert "merge" not in meta["tags"] and "boom-member" in meta["tags"]
     assert meta["license"] == "apache-2.0"
-    assert f'SentenceTransformer("{REPO}")' in card.read_text()
-    assert "| member-3 | member | 0.6 | 42 |" in card.read_text()
+    text = card.read_text()
+    assert f'SentenceTransformer("{REPO}")' in text and f"# {REPO}" in text.splitlines()
+    assert "| member-3 | member | 0.6 | 42 |" in text
+    own = (member / "README.md").read_text()  # the card sentence-transformers wrote: kept, extended
+    for section in ("## Model Details", "### Full Model Architecture", "### Framework Versions"):
+        assert section in own and section in text
 
     posts = {path: (headers, body) for method, path, headers, body in hub.requests if method == "POST"}
     assert json.loads(posts["/api/repos/create"][1])["visibility"] == "private"
