@@ -1,27 +1,30 @@
-"""Load training data: FlagEmbedding-style jsonl directories or Hugging Face datasets.
+"""Load training data by path or by name into the per-dataset examples the trainer uses.
 
 The native format is one jsonl file per dataset (the layout of bge-full-data that the
 BOOM paper trained on), one object per line::
 
     {"query": str, "pos": [str, ...], "neg": [str, ...], "prompt": str?, "type": str?}
 
-A directory written by ``datasets.save_to_disk`` with sentence-transformers columns
-(``anchor``, ``positive``, ``negative`` or ``negative_1`` ...) is accepted as well; a
-``DatasetDict`` gives one dataset per split name.
+Also accepted (:func:`scan_training_data`): parquet / csv / tsv files and jsonl with
+sentence-transformers' column conventions (:mod:`boom_merge.data.formats`), directories
+of such files (one dataset per file), ``datasets.save_to_disk`` directories and
+``datasets`` ids (``org/name``), several at once.
 
-Every example keeps a stable id (its line or row number), so a bagging sample can be
-recorded as a hash of ids and reproduced later.
+Every example keeps a stable id (its line number in a jsonl file, its 0-based row in a
+table), so a bagging sample can be recorded as a hash of ids and reproduced later.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from boom_merge.data.formats import FILE_SUFFIXES, columns_of, convert, csv_records, jsonl_records
+from boom_merge.data.formats import parquet_table, table_records
 from boom_merge.errors import BoomError
 
 logger = logging.getLogger(__name__)
@@ -29,13 +32,15 @@ logger = logging.getLogger(__name__)
 OnBadLine = Literal["fail", "skip"]
 ON_BAD_LINE_CHOICES: tuple[str, ...] = ("fail", "skip")
 _REPORTED_BAD_LINES = 5
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_FORMATS = ", ".join(f"*{suffix}" for suffix in FILE_SUFFIXES)
 
 
 @dataclass(frozen=True)
 class Example:
     """One training query with its positives and (hard) negatives."""
 
-    id: int  # 1-based line number in a jsonl file, 0-based row index in a HF dataset
+    id: int  # 1-based line number in a jsonl file, 0-based row index in a table
     query: str
     pos: tuple[str, ...]
     neg: tuple[str, ...] = ()
@@ -48,7 +53,7 @@ class LoadedDataset:
     """The examples of one dataset, and what was wrong with its source."""
 
     name: str
-    source: Path
+    source: Path | str  # a file or directory, or a datasets id
     examples: list[Example]
     bad_lines: list[tuple[int, str]] = field(default_factory=list)
     duplicate_pairs: int = 0
@@ -96,29 +101,8 @@ def parse_record(record: Any, example_id: int) -> Example:
     )
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed JSON or the ValueError) for each non-blank line."""
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise BoomError(f"cannot read the training data: {error.strerror}", path=path) from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                yield number, ValueError(f"not UTF-8 text (invalid byte 0x{raw[error.start]:02x} at position {error.start + 1})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, ValueError(f"invalid JSON ({error.msg} at column {error.colno})")
-
-
 def _collect(
-    name: str, source: Path, records: Iterable[tuple[int, Any]], on_bad_line: OnBadLine, unit: str
+    name: str, source: Path | str, records: Iterable[tuple[int, Any]], on_bad_line: OnBadLine, unit: str
 ) -> LoadedDataset:
     """Parse records into a dataset; fail on the first bad one or skip and remember it."""
     dataset = LoadedDataset(name=name, source=source, examples=[])
@@ -140,45 +124,6 @@ def _collect(
         dataset.duplicate_pairs += len(pairs & seen)
         seen |= pairs
     return dataset
-
-
-def _hf_records(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
-    """Map sentence-transformers columns (anchor/positive/negative*) to FlagEmbedding records."""
-    for index, row in enumerate(rows):
-        if "query" in row:
-            yield index, row
-            continue
-        negatives = [row[key] for key in sorted(row) if key.startswith("negative") and row[key] is not None]
-        flat = [text for value in negatives for text in (value if isinstance(value, list) else [value])]
-        positive = row.get("positive")
-        yield (
-            index,
-            {"query": row.get("anchor"), "pos": positive if isinstance(positive, list) else [positive], "neg": flat},
-        )
-
-
-def _load_hf_dir(path: Path, on_bad_line: OnBadLine) -> dict[str, LoadedDataset]:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (OSError, ValueError) as error:
-        raise BoomError(f"cannot read Hugging Face dataset: {error}", path=path) from None
-    splits = loaded if isinstance(loaded, datasets.DatasetDict) else {path.name: loaded}
-    result = {}
-    for name, split in splits.items():
-        columns = set(split.column_names)
-        if not ({"anchor", "positive"} <= columns or {"query", "pos"} <= columns):
-            raise BoomError(
-                f"dataset '{name}' needs columns anchor/positive[/negative] or query/pos[/neg], has {sorted(columns)}",
-                path=path,
-            )
-        result[name] = _collect(name, path, _hf_records(split), on_bad_line, unit="row")
-    return result
-
-
-def _is_hf_dir(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
 def _report(datasets: dict[str, LoadedDataset]) -> None:
@@ -203,34 +148,151 @@ def _report(datasets: dict[str, LoadedDataset]) -> None:
             del datasets[name]
 
 
-def scan_training_data(path: str | Path, on_bad_line: OnBadLine = "fail") -> dict[str, LoadedDataset]:
-    """Load every dataset under ``path`` with its load report (bad lines, duplicates).
+def _hub_id(spec: str) -> bool:
+    return _HUB_ID.fullmatch(spec) is not None
 
-    ``path`` is a directory of ``NAME.jsonl`` files, a single jsonl file, or a
-    ``datasets.save_to_disk`` directory. Empty datasets are reported and left out;
-    if nothing is left, that is an error.
-    """
-    if on_bad_line not in ON_BAD_LINE_CHOICES:
-        raise BoomError(f"on_bad_line must be one of {ON_BAD_LINE_CHOICES}, got {on_bad_line!r}")
-    path = Path(path)
+
+def _tables(source: str | Path, tables: Mapping[str, Any], on_bad_line: OnBadLine) -> dict[str, LoadedDataset]:
+    """One dataset per named table (a ``datasets.Dataset``)."""
+    where = (lambda name: f"{source} [{name}]") if len(tables) > 1 else (lambda name: source)
+    return {
+        name: _collect(name, source, table_records(table, where(name)), on_bad_line, "row")
+        for name, table in tables.items()
+    }
+
+
+def _load_saved(path: Path, split: str | None, on_bad_line: OnBadLine) -> dict[str, LoadedDataset]:
+    """A ``save_to_disk`` directory: a Dataset, or a DatasetDict (one dataset per split, or only ``split``)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as error:
+        raise BoomError(f"cannot read Hugging Face dataset: {_one_line(error)}", path=path) from None
+    splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {path.name: loaded}
+    if split is not None and isinstance(loaded, datasets.DatasetDict):
+        if split not in splits:
+            raise BoomError(f"no split {split!r}; splits: {', '.join(splits)}", path=path)
+        splits = {split: splits[split]}
+    return _tables(path, splits, on_bad_line)
+
+
+def _load_hub(spec: str, config: str | None, split: str | None, on_bad_line: OnBadLine) -> dict[str, LoadedDataset]:
+    """A ``datasets`` id: downloaded when online, the datasets cache when offline; one dataset."""
+    import datasets
+
+    split = split or "train"
+    try:
+        table = datasets.load_dataset(spec, name=config, split=split)
+    except Exception as error:  # datasets raises many types (not found, offline, gated, bad config)
+        raise BoomError(
+            f"{spec}: not a local file or directory, and the Hugging Face dataset cannot be loaded "
+            f"(config {config!r}, split {split!r}): {_one_line(error)}"
+        ) from None
+    name = spec if config is None else f"{spec}:{config}"
+    return {name: _collect(name, spec, table_records(table, spec), on_bad_line, "row")}
+
+
+def _load_file(path: Path, on_bad_line: OnBadLine) -> LoadedDataset:
+    """One dataset file (jsonl, parquet, csv, tsv), named after its stem."""
+    unit = FILE_SUFFIXES.get(path.suffix)
+    if unit is None:
+        raise BoomError(f"unknown training data format {path.suffix!r}; expected {_FORMATS}", path=path)
+    if path.is_dir():
+        raise BoomError(f"is a directory, not a {path.suffix} file", path=path)
+    try:
+        if path.suffix == ".jsonl":
+            records = convert(jsonl_records(path), None, path)
+        elif path.suffix == ".parquet":
+            records = table_records(parquet_table(path), path)
+        else:
+            header, rows = csv_records(path)
+            records = convert(rows, columns_of(header, path) if header else None, path)
+        return _collect(path.stem, path, records, on_bad_line, unit)
+    except OSError as error:
+        raise BoomError(f"cannot read: {error.strerror or error}", path=path) from None
+
+
+def _load_one(
+    spec: str | Path, config: str | None, split: str | None, on_bad_line: OnBadLine
+) -> dict[str, LoadedDataset]:
+    path = Path(spec)
     if not path.exists():
+        if _hub_id(str(spec)):
+            return _load_hub(str(spec), config, split, on_bad_line)
         raise BoomError("training data not found", path=path)
-    if path.is_dir() and _is_hf_dir(path):
-        datasets = _load_hf_dir(path, on_bad_line)
-    else:
-        files = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
-        if not files:
-            raise BoomError("no *.jsonl files and no Hugging Face dataset in this directory", path=path)
-        for file in files:
-            if not file.is_file():
-                raise BoomError("not a jsonl file (a directory or special file named like one)", path=file)
-        datasets = {f.stem: _collect(f.stem, f, _jsonl_records(f), on_bad_line, unit="line") for f in files}
-    _report(datasets)
-    if not datasets:
-        raise BoomError("no training examples: every dataset is empty", path=path)
+    if path.is_dir() and _is_saved_dataset(path):
+        return _load_saved(path, split, on_bad_line)
+    if not path.is_dir() or path.suffix in FILE_SUFFIXES:
+        return {path.stem: _load_file(path, on_bad_line)}
+    files = sorted(f for f in path.iterdir() if f.suffix in FILE_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise BoomError(f"no training data files ({_FORMATS}) and no Hugging Face dataset here", path=path)
+    datasets: dict[str, LoadedDataset] = {}
+    for file in files:
+        loaded = _load_file(file, on_bad_line)
+        if loaded.name in datasets:
+            raise BoomError(f"two files give dataset {loaded.name!r}: {datasets[loaded.name].source} and {file}")
+        datasets[loaded.name] = loaded
     return datasets
 
 
-def load_training_data(path: str | Path, on_bad_line: OnBadLine = "fail") -> dict[str, list[Example]]:
-    """Examples of each dataset under ``path``, by dataset name (see :func:`scan_training_data`)."""
-    return {name: dataset.examples for name, dataset in scan_training_data(path, on_bad_line).items()}
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+DataSpec = str | Path
+
+
+def scan_training_data(
+    data: DataSpec | Sequence[DataSpec],
+    on_bad_line: OnBadLine = "fail",
+    *,
+    config: str | None = None,
+    split: str | None = None,
+) -> dict[str, LoadedDataset]:
+    """Load every dataset of ``data`` with its load report (bad lines, duplicates).
+
+    ``data`` is one source or several (their datasets together; a name given twice is an
+    error). A source is a directory of data files (one dataset per ``NAME.jsonl`` /
+    ``.parquet`` / ``.csv`` / ``.tsv``), one such file, a ``datasets.save_to_disk``
+    directory (a DatasetDict gives one dataset per split, or only ``split``), or a
+    ``datasets`` id ``org/name`` that is not a local path (``config``; ``split``, default
+    ``train``; the cache when offline). Columns follow :mod:`boom_merge.data.formats`.
+    Empty datasets are reported and left out; if nothing is left, that is an error.
+    """
+    if on_bad_line not in ON_BAD_LINE_CHOICES:
+        raise BoomError(f"on_bad_line must be one of {ON_BAD_LINE_CHOICES}, got {on_bad_line!r}")
+    specs = [data] if isinstance(data, (str, Path)) else list(data)
+    if not specs:
+        raise BoomError("no training data given")
+    if config is not None and not any(_hub_id(str(s)) and not Path(s).exists() for s in specs):
+        raise BoomError(f"--data-config {config!r} applies to a Hugging Face dataset id (org/name), and none is given")
+    datasets: dict[str, LoadedDataset] = {}
+    for spec in specs:
+        for name, loaded in _load_one(spec, config, split, on_bad_line).items():
+            if name in datasets:
+                raise BoomError(f"dataset {name!r} is given twice: by {datasets[name].source} and by {loaded.source}")
+            datasets[name] = loaded
+    _report(datasets)
+    if not datasets:
+        raise BoomError("no training examples: every dataset is empty", path=specs[0] if len(specs) == 1 else None)
+    return datasets
+
+
+def load_training_data(
+    data: DataSpec | Sequence[DataSpec],
+    on_bad_line: OnBadLine = "fail",
+    *,
+    config: str | None = None,
+    split: str | None = None,
+) -> dict[str, list[Example]]:
+    """Examples of each dataset of ``data``, by dataset name (see :func:`scan_training_data`)."""
+    return {
+        name: dataset.examples
+        for name, dataset in scan_training_data(data, on_bad_line, config=config, split=split).items()
+    }
