@@ -1,10 +1,13 @@
 """Input checks that run before any merge writes anything.
 
 Each problem becomes a one-line :class:`BoomError` naming the file (and tensor):
-missing config, missing/truncated/corrupt safetensors, pickled weights (refused
-unless allowed: unpickling runs arbitrary code), tensor name or shape mismatches
-between models, and NaN/Inf weights. Tensors are read one at a time, so checking
-never holds a whole model in memory.
+missing config, missing/truncated/corrupt safetensors, headers that lie (a byte
+length that does not fit the dtype and shape, tensors sharing bytes, a tensor that is
+floating in one input and integer in another), pickled weights (refused unless
+allowed: unpickling runs arbitrary code), tensor name or shape mismatches between
+models, and NaN/Inf weights. Tensors are read one at a time, so checking never holds
+a whole model in memory. Used by the merge pipeline and :mod:`boom_merge.models`; it
+writes nothing.
 """
 
 from __future__ import annotations
@@ -50,24 +53,33 @@ def _read_header(file: Path) -> dict[str, TensorInfo]:
             header = json.loads(handle.read(header_len))
     except (struct.error, ValueError, UnicodeDecodeError) as error:
         raise BoomError(f"corrupt safetensors file ({error})", path=file) from None
+    if not isinstance(header, dict):
+        raise BoomError("corrupt safetensors file (its header is not a JSON object)", path=file)
     header.pop("__metadata__", None)
     tensors = {}
-    end = 0
+    ranges = []
     for name, entry in header.items():
         try:
-            begin, stop = entry["data_offsets"]
+            begin, stop = (int(offset) for offset in entry["data_offsets"])
             shape = tuple(int(d) for d in entry["shape"])
             dtype = str(entry["dtype"])
         except (KeyError, TypeError, ValueError):
             raise BoomError(f"corrupt safetensors header entry for tensor {name!r}", path=file) from None
-        expected = _DTYPE_BYTES.get(dtype, 0)
+        if dtype not in _DTYPE_BYTES:
+            raise BoomError(f"corrupt safetensors: tensor {name!r} has unknown dtype {dtype!r}", path=file)
         numel = 1
         for dim in shape:
             numel *= dim
-        if expected and stop - begin != numel * expected:
-            raise BoomError(f"corrupt safetensors: tensor {name!r} has the wrong byte length", path=file)
-        end = max(end, stop)
+        if not 0 <= begin <= stop or stop - begin != numel * _DTYPE_BYTES[dtype]:
+            raise BoomError(f"corrupt safetensors: tensor {name!r} has the wrong byte length for "
+                            f"{dtype} {list(shape)}", path=file)
+        ranges.append((begin, stop, name))
         tensors[name] = TensorInfo(file, dtype, shape)
+    ranges.sort()
+    for (_, stop, first), (begin, _, second) in zip(ranges, ranges[1:]):
+        if begin < stop:
+            raise BoomError(f"corrupt safetensors: tensors {first!r} and {second!r} share bytes", path=file)
+    end = ranges[-1][1] if ranges else 0
     if 8 + header_len + end > size:
         raise BoomError(
             f"truncated safetensors file: {size} bytes, header declares {8 + header_len + end}",
@@ -106,8 +118,12 @@ def model_files(model_dir: str | Path, *, allow_pickle: bool = False) -> ModelFi
     return ModelFiles(model_dir, tensors)
 
 
+def _is_float(info: TensorInfo) -> bool:
+    return info.dtype.startswith(("F", "BF"))
+
+
 def check_same_tensors(models: list[ModelFiles]) -> None:
-    """Every model must have the same tensor names and shapes as the first."""
+    """Every model must have the same tensor names and shapes as the first, floating where it is."""
     reference = models[0]
     if not reference.tensors:
         return
@@ -120,6 +136,12 @@ def check_same_tensors(models: list[ModelFiles]) -> None:
                 has, lacks = (reference, other) if theirs is None else (other, reference)
                 raise BoomError(
                     f"tensor {name!r} is in {has.path} but not in {lacks.path}", path=lacks.path
+                )
+            if _is_float(mine) != _is_float(theirs):
+                raise BoomError(
+                    f"tensor {name!r} is {mine.dtype} in {mine.file} but {theirs.dtype} in {theirs.file}; "
+                    "one of the headers lies about its dtype (or the models are not of one kind)",
+                    path=theirs.file,
                 )
             if mine.shape != theirs.shape:
                 raise BoomError(
@@ -136,7 +158,7 @@ def check_finite(model: ModelFiles) -> None:
 
     by_file: dict[Path, list[str]] = {}
     for name, info in model.tensors.items():
-        if info.dtype.startswith(("F", "BF")):
+        if _is_float(info):
             by_file.setdefault(info.file, []).append(name)
     for file, names in by_file.items():
         with safe_open(str(file), framework="pt") as handle:

@@ -3,107 +3,158 @@
 1. ``MergePlanner.plan_tensor`` evaluates ``[w_in.name] + (w_in.aliases or [])`` for
    optional weights; ``aliases`` is a tuple, so every BERT-family model (whose
    optional pooler weights have aliases) crashes with ``TypeError: can only
-   concatenate list (not "tuple") to list``. We recompile that method from its own
-   source with the expression fixed. If upstream changes the line, nothing is
-   patched and ``tests/test_mergekit_compat.py`` fails, telling us to drop the shim.
-2. mergekit writes only the transformer. ``run_merge`` is wrapped so that when all
-   inputs are sentence-transformers models the output becomes one too
-   (:func:`boom_merge.st_head.finish_output`): plain ``mergekit-yaml`` then yields a
-   model that ``SentenceTransformer(OUT)`` loads and that embeds as intended.
-
-3. mergekit's model card asks the Hub whether a local directory whose path has at
+   concatenate list (not "tuple") to list``. ``plan_tensor`` is wrapped so that the
+   weights it is given carry their aliases as :class:`ListConcatenableAliases`: still
+   the same (hashable, equal) tuple, which a list can also be added to. mergekit's own
+   code runs unchanged. ``tests/test_mergekit_compat.py`` fails when upstream fixes it.
+2. mergekit's model card asks the Hub whether a local directory whose path has at
    most one slash (``members/m0``) is also a Hub repo; offline that raises a
    connection error after the merge is done. A path that is a local directory is
    treated as local.
+3. Plain ``mergekit-yaml`` goes through boom-merge's merge pipeline
+   (:mod:`boom_merge.merging`): ``run_merge`` is wrapped so that it runs the pipeline's
+   checks first and finishes the output after (:func:`boom_merge.merging.merge_in_place`),
+   and every command built with ``add_merge_options`` (``mergekit-yaml`` among them)
+   validates its recipe file strictly and prints a refusal as one ``Error:`` line
+   (exit 1) instead of a traceback.
 
-All are applied by the import hook (``_hook.py``) right after mergekit's module
-has been executed, and are idempotent.
+The import hook (``_hook.py``) applies each right after mergekit's module has been
+executed; all are idempotent and marked with ``__boom_merge_patched__``. This module
+owns the adaptations only: what the pipeline checks and writes lives in merging.py.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-import logging
 import os
-import textwrap
 from typing import Any, Callable
 
-logger = logging.getLogger(__name__)
-
-BUGGY_ALIAS_EXPR = "[w_in.name] + (w_in.aliases or [])"
-FIXED_ALIAS_EXPR = "[w_in.name, *(w_in.aliases or ())]"
 _PATCHED = "__boom_merge_patched__"
 
 
-def plan_tensor_has_alias_bug() -> bool:
-    """True while mergekit's own ``plan_tensor`` source still has the list+tuple bug."""
+def _mark(function: Callable[..., Any]) -> Callable[..., Any]:
+    setattr(function, _PATCHED, True)
+    return function
+
+
+class ListConcatenableAliases(tuple):
+    """A tuple of weight aliases that ``[name] + aliases`` also accepts (mergekit 0.1.5's plan.py)."""
+
+    __slots__ = ()
+
+    def __radd__(self, other: Any) -> Any:
+        if isinstance(other, list):
+            return [*other, *self]
+        return NotImplemented
+
+
+def _concatenable(weight: Any) -> Any:
+    aliases = getattr(weight, "aliases", None)
+    if not aliases or isinstance(aliases, ListConcatenableAliases):
+        return weight
+    return weight.model_copy(update={"aliases": ListConcatenableAliases(aliases)})
+
+
+def fix_plan_tensor() -> None:
+    """Wrap ``MergePlanner.plan_tensor`` so that its inputs' aliases can be added to a list."""
     from mergekit.plan import MergePlanner
 
-    original = getattr(MergePlanner.plan_tensor, "__wrapped__", MergePlanner.plan_tensor)
-    return BUGGY_ALIAS_EXPR in inspect.getsource(original)
-
-
-def patch_plan_tensor() -> bool:
-    """Replace ``MergePlanner.plan_tensor`` with its source, fixed; return whether patched."""
-    import mergekit.plan as plan
-
-    current = plan.MergePlanner.plan_tensor
-    if getattr(current, _PATCHED, False):
-        return True
-    if not plan_tensor_has_alias_bug():
-        logger.info("mergekit's plan_tensor no longer has the alias bug; not patching")
-        return False
-    source = textwrap.dedent(inspect.getsource(current)).replace(
-        BUGGY_ALIAS_EXPR, FIXED_ALIAS_EXPR
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(source, inspect.getsourcefile(current) or "<mergekit.plan>", "exec"),
-         vars(plan), namespace)
-    fixed = functools.wraps(current)(namespace["plan_tensor"])
-    setattr(fixed, _PATCHED, True)
-    plan.MergePlanner.plan_tensor = fixed
-    return True
-
-
-def wrap_run_merge() -> None:
-    """Make ``mergekit.merge.run_merge`` finish sentence-transformers outputs."""
-    import mergekit.merge as merge
-
-    if getattr(merge.run_merge, _PATCHED, False):
+    original = MergePlanner.plan_tensor
+    if getattr(original, _PATCHED, False):
         return
-    merge.run_merge = _with_sentence_transformers_output(merge.run_merge)
 
+    @functools.wraps(original)
+    def plan_tensor(self, weight, weights_in, models, cfg_reader):
+        return original(self, weight, [_concatenable(w) for w in weights_in], models, cfg_reader)
 
-def _with_sentence_transformers_output(run_merge: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(run_merge)
-    def run_merge_with_st(merge_config, out_path, *args, **kwargs):
-        from boom_merge.st_head import finish_output, plan_head
-
-        head = plan_head(merge_config)  # refuse incompatible inputs before merging
-        result = run_merge(merge_config, out_path, *args, **kwargs)
-        if head is not None:
-            finish_output(head, out_path, recipe_yaml=kwargs.get("config_source"))
-        return result
-
-    setattr(run_merge_with_st, _PATCHED, True)
-    return run_merge_with_st
+    MergePlanner.plan_tensor = _mark(plan_tensor)
 
 
 def treat_local_dirs_as_local() -> None:
     """Wrap ``mergekit.card.is_hf`` so that existing local directories never query the Hub."""
     import mergekit.card as card
 
-    if getattr(card.is_hf, _PATCHED, False):
-        return
     original = card.is_hf
+    if getattr(original, _PATCHED, False):
+        return
 
     @functools.wraps(original)
     def is_hf(path: str) -> bool:
         return False if os.path.isdir(path) else original(path)
 
-    setattr(is_hf, _PATCHED, True)
-    card.is_hf = is_hf
+    card.is_hf = _mark(is_hf)
+
+
+def upstream_run_merge() -> Callable[..., Any]:
+    """mergekit's own ``run_merge``, whether or not it is wrapped."""
+    import mergekit.merge as merge
+
+    return getattr(merge.run_merge, "__wrapped__", merge.run_merge)
+
+
+def route_run_merge() -> None:
+    """Make ``mergekit.merge.run_merge`` run boom-merge's checks before and its finish after."""
+    import mergekit.merge as merge
+
+    original = merge.run_merge
+    if getattr(original, _PATCHED, False):
+        return
+
+    @functools.wraps(original)
+    def run_merge(merge_config, out_path, options=None, config_source=None):
+        from boom_merge.merging import merge_in_place
+
+        return merge_in_place(merge_config, out_path, options=options, config_source=config_source,
+                              upstream=original)
+
+    merge.run_merge = _mark(run_merge)
+
+
+def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A mergekit command body whose refusals are one ``Error:`` line, exit 1.
+
+    For ``mergekit-yaml`` (``config_file`` and ``out_path`` arguments) the recipe is also
+    validated strictly first, naming the recipe file.
+    """
+    if getattr(command, _PATCHED, False):
+        return command
+
+    @functools.wraps(command)
+    def guarded(*args, **kwargs):
+        import click
+
+        from boom_merge.errors import BoomError
+
+        try:
+            if "config_file" in kwargs and "out_path" in kwargs:
+                from boom_merge.merging import load_recipe
+
+                load_recipe(kwargs["config_file"])
+            return command(*args, **kwargs)
+        except BoomError as error:
+            raise click.ClickException(str(error)) from None
+
+    return _mark(guarded)
+
+
+def guard_merge_commands() -> None:
+    """Wrap ``mergekit.options.add_merge_options`` so the commands it builds use :func:`one_line_errors`."""
+    import mergekit.options as options
+
+    original = options.add_merge_options
+    if getattr(original, _PATCHED, False):
+        return
+
+    @functools.wraps(original)
+    def add_merge_options(f: Callable[..., Any]) -> Callable[..., Any]:
+        return original(one_line_errors(f))
+
+    options.add_merge_options = _mark(add_merge_options)
+
+
+def apply_plan_fixes() -> None:
+    """Callback for ``mergekit.plan``."""
+    fix_plan_tensor()
 
 
 def apply_card_fixes() -> None:
@@ -111,21 +162,20 @@ def apply_card_fixes() -> None:
     treat_local_dirs_as_local()
 
 
-def apply_plan_fixes() -> None:
-    """Callback for ``mergekit.plan``."""
-    patch_plan_tensor()
-
-
 def apply_merge_fixes() -> None:
     """Callback for ``mergekit.merge``."""
-    wrap_run_merge()
+    route_run_merge()
+
+
+def apply_cli_fixes() -> None:
+    """Callback for ``mergekit.options``."""
+    guard_merge_commands()
 
 
 def ensure_applied() -> None:
-    """Apply everything now (for in-process callers that bypass the ``.pth`` hook)."""
+    """What boom-merge's own merges need, also with the hook disabled: methods, BERT fix, card fix."""
     from boom_merge.merge_methods import register_methods
 
     register_methods()
-    patch_plan_tensor()
+    fix_plan_tensor()
     treat_local_dirs_as_local()
-    wrap_run_merge()

@@ -6,7 +6,9 @@ layers and Normalize. :func:`plan_head` checks that all inputs embed the same wa
 (same modules, pooling, normalisation, prompts, vocabulary) before anything is
 merged; :meth:`HeadPlan.write` then copies the settings into the output and merges
 every weighted module (e.g. ``Dense``) with the recipe's own method and parameters,
-so the output embeds exactly like the hand-merged model.
+so the output embeds exactly like the hand-merged model (in float32 arithmetic, stored in
+the output's dtype). The merge pipeline (:mod:`boom_merge.merging`) calls both; lineage
+and the model card are its business, not this module's.
 """
 
 from __future__ import annotations
@@ -257,10 +259,14 @@ class HeadPlan:
                 _merge_module_weights(self, module, target)
 
 
-def plan_head(merge_config: Any) -> HeadPlan | None:
-    """Check a mergekit configuration's inputs; ``None`` unless all are sentence-transformers."""
+def plan_head(merge_config: Any, paths: list[Path] | None = None) -> HeadPlan | None:
+    """Check a mergekit configuration's inputs; ``None`` unless all are sentence-transformers.
+
+    ``paths`` are the inputs' local dirs in :func:`~boom_merge.recipes.ordered_references`
+    order (Hub ids resolved); default: the references' own paths.
+    """
     refs = ordered_references(merge_config)
-    paths = [Path(ref.model.path) for ref in refs]
+    paths = [Path(ref.model.path) for ref in refs] if paths is None else [Path(p) for p in paths]
     heads = [read_head(p) if p.is_dir() else None for p in paths]
     if all(head is None for head in heads):
         return None
@@ -288,6 +294,7 @@ def _load_weights(path: Path) -> dict[str, Any]:
 def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> None:
     """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method."""
     from mergekit.merge_methods import get, merge_tensors
+    import torch
     from mergekit.parameter_resolver import resolve_parameters
     from safetensors.torch import save_file
 
@@ -301,10 +308,12 @@ def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> N
     merged = {}
     for key, first in state_dicts[0].items():
         tensor_name = f"{module.path}.{key}"
-        tensors = [sd[key] for sd in state_dicts]
         if not first.is_floating_point():
             merged[key] = first.clone()
             continue
+        # float32 arithmetic (wider inputs stay as they are); the output keeps the inputs' dtype
+        tensors = [sd[key].to(torch.promote_types(sd[key].dtype, torch.float32)) for sd in state_dicts]
+        out_dtype = getattr(torch, plan.config.out_dtype) if plan.config.out_dtype else first.dtype
         shared, per_input = resolve_parameters(
             method.spec,
             tensor_name=tensor_name,
@@ -325,21 +334,6 @@ def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> N
             ids=models,
             base_index=models.index(base) if base in models else None,
             name=tensor_name,
-        ).contiguous()
+        ).to(out_dtype).contiguous()
     save_file(merged, str(target / "model.safetensors"))
     logger.info("merged %d tensors of module %s", len(merged), module.path)
-
-
-def finish_output(plan: HeadPlan, out_path: str | Path, recipe_yaml: str | None = None) -> None:
-    """Make a finished mergekit output a sentence-transformers model with lineage and a card."""
-    from boom_merge.card import write_model_card
-    from boom_merge.lineage import write_lineage
-
-    plan.write(out_path)
-    write_lineage(out_path, plan.config, list(plan.refs))
-    write_model_card(
-        Path(out_path),
-        inputs=[ref.model.path for ref in plan.refs],
-        recipe_yaml=recipe_yaml,
-        method=plan.config.merge_method,
-    )

@@ -1,12 +1,24 @@
-"""Bad input: one-line error naming the file, exit != 0, no traceback, nothing written."""
+"""Bad input: one-line error naming the file, exit != 0, no traceback, nothing written.
+
+Every merge-path class of bad input runs under BOTH ``boom-merge merge`` (in-process,
+click's runner) and plain ``mergekit-yaml`` (its console entry point, all cases in one
+fresh interpreter with the .pth hook active; one case also through the real console
+script). Each asserts the exit code, exactly one ``Error:`` line naming the file, no
+traceback, the inputs' bytes unchanged and no stray temporary directory.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,13 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from boom_merge.cli import main
 
+# ------------------------------------------------------------------ helpers
+
 
 def _copy_members(tiny_bag, tmp_path: Path, n: int = 2) -> list[Path]:
     _, members = tiny_bag
-    copies = []
-    for i, member in enumerate(members[:n]):
-        copies.append(Path(shutil.copytree(member, tmp_path / f"m{i}")))
-    return copies
+    return [Path(shutil.copytree(member, tmp_path / f"m{i}")) for i, member in enumerate(members[:n])]
 
 
 def _recipe(tmp_path: Path, members, method="boom", **extra) -> Path:
@@ -33,18 +44,21 @@ def _recipe(tmp_path: Path, members, method="boom", **extra) -> Path:
     return path
 
 
+def _error_lines(output: str) -> list[str]:
+    # progress bars may precede it; the error itself is exactly one line
+    return [line for line in re.split(r"[\r\n]", output) if line.startswith("Error: ")]
+
+
 def _fails(args, *needles: str) -> str:
     result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code != 0
+    assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
-    # progress bars may precede it; the error itself is exactly one line
-    errors = [line for line in re.split(r"[\r\n]", result.output) if line.startswith("Error: ")]
+    errors = _error_lines(result.output)
     assert len(errors) == 1, result.output
-    message = errors[0]
     for needle in needles:
-        assert str(needle) in message, message
-    return message
+        assert str(needle) in errors[0], errors[0]
+    return errors[0]
 
 
 def _no_output(tmp_path: Path) -> None:
@@ -52,19 +66,191 @@ def _no_output(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_truncated_safetensors(tmp_path, tiny_bag) -> None:
-    m0, m1 = _copy_members(tiny_bag, tmp_path)
-    weights = m1 / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-100])
-    _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out"], weights, "truncated")
-    _no_output(tmp_path)
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_corrupt_safetensors_header(tmp_path, tiny_bag) -> None:
-    m0, m1 = _copy_members(tiny_bag, tmp_path)
-    (m1 / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out"], m1 / "model.safetensors", "corrupt")
-    _no_output(tmp_path)
+# ------------------------------------------------------------------ every class, both paths
+
+_BAD_TENSOR = "embeddings.LayerNorm.weight"
+
+
+def _set_value(member: Path, value: float) -> None:
+    state = load_file(str(member / "model.safetensors"))
+    state[_BAD_TENSOR][3] = value
+    save_file(state, str(member / "model.safetensors"))
+
+
+def _lie_about_dtype(member: Path) -> None:
+    """Declare one float32 tensor int32: same byte length, values around 1e9 if believed."""
+    file = member / "model.safetensors"
+    data = file.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header[_BAD_TENSOR]["dtype"] = "I32"
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (length - len(text))  # same header length, so the offsets stay right
+    assert len(text) == length
+    file.write_bytes(data[:8] + text + data[8 + length:])
+
+
+def _edit_json(file: Path, change) -> None:
+    data = json.loads(file.read_text())
+    change(data)
+    file.write_text(json.dumps(data))
+
+
+def _pickle(member: Path) -> None:
+    torch.save(load_file(str(member / "model.safetensors")), member / "pytorch_model.bin")
+    (member / "model.safetensors").unlink()
+
+
+def _drop_dense(member: Path) -> None:
+    _edit_json(member / "modules.json", lambda modules: modules.__delitem__(2))
+    shutil.rmtree(member / "2_Dense")
+
+
+_VARIANTS = {  # a copy of member 1 with one defect
+    "nan": lambda m: _set_value(m, float("nan")),
+    "inf": lambda m: _set_value(m, float("inf")),
+    "liar": _lie_about_dtype,
+    "truncated": lambda m: (m / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes()[:-100]),
+    "malformed": lambda m: (m / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all"),
+    "noconfig": lambda m: (m / "config.json").unlink(),
+    "pickled": _pickle,
+    "cls": lambda m: _edit_json(m / "1_Pooling/config.json", lambda c: c.update(pooling_mode="cls")),
+    "prompt": lambda m: _edit_json(m / "config_sentence_transformers.json",
+                                   lambda c: c["prompts"].update(query="search: ")),
+    "vocab": lambda m: _edit_json(m / "tokenizer.json", lambda t: t["added_tokens"].append(
+        {**t["added_tokens"][-1], "id": len(t["model"]["vocab"]), "content": "[NEWTOKEN]"})),
+    "nodense": _drop_dense,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    recipe: str  # YAML, with {W} for the world's root (needles: {R} for the recipe file)
+    out: str = "{W}/out"
+    needles: tuple[str, ...] = ()
+
+    def paths(self, world: Path, name: str) -> tuple[Path, Path]:
+        recipe = world / "recipes" / f"{name}.yml"
+        return recipe, Path(self.out.replace("{W}", str(world)))
+
+
+def _models(*names: str, extra: str = "") -> str:
+    return "merge_method: boom\nmodels:\n" + "".join(f"  - model: {{W}}/{n}\n" for n in names) + extra
+
+
+CASES = {
+    "nan": Case(_models("m0", "nan"), needles=("{W}/nan/model.safetensors", _BAD_TENSOR, "NaN or Inf")),
+    "inf": Case(_models("m0", "inf"), needles=("{W}/inf/model.safetensors", _BAD_TENSOR, "NaN or Inf")),
+    "lying dtype header": Case(_models("m0", "liar"), needles=("{W}/liar/model.safetensors", _BAD_TENSOR, "I32")),
+    "truncated": Case(_models("m0", "truncated"), needles=("{W}/truncated/model.safetensors", "truncated")),
+    "malformed header": Case(_models("m0", "malformed"), needles=("{W}/malformed/model.safetensors", "corrupt")),
+    "missing config": Case(_models("m0", "noconfig"), needles=("{W}/noconfig", "config.json")),
+    "pickled weights": Case(_models("m0", "pickled"), needles=("{W}/pickled", "pickled", "--allow-pickle")),
+    "pooling differs": Case(_models("m0", "cls"), needles=("{W}/m0", "{W}/cls", "Pooling")),
+    "prompts differ": Case(_models("m0", "prompt"), needles=("{W}/m0", "{W}/prompt", "prompts")),
+    "vocabulary differs": Case(_models("m0", "vocab"), needles=("{W}/m0", "{W}/vocab", "vocab")),
+    "Dense in one only": Case(_models("m0", "nodense"), needles=("{W}/m0", "{W}/nodense", "modules")),
+    "unknown method": Case(_models("m0", "m1").replace("boom", "bagging", 1),
+                           needles=("{R}", "'bagging'", "boom", "multislerp")),
+    "unknown parameter wieght": Case(_models("m0", "m1").replace("/m1\n", "/m1\n    parameters: {wieght: 2}\n"),
+                                     needles=("{R}", "'wieght'", "valid: weight")),
+    "unknown key paramters": Case(_models("m0", "m1", extra="paramters: {interpolation: linear}\n"),
+                                  needles=("{R}", "'paramters'", "parameters")),
+    "inf weight": Case(_models("m0", "m1").replace("/m1\n", "/m1\n    parameters: {weight: .inf}\n"),
+                       needles=("{R}", "weight", "finite")),
+    "empty models": Case("merge_method: boom\nmodels: []\n", needles=("{R}", "models", "empty")),
+    "model listed twice": Case(_models("m0", "m1", "m0"), needles=("{R}", "{W}/m0", "2 times")),
+    "OUT inside an input": Case(_models("m0", "m1"), out="{W}/m0/merged", needles=("{W}/m0", "inside")),
+    "OUT is an input": Case(_models("m0", "m1"), out="{W}/m1", needles=("{W}/m1", "is the input")),
+}
+
+_BATCH = """
+import contextlib, io, json, sys, traceback
+from mergekit.scripts.run_yaml import main
+results = {}
+for name, recipe, out in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main([recipe, out])
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = None
+    results[name] = {"code": code, "stderr": err.getvalue()}
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tiny_bag, tmp_path_factory) -> tuple[Path, dict[str, str], dict]:
+    """Members, their defective copies and one recipe per case; mergekit-yaml already run on all."""
+    root = tmp_path_factory.mktemp("bad")
+    _, members = tiny_bag
+    for i, member in enumerate(members[:2]):
+        shutil.copytree(member, root / f"m{i}")
+    for name, defect in _VARIANTS.items():
+        defect(Path(shutil.copytree(members[1], root / name)))
+    (root / "recipes").mkdir()
+    runs = []
+    for name, case in CASES.items():
+        recipe, out = case.paths(root, name)
+        recipe.write_text(case.recipe.replace("{W}", str(root)))
+        runs.append((name, str(recipe), str(out)))
+    before = _digests(root)
+    env = {k: v for k, v in os.environ.items() if k != "BOOM_MERGE_DISABLE_HOOK"}
+    batch = subprocess.run([sys.executable, "-c", _BATCH, json.dumps(runs)], capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    return root, before, json.loads(batch.stdout.strip().splitlines()[-1])
+
+
+def _check_clean(root: Path, before: dict[str, str]) -> None:
+    assert _digests(root) == before, "an input changed"
+    assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
+    assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_refused_in_one_line_by_both_paths(world, name) -> None:
+    root, before, plain = world
+    case = CASES[name]
+    recipe, out = case.paths(root, name)
+    needles = [n.replace("{W}", str(root)).replace("{R}", str(recipe)) for n in case.needles]
+    # plain mergekit-yaml (already run, in one fresh interpreter with the hook)
+    result = plain[name]
+    assert result["code"] == 1, result["stderr"][-2000:]
+    assert "Traceback" not in result["stderr"]
+    errors = _error_lines(result["stderr"])
+    assert len(errors) == 1, result["stderr"][-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    # boom-merge merge
+    _fails(["merge", recipe, out], *needles)
+    _check_clean(root, before)
+
+
+def test_the_console_script_refuses_an_input_as_out(world) -> None:
+    """The installed `mergekit-yaml` script itself: no SameFileError, the input untouched."""
+    root, before, _ = world
+    recipe, out = CASES["OUT is an input"].paths(root, "OUT is an input")
+    script = Path(sysconfig.get_path("scripts")) / "mergekit-yaml"
+    env = {k: v for k, v in os.environ.items() if k != "BOOM_MERGE_DISABLE_HOOK"}
+    result = subprocess.run([str(script), str(recipe), str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "SameFileError" not in result.stderr
+    assert _error_lines(result.stderr) == [f"Error: output {out} is the input {out}; write elsewhere"]
+    _check_clean(root, before)
+
+
+# ------------------------------------------------------------------ boom-merge only
 
 
 def test_shape_mismatch_names_tensor_and_both_models(tmp_path, tiny_bag) -> None:
@@ -85,41 +271,13 @@ def test_missing_tensor_names_tensor_and_models(tmp_path, tiny_bag) -> None:
     _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out"], "pooler.dense.bias", m0, m1)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_weights_name_the_tensor(tmp_path, tiny_bag, bad) -> None:
+def test_pickled_weights_merge_with_allow_pickle(tmp_path, tiny_bag) -> None:
     m0, m1 = _copy_members(tiny_bag, tmp_path)
-    state = load_file(str(m1 / "model.safetensors"))
-    state["embeddings.LayerNorm.weight"][3] = bad
-    save_file(state, str(m1 / "model.safetensors"))
-    _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out"], "embeddings.LayerNorm.weight", "NaN or Inf", m1)
-    _no_output(tmp_path)
-
-
-def test_missing_config(tmp_path, tiny_bag) -> None:
-    m0, m1 = _copy_members(tiny_bag, tmp_path)
-    (m1 / "config.json").unlink()
-    _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out"], m1, "config.json")
-
-
-def test_pickled_weights_need_allow_pickle(tmp_path, tiny_bag) -> None:
-    m0, m1 = _copy_members(tiny_bag, tmp_path)
-    state = load_file(str(m1 / "model.safetensors"))
-    torch.save(state, m1 / "pytorch_model.bin")
-    (m1 / "model.safetensors").unlink()
-    _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out"], m1, "--allow-pickle")
-    _no_output(tmp_path)
-
-
-def test_unknown_method_lists_valid_ones(tmp_path, tiny_bag) -> None:
-    m0, m1 = _copy_members(tiny_bag, tmp_path)
-    recipe = _recipe(tmp_path, [m0, m1], method="bagging")
-    _fails(["merge", recipe, tmp_path / "out"], recipe, "'bagging'", "boom", "multislerp", "ties")
-
-
-def test_unknown_parameter_lists_valid_ones(tmp_path, tiny_bag) -> None:
-    m0, m1 = _copy_members(tiny_bag, tmp_path)
-    recipe = _recipe(tmp_path, [m0, m1], parameters={"temperature": 0.5})
-    _fails(["merge", recipe, tmp_path / "out"], recipe, "'temperature'", "interpolation", "weight")
+    _pickle(m1)
+    result = CliRunner().invoke(main, ["merge", str(_recipe(tmp_path, [m0, m1])), str(tmp_path / "out"),
+                                       "--allow-pickle"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 def test_invalid_parameter_value(tmp_path, tiny_bag) -> None:
@@ -128,23 +286,50 @@ def test_invalid_parameter_value(tmp_path, tiny_bag) -> None:
     _fails(["merge", recipe, tmp_path / "out"], recipe, "interpolation", "cubic")
 
 
+@pytest.mark.parametrize(("weights", "needle"), [((-1.0, 2.0), "non-negative"), ((0.0, 0.0), "positive")])
+def test_weights_must_be_non_negative_with_a_positive_sum(tmp_path, tiny_bag, weights, needle) -> None:
+    m0, m1 = _copy_members(tiny_bag, tmp_path)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "models": [
+        {"model": str(m), "parameters": {"weight": w}} for m, w in zip((m0, m1), weights)]}))
+    _fails(["merge", recipe, tmp_path / "out"], recipe, needle)
+
+
+def test_a_shared_parameter_set_per_model_is_refused(tmp_path, tiny_bag) -> None:
+    """mergekit reads `normalize` only from the shared parameters: per model it would be ignored."""
+    m0, m1 = _copy_members(tiny_bag, tmp_path)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "models": [
+        {"model": str(m), "parameters": {"weight": 1.0, "normalize": False}} for m in (m0, m1)]}))
+    _fails(["merge", recipe, tmp_path / "out"], recipe, "'normalize'", "valid: weight")
+
+
+def test_a_required_weight_that_is_missing_is_named(tmp_path, tiny_bag) -> None:
+    m0, m1 = _copy_members(tiny_bag, tmp_path)
+    recipe = _recipe(tmp_path, [m0, m1], method="linear")
+    _fails(["merge", recipe, tmp_path / "out"], recipe, "weight", str(m0))
+
+
 def test_invalid_yaml(tmp_path) -> None:
     recipe = tmp_path / "recipe.yml"
     recipe.write_text("merge_method: [unclosed")
     _fails(["merge", recipe, tmp_path / "out"], recipe, "invalid YAML")
 
 
-def test_existing_output_needs_force(tmp_path, tiny_bag) -> None:
+def test_existing_output_needs_force_and_force_replaces_only_our_outputs(tmp_path, tiny_bag) -> None:
     m0, m1 = _copy_members(tiny_bag, tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     recipe = _recipe(tmp_path, [m0, m1])
     _fails(["merge", recipe, out], out, "--force")
+    _fails(["merge", recipe, out, "--force"], out, "not written by boom-merge")
     assert (out / "keep.txt").read_text() == "mine"
-    result = CliRunner().invoke(main, ["merge", str(recipe), str(out), "--force"])
-    assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists() and (out / "modules.json").is_file()
+    shutil.rmtree(out)
+    for args in (["merge", str(recipe), str(out)], ["merge", str(recipe), "-o", str(out), "--force"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    assert (out / "modules.json").is_file()
 
 
 def test_real_process_prints_no_traceback(tmp_path, tiny_bag) -> None:
@@ -182,3 +367,4 @@ def test_outputs_get_the_usual_permissions(tmp_path, tiny_bag) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
