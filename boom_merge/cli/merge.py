@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from boom_merge.cli._options import device_option
-from boom_merge.recipes import METHODS
+from boom_merge.recipes import DTYPES, METHODS
 
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
 _allow_pickle = click.option(
@@ -18,38 +18,70 @@ _shard = click.option("--out-shard-size", default="1B", show_default=True,
                       help="Parameters per output shard; mergekit holds one shard in memory (e.g. 250M for big models).")
 
 
-@click.command("merge")
+_dtype = click.option("--dtype", type=click.Choice(DTYPES), default=None,
+                      help="dtype of the merged weights (default: the inputs'; the arithmetic runs in float32).")
+
+
+@click.command("merge", epilog="""Examples:
+
+\b
+  boom-merge merge boom.yml merged/
+  boom-merge merge boom.yml -o merged/ --force --dtype bfloat16
+  mergekit-yaml boom.yml merged/       # the same pipeline through the import hook
+""")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_option", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output model directory (instead of the positional OUT).")
 @_force
 @_cuda
 @_allow_pickle
 @_shard
-def merge_command(recipe: Path, out: Path, force: bool, cuda: bool, allow_pickle: bool, out_shard_size: str) -> None:
-    """Merge with a mergekit RECIPE into OUT (a sentence-transformers model when inputs are)."""
+@_dtype
+def merge_command(recipe: Path, out: Path | None, out_option: Path | None, force: bool, cuda: bool,
+                  allow_pickle: bool, out_shard_size: str, dtype: str | None) -> None:
+    """Merge with a mergekit RECIPE into OUT (a sentence-transformers model when inputs are).
+
+    The recipe is validated strictly (unknown keys and parameters are refused), every
+    input is checked before anything is written, and OUT is written atomically; it is
+    never an input model, inside one or around one.
+    """
     from boom_merge.merging import merge_recipe
 
-    path = merge_recipe(recipe, out, force=force, cuda=cuda, allow_pickle=allow_pickle, out_shard_size=out_shard_size)
+    if (out is None) == (out_option is None):
+        raise click.UsageError("give the output directory once: OUT or -o/--out")
+    path = merge_recipe(recipe, out or out_option, force=force, cuda=cuda, allow_pickle=allow_pickle,
+                        out_shard_size=out_shard_size, dtype=dtype)
     click.echo(f"merged model written to {path}")
 
 
-@click.command("recipe")
-@click.argument("members", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Recipe file to write.")
-@click.option("--method", type=click.Choice(METHODS), default="boom", show_default=True)
+@click.command("recipe", epilog="""Examples:
+
+\b
+  boom-merge recipe members/member-* -o boom.yml
+  boom-merge recipe members/member-* -o ties.yml --method ties --base BAAI/bge-base-en-v1.5 --weights ratio
+""")
+@click.argument("members", nargs=-1, required=True)
+@click.option("-o", "--out", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Recipe file to write.")
+@click.option("--method", type=click.Choice(METHODS), default="boom", show_default=True,
+              help="Merge method: boom (Multi-SLERP), boom_linear, or a mergekit baseline.")
 @click.option("--weights", type=click.Choice(["equal", "ratio"]), default="equal", show_default=True,
               help="ratio: proportional to each member's sample_ratio (boom_member.json).")
-@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Base model the members were trained from (required for task_arithmetic/ties).")
+@click.option("--base", default=None,
+              help="Base model (dir or Hub id) the members were trained from (required for task_arithmetic/ties).")
 @click.option("--density", type=float, default=0.5, show_default=True, help="TIES: fraction of each task vector kept.")
+@_dtype
 @_force
 def recipe_command(
-    members: tuple[Path, ...], output: Path, method: str, weights: str, base: Path | None, density: float, force: bool
+    members: tuple[str, ...], output: Path, method: str, weights: str, base: str | None, density: float,
+    dtype: str | None, force: bool,
 ) -> None:
-    """Write a runnable mergekit recipe merging MEMBER... ."""
+    """Write a runnable mergekit recipe merging MEMBERS (model dirs or Hub ids)."""
     from boom_merge.recipes import write_recipe
 
-    path = write_recipe(list(members), output, method=method, weights=weights, base=base, density=density, force=force)
+    path = write_recipe(list(members), output, method=method, weights=weights, base=base, density=density,
+                        dtype=dtype, force=force)
     click.echo(f"recipe written to {path}")
 
 
