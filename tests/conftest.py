@@ -41,3 +41,18 @@ def tiny_bag(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]
         for i in range(4)
     ]
     return base, members
+
+
+@pytest.fixture()
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache for this test (huggingface_hub reads the constant at call time).
+
+    Fill it with ``tests.test_models.place_in_cache`` (the layout ``hf download`` leaves).
+    """
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from boom_merge.drift import drift_report, format_drift
 from boom_merge.errors import BoomError
 from tests.test_evaluation import RETRIEVAL, WORDSIM, read_split, write_corpus
-from tests.test_models import OLD_SHA, hub_cache, place_in_cache  # noqa: F401 - hub_cache is a fixture
+from tests.test_models import OLD_SHA, place_in_cache
 from tests.tiny_models import make_tiny_bert_st
 
 

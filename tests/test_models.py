@@ -43,18 +43,6 @@ def place_in_cache(model: Path, cache: Path, repo_id: str, sha: str = SHA, ref: 
     return snapshot
 
 
-@pytest.fixture()
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An HF cache for this test only (huggingface_hub reads the constant at call time)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def test_local_dir_is_itself(tiny_bert_base: Path) -> None:
     resolved = resolve_model(tiny_bert_base)
     assert (resolved.path, resolved.hub_id, resolved.revision) == (tiny_bert_base.resolve(), None, None)

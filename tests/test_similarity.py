@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from boom_merge.cli import main
 from boom_merge.similarity import OVERALL, layer_of, member_similarity
 from tests.test_drift import _broken, _one_error_line
-from tests.test_models import OLD_SHA, hub_cache, place_in_cache  # noqa: F401 - hub_cache is a fixture
+from tests.test_models import OLD_SHA, place_in_cache
 
 
 def _flat_deltas(members, base, keep=lambda name: True) -> np.ndarray:
