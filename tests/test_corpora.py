@@ -417,6 +417,11 @@ def test_second_build_is_a_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert second.cached and not calls and second.built == first.built
     assert (second.path / "manifest.json").stat().st_mtime_ns == stamp
     assert default_corpus_dir(["devil"], seed=1, **SMALL) != first.path
+    assert default_corpus_dir(["devil"], **{**SMALL, "max_dev_queries": 5}) != first.path
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    (first.path / "manifest.json").write_text(json.dumps({**manifest, "builder_version": "2"}))
+    with pytest.raises(BoomError, match="--force"):  # a build of another builder version is not reused
+        build_corpora(first.path, ["devil"], **SMALL)
 
 
 def test_cache_is_rebuilt_once_a_missing_source_is_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
