@@ -305,11 +305,19 @@ def input_record(spec: str, role: str, out_dir: Path, name: str) -> dict[str, An
     datasets = training_datasets(model) if model.is_dir() else None
     if datasets is not None:
         record["datasets"] = sorted(datasets)
-    elif role == "base" and not (model / LINEAGE_FILE).is_file():
+    elif role == "base" and _pretrained(model):
         record["datasets"] = []  # a pretrained base saw none of our training datasets
     if not hub_id and model.is_dir():
         record["hub_bases"] = hub_bases(model)
     return record
+
+
+def _pretrained(model: Path) -> bool:
+    """Neither trained nor merged by boom-merge (a Hub model, or a copy of one)."""
+    if not model.is_dir():
+        return True
+    lineage = read_lineage(model)
+    return read_member_manifest(model) is None and (lineage is None or lineage.kind == "copy")
 
 
 def incremental_lineage(old: Path, update: Path, *, update_weight: float, interpolation: str) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.cli import main
-from boom_merge.lineage import LINEAGE_FILE
-from boom_merge.lineage import model_sha256 as weights_sha256
+from boom_merge.lineage import LINEAGE_FILE, model_sha256
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
 
 TEXTS = ["new domain text", "old domain text"]
@@ -32,7 +31,7 @@ def _incremental(old, update, out, *extra) -> None:
 def test_alpha_zero_and_one_are_exact_and_old_is_untouched(tmp_path, tiny_bag) -> None:
     _, (old, update, *_) = tiny_bag
     before = _snapshot(old)
-    digest = weights_sha256(old)
+    digest = model_sha256(old)
     _incremental(old, update, tmp_path / "zero", "--update-weight", 0)
     _incremental(old, update, tmp_path / "one", "--update-weight", 1)
     for out, source in ((tmp_path / "zero", old), (tmp_path / "one", update)):
@@ -42,7 +41,7 @@ def test_alpha_zero_and_one_are_exact_and_old_is_untouched(tmp_path, tiny_bag) -
         dense = load_file(str(out / "2_Dense/model.safetensors"))
         assert all(np.array_equal(v.numpy(), load_file(str(source / "2_Dense/model.safetensors"))[k].numpy())
                    for k, v in dense.items())
-    assert _snapshot(old) == before and weights_sha256(old) == digest
+    assert _snapshot(old) == before and model_sha256(old) == digest
 
 
 @pytest.mark.parametrize("interpolation", ["slerp", "linear"])
@@ -59,8 +58,8 @@ def test_default_update_embeds_like_hand_merge_and_records_lineage(tmp_path, tin
     lineage = json.loads((out / LINEAGE_FILE).read_text())
     assert lineage["kind"] == "incremental"
     assert lineage["update_weight"] == 0.3 and lineage["interpolation"] == interpolation
-    assert lineage["old"] == {"path": str(old.absolute()), "sha256": weights_sha256(old)}
-    assert lineage["update"]["sha256"] == weights_sha256(update)
+    assert lineage["old"] == {"path": str(old.absolute()), "sha256": model_sha256(old)}
+    assert lineage["update"]["sha256"] == model_sha256(update)
 
 
 def test_lineage_chains_across_updates(tmp_path, tiny_bag) -> None:

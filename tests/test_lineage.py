@@ -24,6 +24,9 @@ from boom_merge.lineage import (
 )
 from boom_merge.merging import merge_recipe
 
+HUB_ID = "someorg/tiny-base"
+REV = "0123456789abcdef0123456789abcdef01234567"
+
 
 def _member(src, dst, datasets: list[str], ratio: float):
     shutil.copytree(src, dst)
@@ -34,7 +37,9 @@ def _member(src, dst, datasets: list[str], ratio: float):
 
 
 def test_merge_lineage_survives_deleting_members(tmp_path, tiny_bag) -> None:
-    base, members = tiny_bag
+    base = shutil.copytree(tiny_bag[0], tmp_path / "base")
+    write_source(base, hub_id="org/base", revision=REV)  # a re-saved Hub model
+    members = tiny_bag[1]
     a = _member(members[0], tmp_path / "a", ["wordnet", "foldoc"], 0.4)
     b = _member(members[1], tmp_path / "b", ["wordnet", "manpages"], 1.0)
     recipe = tmp_path / "r.yml"
@@ -45,6 +50,8 @@ def test_merge_lineage_survives_deleting_members(tmp_path, tiny_bag) -> None:
     assert lineage["kind"] == "merge" and lineage["method"] == "boom"
     assert [(r["role"], r.get("weight")) for r in lineage["inputs"]] == [("member", 0.4), ("member", 1.0), ("base", None)]
     assert json.loads((out / "boom_members/a.json").read_text())["sample_ratio"] == 0.4
+    assert lineage["format_version"] == 1 and lineage["inputs"][-1]["datasets"] == []  # a pretrained base
+    assert hub_bases(out) == ["org/base"]
     shutil.rmtree(a)
     shutil.rmtree(b)
     assert training_datasets(out) == {"wordnet", "foldoc", "manpages"}
@@ -58,8 +65,6 @@ def test_merge_lineage_survives_deleting_members(tmp_path, tiny_bag) -> None:
 
 # --- records, questions and bad files (no merges) -------------------------------------
 
-HUB_ID = "someorg/tiny-base"
-REV = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _hf_cache(root: Path, model: Path) -> Path:
