@@ -230,3 +230,26 @@ def test_missing_text_names_the_column(tmp_path: Path) -> None:
     with pytest.raises(BoomError, match="gap.jsonl: line 2: column 'positive' must hold a non-empty text"):
         scan_training_data(tmp_path)
     assert len(scan_training_data(tmp_path, on_bad_line="skip")["gap"].examples) == 1
+
+
+@pytest.mark.parametrize("case", ["not-utf8", "dir-named-jsonl", "unusable-columns"])
+def test_cli_reading_errors_are_one_line(tmp_path: Path, case: str) -> None:
+    from click.testing import CliRunner
+
+    from boom_merge.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _jsonl(data / "good.jsonl", [{"query": "q", "pos": ["p"]}])
+    bad = data / "x.jsonl"
+    if case == "not-utf8":
+        bad.write_bytes(b'{"query": "\xff", "pos": ["p"]}\n')
+    elif case == "dir-named-jsonl":
+        bad.mkdir()
+    else:
+        _jsonl(bad, [{"text": "t", "label": 1}])
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--base", "unused", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {bad}: ")
+    assert not (tmp_path / "out").exists()
