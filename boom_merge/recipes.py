@@ -16,7 +16,6 @@ import yaml
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import MEMBER_FILE
-from boom_merge.outputs import check_output_file, write_output_file
 
 Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
