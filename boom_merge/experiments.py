@@ -67,7 +67,19 @@ def resave_model(source: str | Path, target: str | Path, *, max_seq_length: int 
             model.max_seq_length = max_seq_length
         with atomic_output_dir(target, inputs=[source], force=target.exists()) as tmp:
             model.save(str(tmp))
+            keep_hub_identity(source, tmp)
     return target
+
+
+def keep_hub_identity(source: str | Path, copy: Path) -> None:
+    """A copy of a Hub model (or of a copy of one) keeps that model's id and commit in its lineage."""
+    from boom_merge.lineage import hub_bases, write_source
+    from boom_merge.models import resolve_model
+
+    resolved = resolve_model(source)
+    bases = [resolved.hub_id] if resolved.hub_id else hub_bases(resolved.path)
+    if len(bases) == 1:
+        write_source(copy, hub_id=bases[0], revision=resolved.revision, source=str(source))
 
 
 # --- tables over training seeds -----------------------------------------------------

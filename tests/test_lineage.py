@@ -103,8 +103,10 @@ def test_hub_bases_of_members_merges_and_copies(tmp_path, tiny_bert_base, monkey
     assert hub_bases(member) == hub_bases(old_style) == hub_bases(snapshot) == [HUB_ID]
     assert hub_bases(local) == [] and hub_bases(tiny_bert_base) == []
 
-    resaved = _dir(tmp_path / "resaved", {})
-    write_source(resaved, hub_id=HUB_ID, revision=REV, source=str(snapshot))
+    from boom_merge.experiments import resave_model
+
+    resaved = resave_model(HUB_ID, tmp_path / "resaved")  # as the quickstart re-saves its base
+    assert read_lineage(resaved).data["source"] == {"hub_id": HUB_ID, "revision": REV, "path": HUB_ID}
     assert hub_bases(resaved) == [HUB_ID] and base_record(str(resaved))["base_model_id"] == HUB_ID
     from_resaved = _dir(tmp_path / "m3", {"boom_member.json": {"kind": "member", "base_model": str(resaved)}})
     assert hub_bases(from_resaved) == [HUB_ID]
