@@ -118,6 +118,9 @@ def run_training(
 
 
 def _last_eval(trainer: Any) -> dict[str, Any] | None:
-    """The last evaluation's metrics from the trainer's log history."""
+    """The last evaluation's metrics from the trainer's log history (one entry per eval dataset, merged)."""
     evals = [entry for entry in trainer.state.log_history if any(k.startswith("eval_") for k in entry)]
-    return evals[-1] if evals else None
+    if not evals:
+        return None
+    last = evals[-1]["step"]
+    return {key: value for entry in evals if entry["step"] == last for key, value in entry.items()}
