@@ -101,15 +101,23 @@ def test_ensemble_scores_match_brute_force(ensemble_eval, tiny_bag, corpus) -> N
     assert summary.value("ens-of-four", "ID avg") == summary.scores["ens-of-four"]["BoomPythonCodeRetrieval"]
     saved = json.loads((out / "summary.json").read_text())
     assert saved["model_paths"]["ens-of-four"] == [str(m) for m in members]
-    assert (out / "results" / "boom-merge__ens-of-four").is_dir()
+    info = saved["model_meta"]["ens-of-four"]
+    single = saved["model_meta"]["single"]
+    assert info["name"] == "boom-merge/ens-of-four" and len(info["revision"]) == 64
+    assert info["revision"] != saved["model_meta"]["ens-of-one"]["revision"]
+    meta = json.loads((out / info["result_dirs"][0] / "model_meta.json").read_text())
+    single_meta = json.loads((out / single["result_dirs"][0] / "model_meta.json").read_text())
+    assert meta["n_parameters"] == 4 * single_meta["n_parameters"]  # four members of one architecture
+    assert meta["embed_dim"] == single_meta["embed_dim"] == 16
+    assert meta["training_datasets"] is None  # the members' data is unknown
 
 
 def test_bad_ensembles_are_refused(tiny_bag, corpus, tmp_path) -> None:
     _, members = tiny_bag
     with pytest.raises(BoomError, match="at least one member"):
-        evaluate_models([], tmp_path / "a", corpus_dir=corpus, ensembles={"e": []})
+        evaluate_models([], tmp_path / "a", corpus=corpus, ensembles={"e": []})
     with pytest.raises(BoomError, match="must differ"):
         evaluate_models([members[0]], tmp_path / "b", corpus_dir=corpus, labels=["e"], ensembles={"e": members})
-    with pytest.raises(BoomError, match="model directory not found"):
+    with pytest.raises(BoomError, match="nope: not a local directory"):
         evaluate_models([], tmp_path / "c", corpus_dir=corpus, ensembles={"e": [tmp_path / "nope"]})
     assert not any((tmp_path / name).exists() for name in "abc")

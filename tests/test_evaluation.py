@@ -9,6 +9,7 @@ Spearman).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -123,14 +124,15 @@ def member(tiny_bert_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """The tiny model with a member file saying it was trained on python_code."""
     path = tmp_path_factory.mktemp("member") / "member"
     shutil.copytree(tiny_bert_base, path)
-    (path / "boom_member.json").write_text(json.dumps({"datasets": {"python_code": {"ratio": 0.4}}}))
+    manifest = {"datasets": {"python_code": {"ratio": 0.4}}, "base_model_id": "sentence-transformers/all-MiniLM-L6-v2"}
+    (path / "boom_member.json").write_text(json.dumps(manifest))
     return path
 
 
 @pytest.fixture(scope="module")
 def evaluated(corpus: Path, member: Path, minilm_path: str, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("eval") / "out"
-    summary = evaluate_models([member, minilm_path], out, corpus_dir=corpus, progress=False)
+    summary = evaluate_models([member, minilm_path], out=out, corpus=corpus, progress=False, device="cpu")
     return summary, out
 
 
@@ -152,23 +154,54 @@ def test_scores_match_independent_computation(evaluated, corpus: Path, member: P
         assert summary.scores[minilm][task] > summary.scores["member"][task] + 0.1
 
 
-def test_results_are_mteb_result_files(evaluated) -> None:
+def test_results_are_leaderboard_ready(evaluated, corpus: Path, member: Path, minilm_path: str) -> None:
     import mteb
     from mteb.results import TaskResult
+    from sentence_transformers import SentenceTransformer
+
+    from boom_merge.evaluation.tasks import Caps, local_tasks
 
     summary, out = evaluated
-    for model in summary.models:
-        folder = out / "results" / f"boom-merge__{model}" / "local"
-        assert json.loads((folder / "model_meta.json").read_text())["name"] == f"boom-merge/{model}"
+    saved = json.loads((out / "summary.json").read_text())
+    paths = {"member": member, Path(minilm_path).name: Path(minilm_path)}
+    for model, path in paths.items():
+        info = saved["model_meta"][model]
+        assert info["revision"] == _content_hash(path)  # never a placeholder such as "local"
+        folder = out / "local" / "results" / f"boom-merge__{model}" / info["revision"]
+        assert info["result_dirs"] == [folder.relative_to(out).as_posix()]
+        meta = json.loads((folder / "model_meta.json").read_text())
+        st = SentenceTransformer(str(path), device="cpu")
+        assert meta["name"] == info["name"] == f"boom-merge/{model}"
+        assert meta["revision"] == info["revision"]
+        assert meta["n_parameters"] == sum(p.numel() for p in st.parameters())
+        assert (meta["embed_dim"], meta["max_tokens"]) == (st.get_embedding_dimension(), st.max_seq_length)
         for task in summary.tasks:
             result = TaskResult.from_disk(folder / f"{task}.json")
             assert result.task_name == task
             assert result.get_score() == pytest.approx(summary.scores[model][task], abs=1e-6)
-    loaded = mteb.ResultCache(out).load_results(include_remote=False)
+    member_meta = json.loads((out / saved["model_meta"]["member"]["result_dirs"][0] / "model_meta.json").read_text())
+    assert sorted(member_meta["training_datasets"]) == ["BoomPythonCodeRetrieval", "python_code"]
+    assert member_meta["adapted_from"] == "sentence-transformers/all-MiniLM-L6-v2"  # from the member's lineage
+    minilm_meta = json.loads((out / saved["model_meta"][Path(minilm_path).name]["result_dirs"][0] / "model_meta.json").read_text())
+    assert minilm_meta["training_datasets"] is None and minilm_meta["license"] == "apache-2.0"  # its card says so
+    # mteb's own loaders: the local cache validates against the local tasks; the main cache
+    # (standard tasks only) validates against mteb's registry without tripping over local ones
+    tasks = list(local_tasks(corpus, Caps()).values())
+    loaded = mteb.ResultCache(out / "local").load_results(tasks=tasks, include_remote=False, validate_and_filter=True)
     scores = {(m.model_name, t.task_name): t.get_score() for m in loaded.model_results for t in m.task_results}
     assert scores == {
         (f"boom-merge/{m}", t): pytest.approx(summary.scores[m][t], abs=1e-6) for m in summary.models for t in summary.tasks
     }
+    assert mteb.ResultCache(out).load_results(include_remote=False, validate_and_filter=True).model_results == []
+
+
+def _content_hash(model_dir: Path) -> str:
+    """sha256 over relative paths and contents of the non-hidden files (lineage.model_sha256's rule)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{file.relative_to(model_dir).as_posix()}\n".encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def test_summary_files_and_tagging(evaluated, minilm_path: str) -> None:
@@ -187,6 +220,19 @@ def test_summary_files_and_tagging(evaluated, minilm_path: str) -> None:
     assert f"Training data unknown for {minilm}" in markdown
     png = (out / "scores.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+    # what the card reads: task -> source, kind, MTEB type, metric, split, caps (the facts, not guesses)
+    assert data["split"] == "test"
+    records = {task["name"]: task for task in data["tasks"]}
+    assert summary.sources == {"BoomPythonCodeRetrieval": "python_code", "BoomShellUtilsRetrieval": "shell_utils",
+                               "BoomWordSim353STS": "wordsim353"}
+    code, sts = records["BoomPythonCodeRetrieval"], records["BoomWordSim353STS"]
+    assert (code["source"], code["kind"], code["type"], code["hf_task_type"], code["main_score"], code["split"]) == (
+        "python_code", "local", "Retrieval", "text-retrieval", "ndcg_at_10", "test")
+    assert (sts["type"], sts["hf_task_type"], sts["main_score"]) == ("STS", "sentence-similarity", "cosine_spearman")
+    assert code["caps"] is None  # uncapped run
+    assert code["license"] == "https://docs.python.org/3/license.html"  # the registry entry's, not the manifest's "PSF"
+    assert code["domains"] == ["Programming"] and records["BoomShellUtilsRetrieval"]["license"] == "not specified"
+    assert summary.source_scores("member")["python_code"] == summary.scores["member"]["BoomPythonCodeRetrieval"]
 
 
 def _summary(in_domain: dict[str, frozenset[str] | None]) -> Summary:
@@ -257,8 +303,11 @@ def test_in_domain_override_and_cli(corpus: Path, tiny_bert_base: Path, tmp_path
     assert data["models"] == ["base", "base-2"]
     assert data["in_domain"]["base"] == ["BoomShellUtilsRetrieval"]
     assert "0." in result.output and "*" in result.output
-    task = json.loads((out / "results" / "boom-merge__base" / "local" / "BoomShellUtilsRetrieval.json").read_text())
+    folder = out / data["model_meta"]["base"]["result_dirs"][0]
+    task = json.loads((folder / "BoomShellUtilsRetrieval.json").read_text())
     assert task["dataset_revision"].endswith("-q3")
+    records = {task["name"]: task for task in data["tasks"]}
+    assert records["BoomShellUtilsRetrieval"]["caps"] == {"max_queries": 3, "max_corpus": None}
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "--force" in again.output
 
@@ -284,7 +333,10 @@ def test_bad_inputs_are_one_line_errors(corpus: Path, tiny_bert_base: Path, tmp_
         evaluate_models([tiny_bert_base], tmp_path / "o2", corpus_dir=corpus, tasks=["NoSuchTask"])
     with pytest.raises(BoomError, match="MTEB task STS12: data cannot be loaded"):
         evaluate_models([tiny_bert_base], tmp_path / "o3", corpus_dir=corpus, tasks=["STS12"])
+    (tmp_path / "not-st").mkdir()
     with pytest.raises(BoomError, match="no modules.json"):
-        evaluate_models([tmp_path], tmp_path / "o4", corpus_dir=corpus)
+        evaluate_models([tmp_path / "not-st"], tmp_path / "o4", corpus_dir=corpus)
+    with pytest.raises(BoomError, match="lies inside the input"):  # OUT inside a model: refused before anything
+        evaluate_models([tiny_bert_base], tiny_bert_base / "eval", corpus_dir=corpus)
     with pytest.raises(BoomError, match="no manifest.json"):
         evaluate_models([tiny_bert_base], tmp_path / "o5", corpus_dir=tmp_path)

@@ -15,8 +15,20 @@ _CORPUS_HELP = "Built corpus folder (default: the one `boom-merge data build` wr
 
 
 def _names(value: tuple[str, ...]) -> list[str] | None:
-    """Comma lists from a repeatable option, flattened; None when not given."""
-    names = [name.strip() for item in value for name in item.split(",") if name.strip()]
+    """Comma lists from a repeatable option, flattened; None when not given.
+
+    Commas inside parentheses stay: ``"MTEB(eng, v2),wordnet"`` is two names.
+    """
+    names, depth, current = [], 0, ""
+    for item in value:
+        for char in item + ",":
+            depth += (char == "(") - (char == ")")
+            if char == "," and depth <= 0:
+                names.append(current.strip())
+                current, depth = "", 0
+            else:
+                current += char
+    names = [name for name in names if name]
     return names or None
 
 
@@ -39,40 +51,68 @@ def _caps(max_queries: int | None, max_corpus: int | None) -> Callable[[Any], An
     return decorate
 
 
-@click.command("eval")
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.command("eval", epilog="""Examples:
+
+\b
+  boom-merge eval merged/ members/member-3 --corpus CORPUS -o eval/
+  boom-merge eval BAAI/bge-base-en-v1.5 merged/ --tasks "MTEB(eng, v2)" --device cuda --batch-size 256
+  boom-merge eval merged/ --tasks wordnet,STS12,BIOSSES --max-queries 100 -o quick/
+  boom-merge eval merged/ --split dev --model-name me/boom-minilm -o dev-eval/
+""")
+@click.argument("models", nargs=-1, required=True)
 @click.option("--tasks", multiple=True,
-              help="Comma list: corpus sources (wordnet), local task names or MTEB task names. Default: every source.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("boom-eval"), show_default=True,
+              help="Comma list: corpus sources (wordnet), local task names, MTEB task names (STS12) or "
+                   "MTEB benchmark names (\"MTEB(eng, v2)\"). Default: every corpus source.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("boom-eval"), show_default=True,
               help="Output folder: MTEB results, summary.md, summary.json, scores.png.")
-@click.option("--corpus", type=click.Path(path_type=Path), help=_CORPUS_HELP)
+@click.option("--corpus", "--data", "corpus", type=click.Path(path_type=Path), help=_CORPUS_HELP)
+@click.option("--split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
+              help="Corpus split of the local tasks (dev: for choices; test: read once, for reports).")
 @click.option("--in-domain", "in_domain", multiple=True,
               help="Comma list of dataset or task names in-domain for every model (overrides the models' lineage).")
 @_caps(None, None)
+@click.option("--cap-mteb", is_flag=True,
+              help="Apply --max-queries/--max-corpus to standard MTEB retrieval tasks too (default: local tasks only).")
+@device_option
+@click.option("--model-name", "model_names", multiple=True,
+              help="MTEB model name (ORG/NAME) for model_meta.json, once per MODEL in order "
+                   "(default: the Hub id, else boom-merge/DIRNAME).")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 def eval_command(
-    models: tuple[Path, ...],
+    models: tuple[str, ...],
     tasks: tuple[str, ...],
     out: Path,
     corpus: Path | None,
+    split: str,
     in_domain: tuple[str, ...],
     max_queries: int | None,
     max_corpus: int | None,
     batch_size: int,
+    cap_mteb: bool,
+    device: str | None,
+    model_names: tuple[str, ...],
     force: bool,
 ) -> None:
-    """Evaluate MODEL... with MTEB; print and save a summary table and chart."""
+    """Evaluate MODEL... (dirs or Hub ids, org/name[@REVISION]) with MTEB; print and save a summary.
+
+    ID vs OOD comes from the models' training datasets (their lineage; mteb's registry
+    for Hub models it knows).
+    """
     from boom_merge.evaluation import evaluate_models, to_text
 
     summary = evaluate_models(
         models,
         out,
-        corpus_dir=corpus,
+        corpus=corpus,
+        split=split,  # type: ignore[arg-type]
         tasks=_names(tasks),
         in_domain=_names(in_domain),
         max_queries=max_queries,
         max_corpus=max_corpus,
+        cap_standard=cap_mteb,
         batch_size=batch_size,
+        device=device,
+        model_names=list(model_names) or None,
         force=force,
     )
     click.echo(to_text(summary))

@@ -1,12 +1,16 @@
-"""Read the test side of a built corpus (``boom-merge data build``) from disk.
+"""Read the test and dev sides of a built corpus (``boom-merge data build``) from disk.
 
-Layout (one directory per source under ``test/``)::
+Layout (one directory per source under ``test/`` and ``dev/``)::
 
-    manifest.json                 {"sources": {NAME: {"domain", "task", "licence", ...}}, ...}
+    manifest.json                 {"sources": {NAME: {"domain", "task", "licence", "splits", "mteb", ...}}, ...}
     test/NAME/queries.jsonl       {"_id", "text"}
     test/NAME/corpus.jsonl        {"_id", "title", "text"}
     test/NAME/qrels/test.tsv      query-id<TAB>corpus-id<TAB>score (with header)
-    sts/wordsim353.tsv            word1<TAB>word2<TAB>score (with header)
+    dev/NAME/...                  the same, with qrels/dev.tsv
+    sts/wordsim353.tsv            word1<TAB>word2<TAB>score (with header; test only)
+
+A source's MTEB metadata is the manifest's ``mteb`` object, else the registry entry's
+(:class:`boom_merge.data.corpora.common.MtebMeta`), else derived from its name.
 
 Evaluation (MTEB tasks) and drift both read it through this module, with the same
 caps so that quick runs stay cheap on a CPU.
@@ -18,10 +22,13 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from boom_merge.data.corpora.common import Task
+from boom_merge.data.corpora.common import MtebMeta, Task
 from boom_merge.errors import BoomError
+
+Split = Literal["test", "dev"]
+SPLITS: tuple[Split, ...] = ("test", "dev")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,14 @@ class Source:
     task: Task
     domain: str
     licence: str
+    mteb: MtebMeta
+    splits: tuple[str, ...] = ()
+
+    def has_split(self, corpus_dir: Path, split: Split) -> bool:
+        """Whether the corpus holds this source's ``split`` (STS sources: test only)."""
+        if self.task == "sts":
+            return split == "test"
+        return split in self.splits if self.splits else (corpus_dir / split / self.name).is_dir()
 
 
 @dataclass(frozen=True)
@@ -89,8 +104,38 @@ def read_sources(corpus_dir: Path) -> dict[str, Source]:
         task = info.get("task") if isinstance(info, dict) else None
         if task not in ("retrieval", "sts"):
             raise BoomError(f'source {name!r}: "task" must be "retrieval" or "sts", got {task!r}', path=path)
-        out[name] = Source(name, task, str(info.get("domain", "")), str(info.get("licence", "")))
+        licence = str(info.get("licence", ""))
+        splits = tuple(map(str, info.get("splits") or ()))
+        out[name] = Source(name, task, str(info.get("domain", "")), licence, _mteb_meta(name, info, path), splits)
     return out
+
+
+def _mteb_meta(name: str, info: dict[str, Any], path: Path) -> MtebMeta:
+    """The manifest's ``mteb`` object, else the registry's entry, else one derived from the name."""
+    from boom_merge.data.corpora.sources import registry
+
+    given = info.get("mteb")
+    if isinstance(given, dict):
+        try:
+            return MtebMeta(str(given["label"]), tuple(map(str, given.get("domains") or ())),
+                            str(given.get("licence") or "not specified"))
+        except KeyError:
+            raise BoomError(f'source {name!r}: "mteb" needs a "label"', path=path) from None
+    known = registry().get(name)
+    if known is not None and known.mteb is not None:
+        return known.mteb
+    label = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+    return MtebMeta(label, licence=_mteb_licence(str(info.get("licence", ""))))
+
+
+def _mteb_licence(licence: str) -> str:
+    """``licence`` if MTEB accepts it (one of its identifiers or a URL), else "not specified"."""
+    from mteb.types._metadata import Licenses
+
+    value = licence.strip().lower()
+    if value in get_args(Licenses) or value.startswith(("http://", "https://")):
+        return value
+    return "not specified"
 
 
 def sts_path(corpus_dir: Path, name: str) -> Path:
@@ -99,25 +144,27 @@ def sts_path(corpus_dir: Path, name: str) -> Path:
 
 
 def read_retrieval(
-    corpus_dir: Path, name: str, *, max_queries: int | None = None, max_corpus: int | None = None
+    corpus_dir: Path,
+    name: str,
+    *,
+    max_queries: int | None = None,
+    max_corpus: int | None = None,
+    split: Split = "test",
 ) -> RetrievalSplit:
-    """Read ``test/NAME``; keep queries with a relevant document, capped.
+    """Read ``SPLIT/NAME`` (``test`` or ``dev``); keep queries with a relevant document, capped.
 
     ``max_queries`` keeps the first queries in file order. ``max_corpus`` keeps every
     document relevant to a kept query, then fills up with the other documents in file
     order until the corpus has ``max_corpus`` documents (never dropping a relevant one),
     so a capped task is a smaller but still honest retrieval problem.
     """
-    root = corpus_dir / "test" / name
-    qrels = _read_qrels(root / "qrels" / "test.tsv")
+    root = corpus_dir / split / name
+    qrels = _read_qrels(root / "qrels" / f"{split}.tsv")
     queries = {
         row["_id"]: row["text"]
         for row in _read_jsonl(root / "queries.jsonl", ("_id", "text"))
         if row["_id"] in qrels
     }
-    if max_queries is not None:
-        queries = dict(list(queries.items())[:max_queries])
-    qrels = {qid: qrels[qid] for qid in queries}
     corpus = {
         row["_id"]: {"title": row.get("title") or "", "text": row["text"]}
         for row in _read_jsonl(root / "corpus.jsonl", ("_id", "text"))
@@ -127,12 +174,34 @@ def read_retrieval(
         raise BoomError(f"qrels name {len(missing)} documents not in corpus.jsonl, e.g. {min(missing)!r}", path=root)
     if not queries:
         raise BoomError("no query has a relevant document", path=root)
-    if max_corpus is not None:
-        relevant = {doc for docs in qrels.values() for doc in docs}
-        others = [doc for doc in corpus if doc not in relevant][: max(0, max_corpus - len(relevant))]
-        keep = relevant | set(others)
-        corpus = {doc: value for doc, value in corpus.items() if doc in keep}
-    return RetrievalSplit(queries, corpus, qrels)
+    kept_queries, kept_docs = capped_ids(list(queries), list(corpus), qrels, max_queries, max_corpus)
+    return RetrievalSplit(
+        {qid: queries[qid] for qid in kept_queries},
+        {doc: corpus[doc] for doc in kept_docs},
+        {qid: qrels[qid] for qid in kept_queries},
+    )
+
+
+def capped_ids(
+    query_ids: list[str],
+    doc_ids: list[str],
+    qrels: dict[str, dict[str, int]],
+    max_queries: int | None,
+    max_corpus: int | None,
+) -> tuple[list[str], list[str]]:
+    """The queries and documents a capped retrieval split keeps, in their given order.
+
+    The first ``max_queries`` queries that have a relevant document; every document
+    relevant to a kept query, then the other documents in order until there are
+    ``max_corpus`` (a relevant document is never dropped).
+    """
+    queries = [qid for qid in query_ids if qrels.get(qid)][:max_queries]
+    relevant = {doc for qid in queries for doc, score in qrels[qid].items() if score > 0}
+    if max_corpus is None:
+        return queries, doc_ids
+    room = max(0, max_corpus - len(relevant))
+    others = set([doc for doc in doc_ids if doc not in relevant][:room])
+    return queries, [doc for doc in doc_ids if doc in relevant or doc in others]
 
 
 def read_sts(path: Path) -> STSPairs:

@@ -45,12 +45,9 @@ class EnsembleEncoder(AbsEncoder):
             raise ValueError("an ensemble needs at least one member")
         self.members = list(members)
         self.model = None
+        # evaluation replaces the revision and sizes (evaluation.meta.ensemble_meta)
         self.mteb_model_meta = members[0].mteb_model_meta.model_copy(
-            update={
-                "name": f"boom-merge/{label}",
-                "revision": "local",
-                "similarity_fn_name": ScoringFunction.COSINE,
-            }
+            update={"name": f"boom-merge/{label}", "similarity_fn_name": ScoringFunction.COSINE}
         )
 
     def encode(

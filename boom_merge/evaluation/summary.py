@@ -2,11 +2,15 @@
 
 The library returns a :class:`Summary`; :func:`to_markdown` and :func:`to_text` render
 it (best per column in bold / with ``*``), :func:`plot_scores` draws the PNG chart.
+``summary.json`` (:data:`SUMMARY_FILE`) is :meth:`Summary.to_dict` plus what ``run`` adds
+(model paths and metadata); :func:`split_averages` is the ID / OOD mean over chosen
+sources that the study uses.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -14,6 +18,24 @@ from typing import Any
 
 ID_AVG = "ID avg"
 OOD_AVG = "OOD avg"
+#: the summary file ``boom-merge eval`` writes in its output folder
+SUMMARY_FILE = "summary.json"
+
+
+def split_averages(
+    scores: Mapping[str, float], in_domain: Collection[str], out_of_domain: Collection[str]
+) -> dict[str, float | None]:
+    """``{ID_AVG, OOD_AVG}``: the mean of ``scores`` over the ``in_domain`` and the
+    ``out_of_domain`` keys (sources or tasks); keys in neither count in neither, an empty
+    side is None. A key missing from ``scores`` is an error (a silently smaller mean is not).
+    """
+    missing = [key for key in (*in_domain, *out_of_domain) if key not in scores]
+    if missing:
+        raise KeyError(f"no score for {', '.join(missing)}")
+    return {
+        ID_AVG: fmean(scores[k] for k in in_domain) if in_domain else None,
+        OOD_AVG: fmean(scores[k] for k in out_of_domain) if out_of_domain else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -22,7 +44,9 @@ class Summary:
 
     ``in_domain[model]`` is the set of in-domain tasks, or None when the model's training
     data is unknown (all its tasks then count as OOD-unknown). ``tagging[model]`` says
-    where the tagging came from.
+    where the tagging came from. ``sources[task]`` is the task's corpus source (its own
+    name for a standard MTEB task); ``task_info[task]`` what evaluation knows about it
+    (:func:`boom_merge.evaluation.tasks.task_info`).
     """
 
     models: list[str]
@@ -31,6 +55,12 @@ class Summary:
     scores: dict[str, dict[str, float]]
     in_domain: dict[str, frozenset[str] | None]
     tagging: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    task_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def source_scores(self, model: str) -> dict[str, float]:
+        """``model``'s main score per source (task name where no source is recorded)."""
+        return {self.sources.get(task, task): self.scores[model][task] for task in self.tasks}
 
     @property
     def columns(self) -> list[str]:
@@ -65,7 +95,11 @@ class Summary:
         """A JSON-ready form (``summary.json``)."""
         return {
             "models": self.models,
-            "tasks": [{"name": task, "main_score": self.main_scores[task]} for task in self.tasks],
+            "tasks": [
+                {"name": task, "source": self.sources.get(task, task), "main_score": self.main_scores[task],
+                 **self.task_info.get(task, {})}
+                for task in self.tasks
+            ],
             "scores": self.scores,
             "in_domain": {m: sorted(t) if t is not None else None for m, t in self.in_domain.items()},
             "tagging": self.tagging,
