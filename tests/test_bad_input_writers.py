@@ -149,3 +149,15 @@ def test_merge_while_another_run_writes_the_same_out(tmp_path, tiny_bag) -> None
         assert tree_sha256(tmp_path) == before and not (tmp_path / "out").exists()
     finally:
         os.close(fd)
+
+
+def test_eval_out_never_in_or_around_a_model_or_the_corpus(tmp_path, tiny_bag) -> None:
+    from tests.test_evaluation import write_corpus
+
+    corpus = write_corpus(tmp_path / "data" / "corpus")
+    (model,) = _models(tiny_bag, tmp_path / "models", "m0")
+    before = tree_sha256(tmp_path)
+    for out, problem in [(model / "eval", "inside the input"), (tmp_path / "models", "contains the input"),
+                         (corpus / "eval", "inside the input"), (tmp_path / "data", "contains the input")]:
+        _fails(["eval", model, "--corpus", corpus, "--out", out, "--force"], out, problem)
+    _unchanged(tmp_path, before)
