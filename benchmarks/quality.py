@@ -206,8 +206,8 @@ def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Seque
     if not (out / "summary.json").is_file():
         _timed(study, "evaluations", key, run)
     saved = json.loads((out / "summary.json").read_text())
-    task_names = [task["name"] for task in saved["tasks"]]
-    scores = {source: saved["scores"][saved["models"][0]][name] for source, name in zip(tasks, task_names)}
+    by_source = {task["source"]: task["name"] for task in saved["tasks"]}  # summary.json names each task's source
+    scores = {source: saved["scores"][saved["models"][0]][by_source[source]] for source in tasks}
     study.add_row(part, model, seed, scores, **extra)
     logger.info("%s: %s", key, {k: round(v, 4) for k, v in scores.items()})
 
