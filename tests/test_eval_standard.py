@@ -185,3 +185,18 @@ def test_split_averages_by_hand() -> None:
     assert split_averages(scores, [], ["new"]) == {ID_AVG: None, OOD_AVG: pytest.approx(0.9)}
     with pytest.raises(KeyError, match="gone"):
         split_averages(scores, ["wordnet", "gone"], [])
+
+
+def test_cap_retrieval_caps_a_loaded_task_like_local_caps(corpus: Path) -> None:
+    """``--cap-mteb`` caps a loaded retrieval task in place exactly as local tasks are capped when read."""
+    from boom_merge.evaluation.corpus import read_retrieval
+    from boom_merge.evaluation.tasks import Caps, cap_retrieval, local_tasks
+
+    task = local_tasks(corpus, Caps())["python_code"]
+    task.load_data()
+    cap_retrieval(task, Caps(max_queries=4, max_corpus=9))
+    data = task.dataset["default"]["test"]
+    expected = read_retrieval(corpus, "python_code", max_queries=4, max_corpus=9)
+    assert list(data["queries"]["id"]) == list(expected.queries)
+    assert list(data["corpus"]["id"]) == list(expected.corpus) and len(expected.corpus) == 9
+    assert data["relevant_docs"] == expected.qrels
