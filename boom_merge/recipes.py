@@ -68,6 +68,19 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return dict(_manifest(model_dir).data)
 
 
+def checkpoint_members(members: Sequence[str | Path]) -> list[Path]:
+    """The kept checkpoints (``train --keep-checkpoints K``) of each member, in step order: a checkpoint soup."""
+    from boom_merge.training.keep import kept_checkpoints
+
+    found = []
+    for member in members:
+        kept = kept_checkpoints(member)
+        if not kept:
+            raise BoomError("no kept checkpoints (train it with --keep-checkpoints K)", path=member)
+        found.extend(kept)
+    return found
+
+
 def member_weights(members: Sequence[str | Path], scheme: WeightScheme) -> list[float]:
     """Normalised weights: equal, or proportional to each manifest's ``sample_ratio``."""
     if scheme == "equal":

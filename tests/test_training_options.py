@@ -297,3 +297,18 @@ def test_keep_checkpoints_survive_a_resume(corpus: Path, tiny_bert_base: Path, t
         assert record["checkpoint"] == {"step": step, "steps": 6} and record["kind"] == "member"
         assert "training_result" not in record and record["datasets"] == json.loads(
             (member / MANIFEST_NAME).read_text())["datasets"]  # fmt: skip
+    soup = tmp_path / "soup.yml"
+    written = CliRunner().invoke(main, ["recipe", "--checkpoints", str(member), "-o", str(soup), "--method",
+                                        "boom_linear"])  # fmt: skip
+    assert written.exit_code == 0, written.output
+    import yaml
+
+    assert [m["model"] for m in yaml.safe_load(soup.read_text())["models"]] == [str(p) for p in kept]
+    merged = CliRunner().invoke(main, ["merge", str(soup), str(tmp_path / "souped")])
+    assert merged.exit_code == 0, merged.output
+    got = _state(tmp_path / "souped")
+    for key in final:
+        if final[key].is_floating_point():
+            torch.testing.assert_close(got[key], sum(s[key] for s in states) / 3, rtol=1e-5, atol=1e-6, msg=key)
+    alone = CliRunner().invoke(main, ["recipe", "--checkpoints", str(tiny_bert_base), "-o", str(tmp_path / "x.yml")])
+    assert alone.exit_code == 1 and "no kept checkpoints" in alone.output

@@ -60,6 +60,7 @@ def merge_command(recipe: Path, out: Path | None, out_option: Path | None, force
 \b
   boom-merge recipe members/member-* -o boom.yml
   boom-merge recipe members/member-* -o ties.yml --method ties --base BAAI/bge-base-en-v1.5 --weights ratio
+  boom-merge recipe --checkpoints members/member-3-r100 -o soup.yml --method boom_linear   # checkpoint soup
 """)
 @click.argument("members", nargs=-1, required=True)
 @click.option("-o", "--out", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -71,16 +72,19 @@ def merge_command(recipe: Path, out: Path | None, out_option: Path | None, force
 @click.option("--base", default=None,
               help="Base model (dir or Hub id) the members were trained from (required for task_arithmetic/ties).")
 @click.option("--density", type=float, default=0.5, show_default=True, help="TIES: fraction of each task vector kept.")
+@click.option("--checkpoints", is_flag=True,
+              help="Merge the kept checkpoints of MEMBERS (train --keep-checkpoints K): a checkpoint soup.")
 @_dtype
 @_force
 def recipe_command(
     members: tuple[str, ...], output: Path, method: str, weights: str, base: str | None, density: float,
-    dtype: str | None, force: bool,
+    checkpoints: bool, dtype: str | None, force: bool,
 ) -> None:
     """Write a runnable mergekit recipe merging MEMBERS (model dirs or Hub ids)."""
-    from boom_merge.recipes import write_recipe
+    from boom_merge.recipes import checkpoint_members, write_recipe
 
-    path = write_recipe(list(members), output, method=method, weights=weights, base=base, density=density,
+    models = checkpoint_members(members) if checkpoints else list(members)
+    path = write_recipe(models, output, method=method, weights=weights, base=base, density=density,
                         dtype=dtype, force=force)
     click.echo(f"recipe written to {path}")
 
