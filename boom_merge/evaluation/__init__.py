@@ -1,7 +1,8 @@
 """Evaluation through MTEB: local corpus tasks, summary tables, charts.
 
-- :mod:`.corpus` reads the built corpus's test splits;
-- :mod:`.tasks` turns them into ``mteb`` tasks (and finds standard MTEB tasks);
+- :mod:`.corpus` reads the built corpus's test and dev splits;
+- :mod:`.tasks` turns them into ``mteb`` tasks (and finds standard MTEB tasks and benchmarks);
+- :mod:`.meta` builds the models' MTEB ``ModelMeta`` (``model_meta.json``);
 - in-domain tagging reads the models' training datasets from :mod:`boom_merge.lineage`;
 - :mod:`.summary` builds and renders the model x task table and chart;
 - :mod:`.run` is ``boom-merge eval`` as a function: :func:`evaluate_models`.
@@ -12,7 +13,7 @@ Embedding drift between two models lives in :mod:`boom_merge.drift`.
 from __future__ import annotations
 
 from boom_merge.evaluation.run import evaluate_models
-from boom_merge.evaluation.summary import Summary, to_markdown, to_text
+from boom_merge.evaluation.summary import Summary, split_averages, to_markdown, to_text
 from boom_merge.lineage import training_datasets
 
-__all__ = ["Summary", "evaluate_models", "to_markdown", "to_text", "training_datasets"]
+__all__ = ["Summary", "evaluate_models", "split_averages", "to_markdown", "to_text", "training_datasets"]
