@@ -251,3 +251,28 @@ def test_missing_token_is_refused_before_any_request(hub: FakeHub, member: Path,
     result = _push(str(member), "--repo-id", REPO, endpoint=hub.url, home=tmp_path, token="")
     assert result.returncode == 1 and "no Hugging Face token" in result.stderr
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("flag", [[], ["--include-capped"]])
+def test_results_and_include_capped(member: Path, tmp_path: Path, flag: list[str]) -> None:
+    """``--results`` puts evaluation's scores in model-index; capped ones only with ``--include-capped``."""
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    task = {"name": "BoomWordnetRetrieval", "source": "wordnet", "type": "Retrieval", "hf_task_type": "text-retrieval",
+            "main_score": "ndcg_at_10", "split": "test", "dataset": {"path": "boom-merge/wordnet", "revision": "r1"}}
+    tasks = [task | {"caps": None}, task | {"name": "BoomFoldocRetrieval", "source": "foldoc",
+                                            "dataset": {"path": "boom-merge/foldoc", "revision": "r1"},
+                                            "caps": {"max_queries": 5, "max_corpus": 50}}]
+    scores = {"member-3": {"BoomWordnetRetrieval": 0.5, "BoomFoldocRetrieval": 0.25}}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "summary.json").write_text(json.dumps({"tasks": tasks, "scores": scores}))
+    result = _push(str(member), "--repo-id", REPO, "--dry-run", "--results", str(tmp_path / "eval"), *flag,
+                   endpoint="http://127.0.0.1:9", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "card.md").write_text(result.stdout.partition("\n--- README.md ---\n")[2])
+    name, evals = model_index_to_eval_results(metadata_load(tmp_path / "card.md")["model-index"])
+    assert name == REPO
+    expected = {"BoomWordnetRetrieval": 0.5, **({"BoomFoldocRetrieval": 0.25} if flag else {})}
+    assert {e.task_name: e.metric_value for e in evals} == expected
+    assert {e.metric_type for e in evals} == {"ndcg_at_10"}
+    assert "capped: max_queries=5, max_corpus=50" in (tmp_path / "card.md").read_text()
