@@ -13,6 +13,13 @@ that load on the shared CPU hits both alike. Two figures per run:
 Target: boom-merge >= 0.95x the plain trainer. Run by hand, e.g.::
 
     python benchmarks/train_speed.py --data CORPUS/train --steps 15 --repeats 3
+
+``--losses``: GradCache against plain MNRL instead. ``cached-mnrl`` at batch 128 / mini-batch 16
+against ``mnrl`` at batch 16 on the same examples (the same count: 8x the steps for MNRL), each
+run in a fresh process so that its peak memory is its own: peak RSS (and peak CUDA memory on a
+GPU), its rise above the process after loading the model, and examples/s of the trainer::
+
+    python benchmarks/train_speed.py --losses --data CORPUS/train --steps 3 --max-seq-length 32
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,6 +108,52 @@ def boom_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tupl
     return wall, json.loads((path / MANIFEST_NAME).read_text())["training_result"]["train_runtime_s"]
 
 
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def loss_run(data: Path, base: str, out: Path, loss: str, batch: int, mini: int, steps: int, length: int) -> dict:
+    """One ``train_member`` with ``loss`` in this process: examples/s and peak memory."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from boom_merge.data.sampling import plan_members
+    from boom_merge.training import MANIFEST_NAME, TrainConfig, train_member
+
+    SentenceTransformer(base, device="cpu")  # what loading costs, so the rise is training's own
+    loaded = _status_kib("VmRSS")
+    config = TrainConfig(loss=loss, batch_size=batch, mini_batch_size=mini, max_steps=steps, max_seq_length=length,
+                         save_steps=10_000, warmup_ratio=0.0)  # fmt: skip
+    path = train_member(data, base, plan_members("100", seed=42)[0], out, config)
+    runtime = json.loads((path / MANIFEST_NAME).read_text())["training_result"]["train_runtime_s"]
+    peak = _status_kib("VmHWM")
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"loss": loss, "batch": batch, "mini": mini, "steps": steps, "examples": steps * batch,
+            "ex_per_s": steps * batch / runtime, "peak_rss_mib": peak / 1024,
+            "rise_mib": (peak - loaded) / 1024, "cuda_peak_mib": cuda}  # fmt: skip
+
+
+def compare_losses(args: argparse.Namespace, base: str) -> None:
+    """cached-mnrl (batch 128, mini 16) vs mnrl (batch 16, 8x the steps), each in a fresh process."""
+    runs = [("cached-mnrl", 128, 16, args.steps), ("mnrl", 16, 16, args.steps * 8)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, (loss, batch, mini, steps) in enumerate(runs):
+            spec = json.dumps([str(args.data), base, str(Path(tmp) / str(index)), loss, batch, mini, steps,
+                               args.max_seq_length])  # fmt: skip
+            child = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, check=True)
+            results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    cached, plain = results
+    print(f"cached-mnrl/mnrl: examples/s {cached['ex_per_s'] / plain['ex_per_s']:.3f}, "
+          f"peak RSS {cached['peak_rss_mib'] / plain['peak_rss_mib']:.3f}, "
+          f"rise above the loaded model {cached['rise_mib'] / plain['rise_mib']:.3f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="Directory of NAME.jsonl (e.g. CORPUS/train).")
@@ -108,8 +163,17 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--losses", action="store_true", help="cached-mnrl (128/16) against mnrl (16) instead.")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child run of --losses (JSON arguments)
+    if "--one" in sys.argv:
+        spec = json.loads(sys.argv[sys.argv.index("--one") + 1])
+        print(json.dumps(loss_run(Path(spec[0]), *spec[1:])))
+        return
     args = parser.parse_args()
     base = args.base or _minilm()
+    if args.losses:
+        compare_losses(args, base)
+        return
     examples = args.steps * args.batch_size
     runs: dict[str, list[tuple[float, float]]] = {"plain": [], "boom": []}
     with tempfile.TemporaryDirectory() as tmp:
