@@ -20,8 +20,9 @@ def _fails(args, *needles) -> str:
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
-    errors = [line for line in re.split(r"[\r\n]", result.output) if line.startswith("Error: ")]
-    assert len(errors) == 1, result.output
+    assert result.output.count("Error: ") == 1, result.output
+    # progress bars may precede it on its line (tqdm's cursor escapes); the error itself is one line
+    errors = [line[line.index("Error: "):] for line in re.split(r"[\r\n]", result.output) if "Error: " in line]
     for needle in needles:
         assert str(needle) in errors[0], errors[0]
     return errors[0]
@@ -160,4 +161,18 @@ def test_eval_out_never_in_or_around_a_model_or_the_corpus(tmp_path, tiny_bag) -
     for out, problem in [(model / "eval", "inside the input"), (tmp_path / "models", "contains the input"),
                          (corpus / "eval", "inside the input"), (tmp_path / "data", "contains the input")]:
         _fails(["eval", model, "--corpus", corpus, "--out", out, "--force"], out, problem)
+    _unchanged(tmp_path, before)
+
+
+def test_train_out_never_in_the_data_or_the_base(tmp_path, tiny_bert_base) -> None:
+    import json
+
+    base = Path(shutil.copytree(tiny_bert_base, tmp_path / "base"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "qa.jsonl").write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"d{i}"]}) + "\n" for i in range(8)))
+    before = tree_sha256(tmp_path)
+    for out in (data / "members", base / "members", data):
+        _fails(["train", "--data", data, "--base", base, "--ratios", "100", "--max-steps", "1", "-o", out, "--force"],
+               "input")
     _unchanged(tmp_path, before)
