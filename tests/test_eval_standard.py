@@ -200,3 +200,24 @@ def test_cap_retrieval_caps_a_loaded_task_like_local_caps(corpus: Path) -> None:
     assert list(data["queries"]["id"]) == list(expected.queries)
     assert list(data["corpus"]["id"]) == list(expected.corpus) and len(expected.corpus) == 9
     assert data["relevant_docs"] == expected.qrels
+
+
+def test_hub_id_from_the_cache(corpus: Path, tiny_bert_base: Path, hub_cache: Path, tmp_path: Path) -> None:
+    """A model given by Hub id resolves through the HF cache; its MTEB revision is the commit."""
+    from boom_merge.cli import main
+    from tests.test_models import SHA, place_in_cache
+
+    place_in_cache(tiny_bert_base, hub_cache, "acme/tiny-bert")
+    out = tmp_path / "by-id"
+    args = ["eval", "acme/tiny-bert", "--corpus", str(corpus), "--tasks", "wordsim353", "-o", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["models"] == ["tiny-bert"]
+    assert saved["model_meta"]["tiny-bert"] == {
+        "name": "acme/tiny-bert", "revision": SHA, "result_dirs": [f"local/results/acme__tiny-bert/{SHA}"]}
+    by_dir = evaluate_models([tiny_bert_base], tmp_path / "dir", corpus=corpus, tasks=["wordsim353"], progress=False)
+    assert saved["scores"]["tiny-bert"] == pytest.approx(by_dir.scores["base"], abs=1e-9)
+    missing = CliRunner().invoke(main, ["eval", "acme/absent", "--corpus", str(corpus), "-o", str(tmp_path / "m")])
+    assert missing.exit_code == 1 and missing.output.count("Error:") == 1
+    assert "acme/absent: not a local directory" in missing.output and "Traceback" not in missing.output
