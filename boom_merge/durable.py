@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,10 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 
+logger = logging.getLogger(__name__)
+
+# flock errors that mean "not supported here" (some network filesystems), not "held"
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
 _HELD_LOCKS: dict[Path, int] = {}  # lock file -> depth, for re-entry within one process
 _HELD_GUARD = threading.Lock()
 
@@ -99,6 +104,10 @@ def _acquire(lock: Path, out: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
+            if error.errno in _NO_LOCKS:
+                logger.warning("%s: this filesystem cannot lock (%s); concurrent runs are not detected", out,
+                               error.strerror)
+                return fd
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
