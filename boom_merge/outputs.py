@@ -135,7 +135,7 @@ def _check_existing(given: Path, real: Path, force: bool) -> None:
     shown = _shown(given, real)
     if not force:
         raise BoomError(f"output {shown} already exists; pass --force to replace it")
-    if real.is_dir() and not any(real.iterdir()):
+    if real.is_dir() and _empty(real):
         return  # an empty dir: nothing to lose
     if not real.is_dir():
         raise BoomError(f"output {shown} exists and is not a directory; --force replaces only boom-merge outputs")
@@ -147,6 +147,13 @@ def _check_existing(given: Path, real: Path, force: bool) -> None:
         nested = _nested_model(real)
         if nested is not None:
             raise BoomError(f"output {shown} holds another model ({nested}); --force will not delete it")
+
+
+def _empty(directory: Path) -> bool:
+    try:
+        return not any(directory.iterdir())
+    except OSError:
+        return False
 
 
 def _check_parent(given: Path, real: Path) -> None:
