@@ -293,7 +293,7 @@ def _identity(spec: str) -> tuple[str, str | None, str | None]:
 def input_record(spec: str, role: str, out_dir: Path, name: str) -> dict[str, Any]:
     """One input: its path, role, Hub identity, and what it was trained on when that is known."""
     path, hub_id, revision = _identity(spec)
-    record: dict[str, Any] = {"path": path, "role": role}
+    record: dict[str, Any] = {"path": hub_id or path, "role": role}  # a Hub model by its id, not its cache path
     if hub_id:
         record |= {"hub_id": hub_id, "revision": revision}
     model = Path(path)
