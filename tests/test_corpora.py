@@ -418,6 +418,7 @@ def test_second_build_is_a_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (second.path / "manifest.json").stat().st_mtime_ns == stamp
     assert default_corpus_dir(["devil"], seed=1, **SMALL) != first.path
     assert default_corpus_dir(["devil"], **{**SMALL, "max_dev_queries": 5}) != first.path
+    assert default_corpus_dir(["devil"], max_train=50, max_test_queries=10) == first.path  # dev cap = test cap
     manifest = json.loads((first.path / "manifest.json").read_text())
     (first.path / "manifest.json").write_text(json.dumps({**manifest, "builder_version": "2"}))
     with pytest.raises(BoomError, match="--force"):  # a build of another builder version is not reused

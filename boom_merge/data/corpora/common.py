@@ -22,10 +22,10 @@ from typing import Literal
 #: Bump when any builder's output changes, so cached corpora are rebuilt.
 #: 3: dev splits; the OOD dev sources (jargon, vera, gcide, python_api).
 BUILDER_VERSION = "3"
-#: Default caps per source: training lines, test queries and dev queries.
+#: Default caps per source: training lines and test queries; dev queries default to the test cap.
 DEFAULT_MAX_TRAIN = 3000
 DEFAULT_MAX_TEST_QUERIES = 200
-DEFAULT_MAX_DEV_QUERIES = 200
+SAME_AS_TEST = "test"
 #: Share of headwords that go to the test side (queries plus distractor documents).
 TEST_FRACTION = 0.3
 #: Share of headwords that go to the dev side (hash in [TEST_FRACTION, TEST_FRACTION + DEV_FRACTION)):
