@@ -317,7 +317,8 @@ def test_layout_counts_and_qrels(small_build) -> None:
             assert all(set(doc) == {"_id", "title", "text"} for doc in corpus)
             prefix = name if split == "test" else f"{name}-dev"
             query_ids, doc_ids = {q["_id"] for q in queries}, {d["_id"] for d in corpus}
-            assert all(i.startswith(f"{prefix}-q") for i in query_ids) and all(i.startswith(f"{prefix}-d") for i in doc_ids)
+            assert all(i.startswith(f"{prefix}-q") for i in query_ids)
+            assert all(i.startswith(f"{prefix}-d") for i in doc_ids)
             assert {r["query-id"] for r in qrels} == query_ids
             assert {r["corpus-id"] for r in qrels} <= doc_ids
             assert all(int(r["score"]) == 1 for r in qrels)

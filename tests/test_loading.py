@@ -1,4 +1,7 @@
-"""Training data loader: FlagEmbedding jsonl, HF datasets, bad lines, empty and duplicate data (formats: test_data_formats)."""
+"""Training data loader: FlagEmbedding jsonl, HF datasets, bad lines, empty and duplicate data.
+
+Other formats and column conventions: tests/test_data_formats.py.
+"""
 
 from __future__ import annotations
 

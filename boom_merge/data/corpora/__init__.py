@@ -79,8 +79,8 @@ def _options(
         raise BoomError(f"unknown source {unknown[0]!r}; choose from {', '.join(known)}")
     if max_dev_queries == SAME_AS_TEST:
         max_dev_queries = max_test_queries
-    caps = (("--max-train", max_train), ("--max-test-queries", max_test_queries), ("--max-dev-queries", max_dev_queries))
-    for flag, value in caps:
+    caps = {"--max-train": max_train, "--max-test-queries": max_test_queries, "--max-dev-queries": max_dev_queries}
+    for flag, value in caps.items():
         if value is not None and value < 1:
             raise BoomError(f"{flag} must be at least 1, got {value}")
     ordered = tuple(name for name in known if name in names)
@@ -152,9 +152,10 @@ def build_corpora(
     """Build the corpora of ``sources`` (default: all) into ``out`` (default: the cache).
 
     ``max_train`` caps training lines, ``max_test_queries`` test and ``max_dev_queries``
-    dev queries per source (None: no cap; dev defaults to the test cap); each test (dev) corpus holds the documents of
-    up to five times as many test (dev) headwords. ``ood_test`` sources get no dev split. ``roots`` points sources at other directories (tests, other
-    distributions). An existing build with the same options is reused unless ``force``.
+    dev queries per source (None: no cap; dev defaults to the test cap); each test (dev)
+    corpus holds the documents of up to five times as many test (dev) headwords.
+    ``ood_test`` sources get no dev split. ``roots`` points sources at other directories
+    (tests, other distributions). An existing build with the same options is reused unless ``force``.
     """
     options = _options(sources, seed, max_train, max_test_queries, max_dev_queries, roots)
     target = Path(out) if out is not None else _corpus_dir(options)

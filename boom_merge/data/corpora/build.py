@@ -174,9 +174,10 @@ def build_retrieval(
     if not selection.train or not selection.test or (source.has_dev and not selection.dev):
         raise BoomError(f"source {source.name} gave too few entries to split ({len(groups)} headwords)", path=root)
     negatives = hard_negatives(selection.train, groups, random.Random(f"{options.seed}:{source.name}"))
+    train_file = out / "train" / f"{source.name}.jsonl"
     counts = {
         "headwords": len(groups),
-        "train": write_train(out / "train" / f"{source.name}.jsonl", selection.train, groups, negatives, options.max_train),
+        "train": write_train(train_file, selection.train, groups, negatives, options.max_train),
     }
     splits: list[tuple[Split, list[str], int | None]] = [("test", selection.test, options.max_test_queries)]
     if source.has_dev:
