@@ -220,7 +220,10 @@ def test_unusable_jsonl_and_parquet_columns_are_named(tmp_path: Path) -> None:
     with pytest.raises(BoomError, match="one.jsonl: needs .*; columns found: text$"):
         load_training_data(tmp_path / "one.jsonl")
     pq.write_table(pa.table({"anchor": ["a"], "positive": [3]}), tmp_path / "typed.parquet")
-    typed = r"typed.parquet: column 'positive' does not hold text; " r"columns found: anchor \(string\), positive \(int64\)$"
+    typed = (
+        r"typed.parquet: column 'positive' does not hold text; "
+        r"columns found: anchor \(string\), positive \(int64\)$"
+    )
     with pytest.raises(BoomError, match=typed):
         load_training_data(tmp_path / "typed.parquet")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
