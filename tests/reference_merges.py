@@ -61,3 +61,24 @@ def hand_merged_embeddings(inputs: Sequence[str | Path], merge_fn, texts: Sequen
     target = models[0]
     target.load_state_dict(merged)
     return target.encode(list(texts), convert_to_numpy=True)
+
+
+def np_ties(tensors: Sequence[np.ndarray], base: np.ndarray, weights: Sequence[float], density: float) -> np.ndarray:
+    """TIES (Yadav et al. 2023) as mergekit runs it with ``normalize: true``: keep each task vector's
+    ``max(1, int(density * n))`` largest magnitudes, weight them, elect the sign of their sum (ties: +),
+    average the entries that agree with it (weighted), add the base."""
+    base = np.asarray(base, dtype=np.float64)
+    kept = []
+    for tensor in tensors:
+        delta = (np.asarray(tensor, dtype=np.float64) - base).ravel()
+        k = max(1, int(density * delta.size))
+        mask = np.zeros(delta.size)
+        mask[np.argsort(-np.abs(delta), kind="stable")[:k]] = 1
+        kept.append(delta * mask)
+    w = np.asarray(weights, dtype=np.float64)[:, None]
+    weighted = np.stack(kept) * w
+    elected = np.where(weighted.sum(0) >= 0, 1.0, -1.0)
+    agree = np.sign(weighted) == elected
+    divisor = (w * agree).sum(0)
+    divisor[divisor == 0] = 1
+    return base + ((weighted * agree).sum(0) / divisor).reshape(base.shape)

@@ -18,7 +18,7 @@ TEXTS = ["An apple a day.", "def main(): return 0", "The quick brown fox"]
 
 
 def _boom_recipe(path, members, base=None):
-    recipe = {"merge_method": "boom", "dtype": "float32", "models": [{"model": str(m)} for m in members]}
+    recipe = {"merge_method": "boom", "models": [{"model": str(m)} for m in members]}
     if base is not None:
         recipe["base_model"] = str(base)
     path.write_text(yaml.safe_dump(recipe))

@@ -37,6 +37,34 @@ def test_startup_imports_neither_torch_nor_mergekit() -> None:
     assert out == "['boom_merge._hook']"
 
 
+def test_the_hook_imports_nothing_but_itself() -> None:
+    """Every Python start of the environment pays for what the .pth line imports (importlib.abc was ~30 ms)."""
+    root = str(REPO_PTH.parent)
+    out = _python_isolated(f"import os, sys; sys.path.insert(0, {root!r}); before = set(sys.modules); "
+                           f"{REPO_PTH.read_text().strip()}; print(sorted(set(sys.modules) - before))")
+    assert out == "['boom_merge', 'boom_merge._hook']"
+
+
+def _python_isolated(code: str) -> str:
+    """A fresh interpreter without site (no other .pth file imports anything first)."""
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_failing_callback_warns_once_and_leaves_mergekit_as_it_was() -> None:
+    result = subprocess.run([sys.executable, "-c", (
+        "import boom_merge._hook as hook; "
+        "hook._CALLBACKS['mergekit.plan'] = 'boom_merge.mergekit_compat:no_such_fix'; "
+        "import mergekit.plan as plan; "
+        "print(getattr(plan.MergePlanner.plan_tensor, '__boom_merge_patched__', False))")],
+        capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "boom-merge" in line]
+    assert len(warnings) == 1 and "mergekit left as it was" in warnings[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_importing_mergekit_registers_boom_methods() -> None:
     out = _python(
         "from mergekit.merge_methods import registered_methods; "
@@ -51,3 +79,45 @@ def test_importing_the_registry_submodule_first_works_too() -> None:
         "print(r.get('boom').spec.name, getattr(p.MergePlanner.plan_tensor, '__boom_merge_patched__', False))"
     )
     assert out == "boom True"
+
+
+def test_importing_the_kernels_first_works() -> None:
+    """boom_merge.merge_methods imports mergekit.merge_methods, whose callback registers it: no circle."""
+    out = _python("from boom_merge.merge_methods import boom_merge; from mergekit.merge_methods import get; "
+                  "print(get('boom') is boom_merge)")
+    assert out == "True"
+
+
+_EACH_MODULE_ALONE = """
+import os, pkgutil, sys
+import boom_merge
+names = sorted(m.name for m in pkgutil.walk_packages(boom_merge.__path__, "boom_merge.") if m.name != "boom_merge.cli.__main__")
+for heavy in ("torch", "transformers", "sentence_transformers", "numpy", "click", "yaml", "pydantic", "safetensors"):
+    __import__(heavy)  # third-party only: neither mergekit nor any boom_merge module but the package
+for name in list(sys.modules):
+    if name.startswith("boom_merge.") and name != "boom_merge._hook":
+        del sys.modules[name]
+failed = []
+for name in names:
+    pid = os.fork()
+    if pid == 0:  # a fresh child imports just this one module first
+        try:
+            __import__(name)
+        except BaseException as error:
+            print(f"{name}: {type(error).__name__}: {error}", flush=True)
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status:
+        failed.append(name)
+print("FAILED", failed, len(names))
+"""
+
+
+def test_every_module_imports_on_its_own() -> None:
+    """Each module as the first boom_merge module of an interpreter (forked after the heavy third-party imports)."""
+    result = subprocess.run([sys.executable, "-c", _EACH_MODULE_ALONE], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED [] "), result.stdout[-3000:]
+    assert int(last.split()[-1]) > 30  # the walk found the package's modules

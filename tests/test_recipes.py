@@ -19,9 +19,11 @@ from sentence_transformers import SentenceTransformer
 from boom_merge.cli import main
 from boom_merge.merging import merge_recipe
 from boom_merge.recipes import build_recipe, member_weights
+from tests.reference_merges import hand_merged_embeddings, np_linear, np_multislerp, np_ties
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "recipes").glob("*.yml"))
+TEXTS = ["The cat sat on the mat.", "A function returns a value.", "query about Unix pipes"]
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +48,52 @@ def test_all_recipes_are_shipped() -> None:
         assert recipe.read_text().startswith("#"), f"{recipe.name} must explain its formula"
 
 
-@pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_recipe_runs_with_plain_mergekit_yaml(recipe, quickstart_layout) -> None:
-    out = quickstart_layout / "runs" / f"{recipe.stem}-out"
+_RUN_ALL = """
+import sys
+from mergekit.scripts.run_yaml import main
+for recipe in sys.argv[1:]:
+    try:
+        main([recipe, f"runs/{recipe.rsplit('/', 1)[-1][:-4]}-out"])
+    except SystemExit as exit:
+        if exit.code:
+            raise
+"""
+
+
+def _expected(stem: str, qs: Path):
+    """(inputs, hand merge of their weight arrays) that each shipped recipe computes."""
+    members = sorted((qs / "members").iterdir())
+    with_base = [*members, qs / "base"]
+    return {
+        "boom": (members, lambda a: np_multislerp(a, [1, 1, 1, 1])),
+        "boom_linear": (members, lambda a: np_linear(a, [0.4, 0.6, 0.8, 1.0])),
+        "multislerp": (with_base, lambda a: np_multislerp(a[:-1], [1, 1, 1, 1], base=a[-1])),
+        "task_arithmetic": (with_base, lambda a: a[-1] + sum(0.25 * (t - a[-1]) for t in a[:-1])),
+        "ties": (with_base, lambda a: np_ties(a[:-1], a[-1], [1, 1, 1, 1], 0.5)),
+        "incremental": ([qs / "boom", qs / "update"], lambda a: np_multislerp(a, [0.5, 0.5])),
+    }[stem]
+
+
+@pytest.fixture(scope="module")
+def shipped_outputs(quickstart_layout) -> Path:
+    """Every shipped recipe run by plain mergekit-yaml (one fresh interpreter with the hook, from the repo root)."""
     env = {k: v for k, v in os.environ.items() if k != "BOOM_MERGE_DISABLE_HOOK"}
-    result = subprocess.run([sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe), str(out)],
-                            cwd=quickstart_layout, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", _RUN_ALL, *map(str, SHIPPED)], cwd=quickstart_layout,
+                            capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    embeddings = SentenceTransformer(str(out), device="cpu").encode(["a sentence"])
-    np.testing.assert_allclose(np.linalg.norm(embeddings), 1.0, atol=1e-5)
+    return quickstart_layout
+
+
+@pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_recipe_runs_with_plain_mergekit_yaml(recipe, shipped_outputs) -> None:
+    """...and embeds like the hand merge (numpy, float64) of the formula in its header."""
+    out = shipped_outputs / "runs" / f"{recipe.stem}-out"
+    assert "dtype" not in yaml.safe_load(recipe.read_text())  # the inputs' dtype is kept
+    inputs, merge = _expected(recipe.stem, shipped_outputs / "runs/quickstart")
+    expected = hand_merged_embeddings(inputs, merge, TEXTS)
+    got = SentenceTransformer(str(out), device="cpu").encode(TEXTS)
+    assert np.abs(got - expected).max() <= 1e-5
+    assert json.loads((out / "boom_lineage.json").read_text())["method"] == yaml.safe_load(recipe.read_text())["merge_method"]
 
 
 def test_ratio_weights_come_from_manifests(quickstart_layout) -> None:

@@ -21,7 +21,7 @@ TEXTS = ["The cat sat on the mat.", "A function returns a value.", "query about 
 
 
 def _recipe(path: Path, members: list[Path], method: str = "boom", base: Path | None = None, **params) -> Path:
-    recipe = {"merge_method": method, "dtype": "float32",
+    recipe = {"merge_method": method,
               "models": [{"model": str(m), "parameters": {"weight": w}} for m, w in zip(members, [1.0, 2.0, 3.0, 4.0])]}
     if base is not None:
         recipe["base_model"] = str(base)
@@ -60,29 +60,65 @@ def test_boom_merge_output_embeds_like_hand_merge(tmp_path, tiny_bag, interpolat
 
 
 def test_plain_mergekit_yaml_writes_a_sentence_transformers_model(tmp_path, tiny_bag) -> None:
-    """The unmodified mergekit CLI, in a fresh interpreter, finds `boom` and writes ST files."""
+    """The installed `mergekit-yaml` script, unmodified, finds `boom` and writes ST files, lineage and a card.
+
+    OUT exists (empty) and is not an input: mergekit's own choice to write into it stays.
+    """
+    import os
+    import sysconfig
+
     base, members = tiny_bag
     recipe = _recipe(tmp_path / "r.yml", members)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe), str(out)],
-                            capture_output=True, text=True, timeout=300)
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "BOOM_MERGE_DISABLE_HOOK"}
+    result = subprocess.run([str(Path(sysconfig.get_path("scripts")) / "mergekit-yaml"), str(recipe), str(out)],
+                            capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = hand_merged_embeddings(members, lambda a: np_multislerp(a, [1.0, 2.0, 3.0, 4.0]), TEXTS)
     assert np.abs(_embed(out) - expected).max() <= 1e-5
     for name in ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json",
-                 "1_Pooling/config.json", "2_Dense/model.safetensors", "3_Normalize"):
+                 "1_Pooling/config.json", "2_Dense/model.safetensors", "3_Normalize", "boom_lineage.json"):
         assert (out / name).exists(), name
+    lineage = json.loads((out / "boom_lineage.json").read_text())
+    assert [Path(i["path"]) for i in lineage["inputs"]] == [Path(m).absolute() for m in members]
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "sentence-transformers" and "# out" in card.text
+
+
+def test_inputs_dtype_is_kept_and_dtype_overrides(tmp_path, tiny_bag) -> None:
+    """bf16 members give a bf16 model (transformer and Dense) computed in float32; dtype= overrides."""
+    import torch
+    from safetensors.torch import load_file
+
+    base, members = tiny_bag
+    half = []
+    for member in members[:2]:
+        model = SentenceTransformer(str(member), device="cpu").to(torch.bfloat16)
+        model.save(str(tmp_path / member.name))
+        half.append(tmp_path / member.name)
+    recipe = _recipe(tmp_path / "r.yml", half, interpolation="linear")
+    out = merge_recipe(recipe, tmp_path / "out")
+    assert json.loads((out / "config.json").read_text()).get("dtype", json.loads(
+        (out / "config.json").read_text()).get("torch_dtype")) == "bfloat16"
+    for file, key in (("model.safetensors", "encoder.layer.0.attention.self.query.weight"),
+                      ("2_Dense/model.safetensors", "linear.weight")):
+        merged = load_file(str(out / file))[key]
+        inputs = [load_file(str(m / file))[key].double() for m in half]
+        exact = (1.0 * inputs[0] + 2.0 * inputs[1]) / 3.0  # float64
+        assert merged.dtype == torch.bfloat16
+        assert ((merged.double() - exact).abs() <= 2.0 ** -8 * exact.abs() + 1e-30).all()  # bf16 rounding only
+    wide = merge_recipe(recipe, tmp_path / "wide", dtype="float32")
+    assert load_file(str(wide / "model.safetensors"))["pooler.dense.weight"].dtype == torch.float32
 
 
 def test_model_card_metadata(tmp_path, tiny_bag) -> None:
     base, members = tiny_bag
     recipe = _recipe(tmp_path / "r.yml", members[:2])
-    out = merge_recipe(recipe, tmp_path / "out")
+    out = merge_recipe(recipe, tmp_path / "merged-model")
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "sentence-transformers"
-    assert card.data.base_model_relation == "merge"
-    assert len(card.data.base_model) == 2
-    assert "merge_method: boom" in card.text
+    assert "# merged-model" in card.text and ".tmp-" not in card.text  # the final name, never the temp dir's
     assert (out / "boom_recipe.yml").read_text() == recipe.read_text()
 
 
