@@ -1,14 +1,26 @@
 """Incremental BOOM updates: fold an update model into an existing model.
 
 The paper's cheap update: train an update model on the new data plus a small sample
-of the old (``boom-merge train-update``), then merge it into the existing model with
-``boom_incremental``. The existing model is only read; the new model records its
-lineage (inputs, weights, content hashes, and the existing model's own lineage).
+of the old (``boom-merge train-update``), then merge it into the existing model. Two
+modes, both written as recipes that plain ``mergekit-yaml`` runs:
+
+- ``interpolate`` (the default): ``(1 - α)·OLD + α·UPDATE`` with ``boom_incremental``
+  (slerp or linear);
+- ``add``: ``OLD + λ·(UPDATE − BASE)``, BASE the model the update was trained from (its
+  manifest's ``init_model``, else its ``base_model``; ``update_base`` overrides), as
+  mergekit's ``task_arithmetic`` over BASE with OLD at weight 1, UPDATE at weight λ and
+  ``normalize: false`` (mergekit computes ``BASE + Σ wᵢ·(Mᵢ − BASE)``).
+
+The existing model is only read; the new model records its lineage (mode, weight,
+inputs with content hashes, and the existing model's own lineage). Choosing the weight
+on dev splits is :mod:`boom_merge.update_weight`'s job.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,10 +28,16 @@ from typing import Any, Literal
 import yaml
 
 from boom_merge.errors import BoomError
-from boom_merge.lineage import LINEAGE_FILE, incremental_lineage
+from boom_merge.lineage import LINEAGE_FILE, incremental_lineage, model_sha256, read_member_manifest
 from boom_merge.merging import DEFAULT_OUT_SHARD_SIZE
 from boom_merge.outputs import check_output
 
+logger = logging.getLogger(__name__)
+
+Mode = Literal["interpolate", "add"]
+MODES: tuple[str, ...] = ("interpolate", "add")
+#: the weight when none is given: α = 0.5 (interpolate), λ = 1 (add: the whole task vector)
+DEFAULT_WEIGHTS = {"interpolate": 0.5, "add": 1.0}
 _HALF_DTYPES = {"bfloat16", "float16"}
 
 
@@ -30,6 +48,13 @@ def _config_dtype(model_dir: Path) -> str | None:
         return None
     dtype = config.get("dtype") or config.get("torch_dtype")
     return dtype if dtype in _HALF_DTYPES else None
+
+
+def _with_dtype(recipe: dict[str, Any], old: Path) -> dict[str, Any]:
+    out_dtype = _config_dtype(old)
+    if out_dtype:
+        recipe["out_dtype"] = out_dtype
+    return recipe
 
 
 def incremental_recipe(
@@ -43,10 +68,90 @@ def incremental_recipe(
         "parameters": {"update_weight": update_weight, "interpolation": interpolation},
         "dtype": "float32",
     }
-    out_dtype = _config_dtype(old)
-    if out_dtype:
-        recipe["out_dtype"] = out_dtype
-    return recipe
+    return _with_dtype(recipe, old)
+
+
+def add_recipe(old: Path, update: Path, base: str, *, update_weight: float) -> dict[str, Any]:
+    """``task_arithmetic`` over ``base``: OLD at weight 1, UPDATE at weight λ, not normalised.
+
+    When BASE is OLD itself (an update trained from the existing model) OLD's delta is
+    zero and it is left out: the recipe is then ``OLD + λ·(UPDATE − OLD)``.
+    """
+    models = [] if _same_model(old, base) else [{"model": str(old), "parameters": {"weight": 1.0}}]
+    models.append({"model": str(update), "parameters": {"weight": float(update_weight)}})
+    recipe: dict[str, Any] = {
+        "merge_method": "task_arithmetic",
+        "base_model": base,
+        "models": models,
+        "parameters": {"normalize": False, "lambda": 1.0},
+        "dtype": "float32",
+    }
+    return _with_dtype(recipe, old)
+
+
+def _same_model(path: Path, spec: str) -> bool:
+    return Path(spec).is_dir() and Path(spec).resolve() == path.resolve()
+
+
+@dataclass(frozen=True)
+class UpdateBase:
+    """The model an update was trained from: ``spec`` for the recipe, its local ``path``, its hash."""
+
+    spec: str
+    path: Path
+    sha256: str
+    hub_id: str | None = None
+    revision: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Its lineage record."""
+        return {"path": self.hub_id or str(self.path), "sha256": self.sha256,
+                **({"hub_id": self.hub_id, "revision": self.revision} if self.hub_id else {})}
+
+
+def recorded_base(update: Path) -> tuple[str, str | None]:
+    """``(spec, sha256)`` of the model ``update`` was trained from, from its ``boom_member.json``.
+
+    ``train-update`` records the weights it started from as ``init_model`` (the base, or
+    the existing model with ``--init existing``); a member records its ``base_model``. A
+    Hub model is ``id@commit``.
+    """
+    manifest = read_member_manifest(update)
+    if manifest is None:
+        raise BoomError("no boom_member.json: cannot tell which model UPDATE was trained from; "
+                        "pass --update-base BASE", path=update)
+    data = manifest.data
+    if isinstance(data.get("init_model"), str):
+        spec, revision, sha = data["init_model"], data.get("init_model_revision"), data.get("init_model_sha256")
+    else:
+        spec, revision, sha = manifest.base_model, manifest.base_model_revision, data.get("base_model_sha256")
+    if not spec:
+        raise BoomError("boom_member.json records no base model; pass --update-base BASE", path=manifest.file)
+    if revision and not Path(spec).is_dir():
+        spec = f"{spec}@{revision}"
+    return spec, sha if isinstance(sha, str) else None
+
+
+def resolve_update_base(update: Path, update_base: str | Path | None = None) -> UpdateBase:
+    """The BASE of ``add`` mode: ``update_base`` if given, else the one UPDATE's manifest records.
+
+    A recorded base whose content hash no longer matches the manifest is refused (the task
+    vector would be wrong); an explicit ``update_base`` that differs is used with a warning.
+    """
+    from boom_merge.models import resolve_model
+
+    spec, expected = recorded_base(update) if update_base is None else (str(update_base), None)
+    if update_base is not None and read_member_manifest(update) is not None:
+        expected = recorded_base(update)[1]
+    resolved = resolve_model(spec)
+    digest = model_sha256(resolved.path)
+    if expected and digest != expected:
+        if update_base is None:
+            raise BoomError(f"is not the model the update was trained from (sha256 {digest[:12]}, its manifest "
+                            f"records {expected[:12]}); pass --update-base BASE", path=spec)
+        logger.warning("%s: not the model %s's manifest records (sha256 differs); using it as BASE", spec, update)
+    recipe_spec = resolved.spec if resolved.hub_id else str(resolved.path.absolute())
+    return UpdateBase(recipe_spec, resolved.path, digest, resolved.hub_id, resolved.revision)
 
 
 @dataclass(frozen=True)
@@ -55,35 +160,73 @@ class IncrementalResult:
     lineage: dict[str, Any]
 
 
-def incremental_merge(
-    old: str | Path,
-    update: str | Path,
-    out: str | Path,
-    *,
-    update_weight: float = 0.5,
-    interpolation: Literal["slerp", "linear"] = "slerp",
-    force: bool = False,
-    allow_pickle: bool = False,
-    cuda: bool = False,
-    out_shard_size: str = DEFAULT_OUT_SHARD_SIZE,
-) -> IncrementalResult:
-    """Merge ``update`` into ``old`` as ``out``; ``old`` is never written to."""
-    from mergekit.config import MergeConfiguration
+def check_weight(mode: str, update_weight: float) -> None:
+    """α in [0, 1] (interpolate); λ finite and >= 0 (add)."""
+    if mode not in MODES:
+        raise BoomError(f"unknown --mode {mode!r}; choose interpolate or add")
+    if not math.isfinite(update_weight) or update_weight < 0 or (mode == "interpolate" and update_weight > 1):
+        bound = "[0, 1]" if mode == "interpolate" else ">= 0"
+        raise BoomError(f"--update-weight must be {bound} for --mode {mode}, got {update_weight}")
 
-    from boom_merge.merging import run_recipe
 
-    old, update, out = Path(old).absolute(), Path(update).absolute(), Path(out).absolute()
-    if not 0.0 <= update_weight <= 1.0:
-        raise BoomError(f"--update-weight must be in [0, 1], got {update_weight}")
+def check_inputs(old: Path, update: Path, out: Path, *, force: bool = False) -> None:
+    """OLD and UPDATE exist and differ; OUT passes the outputs rule. Nothing is hashed yet."""
     for model in (old, update):
         if not model.is_dir():
             raise BoomError("model directory not found", path=model)
     if old.resolve() == update.resolve():
         raise BoomError(f"UPDATE is OLD ({update}): give the update model trained on the new data")
     check_output(out, inputs=(old, update), force=force)  # before hashing: OLD and UPDATE stay untouched
-    recipe = incremental_recipe(old, update, update_weight=update_weight, interpolation=interpolation)
-    text = "# Written by `boom-merge incremental`.\n" + yaml.safe_dump(recipe, sort_keys=False)
-    lineage = incremental_lineage(old, update, update_weight=update_weight, interpolation=interpolation)
+
+
+def incremental_merge(
+    old: str | Path,
+    update: str | Path,
+    out: str | Path,
+    *,
+    update_weight: float | None = None,
+    mode: Mode = "interpolate",
+    interpolation: Literal["slerp", "linear"] = "slerp",
+    update_base: str | Path | None = None,
+    force: bool = False,
+    allow_pickle: bool = False,
+    cuda: bool = False,
+    out_shard_size: str = DEFAULT_OUT_SHARD_SIZE,
+    base: UpdateBase | None = None,
+    report_files: dict[str, str | bytes] | None = None,
+    lineage_extra: dict[str, Any] | None = None,
+) -> IncrementalResult:
+    """Merge ``update`` into ``old`` as ``out``; ``old`` is never written to.
+
+    ``update_weight`` is α (interpolate) or λ (add), default :data:`DEFAULT_WEIGHTS`;
+    ``base`` an already resolved :class:`UpdateBase` (add mode; else resolved here);
+    ``report_files`` (name -> content) are written into ``out`` with the model, and
+    ``lineage_extra`` into its lineage.
+    """
+    from mergekit.config import MergeConfiguration
+
+    from boom_merge.merging import run_recipe
+
+    old, update, out = Path(old).absolute(), Path(update).absolute(), Path(out).absolute()
+    weight = DEFAULT_WEIGHTS.get(mode, 0.5) if update_weight is None else float(update_weight)
+    check_weight(mode, weight)
+    check_inputs(old, update, out, force=force)
+    if mode == "add":
+        base = base or resolve_update_base(update, update_base)
+        check_output(out, inputs=(old, update, base.path), force=force)
+        recipe = add_recipe(old, update, base.spec, update_weight=weight)
+        formula = f"OLD + {weight:g} * (UPDATE - BASE), BASE = {base.spec}"
+    else:
+        recipe = incremental_recipe(old, update, update_weight=weight, interpolation=interpolation)
+        formula = f"(1 - {weight:g}) * OLD + {weight:g} * UPDATE ({interpolation})"
+    text = (f"# Written by `boom-merge incremental --mode {mode}`: {formula}\n"
+            + yaml.safe_dump(recipe, sort_keys=False))
+    lineage = incremental_lineage(old, update, update_weight=weight, interpolation=interpolation)
+    lineage["mode"] = mode
+    if mode == "add":
+        del lineage["interpolation"]
+        lineage["update_base"] = base.record()
+    lineage |= lineage_extra or {}
     run_recipe(
         MergeConfiguration.model_validate(recipe),
         out,
@@ -92,6 +235,6 @@ def incremental_merge(
         cuda=cuda,
         allow_pickle=allow_pickle,
         out_shard_size=out_shard_size,
-        extra_files={LINEAGE_FILE: json.dumps(lineage, indent=2) + "\n"},
+        extra_files={LINEAGE_FILE: json.dumps(lineage, indent=2) + "\n", **(report_files or {})},
     )
     return IncrementalResult(out, lineage)

@@ -84,3 +84,151 @@ def test_refuses_to_write_into_old_or_over_existing(tmp_path, tiny_bag) -> None:
     assert refused.exit_code != 0 and "--force" in refused.output
     assert _snapshot(old) == before
     assert not any(name.startswith(".") for name in os.listdir(tmp_path))
+
+
+# --- --mode add: OLD + λ·(UPDATE − BASE) -------------------------------------------------
+
+
+def _update_from(base: Path, source: Path, target: Path, **manifest) -> Path:
+    """A copy of ``source`` whose boom_member.json says it was trained from ``base``."""
+    import shutil
+
+    from boom_merge.lineage import write_member_manifest
+
+    shutil.copytree(source, target)
+    write_member_manifest(target, {"kind": "update", "base_model": str(base), "init": "base",
+                                   "init_model": str(base), "init_model_sha256": model_sha256(base), **manifest})
+    return target
+
+
+def _tensors(model: Path) -> dict[str, np.ndarray]:
+    found = {}
+    for file in ("model.safetensors", "2_Dense/model.safetensors"):
+        found |= {f"{file}:{k}": v.double().numpy() for k, v in load_file(str(model / file)).items()}
+    return found
+
+
+def test_add_mode_is_old_plus_lambda_times_the_task_vector(tmp_path, tiny_bag) -> None:
+    import yaml
+
+    base, (old, member, *_) = tiny_bag
+    update = _update_from(base, member, tmp_path / "update")
+    out = tmp_path / "new"
+    _incremental(old, update, out, "--mode", "add", "--update-weight", 0.7)
+    got, o, u, b = _tensors(out), _tensors(old), _tensors(update), _tensors(base)
+    assert got.keys() == o.keys()
+    for key in got:  # independent numpy: OLD + 0.7 (UPDATE - BASE), float32 rounding only
+        np.testing.assert_allclose(got[key], o[key] + 0.7 * (u[key] - b[key]), atol=2e-6, rtol=0)
+    expected = hand_merged_embeddings([old, update, base], lambda a: a[0] + 0.7 * (a[1] - a[2]), TEXTS)
+    assert np.abs(SentenceTransformer(str(out), device="cpu").encode(TEXTS) - expected).max() <= 1e-5
+    lineage = json.loads((out / LINEAGE_FILE).read_text())
+    assert (lineage["kind"], lineage["mode"], lineage["update_weight"]) == ("incremental", "add", 0.7)
+    assert lineage["update_base"] == {"path": str(base), "sha256": model_sha256(base)}
+    assert "interpolation" not in lineage
+    roles = {Path(i["path"]).name: i["role"] for i in lineage["inputs"]}
+    assert roles == {old.name: "old", "update": "update", base.name: "base"}
+    # the recipe is plain mergekit task_arithmetic over BASE, not normalised
+    recipe = yaml.safe_load((out / "boom_recipe.yml").read_text())
+    assert recipe["merge_method"] == "task_arithmetic" and recipe["base_model"] == str(base)
+    assert recipe["parameters"]["normalize"] is False
+    assert [m["parameters"]["weight"] for m in recipe["models"]] == [1.0, 0.7]
+    assert (out / "modules.json").read_text() == (old / "modules.json").read_text()
+
+
+def test_add_mode_base_override_and_refusals(tmp_path, tiny_bag) -> None:
+    base, (old, member, other, _) = tiny_bag
+    plain = CliRunner().invoke(main, ["incremental", str(old), str(member), "-o", str(tmp_path / "a"), "--mode", "add"])
+    assert plain.exit_code != 0 and "--update-base" in plain.output and "boom_member.json" in plain.output
+    # --update-base: BASE given by hand (the default λ is 1: the whole task vector)
+    _incremental(old, member, tmp_path / "b", "--mode", "add", "--update-base", base)
+    got, o, u, b = _tensors(tmp_path / "b"), _tensors(old), _tensors(member), _tensors(base)
+    assert all(np.allclose(got[k], o[k] + u[k] - b[k], atol=2e-6, rtol=0) for k in got)
+    # a recorded base whose content changed is refused
+    update = _update_from(other, member, tmp_path / "update", init_model_sha256="0" * 64)
+    wrong = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(tmp_path / "c"), "--mode", "add"])
+    assert wrong.exit_code != 0 and "not the model the update was trained from" in wrong.output
+    negative = CliRunner().invoke(main, ["incremental", str(old), str(member), "-o", str(tmp_path / "d"),
+                                         "--mode", "add", "--update-base", str(base), "--update-weight", "-1"])
+    assert negative.exit_code != 0 and ">= 0" in negative.output
+    assert not any((tmp_path / n).exists() for n in "acd")
+
+
+def test_add_mode_from_the_existing_model_is_interpolation(tmp_path, tiny_bag) -> None:
+    """An update trained from OLD (train-update --init existing): OLD + λ(UPDATE − OLD)."""
+    _, (old, member, *_) = tiny_bag
+    update = _update_from(old, member, tmp_path / "update", init="existing")
+    _incremental(old, update, tmp_path / "new", "--mode", "add", "--update-weight", 0.25)
+    got, o, u = _tensors(tmp_path / "new"), _tensors(old), _tensors(update)
+    assert all(np.allclose(got[k], 0.75 * o[k] + 0.25 * u[k], atol=2e-6, rtol=0) for k in got)
+
+
+def test_interpolate_mode_is_the_default_bit_for_bit(tmp_path, tiny_bag) -> None:
+    _, (old, update, *_) = tiny_bag
+    _incremental(old, update, tmp_path / "default", "--update-weight", 0.3)
+    _incremental(old, update, tmp_path / "explicit", "--mode", "interpolate", "--update-weight", 0.3)
+    for file in ("model.safetensors", "2_Dense/model.safetensors"):
+        assert (tmp_path / "default" / file).read_bytes() == (tmp_path / "explicit" / file).read_bytes()
+    assert json.loads((tmp_path / "explicit" / LINEAGE_FILE).read_text())["mode"] == "interpolate"
+
+
+# --- --update-weight auto -----------------------------------------------------------------
+
+
+def _table(rows):
+    from boom_merge.update_weight import WeightScore
+
+    return [WeightScore(w, old / 100, new / 100, {}) for w, old, new in rows]
+
+
+def test_auto_rule_on_a_fixed_score_table() -> None:
+    from boom_merge.update_weight import choose_weight, weight_rule
+
+    table = _table([(0.0, 80.0, 60.0), (0.25, 79.8, 66.0), (0.5, 79.6, 70.0), (0.75, 79.0, 74.0), (1.0, 75.0, 76.0)])
+    # best mean is 0.75 (76.5), but it loses 1.0 point of the old domains: 0.5 is the best allowed
+    assert choose_weight(table, 0.5).weight == 0.5
+    assert choose_weight(table, 1.0).weight == 0.75
+    assert choose_weight(table, 0.0).weight == 0.0  # nothing may be lost: OLD itself
+    tied = _table([(0.0, 80.0, 60.0), (0.3, 80.0, 70.0), (0.6, 80.0, 70.0)])
+    assert choose_weight(tied, 0.5).weight == 0.3  # ties go to the smaller weight
+    with pytest.raises(Exception, match="no weight 0"):
+        choose_weight(_table([(0.5, 1, 1)]), 0.5)
+    assert "0.5 points below OLD's" in weight_rule("interpolate", 0.5) and "α" in weight_rule("interpolate", 0.5)
+
+
+def test_auto_end_to_end_with_a_fixed_scorer(tmp_path, tiny_bag, monkeypatch) -> None:
+    """The search merges each α, scores it, writes the table and plot, and merges the chosen α."""
+    from boom_merge import update_weight
+    from boom_merge.tune.select import Scores
+    from boom_merge.tune.scoring import DevTasks
+
+    _, (old, update, *_) = tiny_bag
+    corpus = tmp_path / "corpus"
+    (corpus / "dev").mkdir(parents=True)
+    (corpus / "manifest.json").write_text("{}")
+    monkeypatch.setattr(update_weight, "dev_sources", lambda *a: DevTasks(("old",), ("new",)))
+    seen = []
+
+    def scorer(model: Path) -> Scores:  # old dev falls and new dev rises with α (read from the weights)
+        alpha = 0.0 if model == old.absolute() else json.loads((model / LINEAGE_FILE).read_text())["update_weight"]
+        seen.append(alpha)
+        return Scores(0.8 - 0.02 * alpha, 0.6 + 0.1 * alpha, {"old": 0.8 - 0.02 * alpha, "new": 0.6 + 0.1 * alpha})
+
+    lines = []
+    result = update_weight.auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[0.1, 0.25, 0.5],
+                                              max_old_loss=0.6, scorer=scorer, echo=lines.append)
+    assert lines[0].startswith("selection rule (fixed before scoring)")
+    assert sorted(seen) == [0.0, 0.1, 0.25, 0.5]
+    assert result.chosen.weight == 0.25  # 0.5 would lose 1.0 point, more than 0.6
+    lineage = json.loads((tmp_path / "new" / LINEAGE_FILE).read_text())
+    assert lineage["update_weight"] == 0.25 and lineage["update_weight_choice"]["max_old_loss"] == 0.6
+    report = tmp_path / "new" / "update_weight"
+    data = json.loads((report / "candidates.json").read_text())
+    assert data["chosen"] == 0.25 and [r["allowed"] for r in data["candidates"]] == [True, True, True, False]
+    assert "**chosen** | 0.25" in (report / "candidates.md").read_text()
+    assert (report / "candidates.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / ".new.weight-work").exists()
+    # --force over a finished NEW re-selects from its table without scoring again
+    seen.clear()
+    again = update_weight.auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[0.1, 0.25, 0.5],
+                                             max_old_loss=2.0, scorer=scorer, force=True)
+    assert seen == [] and again.scored_now == 0 and again.chosen.weight == 0.5

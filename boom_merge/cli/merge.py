@@ -89,39 +89,118 @@ def recipe_command(
     click.echo(f"recipe written to {path}")
 
 
-@click.command("incremental")
+def _update_weight(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number or auto") from None
+
+
+def _grid(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give numbers separated by commas, e.g. 0.25,0.5,0.75,1") from None
+
+
+@click.command("incremental", epilog="""Examples:
+
+\b
+  boom-merge incremental merged/ update/ -o merged-v2/                       # (1-0.5)*OLD + 0.5*UPDATE, slerp
+  boom-merge incremental merged/ update/ -o merged-v2/ --mode add --update-weight 1
+  boom-merge incremental merged/ update/ -o merged-v2/ --update-weight auto --corpus CORPUS
+  boom-merge incremental merged/ update/ -o merged-v2/ --corpus CORPUS --fit-adapter merged-v2-queries/
+  mergekit-yaml merged-v2/boom_recipe.yml again/                              # the same merge, plain mergekit
+""")
 @click.argument("old", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("update", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path), help="New model directory.")
-@click.option("--update-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
-              help="Total share of the update model (0 keeps OLD, 1 gives UPDATE).")
-@click.option("--interpolation", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True)
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Corpus directory: also report how far the update moved the embeddings.")
+@click.option("-o", "--out", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="New model directory.")
+@click.option("--mode", type=click.Choice(["interpolate", "add"]), default="interpolate", show_default=True,
+              help="interpolate: (1-a)*OLD + a*UPDATE; add: OLD + l*(UPDATE - BASE), BASE the model UPDATE was "
+                   "trained from (task_arithmetic).")
+@click.option("--update-weight", default=None, metavar="W|auto",
+              help="a (interpolate, in [0, 1], default 0.5) or l (add, >= 0, default 1); auto: chosen on the dev "
+                   "splits of --corpus by the rule printed before scoring.")
+@click.option("--update-base", default=None,
+              help="add mode: BASE, the model UPDATE was trained from (dir or Hub id; default: from its "
+                   "boom_member.json).")
+@click.option("--interpolation", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True,
+              help="interpolate mode: spherical or linear interpolation of each tensor.")
+@click.option("--corpus", "--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Built corpus: report how far the update moved the embeddings; the dev splits for auto; "
+                   "the train split an adapter is fitted on.")
+@click.option("--max-old-loss", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
+              help="auto: the most (points x100) the old domains' dev average may fall below OLD's.")
+@click.option("--weight-grid", default=None,
+              help="auto: the weights scored (default interpolate 0.1,...,1; add 0.25,0.5,0.75,1,1.25,1.5); "
+                   "0 (OLD) is always scored.")
+@click.option("--max-queries", type=click.IntRange(min=1), default=100, show_default=True,
+              help="auto: dev queries per source.")
+@click.option("--max-corpus", type=click.IntRange(min=1), default=400, show_default=True,
+              help="auto: dev documents per source (relevant ones always kept).")
+@click.option("--fit-adapter", "fit_adapter", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also fit a query adapter NEW -> OLD on the corpus' train split and save it here "
+                   "(needs --corpus); the drift report scores it.")
+@click.option("--adapter", type=click.Choice(["orthogonal", "affine"]), default="orthogonal", show_default=True,
+              help="The adapter's map (with --fit-adapter).")
+@device_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Encoding batch size.")
 @_force
 @_cuda
 @_allow_pickle
 @_shard
 def incremental_command(
-    old: Path, update: Path, output: Path, update_weight: float, interpolation: str,
-    data: Path | None, force: bool, cuda: bool, allow_pickle: bool, out_shard_size: str,
+    old: Path, update: Path, output: Path, mode: str, update_weight: str | None, update_base: str | None,
+    interpolation: str, data: Path | None, max_old_loss: float, weight_grid: str | None, max_queries: int,
+    max_corpus: int, fit_adapter: Path | None, adapter: str, device: str | None, batch_size: int, force: bool,
+    cuda: bool, allow_pickle: bool, out_shard_size: str,
 ) -> None:
-    """Merge an UPDATE model into the existing OLD model; OLD is never modified."""
+    """Merge an UPDATE model into the existing OLD model; OLD is never modified.
+
+    The recipe (boom_recipe.yml in the output) runs with plain mergekit-yaml; the lineage
+    records the mode, the weight, and every input's hash.
+    """
     from boom_merge.incremental import incremental_merge
 
+    weight = _update_weight(update_weight)
+    if (weight == "auto" or fit_adapter is not None) and data is None:
+        raise click.UsageError("--update-weight auto and --fit-adapter need --corpus CORPUS")
     if data is not None:  # a bad corpus fails before NEW is written
         from boom_merge.evaluation.corpus import find_corpus_dir
 
         find_corpus_dir(data)
-    result = incremental_merge(
-        old, update, output, update_weight=update_weight, interpolation=interpolation,
-        force=force, cuda=cuda, allow_pickle=allow_pickle, out_shard_size=out_shard_size,
-    )
+    if fit_adapter is not None:
+        from boom_merge.outputs import check_output
+
+        check_output(fit_adapter, inputs=(old, update, data, output), force=force)
+    options = dict(mode=mode, interpolation=interpolation, update_base=update_base, force=force, cuda=cuda,
+                   allow_pickle=allow_pickle, out_shard_size=out_shard_size)
+    if weight == "auto":
+        from boom_merge.update_weight import auto_update_weight
+
+        auto = auto_update_weight(old, update, output, corpus=data, grid=_grid(weight_grid), max_old_loss=max_old_loss,
+                                  max_queries=max_queries, max_corpus=max_corpus, device=device,
+                                  batch_size=batch_size, echo=click.echo, **options)
+        result = auto.result
+        click.echo(f"chosen update weight {auto.chosen.weight:g} (old dev {100 * auto.chosen.old_dev:.2f}, "
+                   f"new dev {100 * auto.chosen.new_dev:.2f}; {auto.scored_now} scored now); "
+                   f"table and plot in {result.path / 'update_weight'}")
+    else:
+        result = incremental_merge(old, update, output, update_weight=weight, **options)  # type: ignore[arg-type]
     click.echo(f"updated model written to {result.path} (lineage in boom_lineage.json)")
     if data is not None:
         from boom_merge.drift import drift_report, format_drift
 
-        click.echo(format_drift(drift_report(old, result.path, data)))
+        report = drift_report(old, result.path, data, device=device, batch_size=batch_size,
+                              adapter=adapter if fit_adapter else None, save_adapter=fit_adapter, force=force)
+        click.echo(format_drift(report))
+        if fit_adapter is not None:
+            click.echo(f"query adapter written to {fit_adapter}")
 
 
 @click.command("inspect", epilog="""Examples:

@@ -1,0 +1,260 @@
+"""``--update-weight auto``: choose α (interpolate) or λ (add) on dev splits, never on test data.
+
+The rule is fixed and printed before anything is scored (:func:`weight_rule`): over a
+grid of weights (weight 0 is OLD itself, scored as the reference), maximise the mean
+of the old-domain dev average (the dev splits of OLD's training domains) and the
+new-domain dev average (the dev splits of the update's new data), among the weights
+whose old-domain dev average is at most ``max_old_loss`` points (x100) below OLD's;
+ties go to the smaller weight (the model nearer OLD). OLD itself always qualifies.
+
+The machinery is ``boom-merge tune``'s: its scorer (:func:`boom_merge.tune.scoring.dev_scorer`,
+MTEB on dev splits, old domains as ID and the new domain in the other average), its
+:class:`~boom_merge.tune.select.Scores`, its setup fingerprint and cache (an interrupted
+run resumes; ``--force`` over a finished NEW re-selects without scoring). Every
+candidate is merged into a work dir beside NEW by :func:`boom_merge.incremental.incremental_merge`,
+scored and deleted. NEW gets ``update_weight/candidates.json`` / ``.md`` / ``.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boom_merge.errors import BoomError
+from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, check_inputs, incremental_merge
+from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
+from boom_merge.tune.select import TIE, Scores
+
+logger = logging.getLogger(__name__)
+
+#: the default grids: weight 0 (OLD) is always scored as the reference
+DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
+    "interpolate": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    "add": (0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
+}
+DEFAULT_MAX_OLD_LOSS = 0.5
+REPORT_DIR = "update_weight"
+_CACHE_FILE = "scores.json"
+
+
+@dataclass(frozen=True)
+class WeightScore:
+    """Dev scores of one weight: old-domain and new-domain dev averages (0-1)."""
+
+    weight: float
+    old_dev: float
+    new_dev: float
+    tasks: dict[str, float]
+
+    @property
+    def objective(self) -> float:
+        return (self.old_dev + self.new_dev) / 2
+
+
+def weight_rule(mode: str, max_old_loss: float) -> str:
+    """The selection rule in words, printed before scoring."""
+    name = "α" if mode == "interpolate" else "λ"
+    return (f"selection rule (fixed before scoring): {name} maximising the mean of the old-domain dev average "
+            f"and the new-domain dev average, among the {name} whose old-domain dev average is at most "
+            f"{max_old_loss:g} points below OLD's ({name} = 0); dev splits only; ties go to the smaller {name}")
+
+
+def choose_weight(table: Sequence[WeightScore], max_old_loss: float) -> WeightScore:
+    """The weight the rule picks; ``table`` must hold weight 0 (OLD, the reference)."""
+    reference = next((row for row in table if row.weight == 0.0), None)
+    if reference is None:
+        raise BoomError("the score table has no weight 0 (OLD): nothing to measure the old-domain loss against")
+    floor = reference.old_dev - max_old_loss / 100
+    allowed = [row for row in table if row.old_dev >= floor - TIE]
+    top = max(row.objective for row in allowed)
+    return min((row for row in allowed if row.objective >= top - TIE), key=lambda row: row.weight)
+
+
+def dev_sources(corpus: Path, old: Path, update: Path) -> DevTasks:
+    """Old domains (OLD's training datasets) and new domains (UPDATE's new data) with a dev split."""
+    from boom_merge.lineage import read_member_manifest, training_datasets
+
+    with_dev = {p.name for p in (corpus / "dev").iterdir() if p.is_dir()} if (corpus / "dev").is_dir() else set()
+    old_names = set(training_datasets(old) or ())
+    manifest = read_member_manifest(update)
+    new_part = (manifest.parts().get("new_data") or {}) if manifest else {}
+    new_names = set(new_part.get("datasets") or ()) - old_names
+    if not new_names and manifest is not None:
+        new_names = set(manifest.dataset_names()) - old_names
+    old_dev, new_dev = sorted(old_names & with_dev), sorted(new_names & with_dev)
+    if not old_dev:
+        raise BoomError(f"no dev split of OLD's training domains ({', '.join(sorted(old_names)) or 'unknown'})",
+                        path=corpus)
+    if not new_dev:
+        raise BoomError(f"no dev split of the update's new domain ({', '.join(sorted(new_names)) or 'unknown'})",
+                        path=corpus)
+    return DevTasks(tuple(old_dev), tuple(new_dev))
+
+
+@dataclass
+class AutoResult:
+    """The chosen weight, the whole table, and the written model."""
+
+    rule: str
+    chosen: WeightScore
+    table: list[WeightScore]
+    result: IncrementalResult
+    scored_now: int
+
+
+def _key(mode: str, interpolation: str, weight: float) -> str:
+    return f"{mode}|{interpolation if mode == 'interpolate' else '-'}|w={weight:g}"
+
+
+def auto_update_weight(
+    old: str | Path,
+    update: str | Path,
+    out: str | Path,
+    *,
+    corpus: str | Path,
+    mode: str = "interpolate",
+    interpolation: str = "slerp",
+    update_base: str | Path | None = None,
+    grid: Sequence[float] | None = None,
+    max_old_loss: float = DEFAULT_MAX_OLD_LOSS,
+    max_queries: int | None = 100,
+    max_corpus: int | None = 400,
+    device: str | None = None,
+    batch_size: int = 32,
+    force: bool = False,
+    scorer: Scorer | None = None,
+    echo: Callable[[str], None] = logger.info,
+    **merge_options: Any,
+) -> AutoResult:
+    """Score the weights of ``grid`` on the dev splits of ``corpus``, merge the chosen one into ``out``."""
+    from boom_merge.incremental import check_weight, resolve_update_base
+
+    old, update, out, corpus = Path(old).absolute(), Path(update).absolute(), Path(out).absolute(), Path(corpus)
+    if max_old_loss < 0:
+        raise BoomError(f"--max-old-loss must be >= 0 points, got {max_old_loss}")
+    weights = sorted({0.0, *map(float, grid if grid is not None else DEFAULT_GRIDS.get(mode, ()))})
+    for weight in weights:
+        check_weight(mode, weight)
+    check_inputs(old, update, out, force=force)
+    base = resolve_update_base(update, update_base) if mode == "add" else None
+    tasks = dev_sources(corpus, old, update)
+    rule = weight_rule(mode, max_old_loss)
+    echo(rule)
+    echo(f"old-domain dev: {', '.join(tasks.in_domain)}; new-domain dev: {', '.join(tasks.out_of_domain)}")
+    work = out.parent / f".{out.name}.weight-work"
+    work.mkdir(parents=True, exist_ok=True)
+    setup = setup_fingerprint([old, update], base.path if base else old, corpus, tasks, max_queries, max_corpus)
+    cache = _load_cache(work, out, setup)
+    scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
+                                  device=device, batch_size=batch_size)
+    table, scored_now = [], 0
+    for weight in weights:
+        key = _key(mode, interpolation, weight)
+        record = cache["scores"].get(key)
+        if record is None:
+            record = _score(weight, old, update, work, scorer, mode=mode, interpolation=interpolation, base=base,
+                            **merge_options)
+            cache["scores"][key] = record
+            _write_json(work / _CACHE_FILE, cache)
+            scored_now += 1
+        if record["id_dev"] is None or record["ood_dev"] is None:
+            raise BoomError(f"weight {weight:g}: a dev average is missing (scores {record['tasks']})")
+        table.append(WeightScore(weight, record["id_dev"], record["ood_dev"], record["tasks"]))
+        echo(f"  weight {weight:g}: old dev {100 * table[-1].old_dev:.2f}, new dev {100 * table[-1].new_dev:.2f}")
+    chosen = choose_weight(table, max_old_loss)
+    files = report_files(table, chosen, rule=rule, mode=mode, setup=setup, scores=cache["scores"],
+                         max_old_loss=max_old_loss)
+    result = incremental_merge(old, update, out, update_weight=chosen.weight, mode=mode,  # type: ignore[arg-type]
+                               interpolation=interpolation, base=base, force=force,  # type: ignore[arg-type]
+                               report_files=files, **merge_options,
+                               lineage_extra={"update_weight_choice": {"rule": rule, "max_old_loss": max_old_loss,
+                                                                       "report": f"{REPORT_DIR}/candidates.json"}})
+    shutil.rmtree(work, ignore_errors=True)
+    return AutoResult(rule, chosen, table, result, scored_now)
+
+
+def _score(weight: float, old: Path, update: Path, work: Path, scorer: Scorer, **options: Any) -> dict[str, Any]:
+    model = work / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    start = time.perf_counter()
+    if weight == 0.0:
+        model = old  # the reference: OLD itself, not a merge
+    else:
+        incremental_merge(old, update, model, update_weight=weight, **options)
+    merged = time.perf_counter()
+    try:
+        scores: Scores = scorer(model)
+    finally:
+        if model != old:
+            shutil.rmtree(model, ignore_errors=True)
+    return {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
+            "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2)}
+
+
+def _load_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
+    from boom_merge.tune.run import _load_cache as load  # tune's cache: work dir, then OUT's candidates.json
+
+    return load(work, out / REPORT_DIR, setup)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from boom_merge.tune.run import _write_json as write
+
+    write(path, data)
+
+
+def report_files(table: Sequence[WeightScore], chosen: WeightScore, *, rule: str, mode: str,
+                 setup: dict[str, Any], scores: dict[str, Any], max_old_loss: float) -> dict[str, str | bytes]:
+    """``candidates.json`` / ``.md`` / ``.png`` under :data:`REPORT_DIR` (name -> content)."""
+    reference = next(row for row in table if row.weight == 0.0)
+    rows = [{"weight": r.weight, "old_dev": r.old_dev, "new_dev": r.new_dev, "objective": r.objective,
+             "old_loss_points": round(100 * (reference.old_dev - r.old_dev), 4),
+             "allowed": r.old_dev >= reference.old_dev - max_old_loss / 100 - TIE, "tasks": r.tasks} for r in table]
+    data = {"mode": mode, "rule": rule, "max_old_loss": max_old_loss, "chosen": chosen.weight, "setup": setup,
+            "candidates": rows, "scores": scores}
+    name = "α" if mode == "interpolate" else "λ"
+    lines = [f"# boom-merge incremental --update-weight auto ({mode})\n\n{rule}.\n",
+             f"| | {name} | old dev | new dev | mean | old loss (points) | allowed |", "|---|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        mark = "**chosen**" if row["weight"] == chosen.weight else ""
+        lines.append(f"| {mark} | {row['weight']:g} | {100 * row['old_dev']:.2f} | {100 * row['new_dev']:.2f} | "
+                     f"{100 * row['objective']:.2f} | {row['old_loss_points']:.2f} | {'yes' if row['allowed'] else 'no'} |")
+    lines.append(f"\n{name} = 0 is OLD itself. Scores x100 (nDCG@10) on dev splits only; no test split was read.\n")
+    return {f"{REPORT_DIR}/candidates.json": json.dumps(data, indent=2) + "\n",
+            f"{REPORT_DIR}/candidates.md": "\n".join(lines),
+            f"{REPORT_DIR}/candidates.png": _plot(table, chosen, name, reference.old_dev - max_old_loss / 100)}
+
+
+def _plot(table: Sequence[WeightScore], chosen: WeightScore, name: str, floor: float) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [row.weight for row in table]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot(x, [100 * r.old_dev for r in table], "o-", label="old domains (dev)")
+    ax.plot(x, [100 * r.new_dev for r in table], "s-", label="new domain (dev)")
+    ax.plot(x, [100 * r.objective for r in table], "k:", label="mean (objective)")
+    ax.axhline(100 * floor, color="grey", linestyle="--", linewidth=1, label="old-domain floor")
+    ax.axvline(chosen.weight, color="red", linewidth=1, label=f"chosen {name} = {chosen.weight:g}")
+    ax.set_xlabel(f"update weight {name}")
+    ax.set_ylabel("dev nDCG@10 (x100)")
+    ax.set_title("boom-merge incremental: old vs new dev score along the update weight")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+__all__ = ["DEFAULT_GRIDS", "DEFAULT_MAX_OLD_LOSS", "DEFAULT_WEIGHTS", "AutoResult", "WeightScore",
+           "auto_update_weight", "choose_weight", "dev_sources", "weight_rule"]
