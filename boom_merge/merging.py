@@ -353,10 +353,10 @@ def run_recipe(
     cuda: bool = False,
     allow_pickle: bool = False,
     out_shard_size: str = DEFAULT_OUT_SHARD_SIZE,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
     dtype: str | None = None,
 ) -> Path:
-    """Merge into ``out`` atomically; ``extra_files`` (name -> text) are written beside the model.
+    """Merge into ``out`` atomically; ``extra_files`` (relative name -> text or bytes) are written beside the model.
 
     ``out_shard_size`` is mergekit's parameters per output shard (``"250M"``, ``"1B"``);
     ``dtype`` the output's dtype (default: the inputs').
@@ -374,8 +374,12 @@ def run_recipe(
     with atomic_output_dir(out, force=force, inputs=[m.path for m in job.models]) as tmp:
         # written first so that the card (written after the merge) can describe them
         (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
+        for name, content in (extra_files or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                (tmp / name).write_text(content, encoding="utf-8")
         _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options, config_source=recipe_text))
         finish_merge(job, tmp, recipe_text=recipe_text, title=Path(out).name)
     return Path(out)
