@@ -251,7 +251,8 @@ def _trainer_card(model_dir: Path, facts: Facts, title: str) -> str | None:
     if (metadata_load(readme) or {}).get("library_name") != "sentence-transformers":
         return None
     text = readme.read_text(encoding="utf-8")
-    text = re.sub(r"^# .*$", f"# {title}", text, count=1, flags=re.M)
+    end = text.find("\n---\n", 3) + 5 if text.startswith("---") else 0  # the title is the body's first heading
+    text = text[:end] + re.sub(r"^# .*$", lambda _: f"# {title}", text[end:], count=1, flags=re.M)
     if BOOM_CITATION not in text and "### BibTeX\n" in text:
         text = text.replace("### BibTeX\n", f"### BibTeX\n\n#### BOOM\n```bibtex\n{BOOM_CITATION}\n```\n", 1)
     return text
