@@ -208,6 +208,7 @@ def test_summary_files_and_tagging(evaluated, minilm_path: str) -> None:
     summary, out = evaluated
     minilm = Path(minilm_path).name
     assert summary.in_domain == {"member": frozenset({"BoomPythonCodeRetrieval"}), minilm: None}
+    assert summary.tagging == {"member": "python_code", minilm: "unknown: all OOD"}  # the lineage's names
     data = json.loads((out / "summary.json").read_text())
     assert data["in_domain"] == {"member": ["BoomPythonCodeRetrieval"], minilm: None}
     member_scores = summary.scores["member"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from boom_merge.errors import BoomError
 from boom_merge.evaluation.corpus import SPLITS, Split, check_limits, find_corpus_dir
-from boom_merge.evaluation.meta import Row, ensemble_meta, model_meta, tagged_datasets
+from boom_merge.evaluation.meta import Row, ensemble_meta, model_meta, tagged_datasets, trained_names
 from boom_merge.evaluation.summary import SUMMARY_FILE, Summary, plot_scores, to_markdown
 from boom_merge.evaluation.tasks import Caps, dataset_of, is_local, resolve_tasks, task_info
 from boom_merge.outputs import atomic_output_dir, check_output
@@ -82,29 +82,18 @@ def evaluate_models(
 
     if split not in SPLITS:
         raise BoomError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     resolved = [resolve_model(model) for model in models]
     groups = {label: [resolve_model(m) for m in members] for label, members in (ensembles or {}).items()}
-    if not resolved and not groups:
-        raise BoomError("give at least one model")
-    if not all(groups.values()):
-        raise BoomError("every ensemble needs at least one member model")
-    check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
+    rows = _rows(resolved, groups, labels, model_names)
     corpus_path = find_corpus_dir(corpus if corpus is not None else corpus_dir, required=tasks is None)
-    inputs = [m.path for m in (*resolved, *(m for members in groups.values() for m in members))]
-    inputs += [corpus_path] if corpus_path else []
+    everything = list(dict.fromkeys(m for row in rows for m in row.models))
+    inputs = [m.path for m in everything] + ([corpus_path] if corpus_path else [])
     check_output(out, inputs=inputs, force=force)  # refuse OUT before the slow checks and loads
-    for model in dict.fromkeys((*resolved, *(m for members in groups.values() for m in members))):
+    for model in everything:
         _checked(model)
     caps = Caps(max_queries, max_corpus)
     chosen = resolve_tasks(corpus_path, tasks, caps, split=split, cap_standard=cap_standard)
-    if labels is not None and (len(labels) != len(resolved) or len(set(labels)) != len(labels)):
-        raise BoomError("give one distinct label per model")
-    labels = list(labels) if labels is not None else unique_labels(resolved)
-    if set(labels) & set(groups):
-        raise BoomError("ensemble labels must differ from model labels")
-    names = _model_names(model_names, resolved, labels)
-    rows = [Row(label, [model], name) for label, model, name in zip(labels, resolved, names)]
-    rows += [Row(label, members, f"boom-merge/{label}", ensemble=True) for label, members in groups.items()]
     options = _Options(device, batch_size, progress)
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         scores, metas, result_dirs = {}, {}, {}
@@ -127,6 +116,26 @@ def evaluate_models(
         (tmp / SUMMARY_FILE).write_text(json.dumps({**summary.to_dict(), **extra}, indent=2), encoding="utf-8")
         plot_scores(summary, tmp / "scores.png")
     return summary
+
+
+def _rows(
+    models: list[ResolvedModel],
+    groups: dict[str, list[ResolvedModel]],
+    labels: Sequence[str] | None,
+    names: Sequence[str] | None,
+) -> list[Row]:
+    """The table's rows: one per model, then one per ensemble (labels and MTEB names checked)."""
+    if not models and not groups:
+        raise BoomError("give at least one model")
+    if not all(groups.values()):
+        raise BoomError("every ensemble needs at least one member model")
+    if labels is not None and (len(labels) != len(models) or len(set(labels)) != len(labels)):
+        raise BoomError("give one distinct label per model")
+    labels = list(labels) if labels is not None else unique_labels(models)
+    if set(labels) & set(groups):
+        raise BoomError("ensemble labels must differ from model labels")
+    rows = [Row(label, [model], name) for label, model, name in zip(labels, models, _model_names(names, models, labels))]
+    return rows + [Row(label, members, f"boom-merge/{label}", ensemble=True) for label, members in groups.items()]
 
 
 def unique_labels(models: Sequence[ResolvedModel | Path]) -> list[str]:
@@ -244,13 +253,13 @@ def _summarise(
                 if {dataset_of(t), t.metadata.name, str(t.metadata.dataset["path"])} & known
             )
         )
-        trained = getattr(metas[row.label], "training_datasets", None)
+        trained = [trained_names(model) for model in row.models]
         tagging[row.label] = (
             "--in-domain"
             if override is not None
             else "unknown: all OOD"
             if known is None
-            else ", ".join(sorted(trained or ())) or "none of these"
+            else ", ".join(sorted(set().union(*(t for t in trained if t is not None)))) or "none"
         )
     return Summary(
         models=[row.label for row in rows],

@@ -97,7 +97,8 @@ def resolve_tasks(
     ``names`` may mix corpus source names (``wordnet``), local task names
     (``BoomWordNetRetrieval``), MTEB task names (``STS12``) and MTEB benchmark names
     (``MTEB(eng, v2)``); None means every source of the corpus that has ``split``.
-    ``caps`` apply to local tasks, and to standard retrieval tasks when ``cap_standard``.
+    ``caps`` apply to local tasks, and to standard retrieval tasks when ``cap_standard``
+    (those stay loaded, capped; other standard tasks are unloaded after the check).
     """
     local = local_tasks(corpus_dir, caps, split=split) if corpus_dir is not None else {}
     if names is None:
@@ -112,8 +113,12 @@ def resolve_tasks(
             chosen += [task for task in found if task.metadata.name not in {t.metadata.name for t in chosen}]
     for task in chosen:
         _load(task)
-        if cap_standard and caps and not is_local(task):
+        if is_local(task):
+            continue
+        if cap_standard and caps:
             cap_retrieval(task, caps)
+        else:  # loaded only to fail early: mteb loads and unloads it again per task (memory stays bounded)
+            task.unload_data()
     return chosen
 
 
