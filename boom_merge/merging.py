@@ -56,9 +56,10 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "
 class MergeJob:
     """A validated, checked merge, ready for mergekit.
 
-    ``config`` is what mergekit runs (dtype rule applied); ``refs`` the inputs in recipe
-    order, base last; ``models`` their resolved local dirs (same order); ``head`` the
-    sentence-transformers head plan, ``None`` for plain transformers inputs.
+    ``config`` is what mergekit runs (dtype rule applied, Hub ids replaced by their
+    snapshots); ``refs`` the recipe's inputs in recipe order, base last; ``models`` their
+    resolved local dirs (same order); ``head`` the sentence-transformers head plan (of the
+    recipe's own references), ``None`` for plain transformers inputs.
     """
 
     config: Any
@@ -273,6 +274,28 @@ def _with_dtypes(config: Any, stored: str | None, dtype: str | None) -> Any:
     return config.model_copy(update=updates, deep=True)
 
 
+def _replaced(data: Any, names: dict[str, str]) -> Any:
+    if isinstance(data, dict):
+        return {key: _replaced(value, names) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_replaced(value, names) for value in data]
+    return names.get(data, data) if isinstance(data, str) else data
+
+
+def _for_mergekit(config: Any, refs: tuple[Any, ...], models: tuple[Any, ...]) -> Any:
+    """The configuration mergekit runs: Hub ids replaced by the snapshots they resolved to.
+
+    mergekit would resolve them again and ask the Hub (even with HF_HUB_OFFLINE and a full cache).
+    """
+    from mergekit.config import MergeConfiguration
+
+    local = {str(ref): str(model.path) for ref, model in zip(refs, models)
+             if model.hub_id is not None and ref.lora is None and not Path(ref.model.path).is_dir()}
+    if not local:
+        return config
+    return MergeConfiguration.model_validate(_replaced(config.model_dump(mode="json", exclude_none=True), local))
+
+
 def plan_merge(
     config: Any,
     out: str | Path,
@@ -300,7 +323,8 @@ def plan_merge(
     for model in models:
         check_model(model.path, allow_pickle=allow_pickle)
     config = _with_dtypes(config, stored_dtype(files[0]), dtype)
-    return MergeJob(config, refs, models, plan_head(config, [m.path for m in models]))
+    head = plan_head(config, [m.path for m in models])
+    return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
 
 
 # ---------------------------------------------------------------- 4. finish

@@ -214,3 +214,19 @@ def test_tokenizer_settings_follow_the_members_not_the_base(tmp_path, tiny_bag) 
     assert SentenceTransformer(str(base), device="cpu").max_seq_length != 24
     tokenizer = _json.loads((out / "tokenizer_config.json").read_text())
     assert tokenizer == _json.loads((short[0] / "tokenizer_config.json").read_text())
+
+
+def test_hub_ids_as_merge_inputs_resolve_from_the_cache(tmp_path, tiny_bag, hub_cache) -> None:
+    """`model: org/name@REV` is resolved (offline: the HF cache) and checked like a local dir."""
+    from tests.test_models import SHA, place_in_cache
+
+    base, members = tiny_bag
+    place_in_cache(members[1], hub_cache, "acme/member-1")
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "boom", "models": [
+        {"model": str(members[0])}, {"model": f"acme/member-1@{SHA}"}]}))
+    out = merge_recipe(recipe, tmp_path / "out")
+    expected = hand_merged_embeddings(members[:2], lambda a: np_multislerp(a, [1.0, 1.0]), TEXTS)
+    assert np.abs(_embed(out) - expected).max() <= 1e-5
+    records = json.loads((out / "boom_lineage.json").read_text())["inputs"]
+    assert any("acme/member-1" in json.dumps(record) for record in records)
