@@ -127,7 +127,7 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             if "config_file" in kwargs and "out_path" in kwargs:
-                from boom_merge.merging import load_recipe
+                from boom_merge.recipes import load_recipe
 
                 load_recipe(kwargs["config_file"])
             return command(*args, **kwargs)

@@ -5,10 +5,11 @@ Every merge runs these steps, whoever starts it: ``boom-merge merge``
 ``mergekit-yaml`` through the import hook (:func:`merge_in_place`, called by the
 wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_compat`).
 
-1. :func:`validate_recipe` / :func:`validate_config`: a strict recipe. Unknown keys and
-   unknown method parameters are refused naming the valid ones; weights finite,
-   non-negative, with a positive sum; no empty ``models`` list, no model listed twice.
-   Every recipe error names the recipe file.
+1. :func:`~boom_merge.recipes.load_recipe` / :func:`~boom_merge.recipes.validate_config`
+   (in recipes.py, re-exported here): a strict recipe. Unknown keys and unknown method
+   parameters are refused naming the valid ones; weights finite, non-negative, with a
+   positive sum; no empty ``models`` list, no model listed twice. Every recipe error
+   names the recipe file.
 2. :func:`plan_merge`: the output rule (:func:`boom_merge.outputs.check_output`: never
    into, over or around an input), inputs resolved (Hub ids through
    :func:`boom_merge.models.resolve_model`) and checked (config, tokenizer, honest
@@ -28,19 +29,16 @@ plain ``mergekit-yaml`` writes OUT itself, as mergekit does.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from boom_merge.checks import check_same_tensors, model_files
 from boom_merge.errors import BoomError
-from boom_merge.recipes import DTYPES, ordered_references
+from boom_merge.recipes import DTYPES, load_recipe, ordered_references, validate_config
 
 logger = logging.getLogger(__name__)
 
@@ -66,177 +64,6 @@ class MergeJob:
     refs: tuple[Any, ...]
     models: tuple[Any, ...]
     head: Any
-
-
-# ---------------------------------------------------------------- 1. validate
-
-
-def _key_structure() -> dict[type, dict[str, type]]:
-    """Which keys hold nested mappings of which mergekit config class (for key checks)."""
-    from mergekit.config import (
-        InputModelDefinition,
-        InputSliceDefinition,
-        MergeConfiguration,
-        OutputModuleDefinition,
-        OutputSliceDefinition,
-    )
-    from mergekit.tokenizer.config import TokenizerConfig
-
-    models, slices = {"models": InputModelDefinition}, {"slices": OutputSliceDefinition}
-    return {
-        MergeConfiguration: {**models, **slices, "modules": OutputModuleDefinition, "tokenizer": TokenizerConfig},
-        OutputModuleDefinition: {**models, **slices},
-        OutputSliceDefinition: {"sources": InputSliceDefinition},
-    }
-
-
-def _check_keys(data: Any, cls: type, where: str, recipe: Path | None, structure: dict[type, dict[str, type]]) -> None:
-    if not isinstance(data, dict):
-        return
-    fields = cls.model_fields
-    for key, value in data.items():
-        if key not in fields:
-            raise BoomError(f"unknown key {key!r} in {where}; valid: {', '.join(fields)}", path=recipe)
-        nested = structure.get(cls, {}).get(key)
-        if nested is None:
-            continue
-        if key == "modules" and isinstance(value, dict):
-            items = [(f"{where}.modules.{name}", item) for name, item in value.items()]
-        elif isinstance(value, list):
-            items = [(f"{where}.{key}[{i}]", item) for i, item in enumerate(value)]
-        else:
-            items = [(f"{where}.{key}", value)]
-        for place, item in items:
-            _check_keys(item, nested, place, recipe, structure)
-
-
-def validate_recipe(data: Any, recipe: Path | None = None) -> Any:
-    """A strict ``MergeConfiguration`` from a parsed recipe; errors name ``recipe``."""
-    from mergekit.config import MergeConfiguration
-    from pydantic import ValidationError
-
-    if not isinstance(data, dict):
-        raise BoomError("a recipe must be a YAML mapping with merge_method and models", path=recipe)
-    structure = _key_structure()
-    _check_keys(data, MergeConfiguration, "the recipe", recipe, structure)
-    if "models" in data and not data["models"]:
-        raise BoomError("models: is empty; list at least one input model", path=recipe)
-    try:
-        config = MergeConfiguration.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise BoomError(f"invalid recipe: {where}: {first['msg']}", path=recipe) from None
-    except (RuntimeError, ValueError, TypeError) as error:  # mergekit's own validators raise these
-        raise BoomError(f"invalid recipe: {error}", path=recipe) from None
-    validate_config(config, recipe)
-    return config
-
-
-def load_recipe(recipe: str | Path) -> tuple[Any, str]:
-    """Read and strictly validate a mergekit YAML recipe; return (configuration, source text)."""
-    recipe = Path(recipe)
-    try:
-        text = recipe.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as error:
-        raise BoomError(f"cannot read recipe ({error.strerror or error})", path=recipe) from None
-    except UnicodeDecodeError:
-        raise BoomError("cannot read recipe (not UTF-8 text)", path=recipe) from None
-    except yaml.YAMLError as error:
-        raise BoomError(f"invalid YAML ({str(error).splitlines()[0]})", path=recipe) from None
-    return validate_recipe(data, recipe), text
-
-
-def _settings(config: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
-    """(where, parameters, model or None for shared settings) of every parameter block."""
-    yield "parameters", config.parameters or {}, None
-    for entry in config.models or []:
-        yield f"models[{entry.model}].parameters", entry.parameters or {}, entry.model
-    for i, output_slice in enumerate(config.slices or []):
-        yield f"slices[{i}].parameters", output_slice.parameters or {}, None
-        for source in output_slice.sources:
-            yield f"slices[{i}].sources[{source.model}].parameters", source.parameters or {}, source.model
-    for name, module in (config.modules or {}).items():
-        yield f"modules.{name}.parameters", module.parameters or {}, None
-
-
-def _numbers(value: Any) -> Iterator[float]:
-    """Every number in a parameter setting (scalars, gradients, conditional values)."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, (int, float)):
-        yield float(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _numbers(item)
-    elif hasattr(value, "value"):  # mergekit's ConditionalParameter
-        yield from _numbers(value.value)
-
-
-def _check_value(method: Any, spec: Any, value: Any, where: str, recipe: Path | None) -> None:
-    for number in _numbers(value):
-        if not math.isfinite(number):
-            raise BoomError(f"{spec.name} in {where} must be finite, got {number}", path=recipe)
-        if spec.name == "weight" and number < 0:
-            raise BoomError(f"weight in {where} must be non-negative, got {number}", path=recipe)
-    if isinstance(value, (int, float, str, bool)):
-        try:
-            spec.validate(value)
-        except (ValueError, TypeError) as error:
-            message = str(error).strip().splitlines()[-1].strip()
-            raise BoomError(f"invalid {spec.name}={value!r} in {where} for {method}: {message}", path=recipe) from None
-
-
-def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
-    """No model listed twice; something to merge besides the base; weights with a positive sum."""
-    entries = [entry.model for entry in config.models or []]
-    for model, count in Counter(entries).items():
-        if count > 1:
-            raise BoomError(f"model {model} is listed {count} times in models:", path=recipe)
-    if not entries:
-        return
-    merged = [model for model in entries if model != config.base_model]
-    if not merged and method.spec.contract.min_non_base:
-        raise BoomError(f"every model in models: is the base_model {config.base_model}; "
-                        f"{config.merge_method} needs at least one other model to merge into it", path=recipe)
-    specs = {p.name: p for p in method.spec.input_parameters}
-    shared = config.parameters or {}
-    weights = []
-    for entry in config.models:
-        own = entry.parameters or {}
-        for spec in specs.values():
-            if spec.required and spec.name not in own and spec.name not in shared and entry.model != config.base_model:
-                raise BoomError(f"models[{entry.model}] needs parameter {spec.name!r} for {config.merge_method}",
-                                path=recipe)
-        if entry.model != config.base_model and "weight" in specs:
-            weights.append(own.get("weight", shared.get("weight", specs["weight"].default)))
-    if weights and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights) and sum(weights) <= 0:
-        raise BoomError(f"the models' weights sum to {sum(weights)}; they must sum to a positive number", path=recipe)
-
-
-def validate_config(config: Any, recipe: Path | None = None) -> None:
-    """Known method, known and valid parameters, sane weights and model list; errors name ``recipe``."""
-    from mergekit.merge_methods import registered_methods
-
-    from boom_merge.mergekit_compat import ensure_applied
-
-    ensure_applied()
-    methods = {m.spec.name: m for m in registered_methods()}
-    method = methods.get(config.merge_method)
-    if method is None:
-        raise BoomError(f"unknown merge_method {config.merge_method!r}; valid: {', '.join(sorted(methods))}",
-                        path=recipe)
-    every = {p.name: p for p in method.spec.parameters}
-    per_input = {p.name: p for p in method.spec.input_parameters}
-    for where, values, model in _settings(config):
-        valid = every if model is None else per_input
-        for name, value in values.items():
-            if name not in valid:
-                raise BoomError(f"unknown parameter {name!r} in {where} for {config.merge_method}; "
-                                f"valid: {', '.join(sorted(valid)) or 'none'}", path=recipe)
-            _check_value(config.merge_method, valid[name], value, where, recipe)
-    _check_models(config, method, recipe)
 
 
 # ---------------------------------------------------------------- 2. plan
