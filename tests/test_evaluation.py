@@ -309,6 +309,7 @@ def test_in_domain_override_and_cli(corpus: Path, tiny_bert_base: Path, tmp_path
     assert task["dataset_revision"].endswith("-q3")
     records = {task["name"]: task for task in data["tasks"]}
     assert records["BoomShellUtilsRetrieval"]["caps"] == {"max_queries": 3, "max_corpus": None}
+    assert records["BoomWordSim353STS"]["caps"] is None  # caps cut retrieval tasks only: the STS score is whole
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "--force" in again.output
 

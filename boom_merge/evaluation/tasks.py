@@ -185,9 +185,11 @@ def standard_tasks(name: str, corpus_dir: Path | None = None, split: Split = "te
 
 def task_info(task: AbsTask, caps: Caps, cap_standard: bool) -> dict[str, Any]:
     """What evaluation records about a task (``summary.json`` ``tasks``): the card reads it."""
+    from mteb.abstasks import AbsTaskRetrieval
+
     meta = task.metadata
     local = is_local(task)
-    capped = caps and (local or (cap_standard and meta.type in ("Retrieval", "Reranking")))
+    capped = caps and isinstance(task, AbsTaskRetrieval) and (local or cap_standard)  # caps cut retrieval only
     return {
         "name": meta.name,
         "source": dataset_of(task),
