@@ -76,7 +76,7 @@ def _caps(max_queries: int | None, max_corpus: int | None) -> Callable[[Any], An
 @device_option
 @click.option("--model-name", "model_names", multiple=True,
               help="MTEB model name (ORG/NAME) for model_meta.json, once per MODEL in order "
-                   "(default: the Hub id, else boom-merge/DIRNAME).")
+                   "(default: the Hub id, else boom-merge/ and the row label, the dir name).")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 def eval_command(
     models: tuple[str, ...],
