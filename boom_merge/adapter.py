@@ -122,9 +122,9 @@ def save_adapter_model(new_model: str | Path, adapter: Adapter, out: str | Path,
 
     model = SentenceTransformer(str(new_model), device="cpu")
     old_dim, new_dim = adapter.weight.shape
-    if model.get_sentence_embedding_dimension() != new_dim:
+    if model.get_embedding_dimension() != new_dim:
         raise BoomError(f"adapter expects {new_dim}-dim embeddings, the model gives "
-                        f"{model.get_sentence_embedding_dimension()}", path=new_model)
+                        f"{model.get_embedding_dimension()}", path=new_model)
     dense = Dense(new_dim, old_dim, bias=adapter.bias is not None, activation_function=torch.nn.Identity())
     with torch.no_grad():
         dense.linear.weight.copy_(torch.from_numpy(adapter.weight.astype(np.float32)))

@@ -8,21 +8,28 @@ texts (queries and documents). We report
   the ground truth is the OLD model's own top-10 for the same queries (not the qrels):
   1.0 means an index built with OLD returns exactly what it returned before, so it
   can keep serving; lower values are the share of neighbours a user would lose by not
-  re-encoding the index.
+  re-encoding the index;
+- serving quality against the qrels (recall@10 and nDCG@10) of four ways to answer
+  queries: OLD on its own index (today), NEW queries on the OLD index, NEW queries
+  through a query adapter on the OLD index (with ``adapter``: fitted here by
+  :mod:`boom_merge.adapter` on the corpus' *train* split, never on the texts scored),
+  and NEW on a re-encoded index (the ceiling); and the verdict: keep the index, keep it
+  with the adapter, or rebuild it.
 
-``boom-merge incremental --data DIR`` calls :func:`drift_report` and prints
+``boom-merge incremental --corpus DIR`` calls :func:`drift_report` and prints
 :func:`format_drift`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from boom_merge.adapter import Adapter, AdapterKind, fit_adapter, fit_texts, save_adapter_model
 from boom_merge.errors import BoomError
 from boom_merge.evaluation.corpus import check_limits, find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path
 from boom_merge.models import load_sentence_transformer, resolve_model
@@ -35,11 +42,29 @@ logger = logging.getLogger(__name__)
 K = 10
 REINDEX_RECALL = 0.95
 """Rule of thumb: below this recall@10 on any dataset, re-encode the index with NEW."""
+KEEP_SHARE = 0.95
+"""The OLD index is kept (with or without the adapter) when its nDCG@10 is at least this
+share of the re-indexed ceiling's on every dataset."""
+
+#: the ways to serve queries, in report order: (queries, index)
+SERVING = ("old", "new_on_old_index", "adapter_on_old_index", "reindexed")
+_SERVING_TEXT = {"old": "OLD (today)", "new_on_old_index": "NEW q, OLD index",
+                 "adapter_on_old_index": "NEW+adapter, OLD index", "reindexed": "NEW re-indexed"}
+VERDICTS = ("keep the index", "keep the index with the adapter", "rebuild the index")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Quality against the qrels of one way to serve the queries."""
+
+    recall_at_10: float
+    ndcg_at_10: float
 
 
 @dataclass(frozen=True)
 class DatasetDrift:
-    """Drift on one dataset. ``recall_at_10`` is None for pair (STS) data."""
+    """Drift on one dataset. ``recall_at_10`` (agreement with OLD's own top-10) is None for pair
+    (STS) data; ``serving`` (against the qrels, keyed by :data:`SERVING`) is None there too."""
 
     dataset: str
     texts: int
@@ -47,6 +72,21 @@ class DatasetDrift:
     p5_cosine: float
     queries: int
     recall_at_10: float | None
+    adapted_recall_at_10: float | None = None
+    serving: dict[str, Serving] | None = None
+
+    @property
+    def verdict(self) -> str | None:
+        """Keep the index / keep it with the adapter / rebuild it (None without qrels scores)."""
+        if not self.serving:
+            return None
+        ceiling = self.serving["reindexed"].ndcg_at_10
+        if self.serving["new_on_old_index"].ndcg_at_10 >= KEEP_SHARE * ceiling:
+            return VERDICTS[0]
+        adapted = self.serving.get("adapter_on_old_index")
+        if adapted is not None and adapted.ndcg_at_10 >= KEEP_SHARE * ceiling:
+            return VERDICTS[1]
+        return VERDICTS[2]
 
 
 @dataclass(frozen=True)
@@ -57,6 +97,8 @@ class DriftReport:
     new: str
     datasets: list[DatasetDrift]
     threshold: float = REINDEX_RECALL
+    adapter: str | None = None
+    adapter_texts: int = 0
 
     @property
     def min_recall(self) -> float | None:
@@ -69,9 +111,17 @@ class DriftReport:
         """Whether an index built with OLD should be re-encoded with NEW."""
         return self.min_recall is not None and self.min_recall < self.threshold
 
+    @property
+    def verdict(self) -> str | None:
+        """The worst dataset's verdict (None without qrels scores)."""
+        found = [d.verdict for d in self.datasets if d.verdict is not None]
+        return max(found, key=VERDICTS.index) if found else None
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
-        return {**asdict(self), "min_recall": self.min_recall, "rebuild_index": self.rebuild_index}
+        datasets = [asdict(d) | {"verdict": d.verdict} for d in self.datasets]
+        return {**asdict(self), "datasets": datasets, "min_recall": self.min_recall,
+                "rebuild_index": self.rebuild_index, "verdict": self.verdict}
 
 
 def drift_report(
@@ -85,6 +135,10 @@ def drift_report(
     threshold: float = REINDEX_RECALL,
     progress: bool = False,
     device: str | None = None,
+    adapter: AdapterKind | None = None,
+    save_adapter: str | Path | None = None,
+    fit_limit: int | None = None,
+    force: bool = False,
 ) -> DriftReport:
     """Compare OLD and NEW on every dataset of the corpus at ``data_dir``.
 
@@ -93,9 +147,19 @@ def drift_report(
     ``device`` (default: cuda when available). ``data_dir`` is a built corpus (default: the
     default corpus); queries and documents are capped as in ``boom-merge eval`` (first
     ``max_queries`` queries, their relevant documents plus others up to ``max_corpus``).
+    ``adapter`` (``orthogonal`` or ``affine``; default orthogonal when ``save_adapter`` is
+    given) fits a query adapter on up to ``fit_limit`` texts of the corpus' train split;
+    ``save_adapter`` writes it as a sentence-transformers model (NEW + Dense + Normalize).
     """
+    from boom_merge.adapter import DEFAULT_FIT_TEXTS
+
     check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
     corpus = find_corpus_dir(data_dir)
+    if save_adapter is not None:
+        from boom_merge.outputs import check_output
+
+        adapter = adapter or "orthogonal"
+        check_output(save_adapter, inputs=(*_local(old_model, new_model), corpus), force=force)
     old, new = (_load(spec, device) for spec in (old_model, new_model))
     if old.get_embedding_dimension() != new.get_embedding_dimension():
         raise BoomError(
@@ -113,6 +177,15 @@ def drift_report(
             raise BoomError("the model produced NaN or Inf embeddings (overflow in its dtype?)", path=spec)
         return embeddings
 
+    fitted, texts = None, []
+    if adapter is not None:
+        texts = fit_texts(corpus, limit=fit_limit or DEFAULT_FIT_TEXTS)
+        logger.info("fitting a %s query adapter on %d train texts", adapter, len(texts))
+        fitted = fit_adapter(encode(old, texts), encode(new, texts), kind=adapter)
+        if save_adapter is not None:
+            info = {"old_model": str(old_model), "corpus": str(corpus), "fit_texts": len(texts)}
+            save_adapter_model(resolve_model(new_model).path, fitted, save_adapter, force=force,
+                               inputs=(*_local(old_model), corpus), info=info)
     datasets = []
     for name, source in read_sources(corpus).items():
         logger.info("drift on %s", name)
@@ -122,14 +195,20 @@ def drift_report(
             docs = [f"{d['title']} {d['text']}".strip() for d in split.corpus.values()]
             datasets.append(
                 retrieval_drift(
-                    name, encode(old, queries), encode(new, queries), encode(old, docs), encode(new, docs)
+                    name, encode(old, queries), encode(new, queries), encode(old, docs), encode(new, docs),
+                    qrels=[split.qrels[qid] for qid in split.queries], doc_ids=list(split.corpus), adapter=fitted,
                 )
             )
         else:
             pairs = read_sts(sts_path(corpus, name))
-            texts = sorted(set(pairs.text1) | set(pairs.text2))
-            datasets.append(_cosines(name, encode(old, texts), encode(new, texts), queries=0, recall=None))
-    return DriftReport(str(old_model), str(new_model), datasets, threshold)
+            texts_sts = sorted(set(pairs.text1) | set(pairs.text2))
+            datasets.append(_cosines(name, encode(old, texts_sts), encode(new, texts_sts), queries=0, recall=None))
+    return DriftReport(str(old_model), str(new_model), datasets, threshold, adapter, len(texts))
+
+
+def _local(*specs: str | Path) -> list[Path]:
+    """The local dirs among model specs (Hub ids are not paths an output could touch)."""
+    return [Path(spec) for spec in specs if Path(spec).is_dir()]
 
 
 def _load(spec: str | Path, device: str | None) -> SentenceTransformer:
@@ -141,15 +220,49 @@ def _load(spec: str | Path, device: str | None) -> SentenceTransformer:
 
 
 def retrieval_drift(
-    name: str, old_q: np.ndarray, new_q: np.ndarray, old_d: np.ndarray, new_d: np.ndarray
+    name: str, old_q: np.ndarray, new_q: np.ndarray, old_d: np.ndarray, new_d: np.ndarray, *,
+    qrels: list[dict[str, int]] | None = None, doc_ids: list[str] | None = None, adapter: Adapter | None = None,
 ) -> DatasetDrift:
-    """Drift from unit-norm embeddings of the same queries and documents."""
+    """Drift from unit-norm embeddings of the same queries and documents.
+
+    With ``qrels`` (one dict doc id -> relevance per query, in query order) and ``doc_ids``
+    (the documents' ids in order), also each way of serving scored against the qrels.
+    """
     k = min(K, len(old_d))
     index = old_d.T
     before = _top_k(old_q @ index, k)
     after = _top_k(new_q @ index, k)
-    recall = float(np.mean([len(set(b) & set(a)) / k for b, a in zip(before, after)]))
-    return _cosines(name, np.vstack([old_q, old_d]), np.vstack([new_q, new_d]), queries=len(old_q), recall=recall)
+    recall = _agreement(before, after, k)
+    adapted_q = adapter.apply(new_q) if adapter is not None else None
+    adapted = None if adapted_q is None else _agreement(before, _top_k(adapted_q @ index, k), k)
+    serving = None
+    if qrels is not None and doc_ids is not None:
+        ways = {"old": (old_q, old_d), "new_on_old_index": (new_q, old_d), "reindexed": (new_q, new_d)}
+        if adapted_q is not None:
+            ways["adapter_on_old_index"] = (adapted_q, old_d)
+        serving = {way: _serving(*ways[way], qrels, doc_ids) for way in SERVING if way in ways}
+    drift = _cosines(name, np.vstack([old_q, old_d]), np.vstack([new_q, new_d]), queries=len(old_q), recall=recall)
+    return replace(drift, adapted_recall_at_10=adapted, serving=serving)
+
+
+def _agreement(before: np.ndarray, after: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(b) & set(a)) / k for b, a in zip(before, after)]))
+
+
+def _serving(queries: np.ndarray, docs: np.ndarray, qrels: list[dict[str, int]], doc_ids: list[str]) -> Serving:
+    """recall@10 and nDCG@10 (gain = relevance, log2 discount; as pytrec_eval/MTEB) of a cosine ranking."""
+    top = _top_k(queries @ docs.T, min(K, len(doc_ids)))
+    recalls, ndcgs = [], []
+    for ranking, relevance in zip(top, qrels):
+        relevant = {doc: rel for doc, rel in relevance.items() if rel > 0}
+        if not relevant:
+            continue
+        found = [relevant.get(doc_ids[i], 0) for i in ranking]
+        recalls.append(sum(1 for rel in found if rel > 0) / len(relevant))
+        dcg = sum(rel / np.log2(rank + 2) for rank, rel in enumerate(found))
+        ideal = sum(rel / np.log2(rank + 2) for rank, rel in enumerate(sorted(relevant.values(), reverse=True)[:K]))
+        ndcgs.append(dcg / ideal)
+    return Serving(float(np.mean(recalls)) if recalls else 0.0, float(np.mean(ndcgs)) if ndcgs else 0.0)
 
 
 def format_drift(report: DriftReport) -> str:
@@ -161,6 +274,7 @@ def format_drift(report: DriftReport) -> str:
         lines.append(
             f"{d.dataset:<16} {d.texts:>6} {d.mean_cosine:>9.4f} {d.p5_cosine:>7.4f} {d.queries:>7} {recall:>9}"
         )
+    lines += _serving_lines(report)
     if report.min_recall is None:
         lines.append("No retrieval data: recall@10 not measured.")
     elif report.rebuild_index:
@@ -174,6 +288,29 @@ def format_drift(report: DriftReport) -> str:
             f"(lowest {report.min_recall:.1%}); re-encode when convenient."
         )
     return "\n".join(lines)
+
+
+def _serving_lines(report: DriftReport) -> list[str]:
+    """The serving table (recall@10 / nDCG@10 against the qrels) and the verdict."""
+    rows = [d for d in report.datasets if d.serving]
+    if not rows:
+        return []
+    ways = [way for way in SERVING if any(way in d.serving for d in rows)]  # type: ignore[operator]
+    fitted = (f"; adapter: {report.adapter}, fitted on {report.adapter_texts} train texts"
+              if report.adapter else "; no adapter (--fit-adapter OUT to fit one)")
+    lines = ["", f"Serving quality against the qrels, recall@10 / nDCG@10{fitted}:",
+             f"{'dataset':<16} " + " ".join(f"{_SERVING_TEXT[way]:>23}" for way in ways) + "  verdict"]
+    for d in rows:
+        cells = [f"{d.serving[way].recall_at_10:.3f} / {d.serving[way].ndcg_at_10:.3f}"  # type: ignore[index]
+                 if way in d.serving else "n/a" for way in ways]  # type: ignore[operator]
+        lines.append(f"{d.dataset:<16} " + " ".join(f"{cell:>23}" for cell in cells) + f"  {d.verdict}")
+    if report.adapter:
+        agreement = [d.adapted_recall_at_10 for d in rows if d.adapted_recall_at_10 is not None]
+        lines.append(f"With the adapter, NEW queries find {min(agreement):.1%} of OLD's top-10 on the worst dataset.")
+    lines.append(f"Verdict: {report.verdict} (kept when nDCG@10 on the OLD index is >= {KEEP_SHARE:.0%} of the "
+                 "re-indexed ceiling on every dataset).")
+    lines.append("")
+    return lines
 
 
 def _top_k(similarity: np.ndarray, k: int) -> np.ndarray:

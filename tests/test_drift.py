@@ -173,3 +173,93 @@ def test_cuda_refused_without_gpu(tiny_bert_base: Path, corpus: Path) -> None:
     result = CliRunner().invoke(main, ["drift", str(tiny_bert_base), str(tiny_bert_base), "--corpus", str(corpus),
                                        "--device", "cuda"])
     assert _one_error_line(result) == "Error: --device cuda: no CUDA device available (torch.cuda.is_available() is False)"
+
+
+# --- keep the index: serving quality against the qrels, query adapters -------------------
+
+from tests.test_adapter import FIT, rotated  # noqa: E402,F401  (``rotated``: a fixture)
+from tests.test_evaluation import ndcg_at_10  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus_with_train(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture corpus plus a train split of texts that are never scored (the adapter's)."""
+    root = Path(shutil.copytree(corpus, tmp_path_factory.mktemp("trained") / "corpus"))
+    (root / "train").mkdir()
+    lines = [json.dumps({"query": FIT[i], "pos": [FIT[i + 1]]}) for i in range(0, len(FIT) - 1, 2)]
+    (root / "train" / "mix.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _recall_at_10(model: Path, root: Path, name: str, index_model: Path | None = None) -> float:
+    queries, docs, qrels = read_split(root, name)
+    q = _encode(model, list(queries.values()))
+    d = _encode(index_model or model, list(docs.values()))
+    ids = list(docs)
+    top = np.argsort(-(q @ d.T), axis=1)[:, :10]
+    return float(np.mean([len({ids[i] for i in row} & qrels[qid]) / len(qrels[qid]) for row, qid in zip(top, queries)]))
+
+
+def test_serving_scores_match_an_independent_ndcg(tiny_bert_base: Path, perturbed: Path, corpus: Path) -> None:
+    report = drift_report(tiny_bert_base, perturbed, corpus)
+    for d in report.datasets[:2]:
+        assert set(d.serving) == {"old", "new_on_old_index", "reindexed"}  # no adapter fitted
+        assert d.serving["old"].ndcg_at_10 == pytest.approx(ndcg_at_10(tiny_bert_base, corpus, d.dataset), abs=1e-6)
+        assert d.serving["reindexed"].ndcg_at_10 == pytest.approx(ndcg_at_10(perturbed, corpus, d.dataset), abs=1e-6)
+        assert d.serving["reindexed"].recall_at_10 == pytest.approx(_recall_at_10(perturbed, corpus, d.dataset))
+        assert d.serving["new_on_old_index"].recall_at_10 == pytest.approx(
+            _recall_at_10(perturbed, corpus, d.dataset, index_model=tiny_bert_base))
+    assert report.datasets[2].serving is None and report.datasets[2].verdict is None
+    assert "Serving quality against the qrels" in format_drift(report)
+
+
+def test_the_adapter_of_a_model_to_itself_keeps_everything(tiny_bert_base: Path, corpus_with_train: Path) -> None:
+    report = drift_report(tiny_bert_base, tiny_bert_base, corpus_with_train, adapter="orthogonal")
+    assert report.adapter == "orthogonal" and report.adapter_texts == len(set(FIT))
+    for d in report.datasets[:2]:
+        assert d.adapted_recall_at_10 == 1.0 and d.recall_at_10 == 1.0
+        ways = {way: s.ndcg_at_10 for way, s in d.serving.items()}
+        assert ways["adapter_on_old_index"] == pytest.approx(ways["old"], abs=1e-6) == pytest.approx(ways["reindexed"])
+        assert d.verdict == "keep the index"
+    assert report.verdict == "keep the index"
+
+
+def test_an_exactly_rotated_copy_is_served_through_the_adapter(rotated, corpus_with_train: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    old, new, _ = rotated
+    out = tmp_path / "adapter"
+    report = drift_report(old, new, corpus_with_train, save_adapter=out)
+    for d in report.datasets[:2]:
+        assert d.recall_at_10 < 1.0 and d.adapted_recall_at_10 == 1.0
+        # the rotation leaves NEW's own ranking unchanged: re-indexing and the adapter reach OLD's quality
+        assert d.serving["adapter_on_old_index"].ndcg_at_10 == pytest.approx(d.serving["old"].ndcg_at_10, abs=1e-6)
+        assert d.serving["reindexed"].ndcg_at_10 == pytest.approx(d.serving["old"].ndcg_at_10, abs=1e-6)
+        assert d.verdict in ("keep the index with the adapter", "keep the index")
+    assert report.verdict == "keep the index with the adapter"
+    queries, _, _ = read_split(corpus_with_train, "python_code")
+    texts = list(queries.values())
+    adapted = SentenceTransformer(str(out), device="cpu").encode(texts)
+    np.testing.assert_allclose(adapted, _encode(old, texts), atol=1e-4)
+    record = json.loads((out / "boom_adapter.json").read_text())
+    assert record["kind"] == "orthogonal" and record["fit_texts"] == len(set(FIT))
+
+
+def test_cli_fit_adapter(rotated, corpus: Path, corpus_with_train: Path, tmp_path: Path) -> None:
+    from boom_merge.cli import main
+
+    old, new, _ = rotated
+    args = ["drift", str(old), str(new), "--corpus", str(corpus_with_train), "--fit-adapter", str(tmp_path / "a"),
+            "--adapter", "affine", "--json", str(tmp_path / "d.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "NEW+adapter, OLD index" in result.output and "Verdict: keep the index with the adapter" in result.output
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["adapter"] == "affine" and data["verdict"] == "keep the index with the adapter"
+    assert data["datasets"][0]["serving"]["adapter_on_old_index"]["ndcg_at_10"] > 0
+    inside = CliRunner().invoke(main, ["drift", str(old), str(new), "--corpus", str(corpus_with_train),
+                                       "--fit-adapter", str(new / "adapter")])
+    assert inside.exit_code == 1 and "Error:" in inside.output and not (new / "adapter").exists()
+    no_train = CliRunner().invoke(main, ["drift", str(old), str(new), "--corpus", str(corpus),
+                                         "--fit-adapter", str(tmp_path / "b")])
+    assert "no train split" in no_train.output and not (tmp_path / "b").exists()

@@ -124,6 +124,8 @@ def eval_command(
 \b
   boom-merge drift merged/ merged-v2/ --corpus CORPUS --json drift.json
   boom-merge drift BAAI/bge-base-en-v1.5 merged/ --device cuda --batch-size 256
+  boom-merge drift merged/ merged-v2/ --corpus CORPUS --fit-adapter adapter/   # keep the OLD index
+  boom-merge drift merged/ merged-v2/ --corpus CORPUS --adapter affine         # score an adapter, save none
 """)
 @click.argument("old")
 @click.argument("new")
@@ -131,22 +133,38 @@ def eval_command(
 @_caps(100, 1000)
 @device_option
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
+@click.option("--fit-adapter", "fit_adapter", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Fit a query adapter (NEW -> OLD space) on the corpus' train split; save it here as a "
+                   "sentence-transformers model whose queries search the OLD index.")
+@click.option("--adapter", type=click.Choice(["orthogonal", "affine"]), default=None,
+              help="Adapter map: orthogonal Procrustes (default with --fit-adapter) or affine with a ridge.")
+@click.option("--fit-texts", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Train-split texts the adapter is fitted on.")
+@click.option("--force", is_flag=True, help="Replace an existing --fit-adapter output.")
 def drift_command(
     old: str, new: str, data: Path | None, max_queries: int, max_corpus: int, batch_size: int,
-    device: str | None, json_out: Path | None,
+    device: str | None, json_out: Path | None, fit_adapter: Path | None, adapter: str | None, fit_texts: int,
+    force: bool,
 ) -> None:
-    """How far NEW moved from OLD: cosine per text and recall@10 on an OLD index.
+    """How far NEW moved from OLD: cosine per text, recall@10 on an OLD index, and whether to rebuild it.
 
-    OLD and NEW are model dirs or Hub ids (org/name or org/name@REVISION).
+    OLD and NEW are model dirs or Hub ids (org/name or org/name@REVISION). Per dataset the
+    report scores (recall@10, nDCG@10 against the qrels) NEW queries on the OLD index, with
+    a query adapter when one is fitted (--fit-adapter / --adapter, on the train split only),
+    and on a re-encoded index (the ceiling), and says: keep the index, keep it with the
+    adapter, or rebuild it.
     """
     from boom_merge.drift import drift_report, format_drift
     from boom_merge.outputs import check_output_file, write_output_file
 
     if json_out is not None:  # refuse a bad --json path before encoding anything
-        check_output_file(json_out, inputs=(old, new, data))
+        check_output_file(json_out, inputs=(old, new, data, *([fit_adapter] if fit_adapter else [])))
     report = drift_report(
-        old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size, device=device
+        old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size, device=device,
+        adapter=adapter, save_adapter=fit_adapter, fit_limit=fit_texts, force=force,  # type: ignore[arg-type]
     )
+    if fit_adapter is not None:
+        click.echo(f"query adapter written to {fit_adapter} (SentenceTransformer(OUT) encodes queries for the OLD index)")
     click.echo(format_drift(report))
     if json_out is not None:
         write_output_file(json_out, json.dumps(report.to_dict(), indent=2) + "\n", inputs=(old, new, data))
