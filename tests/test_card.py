@@ -260,3 +260,24 @@ def test_bad_inputs_are_one_line(merged: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BoomError, match="cannot tell what the model is made from"):
         build_model_card(tmp_path / "empty")
+
+
+def test_card_from_a_real_evaluation(merged: Path, tmp_path: Path) -> None:
+    """``boom-merge eval`` output as evaluation writes it: metric and task type from the tasks, caps honoured."""
+    from boom_merge.evaluation import evaluate_models
+    from tests.test_evaluation import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    evaluate_models([merged], tmp_path / "eval", corpus=corpus, max_queries=3, progress=False, device="cpu")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    capped = {t["name"] for t in summary["tasks"] if t["caps"]}
+    assert "BoomPythonCodeRetrieval" in capped  # --max-queries caps the local retrieval tasks
+    for include in (False, True):
+        card = build_model_card(merged, results_dir=tmp_path / "eval", include_capped=include)
+        index = card.data.to_dict().get("model-index")
+        evals = model_index_to_eval_results(index)[1] if index else []
+        found = {e.task_name: (e.metric_type, e.task_type, e.metric_value) for e in evals}
+        expected = {t["name"]: (t["main_score"], t["hf_task_type"], pytest.approx(summary["scores"]["boom-tiny"][t["name"]]))
+                    for t in summary["tasks"] if include or not t["caps"]}
+        assert found == expected
+        assert {found[name][0] for name in capped if include} <= {"ndcg_at_10"}
