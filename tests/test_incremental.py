@@ -232,3 +232,21 @@ def test_auto_end_to_end_with_a_fixed_scorer(tmp_path, tiny_bag, monkeypatch) ->
     again = update_weight.auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[0.1, 0.25, 0.5],
                                              max_old_loss=2.0, scorer=scorer, force=True)
     assert seen == [] and again.scored_now == 0 and again.chosen.weight == 0.5
+
+
+def test_cli_fit_adapter_and_auto_need_a_corpus(tmp_path, tiny_bag) -> None:
+    from tests.test_adapter import FIT
+    from tests.test_evaluation import write_corpus
+
+    _, (old, update, *_) = tiny_bag
+    for flags in (["--update-weight", "auto"], ["--fit-adapter", str(tmp_path / "a")]):
+        result = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(tmp_path / "n"), *flags])
+        assert result.exit_code == 2 and "need --corpus" in result.output
+    corpus = write_corpus(tmp_path / "corpus")
+    (corpus / "train").mkdir()
+    (corpus / "train" / "mix.jsonl").write_text("".join(json.dumps({"query": t, "pos": [t.upper()]}) + "\n" for t in FIT))
+    _incremental(old, update, tmp_path / "new", "--corpus", corpus, "--fit-adapter", tmp_path / "adapter",
+                 "--device", "cpu")
+    adapted = SentenceTransformer(str(tmp_path / "adapter"), device="cpu")
+    assert json.loads((tmp_path / "adapter" / "boom_adapter.json").read_text())["kind"] == "orthogonal"
+    assert adapted.encode(TEXTS).shape == (2, 16)
