@@ -10,6 +10,11 @@ memory-mapped input files, page cache the kernel can drop). The floor is the tim
 read every input file once. Targets: boom <= 1.1x mergekit's corresponding method;
 peak memory <= 1.5x one model + 0.5 GB and flat as M grows.
 
+It first times the kernels alone on one embedding-matrix-size tensor (30522 x 384, M = 3,
+weights 1:2:1, in process): boom's Multi-SLERP (norms summed in float64 blocks), the same
+with plain float32 norms (boom before the precision fix), and mergekit's multislerp,
+with each one's relative error against a float64 computation of the formula.
+
     python benchmarks/merge_speed.py --workdir /tmp/boom-bench --members 4 8 --repeats 2
 """
 
@@ -87,6 +92,54 @@ def run_merge(members: list[Path], label: str, out: Path, workdir: Path) -> dict
                         "--no-write-model-card"])
 
 
+def kernel_times(repeats: int) -> dict[str, dict[str, float]]:
+    """Best-of-``repeats`` seconds and relative error (vs float64) of each Multi-SLERP kernel."""
+    from mergekit.merge_methods import merge_tensors
+
+    import boom_merge.merge_methods as boom
+
+    boom.register_methods()
+    generator = torch.Generator().manual_seed(0)
+    centre = torch.randn((30522, 384), generator=generator) * 0.05 + 0.01
+    tensors = [centre + torch.randn(centre.shape, generator=generator) * 0.01 for _ in range(3)]
+    weights = [1.0, 2.0, 1.0]
+    wide = [t.double() for t in tensors]
+    norms = [float(torch.sqrt(torch.sum(t * t))) for t in wide]
+    direction = sum(w / n * t for w, n, t in zip(weights, norms, wide))
+    reference = direction * (sum(w * n for w, n in zip(weights, norms)) / sum(weights)
+                             / float(torch.sqrt(torch.sum(direction * direction))))
+
+    def float32_norm(tensor: torch.Tensor) -> float:
+        return float(torch.linalg.vector_norm(tensor))
+
+    kernels = {
+        "boom (float64 norm sums)": lambda: merge_tensors(tensors, "boom", parameters={"weight": weights}),
+        "boom (float32 norms)": lambda: _with_norm(boom, float32_norm, tensors, weights),
+        "mergekit multislerp": lambda: merge_tensors(tensors, "multislerp", parameters={"weight": weights}),
+    }
+    results = {}
+    for label, kernel in kernels.items():
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            merged = kernel()
+            seconds.append(time.perf_counter() - start)
+        error = float((merged.double() - reference).abs().max() / reference.abs().max())
+        results[label] = {"seconds": min(seconds), "relative_error": error}
+    return results
+
+
+def _with_norm(module, norm, tensors, weights):
+    from mergekit.merge_methods import merge_tensors
+
+    saved = module.tensor_norm
+    module.tensor_norm = norm
+    try:
+        return merge_tensors(tensors, "boom", parameters={"weight": weights})
+    finally:
+        module.tensor_norm = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/boom-bench"))
@@ -95,9 +148,16 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=24, help="24 = BERT-large (335M parameters)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    kernels = kernel_times(max(3, args.repeats))
+    print("Multi-SLERP kernels on one 30522 x 384 tensor (M = 3):")
+    for label, run in kernels.items():
+        print(f"{label:<28}{run['seconds']:>8.3f} s   relative error vs float64 {run['relative_error']:.1e}")
+    print(f"ratio boom / mergekit multislerp (kernel): "
+          f"{kernels['boom (float64 norm sums)']['seconds'] / kernels['mergekit multislerp']['seconds']:.3f}; "
+          f"precision fix costs {kernels['boom (float64 norm sums)']['seconds'] / kernels['boom (float32 norms)']['seconds']:.3f}x")
     members = build_members(args.workdir, max(args.members), args.layers)
     one_model_gib = (members[0] / "model.safetensors").stat().st_size / 2**30
-    results = {}
+    results: dict = {"kernels": kernels}
     for m in args.members:
         inputs = members[:m]
         read_floor(inputs)  # warm the page cache

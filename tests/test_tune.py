@@ -201,16 +201,17 @@ def test_an_interrupted_tune_resumes(setup, tmp_path: Path) -> None:
 
     def scorer(model: Path) -> Scores:
         calls.append(model)
-        if len(calls) == 3:
+        if len(calls) == 2:
             raise KeyboardInterrupt
         return Scores(0.5 + 0.01 * len(calls), 0.5, {})
 
-    out = tmp_path / "tune"
+    out, full = tmp_path / "tune", members[1]  # one member: base, the member, WiSE-FT at t = 0.5
     with pytest.raises(KeyboardInterrupt):
-        tune(members, out, base=base, corpus=corpus, scales=(1.0,), scorer=scorer, progress=False)
-    assert not out.exists() and len(json.loads((tmp_path / ".tune.tune-work" / "scores.json").read_text())["scores"]) == 2
-    result = tune(members, out, base=base, corpus=corpus, scales=(1.0,), scorer=scorer, progress=False)
-    assert result.scored_now == len(result.candidates) - 2
+        tune([full], out, base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer, progress=False)
+    assert not out.exists() and len(json.loads((tmp_path / ".tune.tune-work" / "scores.json").read_text())["scores"]) == 1
+    result = tune([full], out, base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer, progress=False)
+    assert (len(result.candidates), result.scored_now, len(calls)) == (3, 2, 4)
+    assert (out / "recipe.yml").is_file() and not (tmp_path / ".tune.tune-work").exists()
 
 
 def test_bad_setups_are_one_line_errors(setup, tmp_path: Path) -> None:
@@ -224,9 +225,15 @@ def test_bad_setups_are_one_line_errors(setup, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_tune_help_has_examples() -> None:
+def test_tune_help_has_examples_and_the_library_defaults() -> None:
+    from boom_merge.cli.tune import tune_command
+    from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, DEFAULT_SCALES
+
     result = CliRunner().invoke(main, ["tune", "--help"])
     assert result.exit_code == 0 and "Examples:" in result.output and "--objective" in result.output
+    defaults = {p.name: p.default for p in tune_command.params}
+    assert (defaults["max_queries"], defaults["max_corpus"]) == (DEFAULT_MAX_QUERIES, DEFAULT_MAX_CORPUS)
+    assert tuple(map(float, defaults["scales"].split(","))) == DEFAULT_SCALES
 
 
 # --- seed soups: M full-data models of different seeds ----------------------------------

@@ -38,7 +38,7 @@ def _scales(value: str) -> tuple[float, ...]:
               help="balanced: mean of ID-dev and OOD-dev averages; id / ood: that average alone.")
 @click.option("--max-queries", type=click.IntRange(min=1), default=100, show_default=True,
               help="Dev queries per source.")
-@click.option("--max-corpus", type=click.IntRange(min=1), default=400, show_default=True,
+@click.option("--max-corpus", type=click.IntRange(min=1), default=300, show_default=True,
               help="Dev documents per source (relevant ones always kept).")
 @click.option("--scales", default="0.25,0.5,0.75,1,1.25", show_default=True,
               help="Grid of scale t (output = base + t * merged delta); 1 is always included.")

@@ -47,7 +47,7 @@ CANDIDATES_FILE = "candidates.json"
 #: dev caps per source: sized so that the default search on the quickstart's 4 members fits
 #: 10 minutes on 2 CPU cores (see docs of ``boom-merge tune``)
 DEFAULT_MAX_QUERIES = 100
-DEFAULT_MAX_CORPUS = 400
+DEFAULT_MAX_CORPUS = 300
 
 
 @dataclass
@@ -76,12 +76,13 @@ def full_data_member(members: Sequence[Path]) -> int:
 
 
 def _weight_schemes(members: Sequence[Path]) -> list[str]:
+    """``equal`` and ``ratio``; ``ratio`` only where manifests give ratios that differ."""
     try:
-        member_weights(members, "ratio")
+        ratios = member_weights(members, "ratio")
     except BoomError as error:
         logger.warning("ratio weights skipped: %s", error)
         return ["equal"]
-    return list(WEIGHT_SCHEMES)
+    return list(WEIGHT_SCHEMES) if len(set(ratios)) > 1 else ["equal"]
 
 
 class _Search:
@@ -231,10 +232,13 @@ def tune(
     if any(t <= 0 for t in scales):
         raise BoomError(f"scales must be positive, got {list(scales)}")
     scales = sorted({*map(float, scales), 1.0})
-    full_index = members.index(Path(full)) if full is not None and Path(full) in members else None
-    if full is not None and full_index is None:
-        raise BoomError("--full must be one of the members", path=Path(full))
-    full_index = full_data_member(members) if full_index is None else full_index
+    if full is None:
+        full_index = full_data_member(members)
+    else:
+        resolved = [m.resolve() for m in members]
+        if Path(full).resolve() not in resolved:
+            raise BoomError("--full must be one of the members", path=Path(full))
+        full_index = resolved.index(Path(full).resolve())
     inputs = [*members, base, corpus]
     check_output(out, inputs=inputs, force=force)
     tasks: DevTasks = dev_tasks(corpus, members, in_domain, need_ood=objective != "id")
