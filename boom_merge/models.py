@@ -48,7 +48,9 @@ _TOKENIZER_SETS = (
     ("sentencepiece.bpe.model",),
     ("vocab.json", "tokenizer_config.json"),  # word/character-level vocabularies without merges
 )
-_TOKENIZER_NAMES = "tokenizer.json, vocab.txt, vocab.json + merges.txt, tokenizer.model, spiece.model or sentencepiece.bpe.model"
+_TOKENIZER_NAMES = (
+    "tokenizer.json, vocab.txt, vocab.json + merges.txt, tokenizer.model, spiece.model or sentencepiece.bpe.model"
+)
 
 
 @dataclass(frozen=True)
@@ -122,13 +124,22 @@ def _hub_problem(error: Exception, revision: str | None) -> str:
     if isinstance(error, hub.RevisionNotFoundError):
         return f"revision {revision!r} not found on the Hub"
     if isinstance(error, hub.RepositoryNotFoundError):
-        return "not a local directory, and no such model on the Hub (or it is private: log in with `hf auth login` or HF_TOKEN)"
+        return (
+            "not a local directory, and no such model on the Hub "
+            "(or it is private: log in with `hf auth login` or HF_TOKEN)"
+        )
     cause = error.__cause__ or error.__context__
     if isinstance(error, hub.LocalEntryNotFoundError) or type(error).__name__ == "IncompleteSnapshotError":
         if offline:
-            return "not a local directory, and not (completely) in the Hugging Face cache; HF_HUB_OFFLINE is set, so nothing is downloaded"
+            return (
+                "not a local directory, and not (completely) in the Hugging Face cache; "
+                "HF_HUB_OFFLINE is set, so nothing is downloaded"
+            )
         reason = _first_line(cause) if cause is not None else "the Hub cannot be reached"
-        return f"not a local directory, not (completely) in the Hugging Face cache, and the Hub cannot be reached ({reason})"
+        return (
+            f"not a local directory, not (completely) in the Hugging Face cache, "
+            f"and the Hub cannot be reached ({reason})"
+        )
     return f"cannot get the model from the Hub ({_first_line(error)})"
 
 
