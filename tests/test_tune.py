@@ -214,6 +214,49 @@ def test_an_interrupted_tune_resumes(setup, tmp_path: Path) -> None:
     assert (out / "recipe.yml").is_file() and not (tmp_path / ".tune.tune-work").exists()
 
 
+def _recipe_identity(model: Path) -> tuple:
+    """(member names, interpolation, weight scheme, scale) read back from a merged model's recipe."""
+    import yaml
+
+    recipe = yaml.safe_load((model / "boom_recipe.yml").read_text())
+    names = frozenset(Path(m["model"]).name for m in recipe["models"])
+    weights = {m["parameters"]["weight"] for m in recipe["models"]}
+    params = recipe["parameters"]
+    if params["scale"] == 0.0:
+        return ("base",)
+    scheme = "equal" if len(weights) == 1 else "ratio"
+    return (names, params["interpolation"] if len(names) > 1 else "-", scheme, params["scale"])
+
+
+def test_the_search_follows_its_stages(setup, tmp_path: Path) -> None:
+    """Scores by hand: the soup of the two best members wins the bag, so the scale grid goes to the soup."""
+    base, members, corpus = setup
+    third = make_tiny_st(tmp_path / "member-2", seed=9, perturb_from=base, perturb_scale=0.03)
+    (third / "boom_member.json").write_text(json.dumps({"kind": "member", "sample_ratio": 0.75,
+                                                        "datasets": {name: {} for name in TRAIN}}))
+    m0, m1, m2 = (frozenset([name]) for name in ("member-0", "member-1", "member-2"))
+    every = m0 | m1 | m2
+    table = {
+        ("base",): 0.1, (m0, "-", "equal", 1.0): 0.5, (m1, "-", "equal", 1.0): 0.6, (m2, "-", "equal", 1.0): 0.4,
+        (every, "slerp", "equal", 1.0): 0.55, (every, "slerp", "ratio", 1.0): 0.56,
+        (every, "linear", "equal", 1.0): 0.50, (every, "linear", "ratio", 1.0): 0.52,
+        (m0 | m1, "slerp", "ratio", 1.0): 0.65,  # greedy soup: m1, then m0 kept, m2 dropped (0.56)
+        (m0 | m1, "slerp", "ratio", 0.5): 0.70,  # the scale grid on the soup: chosen
+        (m1, "-", "equal", 0.5): 0.62,           # the WiSE-FT line
+    }
+    seen = []
+
+    def scorer(model: Path) -> Scores:
+        seen.append(_recipe_identity(model))
+        return Scores(table[seen[-1]], table[seen[-1]], {})
+
+    result = tune([*members, third], tmp_path / "out", base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer,
+                  progress=False)
+    assert sorted(map(str, seen)) == sorted(map(str, table)) and len(seen) == len(table)
+    assert result.label == "soup slerp ratio t=0.5 [member-0+member-1]"
+    assert [(s.members, s.kept) for s in result.soup_steps] == [((1, 0), True), ((1, 0, 2), False)]
+
+
 def test_bad_setups_are_one_line_errors(setup, tmp_path: Path) -> None:
     base, members, corpus = setup
     with pytest.raises(BoomError, match="no dev split for --in-domain omega"):

@@ -95,7 +95,10 @@ def _pareto(path: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: Cand
     ax.set_xlabel("ID dev average (x100)")
     ax.set_ylabel("OOD dev average (x100)")
     ax.set_title("boom-merge tune: dev scores of every candidate")
-    ax.legend(fontsize=7, loc="best")
+    if points:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no OOD dev scores (objective id)", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

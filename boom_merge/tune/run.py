@@ -256,6 +256,8 @@ def tune(
     search = _Search(members, base, work, scorer, cache, objective, bar)
     with bar:
         steps = _run_search(search, full_index, scales, schemes, full_grid)
+        bar.total = bar.n  # the planned count is an upper bound (equal recipes are scored once)
+        bar.refresh()
     scored = list(search.scored.values())
     chosen = choose(scored, objective)
     names = [m.name for m in members]
