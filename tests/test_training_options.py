@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +37,6 @@ POSITIVES = ["use sorted() or list.sort()", "a number with exactly two divisors"
 NEGATIVES = ["lists are mutable", "even numbers are divisible by two", "Hamlet is a prince", "ice melts at 0 °C"]
 
 
-@pytest.fixture()
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def _infonce(queries: np.ndarray, docs: np.ndarray, temperature: float) -> float:
     """Mean -log softmax of query i over all docs, the right one being doc i (cosine similarity)."""
     queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
@@ -65,7 +54,7 @@ def test_hub_id_base_trains_and_is_recorded(
     corpus: Path, tiny_bert_base: Path, hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--base org/name`` resolves through the HF cache; the manifest records the id and commit, never a cache path;
-    a rerun of finished members resolves once and hashes nothing."""
+    a rerun of finished members (reporting options changed) resolves once and hashes nothing."""
     import boom_merge.training.manifest as manifest_module
 
     place_in_cache(tiny_bert_base, hub_cache, "acme/tiny-bert")
@@ -89,7 +78,8 @@ def test_hub_id_base_trains_and_is_recorded(
     monkeypatch.setattr(manifest_module, "model_sha256", lambda p: hashed.append(p) or real_hash(p))
     monkeypatch.setattr(models_module, "resolve_model", lambda s: resolved.append(s) or real_resolve(s))
     before = [(p / "model.safetensors").stat().st_mtime_ns for p in paths]
-    assert train_members(corpus, "acme/tiny-bert", "50,100", out, config, seed=1) == paths
+    reporting = replace(config, logging_steps=3, save_steps=7)  # options that never change the weights
+    assert train_members(corpus, "acme/tiny-bert", "50,100", out, reporting, seed=1) == paths
     assert [(p / "model.safetensors").stat().st_mtime_ns for p in paths] == before
     assert hashed == [] and resolved == ["acme/tiny-bert"]
 
@@ -112,7 +102,7 @@ def test_hub_base_unreachable_is_one_line(corpus: Path, tmp_path: Path) -> None:
 
 
 def _features(model: SentenceTransformer, columns: list[list[str]]) -> list[dict[str, torch.Tensor]]:
-    return [model.tokenize(texts) for texts in columns]
+    return [model.preprocess(texts) for texts in columns]
 
 
 @pytest.mark.parametrize("loss", ["mnrl", "cached-mnrl"])
@@ -143,7 +133,7 @@ _GATHER_WORKER = textwrap.dedent(
     for loss in ("mnrl", "cached-mnrl"):
         config = TrainConfig(loss=loss, mini_batch_size=2, temperature=0.05, gather_across_devices=True)
         columns = [batches[rank][key] for key in ("anchor", "positive", "negative")]
-        value = build_loss(model, config)([model.tokenize(texts) for texts in columns], None)
+        value = build_loss(model, config)([model.preprocess(texts) for texts in columns], None)
         value.backward()
         result[loss] = value.item()
     json.dump(result, open(os.path.join(out, f"rank{rank}.json"), "w"))

@@ -19,6 +19,9 @@ Loss = Literal["mnrl", "cached-mnrl"]
 SCHEDULES: tuple[str, ...] = ("bls", "sequential", "mixed")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 LOSSES: tuple[str, ...] = ("mnrl", "cached-mnrl")
+REPORTING_ONLY: tuple[str, ...] = ("report_to", "logging_steps", "eval_steps", "save_steps")
+"""Options that change what a run reports or how often it checkpoints, never the weights: a finished
+member or a run's checkpoints are reused when only these differ."""
 INSTRUCTION_TEMPLATE = "Instruct: {task}\nQuery: "
 """Qwen3-Embedding's (and the BOOM paper's) query prompt for decoder embedders."""
 

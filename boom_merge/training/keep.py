@@ -11,13 +11,12 @@ main process writes.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from boom_merge.lineage import MEMBER_FILE
+from boom_merge.lineage import MEMBER_FILE, write_member_manifest
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -64,7 +63,7 @@ def move_kept(work: Path, out: Path, manifest: dict[str, Any], total: int) -> li
         shutil.move(str(source), target)
         record = {k: v for k, v in manifest.items() if k != "training_result"}
         record["checkpoint"] = {"step": step, "steps": total}
-        (target / MEMBER_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_member_manifest(target, record)
         moved.append(target)
     return moved
 

@@ -11,7 +11,6 @@ and hashes the base once per run, only when something is trained. Samples come f
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -24,11 +23,12 @@ from tqdm.auto import tqdm
 from boom_merge.data.loading import LoadedDataset, OnBadLine, scan_training_data
 from boom_merge.data.sampling import MemberSpec, member_sample, plan_members, sample_ids
 from boom_merge.errors import BoomError
+from boom_merge.lineage import read_member_manifest
 from boom_merge.training.config import TrainConfig
 from boom_merge.training.dev import DevSet, default_dev, load_dev
-from boom_merge.training.manifest import MANIFEST_NAME, base_record, common_manifest, identity, location
+from boom_merge.training.manifest import MANIFEST_NAME, base_record, common_manifest, location
 from boom_merge.training.rows import Part, sizes
-from boom_merge.training.runner import run_training
+from boom_merge.training.runner import run_identity, run_training
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -76,11 +76,11 @@ def _dev_set(config: TrainConfig, data: str | Path, dev: str | Path | None) -> D
 
 
 def _same_run(done: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
-    """Whether a finished member is the one asked for: same settings and base (id/path and, where the
-    finished one records it, revision). Training options added since it was trained count as defaults."""
+    """Whether a finished member is the one asked for: same settings (but REPORTING_ONLY) and base (id/path
+    and, where the finished one records it, revision). Options added since it was trained count as defaults."""
     done = {**done, "training_args": {**asdict(TrainConfig()), **(done.get("training_args") or {})}}
-    settings = {k: v for k, v in identity(done).items() if k != "base_model_sha256"}
-    asked = {k: v for k, v in identity(manifest).items() if k != "base_model_sha256"}
+    settings = {k: v for k, v in run_identity(done).items() if k != "base_model_sha256"}
+    asked = {k: v for k, v in run_identity(manifest).items() if k != "base_model_sha256"}
     revision = manifest.get("base_model_revision")
     return (
         settings == asked
@@ -112,9 +112,9 @@ def _train_loaded_member(
         "data": location(data_path),
         "datasets": part.report(),
     }
-    done = target / MANIFEST_NAME
-    if done.is_file() and not force:
-        if not _same_run(json.loads(done.read_text()), manifest):
+    done = read_member_manifest(target) if (target / MANIFEST_NAME).is_file() and not force else None
+    if done is not None:
+        if not _same_run(done.data, manifest):
             raise BoomError("exists with different settings; pass --force to retrain it", path=target)
         logger.info("%s: already trained with these settings, skipped (--force retrains)", target)
         return target

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import write_member_manifest
 from boom_merge.outputs import atomic_output_dir, check_output
-from boom_merge.training.config import TrainConfig
+from boom_merge.training.config import REPORTING_ONLY, TrainConfig
 from boom_merge.training.keep import keep_callback, move_kept
-from boom_merge.training.manifest import MANIFEST_NAME, identity
+from boom_merge.training.manifest import identity
 from boom_merge.training.rows import Part, build_train_dataset
 from boom_merge.training.trainer import load_model, make_trainer, merge_lora
 
@@ -28,6 +29,13 @@ if TYPE_CHECKING:
     from boom_merge.training.dev import DevSet
 
 logger = logging.getLogger(__name__)
+
+
+def run_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's identity keys without the options that never change the weights (REPORTING_ONLY)."""
+    found = identity(manifest)
+    found["training_args"] = {k: v for k, v in (found["training_args"] or {}).items() if k not in REPORTING_ONLY}
+    return found
 
 
 def _prepare_work_dir(work: Path, identity: dict[str, Any], force: bool) -> None:
@@ -86,7 +94,7 @@ def run_training(
     trainer = make_trainer(model, dataset, config, checkpoints, seed, [*callbacks, *extra], dev)
     main_process = trainer.is_world_process_zero()
     if main_process:
-        _prepare_work_dir(work, identity(manifest), force)
+        _prepare_work_dir(work, run_identity(manifest), force)
     trainer.accelerator.wait_for_everyone()
     resume = _last_complete_checkpoint(checkpoints)
     if resume:
@@ -110,7 +118,7 @@ def run_training(
     if main_process:
         with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
             model.save(str(tmp))
-            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            write_member_manifest(tmp, manifest)
             move_kept(work, tmp, manifest, trainer.state.max_steps)
         shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
