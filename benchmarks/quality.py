@@ -16,7 +16,9 @@ WordSim-353). Parts (``--parts``, any subset):
   old, merged into the existing model (alpha 0.5, slerp); against full retraining (BLS
   on all four);
 * ``regime``: BLS and BOOM with more training drift (``--epochs``, ``--lr``; members
-  get the BLS member's number of steps unless ``--regime-equal-epochs``).
+  get the BLS member's number of steps unless ``--regime-equal-epochs``);
+* ``chain``: three successive new domains, each folded into the current model by an
+  update, against retraining BLS on everything seen so far (``benchmarks/quality_chain.py``).
 
 Every claim rests on training-seed replicates (``--seeds``): tables give the mean and
 standard deviation over seeds, and each model's difference from BLS paired by seed.
@@ -49,6 +51,7 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
+import quality_chain  # benchmarks/quality_chain.py, beside this script
 from boom_merge.experiments import OOD_SOURCES as OOD
 from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, seed_table, training_data_dir
 
@@ -61,7 +64,7 @@ OLD_DOMAINS = ("wordnet", "foldoc", "manpages")
 NEW_DOMAIN = "python_code"
 BLS_MEMBER = full_data_member(RATIOS)  # the 100 % member: the BLS model
 HISTORY_RATIOS = (0.1, 0.2, 0.4)
-PARTS = ("scheduling", "merging", "incremental", "regime")
+PARTS = ("scheduling", "merging", "incremental", "regime", "chain")
 # merging part: label -> (write_recipe method, weights, merge against the base model)
 MERGES: dict[str, tuple[str, str, bool]] = {
     "BOOM slerp equal": ("boom", "equal", False),
@@ -316,7 +319,7 @@ def _bag_cost(study: Study, key: str) -> dict[str, Any]:
 def _averages(row: dict[str, Any]) -> dict[str, float]:
     """Per-task scores plus ID avg and OOD avg as the part defines them (the new domain is its own column)."""
     scores = row["scores"]
-    in_domain = OLD_DOMAINS if row["part"] == "incremental" else TRAIN_DOMAINS
+    in_domain = OLD_DOMAINS if row["part"] in ("incremental", "chain") else TRAIN_DOMAINS
     return {**scores, "ID avg": fmean(scores[t] for t in in_domain), "OOD avg": fmean(scores[t] for t in OOD)}
 
 
@@ -325,7 +328,7 @@ def part_table(rows: list[dict[str, Any]], part: str) -> str:
     mine = [{"model": r["model"], "seed": r["seed"], "values": _averages(r)} for r in rows if r["part"] == part]
     if not mine:
         return ""
-    paired = part != "incremental"
+    paired = part not in ("incremental", "chain")
     return seed_table(mine, list(mine[0]["values"]), reference="BLS" if paired else None,
                       delta_columns=("ID avg", "OOD avg"), names={NEW_DOMAIN: f"{NEW_DOMAIN} (new)"})
 
@@ -361,6 +364,7 @@ _SECTIONS = {
     "merging": "Merging: BOOM vs BLS, task arithmetic, TIES and the members' ensemble",
     "regime": "Regime with more training drift",  # followed by the regime's settings
     "incremental": "Incremental update: existing BOOM (3 domains) + Python code vs full retraining",
+    "chain": "Continual chain: three new domains folded in one after another vs retraining BLS at each step",
 }
 
 
@@ -391,6 +395,8 @@ def write_report(study: Study) -> None:
         parts.append(f"## {_SECTIONS[kind]}{': ' + settings if settings else ''}\n\n{part_table(study.rows, part)}")
         if part == "incremental" and (costs := cost_table(study.rows)):
             parts.append("Training cost (the existing BOOM model: its four members together):\n\n" + costs)
+        if part == "chain":
+            parts.append(quality_chain.chain_section(sys.modules[__name__], study))
     parts.append("## Wall times\n\n" + wall_table(study.timings))
     (study.out / "results.md").write_text("\n".join(parts), encoding="utf-8")
     plot(study.rows, study.out / "results.png")
@@ -444,7 +450,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4, help="regime part: learning rate")
     parser.add_argument("--regime-equal-epochs", action="store_true",
                         help="regime part: members train equal epochs (default: equal steps)")
+    quality_chain.add_arguments(parser)
     args = parser.parse_args(argv)
+    quality_chain.check_arguments(parser, args)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if unknown := set(args.parts) - set(PARTS):
         parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
@@ -474,6 +482,8 @@ def prepare(args: argparse.Namespace) -> Study:
     from boom_merge.quickstart import bundled_base_model
 
     sources = [*TRAIN_DOMAINS, NEW_DOMAIN, *OOD]
+    if "chain" in args.parts:
+        sources += [name for name in quality_chain.chain_sources(args) if name not in sources]
     corpus = build_corpora(sources=sources, seed=0, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
     if missing := [name for name in sources if name in corpus.missing]:
         sys.exit(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
@@ -501,10 +511,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "merging": lambda: run_merging(study, four),
         "incremental": lambda: run_incremental(study),
         "regime": lambda: run_regime(study, four),
+        "chain": lambda: quality_chain.run_chain(sys.modules[__name__], study),
     }
     # core claims first; scheduling reuses the merging part's BLS models when they are there
     try:
-        for part in sorted(args.parts, key=["merging", "incremental", "regime", "scheduling"].index):
+        for part in sorted(args.parts, key=["merging", "incremental", "chain", "regime", "scheduling"].index):
             start = time.perf_counter()
             runners[part]()
             # summed over runs: a resumed run adds its own time
