@@ -221,11 +221,13 @@ def report_files(table: Sequence[WeightScore], chosen: WeightScore, *, rule: str
             "candidates": rows, "scores": scores}
     name = "α" if mode == "interpolate" else "λ"
     lines = [f"# boom-merge incremental --update-weight auto ({mode})\n\n{rule}.\n",
-             f"| | {name} | old dev | new dev | mean | old loss (points) | allowed |", "|---|---:|---:|---:|---:|---:|---|"]
+             f"| | {name} | old dev | new dev | mean | old loss (points) | allowed |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         mark = "**chosen**" if row["weight"] == chosen.weight else ""
         lines.append(f"| {mark} | {row['weight']:g} | {100 * row['old_dev']:.2f} | {100 * row['new_dev']:.2f} | "
-                     f"{100 * row['objective']:.2f} | {row['old_loss_points']:.2f} | {'yes' if row['allowed'] else 'no'} |")
+                     f"{100 * row['objective']:.2f} | {row['old_loss_points']:.2f} | "
+                     f"{'yes' if row['allowed'] else 'no'} |")
     lines.append(f"\n{name} = 0 is OLD itself. Scores x100 (nDCG@10) on dev splits only; no test split was read.\n")
     return {f"{REPORT_DIR}/candidates.json": json.dumps(data, indent=2) + "\n",
             f"{REPORT_DIR}/candidates.md": "\n".join(lines),

@@ -224,7 +224,8 @@ def test_the_adapter_of_a_model_to_itself_keeps_everything(tiny_bert_base: Path,
     assert report.verdict == "keep the index"
 
 
-def test_an_exactly_rotated_copy_is_served_through_the_adapter(rotated, corpus_with_train: Path, tmp_path: Path) -> None:
+def test_an_exactly_rotated_copy_is_served_through_the_adapter(rotated, corpus_with_train: Path,
+                                                               tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     old, new, _ = rotated

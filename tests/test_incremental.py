@@ -244,7 +244,8 @@ def test_cli_fit_adapter_and_auto_need_a_corpus(tmp_path, tiny_bag) -> None:
         assert result.exit_code == 2 and "need --corpus" in result.output
     corpus = write_corpus(tmp_path / "corpus")
     (corpus / "train").mkdir()
-    (corpus / "train" / "mix.jsonl").write_text("".join(json.dumps({"query": t, "pos": [t.upper()]}) + "\n" for t in FIT))
+    rows = "".join(json.dumps({"query": t, "pos": [t.upper()]}) + "\n" for t in FIT)
+    (corpus / "train" / "mix.jsonl").write_text(rows)
     _incremental(old, update, tmp_path / "new", "--corpus", corpus, "--fit-adapter", tmp_path / "adapter",
                  "--device", "cpu")
     adapted = SentenceTransformer(str(tmp_path / "adapter"), device="cpu")
