@@ -66,7 +66,7 @@ class MergeJob:
     head: Any
 
 
-# ---------------------------------------------------------------- 2. plan
+# ---------------------------------------------------------------- 2. plan (step 1 is in recipes.py)
 
 
 def _resolve(ref: Any) -> Any:
@@ -154,7 +154,7 @@ def plan_merge(
     return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
 
 
-# ---------------------------------------------------------------- 4. finish
+# ---------------------------------------------------------------- 4. finish (step 3 is mergekit)
 
 
 def finish_merge(job: MergeJob, out_dir: str | Path, *, recipe_text: str | None, title: str) -> None:

@@ -275,6 +275,9 @@ def validate_config(config: Any, recipe: Path | None = None) -> None:
     _check_models(config, method, recipe)
 
 
+# ---------------------------------------------------------------- writing recipes for members
+
+
 def build_recipe(
     members: Sequence[str | Path],
     *,
