@@ -251,3 +251,55 @@ def test_cli_fit_adapter_and_auto_need_a_corpus(tmp_path, tiny_bag) -> None:
     adapted = SentenceTransformer(str(tmp_path / "adapter"), device="cpu")
     assert json.loads((tmp_path / "adapter" / "boom_adapter.json").read_text())["kind"] == "orthogonal"
     assert adapted.encode(TEXTS).shape == (2, 16)
+
+
+def test_auto_scores_the_dev_splits_with_mteb(tmp_path, tiny_bag) -> None:
+    """Real dev scoring: old dev = OLD's training domain, new dev = the update's new data; weight 0 is OLD."""
+    import shutil
+
+    from boom_merge.lineage import write_member_manifest
+    from boom_merge.update_weight import auto_update_weight
+    from tests.test_evaluation import read_split, write_corpus
+
+    def ndcg_at_10(model: Path, root: Path, name: str) -> float:  # brute force, queries with the model's prompt
+        queries, docs, qrels = read_split(root, name)
+        st = SentenceTransformer(str(model), device="cpu")
+        q = st.encode(list(queries.values()), prompt_name="query", normalize_embeddings=True)
+        d = st.encode(list(docs.values()), normalize_embeddings=True)
+        ids, values = list(docs), []
+        for row, qid in zip(q @ d.T, queries):
+            ranking = [ids[i] for i in np.argsort(-row)[:10]]
+            dcg = sum(1 / np.log2(rank + 2) for rank, doc in enumerate(ranking) if doc in qrels[qid])
+            values.append(dcg / sum(1 / np.log2(rank + 2) for rank in range(min(10, len(qrels[qid])))))
+        return float(np.mean(values))
+
+    base, (member, other, *_) = tiny_bag
+    old, update = Path(shutil.copytree(member, tmp_path / "old")), Path(shutil.copytree(other, tmp_path / "update"))
+    write_member_manifest(old, {"kind": "member", "base_model": str(base), "datasets": {"python_code": {}}})
+    write_member_manifest(update, {"kind": "update", "base_model": str(base), "init_model": str(base),
+                                   "new_data": {"path": "new", "datasets": {"shell_utils": {}}},
+                                   "history": {"path": "old", "datasets": {"python_code": {}}}})
+    corpus = write_corpus(tmp_path / "corpus")
+    for name in ("python_code", "shell_utils"):  # the dev split: the fixture's test split under dev/
+        shutil.copytree(corpus / "test" / name, corpus / "dev" / name)
+        (corpus / "dev" / name / "qrels" / "test.tsv").rename(corpus / "dev" / name / "qrels" / "dev.tsv")
+    lines: list[str] = []
+    result = auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[1.0], max_old_loss=100,
+                                max_queries=None, max_corpus=None, device="cpu", echo=lines.append)
+    assert "old-domain dev: python_code; new-domain dev: shell_utils" in lines
+    by_weight = {row.weight: row for row in result.table}
+    assert by_weight[0.0].old_dev == pytest.approx(ndcg_at_10(old, corpus, "python_code"), abs=1e-4)
+    assert by_weight[0.0].new_dev == pytest.approx(ndcg_at_10(old, corpus, "shell_utils"), abs=1e-4)
+    assert by_weight[1.0].new_dev == pytest.approx(ndcg_at_10(update, corpus, "shell_utils"), abs=1e-4)
+    expected = max(result.table, key=lambda row: (row.objective, -row.weight)).weight  # everything allowed
+    assert result.chosen.weight == expected
+    assert json.loads((tmp_path / "new" / LINEAGE_FILE).read_text())["update_weight"] == expected
+
+
+def test_cli_weight_values(tmp_path, tiny_bag) -> None:
+    _, (old, update, *_) = tiny_bag
+    for weight, message in (("abc", "give a number or auto"), ("1.5", "must be [0, 1] for --mode interpolate")):
+        result = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(tmp_path / "n"),
+                                           "--update-weight", weight])
+        assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "n").exists()
