@@ -68,10 +68,13 @@ def lineage_section(lineage: Lineage) -> str:
         if generation.kind != "incremental":
             break
         old, update = generation.data.get("old") or {}, generation.data.get("update") or {}
+        weight = generation.data.get("update_weight", "?")
+        base = (generation.data.get("update_base") or {}).get("path", "?")
+        how = (f"{generation.data.get('interpolation', '?')} interpolation, update weight {weight}"
+               if generation.data.get("mode", "interpolate") != "add"
+               else f"add mode, OLD + {weight}·(UPDATE − BASE), base `{base}`")
         lines.append(
-            f"- incremental update created {generation.created or '?'}: "
-            f"{generation.data.get('interpolation', '?')} interpolation, "
-            f"update weight {generation.data.get('update_weight', '?')}; "
+            f"- incremental update created {generation.created or '?'}: {how}; "
             f"old `{old.get('path', '?')}` (sha256 `{old.get('sha256', '?')}`), "
             f"update `{update.get('path', '?')}` (sha256 `{update.get('sha256', '?')}`)"
         )
