@@ -134,6 +134,13 @@ def test_add_mode_is_old_plus_lambda_times_the_task_vector(tmp_path, tiny_bag) -
     assert [m["parameters"]["weight"] for m in recipe["models"]] == [1.0, 0.7]
     assert (out / "modules.json").read_text() == (old / "modules.json").read_text()
     assert f"add mode, OLD + 0.7·(UPDATE − BASE), base `{base}`" in (out / "README.md").read_text()
+    # plain mergekit-yaml runs the written recipe to the same weights, bit for bit
+    import subprocess
+
+    subprocess.run(["mergekit-yaml", str(out / "boom_recipe.yml"), str(tmp_path / "plain")], check=True,
+                   capture_output=True)
+    plain = _tensors(tmp_path / "plain")
+    assert all(np.array_equal(plain[k], got[k]) for k in got)
 
 
 def test_add_mode_base_override_and_refusals(tmp_path, tiny_bag) -> None:
@@ -304,3 +311,22 @@ def test_cli_weight_values(tmp_path, tiny_bag) -> None:
                                            "--update-weight", weight])
         assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / "n").exists()
+
+
+def test_add_mode_with_a_hub_base_from_the_manifest(tmp_path, tiny_bag, hub_cache) -> None:
+    """A base recorded as a Hub id and commit resolves through the HF cache; the recipe names the id."""
+    import yaml
+
+    from tests.test_models import OLD_SHA, place_in_cache
+
+    base, (old, member, *_) = tiny_bag
+    place_in_cache(base, hub_cache, "acme/base", sha=OLD_SHA)
+    update = _update_from(base, member, tmp_path / "update", init_model="acme/base", init_model_revision=OLD_SHA)
+    out = tmp_path / "new"
+    _incremental(old, update, out, "--mode", "add", "--update-weight", 0.5)
+    got, o, u, b = _tensors(out), _tensors(old), _tensors(update), _tensors(base)
+    assert all(np.allclose(got[k], o[k] + 0.5 * (u[k] - b[k]), atol=2e-6, rtol=0) for k in got)
+    assert yaml.safe_load((out / "boom_recipe.yml").read_text())["base_model"] == f"acme/base@{OLD_SHA}"
+    lineage = json.loads((out / LINEAGE_FILE).read_text())
+    assert lineage["update_base"]["hub_id"] == "acme/base" and lineage["update_base"]["revision"] == OLD_SHA
+    assert {i["role"]: i.get("hub_id") for i in lineage["inputs"]}["base"] == "acme/base"
