@@ -230,10 +230,13 @@ def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
     for model, count in Counter(entries).items():
         if count > 1:
             raise BoomError(f"model {model} is listed {count} times in models:", path=recipe)
+    contract = method.spec.contract
+    if getattr(contract.base, "value", None) == "required" and config.base_model is None and not config.slices:
+        raise BoomError(f"{config.merge_method} needs a base_model (it merges differences from it)", path=recipe)
     if not entries:
         return
     merged = [model for model in entries if model != config.base_model]
-    if not merged and method.spec.contract.min_non_base:
+    if not merged and contract.min_non_base:
         raise BoomError(f"every model in models: is the base_model {config.base_model}; "
                         f"{config.merge_method} needs at least one other model to merge into it", path=recipe)
     specs = {p.name: p for p in method.spec.input_parameters}

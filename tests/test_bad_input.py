@@ -167,6 +167,11 @@ CASES = {
                        needles=("{R}", "weight", "finite")),
     "empty models": Case("merge_method: boom\nmodels: []\n", needles=("{R}", "models", "empty")),
     "model listed twice": Case(_models("m0", "m1", "m0"), needles=("{R}", "{W}/m0", "2 times")),
+    "base_model missing": Case(_models("m0", "m1").replace("boom", "task_arithmetic", 1)
+                               .replace("\nmodels:", "\nparameters: {weight: 0.5}\nmodels:"),
+                               needles=("{R}", "task_arithmetic needs a base_model")),
+    "only the base to merge": Case("merge_method: boom_incremental\nbase_model: {W}/m0\nmodels:\n  - model: {W}/m0\n",
+                                   needles=("{R}", "is the base_model {W}/m0")),
     "OUT inside an input": Case(_models("m0", "m1"), out="{W}/m0/merged", needles=("{W}/m0", "inside")),
     "OUT is an input": Case(_models("m0", "m1"), out="{W}/m1", needles=("{W}/m1", "is the input")),
 }
