@@ -108,7 +108,10 @@ class DriftReport:
 
     @property
     def rebuild_index(self) -> bool:
-        """Whether an index built with OLD should be re-encoded with NEW."""
+        """Whether an index built with OLD should be re-encoded with NEW: the :attr:`verdict` when
+        the qrels were scored, else recall@10 against OLD's own top-10 below ``threshold``."""
+        if self.verdict is not None:
+            return self.verdict == VERDICTS[2]
         return self.min_recall is not None and self.min_recall < self.threshold
 
     @property
@@ -277,6 +280,13 @@ def format_drift(report: DriftReport) -> str:
     lines += _serving_lines(report)
     if report.min_recall is None:
         lines.append("No retrieval data: recall@10 not measured.")
+    elif report.verdict is not None:
+        adapted = [d.adapted_recall_at_10 for d in report.datasets if d.adapted_recall_at_10 is not None]
+        through = f", {min(adapted):.1%} through the adapter" if adapted else ""
+        lines.append(f"Agreement with OLD's results: NEW queries find {report.min_recall:.1%} of OLD's top-10 on the "
+                     f"worst dataset{through}.")
+        lines.append(f"Verdict: {report.verdict} (kept when nDCG@10 on the OLD index is >= {KEEP_SHARE:.0%} of the "
+                     "re-indexed ceiling on every dataset).")
     elif report.rebuild_index:
         lines.append(
             f"Rebuild the index: NEW queries find only {report.min_recall:.1%} of OLD's top-10 "
@@ -304,11 +314,6 @@ def _serving_lines(report: DriftReport) -> list[str]:
         cells = [f"{d.serving[way].recall_at_10:.3f} / {d.serving[way].ndcg_at_10:.3f}"  # type: ignore[index]
                  if way in d.serving else "n/a" for way in ways]  # type: ignore[operator]
         lines.append(f"{d.dataset:<16} " + " ".join(f"{cell:>23}" for cell in cells) + f"  {d.verdict}")
-    if report.adapter:
-        agreement = [d.adapted_recall_at_10 for d in rows if d.adapted_recall_at_10 is not None]
-        lines.append(f"With the adapter, NEW queries find {min(agreement):.1%} of OLD's top-10 on the worst dataset.")
-    lines.append(f"Verdict: {report.verdict} (kept when nDCG@10 on the OLD index is >= {KEEP_SHARE:.0%} of the "
-                 "re-indexed ceiling on every dataset).")
     lines.append("")
     return lines
 

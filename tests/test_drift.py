@@ -60,8 +60,8 @@ def test_model_against_itself_has_no_drift(tiny_bert_base: Path, corpus: Path) -
         assert d.mean_cosine == pytest.approx(1.0, abs=1e-5)
         assert d.p5_cosine == pytest.approx(1.0, abs=1e-5)
     assert [d.recall_at_10 for d in report.datasets] == [1.0, 1.0, None]
-    assert not report.rebuild_index
-    assert "still serves" in format_drift(report)
+    assert not report.rebuild_index and report.verdict == "keep the index"
+    assert "Verdict: keep the index (" in format_drift(report)
 
 
 def test_perturbed_model_matches_numpy(tiny_bert_base: Path, perturbed: Path, corpus: Path) -> None:
@@ -79,10 +79,10 @@ def test_perturbed_model_matches_numpy(tiny_bert_base: Path, perturbed: Path, co
     words = sorted({w for pair in WORDSIM for w in pair[:2]})
     cosine = np.sum(_encode(tiny_bert_base, words) * _encode(perturbed, words), axis=1)
     assert by_name["wordsim353"].mean_cosine == pytest.approx(float(cosine.mean()), abs=1e-5)
-    assert report.rebuild_index == (report.min_recall < report.threshold)
+    assert report.rebuild_index == (report.verdict == "rebuild the index")
     text = format_drift(report)
     assert all(name in text for name in by_name)
-    assert ("Rebuild the index" in text) == report.rebuild_index
+    assert f"Verdict: {report.verdict} (" in text and f"find {report.min_recall:.1%} of OLD's top-10" in text
 
 
 def test_cli_and_errors(tiny_bert_base: Path, perturbed: Path, corpus: Path, minilm_path: str, tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_broken_new_model_is_refused(how: str, problem: str, tiny_bert_base: Pat
     result = CliRunner().invoke(main, ["drift", str(tiny_bert_base), str(bad), "--corpus", str(corpus)])
     line = _one_error_line(result)
     assert str(bad) in line and problem in line, line
-    assert "still serves" not in result.output
+    assert "still serves" not in result.output and "Verdict" not in result.output
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
