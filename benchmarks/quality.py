@@ -330,7 +330,8 @@ def part_table(rows: list[dict[str, Any]], part: str) -> str:
         return ""
     paired = part not in ("incremental", "chain")
     return seed_table(mine, list(mine[0]["values"]), reference="BLS" if paired else None,
-                      delta_columns=("ID avg", "OOD avg"), names={NEW_DOMAIN: f"{NEW_DOMAIN} (new)"})
+                      delta_columns=("ID avg", "OOD avg"),
+                      names={NEW_DOMAIN: f"{NEW_DOMAIN} (new)"} if part == "incremental" else {})
 
 
 def cost_table(rows: list[dict[str, Any]]) -> str:

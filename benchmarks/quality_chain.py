@@ -137,7 +137,9 @@ def chain_section(q: ModuleType, study: Any) -> str:
     if not rows:
         return ""
     domains = list(study.args.chain_domains)
-    lines = ["Training steps along the chain (mean over seeds; cumulative: the existing bag plus every update, "
+    lines = [f"New domains in order: {', '.join(domains)}; ID avg = the old domains "
+             f"({', '.join(q.OLD_DOMAINS)}). Variants MODE-INIT: the update folded in by MODE, trained from INIT.\n",
+             "Training steps along the chain (mean over seeds; cumulative: the existing bag plus every update, "
              "or every retraining so far) and the mean nDCG@10 x100 over the new domains learnt so far:\n",
              "| model | step | steps | cumulative steps | new domains so far |", "|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):

@@ -140,9 +140,14 @@ def resolve_update_base(update: Path, update_base: str | Path | None = None) -> 
     """
     from boom_merge.models import resolve_model
 
-    spec, expected = recorded_base(update) if update_base is None else (str(update_base), None)
-    if update_base is not None and read_member_manifest(update) is not None:
-        expected = recorded_base(update)[1]
+    if update_base is None:
+        spec, expected = recorded_base(update)
+    else:
+        spec, expected = str(update_base), None
+        try:
+            expected = recorded_base(update)[1]
+        except BoomError:  # no manifest, or one without a base: the given BASE is all there is
+            pass
     resolved = resolve_model(spec)
     digest = model_sha256(resolved.path)
     if expected and digest != expected:
