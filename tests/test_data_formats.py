@@ -262,3 +262,22 @@ def test_cli_reading_errors_are_one_line(tmp_path: Path, case: str) -> None:
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and errors[0].startswith(f"Error: {bad}: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_takes_files_and_datasets_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from boom_merge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scored.csv").write_text("sentence1,sentence2,label\na,b,1\n", encoding="utf-8")
+    runner = CliRunner()
+    for data, expected in [
+        ("scored.csv", "scored.csv: column 'label' holds scores or labels"),  # a file, not a directory
+        ("acme/absent", "acme/absent: not a local file or directory, and the Hugging Face dataset cannot be loaded"),
+    ]:
+        for command in (["train", "--data", data], ["train-update", "--new-data", data, "--history-data", data]):
+            result = runner.invoke(main, [*command, "--base", "unused", "-o", str(tmp_path / "out")])
+            assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+            assert result.output.strip().splitlines()[-1].startswith(f"Error: {expected}")
+    assert not (tmp_path / "out").exists()

@@ -123,8 +123,9 @@ Examples:
 @click.option(
     "--data",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Directory of NAME.jsonl files (FlagEmbedding format) or a Hugging Face dataset directory.",
+    help="Training data: a directory of NAME.jsonl / .parquet / .csv / .tsv files (one dataset each; "
+    "FlagEmbedding or sentence-transformers columns), one such file, a datasets.save_to_disk directory "
+    "or a Hugging Face dataset id org/name (split train; the cache when offline).",
 )
 @click.option(
     "--base", required=True, help="Base sentence-transformers model: a directory or a Hub id org/name[@REVISION]."
@@ -160,7 +161,7 @@ Examples:
 )
 @_training_options
 def train_command(
-    data: Path,
+    data: str,
     base: str,
     ratios: str,
     sampling: str,
@@ -198,8 +199,8 @@ Examples:
 @click.option(
     "--base", required=True, help="The base model that the members were trained from (directory or Hub id)."
 )
-@click.option("--new-data", required=True, type=click.Path(exists=True, path_type=Path), help="New training data.")
-@click.option("--history-data", required=True, type=click.Path(exists=True, path_type=Path), help="Old training data.")
+@click.option("--new-data", required=True, help="New training data (any form --data of `boom-merge train` takes).")
+@click.option("--history-data", required=True, help="Old training data (any form --data of `boom-merge train` takes).")
 @click.option("--history-ratio", type=float, default=0.2, show_default=True, help="Share of each old dataset mixed in.")
 @click.option(
     "--init",
@@ -213,8 +214,8 @@ Examples:
 @_training_options
 def train_update_command(
     base: str,
-    new_data: Path,
-    history_data: Path,
+    new_data: str,
+    history_data: str,
     history_ratio: float,
     init: str,
     existing: str | None,

@@ -86,7 +86,7 @@ def ray_train_members(
     from boom_merge.data.sampling import plan_members
 
     specs = plan_members(ratios, seed=seed, sampling=sampling)
-    data, base, out = str(Path(data).resolve()), location(base), str(Path(out).resolve())
+    data, base, out = location(data), location(base), str(Path(out).resolve())  # data may be a datasets id
     options = {"on_bad_line": on_bad_line, "force": force, "callbacks": list(callbacks),
                "dev": location(dev) if dev is not None else None}
     with _ray_session(address) as ray:
