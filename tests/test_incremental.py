@@ -266,7 +266,6 @@ def test_auto_scores_the_dev_splits_with_mteb(tmp_path, tiny_bag) -> None:
     import shutil
 
     from boom_merge.lineage import write_member_manifest
-    from boom_merge.update_weight import auto_update_weight
     from tests.test_evaluation import read_split, write_corpus
 
     def ndcg_at_10(model: Path, root: Path, name: str) -> float:  # brute force, queries with the model's prompt
@@ -291,17 +290,22 @@ def test_auto_scores_the_dev_splits_with_mteb(tmp_path, tiny_bag) -> None:
     for name in ("python_code", "shell_utils"):  # the dev split: the fixture's test split under dev/
         shutil.copytree(corpus / "test" / name, corpus / "dev" / name)
         (corpus / "dev" / name / "qrels" / "test.tsv").rename(corpus / "dev" / name / "qrels" / "dev.tsv")
-    lines: list[str] = []
-    result = auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[1.0], max_old_loss=100,
-                                max_queries=None, max_corpus=None, device="cpu", echo=lines.append)
+    result = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(tmp_path / "new"),
+                                       "--update-weight", "auto", "--corpus", str(corpus), "--weight-grid", "1",
+                                       "--max-old-loss", "100", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("selection rule (fixed before scoring)")
     assert "old-domain dev: python_code; new-domain dev: shell_utils" in lines
-    by_weight = {row.weight: row for row in result.table}
-    assert by_weight[0.0].old_dev == pytest.approx(ndcg_at_10(old, corpus, "python_code"), abs=1e-4)
-    assert by_weight[0.0].new_dev == pytest.approx(ndcg_at_10(old, corpus, "shell_utils"), abs=1e-4)
-    assert by_weight[1.0].new_dev == pytest.approx(ndcg_at_10(update, corpus, "shell_utils"), abs=1e-4)
-    expected = max(result.table, key=lambda row: (row.objective, -row.weight)).weight  # everything allowed
-    assert result.chosen.weight == expected
+    table = json.loads((tmp_path / "new" / "update_weight" / "candidates.json").read_text())
+    by_weight = {row["weight"]: row for row in table["candidates"]}
+    assert by_weight[0.0]["old_dev"] == pytest.approx(ndcg_at_10(old, corpus, "python_code"), abs=1e-4)
+    assert by_weight[0.0]["new_dev"] == pytest.approx(ndcg_at_10(old, corpus, "shell_utils"), abs=1e-4)
+    assert by_weight[1.0]["new_dev"] == pytest.approx(ndcg_at_10(update, corpus, "shell_utils"), abs=1e-4)
+    expected = max(by_weight.values(), key=lambda row: (row["objective"], -row["weight"]))["weight"]  # all allowed
+    assert table["chosen"] == expected
     assert json.loads((tmp_path / "new" / LINEAGE_FILE).read_text())["update_weight"] == expected
+    assert f"chosen update weight {expected:g}" in result.output and "Serving quality" in result.output
 
 
 def test_cli_weight_values(tmp_path, tiny_bag) -> None:
