@@ -121,10 +121,10 @@ def _grid(value: str | None) -> tuple[float, ...] | None:
 @click.option("-o", "--out", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="New model directory.")
 @click.option("--mode", type=click.Choice(["interpolate", "add"]), default="interpolate", show_default=True,
-              help="interpolate: (1-a)*OLD + a*UPDATE; add: OLD + l*(UPDATE - BASE), BASE the model UPDATE was "
+              help="interpolate: (1-α)·OLD + α·UPDATE; add: OLD + λ·(UPDATE − BASE), BASE the model UPDATE was "
                    "trained from (task_arithmetic).")
 @click.option("--update-weight", default=None, metavar="W|auto",
-              help="a (interpolate, in [0, 1], default 0.5) or l (add, >= 0, default 1); auto: chosen on the dev "
+              help="α (interpolate, in [0, 1], default 0.5) or λ (add, >= 0, default 1); auto: chosen on the dev "
                    "splits of --corpus by the rule printed before scoring.")
 @click.option("--update-base", default=None,
               help="add mode: BASE, the model UPDATE was trained from (dir or Hub id; default: from its "
