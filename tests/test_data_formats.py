@@ -281,3 +281,47 @@ def test_cli_takes_files_and_datasets_ids(tmp_path: Path, monkeypatch: pytest.Mo
             assert result.exit_code == 1 and "Traceback" not in result.output, result.output
             assert result.output.strip().splitlines()[-1].startswith(f"Error: {expected}")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_several_data_and_the_config_option(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from boom_merge.cli import main
+
+    _jsonl(tmp_path / "good.jsonl", [{"query": "q", "pos": ["p"]}])
+    (tmp_path / "bad.csv").write_text("only\nx\n", encoding="utf-8")
+    runner = CliRunner()
+    out = ["--base", "unused", "-o", str(tmp_path / "out")]
+    two = ["--data", str(tmp_path / "good.jsonl"), "--data", str(tmp_path / "bad.csv")]
+    several = runner.invoke(main, ["train", *two, *out])
+    assert several.exit_code == 1
+    assert several.output.strip().splitlines()[-1].startswith(f"Error: {tmp_path / 'bad.csv'}: ")
+    update = ["train-update", "--new-data", str(tmp_path), "--history-data", str(tmp_path)]
+    for command in (["train", "--data", str(tmp_path)], update):
+        result = runner.invoke(main, [*command, "--data-config", "triplet", *out])
+        assert result.exit_code == 1 and "--data-config 'triplet' applies to a Hugging Face dataset id" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_on_a_file_and_a_cached_datasets_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_bert_base: Path
+) -> None:
+    import datasets
+    from click.testing import CliRunner
+
+    from boom_merge.cli import main
+
+    cache = tmp_path / "hf-datasets"
+    _cache_hub_dataset(cache, "acme/multi", "short", {"anchor": ["Who?", "Why?"], "positive": ["Me.", "Because."]})
+    _cache_hub_dataset(cache, "acme/multi", "long", ROWS)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    _jsonl(tmp_path / "local.jsonl", [{"query": f"q{i}", "pos": [f"p{i}"]} for i in range(4)])
+    args = ["train", "--data", "local.jsonl", "--data", "acme/multi", "--data-config", "short"]
+    args += ["--base", str(tiny_bert_base), "--ratios", "100", "--batch-size", "2", "--max-steps", "1", "-o", "members"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((tmp_path / "members").glob("member-*/boom_member.json")).read_text())
+    assert manifest["data"] == f"{tmp_path / 'local.jsonl'}, acme/multi"
+    sampled = {name: entry["sampled"] for name, entry in manifest["datasets"].items()}
+    assert sampled == {"local": 4, "acme/multi:short": 2}

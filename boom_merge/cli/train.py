@@ -102,6 +102,10 @@ def _training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "or held-out pairs (NAME.jsonl); default DATA/../dev.",
         ),
         click.option("--force", is_flag=True, help="Replace existing outputs and checkpoints of other runs."),
+        click.option("--data-config", default=None, help="Configuration (subset) of a Hugging Face dataset id."),
+        click.option(
+            "--data-split", default=None, help="Split of a Hugging Face dataset id (default train) or DatasetDict dir."
+        ),
     ]
     for option in reversed([_option(f) for f in _CONFIG_FIELDS] + extra):
         wrapper = option(wrapper)
@@ -123,7 +127,9 @@ Examples:
 @click.option(
     "--data",
     required=True,
-    help="Training data: a directory of NAME.jsonl / .parquet / .csv / .tsv files (one dataset each; "
+    multiple=True,
+    help="Training data (repeatable: the datasets of all together): a directory of NAME.jsonl / .parquet / .csv / "
+    ".tsv files (one dataset each; "
     "FlagEmbedding or sentence-transformers columns), one such file, a datasets.save_to_disk directory "
     "or a Hugging Face dataset id org/name (split train; the cache when offline).",
 )
@@ -161,7 +167,7 @@ Examples:
 )
 @_training_options
 def train_command(
-    data: str,
+    data: tuple[str, ...],
     base: str,
     ratios: str,
     sampling: str,
@@ -173,6 +179,7 @@ def train_command(
     **options: Any,
 ) -> None:
     """Train the bagging members: each on its own per-dataset sample of DATA."""
+    data = data[0] if len(data) == 1 else list(data)
     if launcher == "ray":
         if member is not None:
             raise BoomError("--member and --launcher ray exclude each other: Ray trains every member")

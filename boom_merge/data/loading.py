@@ -148,8 +148,9 @@ def _report(datasets: dict[str, LoadedDataset]) -> None:
             del datasets[name]
 
 
-def _hub_id(spec: str) -> bool:
-    return _HUB_ID.fullmatch(spec) is not None
+def is_datasets_id(spec: str | Path) -> bool:
+    """True if ``spec`` names a Hugging Face dataset (``org/name``) and no local path."""
+    return _HUB_ID.fullmatch(str(spec)) is not None and not Path(spec).exists()
 
 
 def _tables(source: str | Path, tables: Mapping[str, Any], on_bad_line: OnBadLine) -> dict[str, LoadedDataset]:
@@ -218,7 +219,7 @@ def _load_one(
 ) -> dict[str, LoadedDataset]:
     path = Path(spec)
     if not path.exists():
-        if _hub_id(str(spec)):
+        if is_datasets_id(spec):
             return _load_hub(str(spec), config, split, on_bad_line)
         raise BoomError("training data not found", path=path)
     if path.is_dir() and _is_saved_dataset(path):
@@ -270,7 +271,7 @@ def scan_training_data(
     specs = [data] if isinstance(data, (str, Path)) else list(data)
     if not specs:
         raise BoomError("no training data given")
-    if config is not None and not any(_hub_id(str(s)) and not Path(s).exists() for s in specs):
+    if config is not None and not any(map(is_datasets_id, specs)):
         raise BoomError(f"--data-config {config!r} applies to a Hugging Face dataset id (org/name), and none is given")
     datasets: dict[str, LoadedDataset] = {}
     for spec in specs:

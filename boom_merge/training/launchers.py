@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def _train_one(
-    data: str, base: str, spec: MemberSpec, out: str, config: TrainConfig, options: dict[str, Any]
+    data: str | list[str], base: str, spec: MemberSpec, out: str, config: TrainConfig, options: dict[str, Any]
 ) -> str:
     """Body of one Ray task (imports inside: it runs in a fresh worker process)."""
     from boom_merge.training.members import train_member
@@ -63,7 +63,7 @@ def _ray_session(address: str | None) -> Iterator[Any]:
 
 
 def ray_train_members(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     base: str,
     ratios: str,
     out: str | Path,
@@ -76,6 +76,8 @@ def ray_train_members(
     address: str | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     dev: str | Path | None = None,
+    data_config: str | None = None,
+    data_split: str | None = None,
 ) -> list[Path]:
     """Train every member of ``ratios`` as its own Ray task and return their paths.
 
@@ -86,9 +88,11 @@ def ray_train_members(
     from boom_merge.data.sampling import plan_members
 
     specs = plan_members(ratios, seed=seed, sampling=sampling)
-    data, base, out = location(data), location(base), str(Path(out).resolve())  # data may be a datasets id
+    # each data source as a path made absolute, or a datasets id as given
+    data = location(data) if isinstance(data, (str, Path)) else [location(spec) for spec in data]
+    base, out = location(base), str(Path(out).resolve())
     options = {"on_bad_line": on_bad_line, "force": force, "callbacks": list(callbacks),
-               "dev": location(dev) if dev is not None else None}
+               "dev": location(dev) if dev is not None else None, "data_config": data_config, "data_split": data_split}
     with _ray_session(address) as ray:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_train_one)

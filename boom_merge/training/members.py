@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
-from boom_merge.data.loading import LoadedDataset, OnBadLine, scan_training_data
+from boom_merge.data.loading import DataSpec, LoadedDataset, OnBadLine, is_datasets_id, scan_training_data
 from boom_merge.data.sampling import MemberSpec, member_sample, plan_members, sample_ids
 from boom_merge.errors import BoomError
 from boom_merge.lineage import read_member_manifest
@@ -59,8 +59,14 @@ def _check_instructions(config: TrainConfig, datasets: Sequence[Mapping[str, Loa
         raise BoomError(f"--instruction for unknown datasets {unknown} (datasets: {sorted(names)})", path=data)
 
 
-def _dev_set(config: TrainConfig, data: str | Path, dev: str | Path | None) -> DevSet | None:
-    """The run's dev set: ``dev``, else ``DATA/../dev`` when evaluating; None when not evaluating."""
+def _where(data: DataSpec | Sequence[DataSpec]) -> str:
+    """Where training data came from, for manifests and messages: each path made absolute or a datasets id."""
+    return ", ".join(location(spec) for spec in ([data] if isinstance(data, (str, Path)) else data))
+
+
+def _dev_set(config: TrainConfig, data: DataSpec | Sequence[DataSpec], dev: str | Path | None) -> DevSet | None:
+    """The run's dev set: ``dev``, else ``DATA/../dev`` (of the first DATA) when evaluating; None when not."""
+    data = data if isinstance(data, (str, Path)) else data[0]
     if config.eval_steps is None:
         if dev is not None:
             raise BoomError("--dev is only used with --eval-steps N")
@@ -127,7 +133,7 @@ def _train_loaded_member(
 
 
 def train_member(
-    data: str | Path,
+    data: DataSpec | Sequence[DataSpec],
     base: str,
     spec: MemberSpec,
     out: str | Path,
@@ -137,6 +143,8 @@ def train_member(
     force: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
     dev: str | Path | None = None,
+    data_config: str | None = None,
+    data_split: str | None = None,
 ) -> Path:
     """Train one member into ``out/member-I-rRR`` and return that path.
 
@@ -144,17 +152,19 @@ def train_member(
     arguments, so a scheduler can run members on different machines. A finished member
     with the same settings is kept; an interrupted one resumes from its last checkpoint.
     ``dev``: what ``config.eval_steps`` evaluates on (default ``DATA/../dev``).
+    ``data``: one source or several, as :func:`boom_merge.data.loading.scan_training_data`
+    takes them (``data_config``, ``data_split`` for datasets ids).
     """
-    datasets = scan_training_data(data, on_bad_line)
-    _check_instructions(config, [datasets], str(data))
+    datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
+    _check_instructions(config, [datasets], _where(data))
     dev_set = _dev_set(config, data, dev)
     return _train_loaded_member(
-        str(data), datasets, _Base(base), spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+        _where(data), datasets, _Base(base), spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
     )
 
 
 def train_members(
-    data: str | Path,
+    data: DataSpec | Sequence[DataSpec],
     base: str,
     ratios: str,
     out: str | Path,
@@ -167,6 +177,8 @@ def train_members(
     force: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
     dev: str | Path | None = None,
+    data_config: str | None = None,
+    data_split: str | None = None,
 ) -> list[Path]:
     """Train every member of a ratio spec (or only member ``member``) into ``out``; see :func:`train_member`."""
     specs = plan_members(ratios, seed=seed, sampling=sampling)
@@ -174,13 +186,13 @@ def train_members(
         if not 0 <= member < len(specs):
             raise BoomError(f"--member {member} is out of range: {ratios!r} has members 0..{len(specs) - 1}")
         specs = [specs[member]]
-    datasets = scan_training_data(data, on_bad_line)
-    _check_instructions(config, [datasets], str(data))
+    datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
+    _check_instructions(config, [datasets], _where(data))
     dev_set = _dev_set(config, data, dev)
     resolved = _Base(base)
     return [
         _train_loaded_member(
-            str(data), datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+            _where(data), datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
         )
         for spec in tqdm(specs, desc="members", unit="member")
     ]
@@ -201,6 +213,8 @@ def train_update(
     force: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
     dev: str | Path | None = None,
+    data_config: str | None = None,
+    data_split: str | None = None,
 ) -> Path:
     """Train an update model on all new data plus ``history_ratio`` of each old dataset.
 
@@ -208,14 +222,19 @@ def train_update(
     ``init="existing"``, from the ``existing`` model. Datasets are named
     ``new/NAME`` and ``history/NAME`` so each batch stays within one of them.
     ``dev``: what ``config.eval_steps`` evaluates on (default ``NEW_DATA/../dev``).
+    ``data_config``, ``data_split``: for whichever of the two is a datasets id.
     """
     if not 0 < history_ratio <= 1:
         raise BoomError(f"--history-ratio must be in (0, 1], got {history_ratio}")
     if init not in ("base", "existing") or (init == "existing") != (existing is not None):
         raise BoomError("--init existing needs --existing MODEL, and --existing is only used with --init existing")
-    new_sets = scan_training_data(new_data, on_bad_line)
-    old_sets = scan_training_data(history_data, on_bad_line)
-    _check_instructions(config, [new_sets, old_sets], str(new_data))
+    if data_config is not None and not any(map(is_datasets_id, (new_data, history_data))):
+        raise BoomError(f"--data-config {data_config!r} applies to a Hugging Face dataset id (org/name); none is given")
+    new_sets, old_sets = (
+        scan_training_data(part, on_bad_line, config=data_config if is_datasets_id(part) else None, split=data_split)
+        for part in (new_data, history_data)
+    )
+    _check_instructions(config, [new_sets, old_sets], _where(new_data))
     dev_set = _dev_set(config, new_data, dev)
     new = Part(new_sets, {name: list(range(n)) for name, n in sizes(new_sets).items()})
     history = Part(old_sets, sample_ids(sizes(old_sets), history_ratio, seed))
