@@ -120,6 +120,7 @@ Examples:
   boom-merge train --data corpus/train --base Qwen/Qwen3-Embedding-0.6B --temperature 0.02 --group-size 8 \\
       --loss cached-mnrl --batch-size 256 --mini-batch-size 32 --gather-across-devices \\
       --instruction wordnet='Given a word, retrieve its definition' -o members/ --member 0
+  boom-merge train --data sentence-transformers/all-nli --data-config triplet --data pairs.parquet --base BASE -o m/
   torchrun --nproc_per_node 4 --no-python boom-merge train ... --member 2
   boom-merge train ... --eval-steps 50 --keep-checkpoints 3      # dev nDCG@10 during training; soups later
 """,
