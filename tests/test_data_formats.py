@@ -325,3 +325,10 @@ def test_train_on_a_file_and_a_cached_datasets_id(
     assert manifest["data"] == f"{tmp_path / 'local.jsonl'}, acme/multi"
     sampled = {name: entry["sampled"] for name, entry in manifest["datasets"].items()}
     assert sampled == {"local": 4, "acme/multi:short": 2}
+    (tmp_path / "more").mkdir()
+    _jsonl(tmp_path / "more" / "extra.jsonl", [{"query": "q", "pos": ["p"]}, {"query": "r", "pos": ["s"]}])
+    inside = args[:-1] + ["more/members"]  # OUT inside the second --data: refused like one inside the first
+    inside[2:3] = ["local.jsonl", "--data", "more"]
+    refused = CliRunner().invoke(main, inside)
+    assert refused.exit_code == 1 and "lies inside the input" in refused.output
+    assert not (tmp_path / "more" / "members").exists()

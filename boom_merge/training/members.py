@@ -59,14 +59,18 @@ def _check_instructions(config: TrainConfig, datasets: Sequence[Mapping[str, Loa
         raise BoomError(f"--instruction for unknown datasets {unknown} (datasets: {sorted(names)})", path=data)
 
 
+def _sources(data: DataSpec | Sequence[DataSpec]) -> list[DataSpec]:
+    return [data] if isinstance(data, (str, Path)) else list(data)
+
+
 def _where(data: DataSpec | Sequence[DataSpec]) -> str:
     """Where training data came from, for manifests and messages: each path made absolute or a datasets id."""
-    return ", ".join(location(spec) for spec in ([data] if isinstance(data, (str, Path)) else data))
+    return ", ".join(location(spec) for spec in _sources(data))
 
 
 def _dev_set(config: TrainConfig, data: DataSpec | Sequence[DataSpec], dev: str | Path | None) -> DevSet | None:
     """The run's dev set: ``dev``, else ``DATA/../dev`` (of the first DATA) when evaluating; None when not."""
-    data = data if isinstance(data, (str, Path)) else data[0]
+    data = _sources(data)[0]
     if config.eval_steps is None:
         if dev is not None:
             raise BoomError("--dev is only used with --eval-steps N")
@@ -96,7 +100,7 @@ def _same_run(done: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
 
 
 def _train_loaded_member(
-    data_path: str,
+    data: DataSpec | Sequence[DataSpec],
     datasets: dict[str, LoadedDataset],
     base: _Base,
     spec: MemberSpec,
@@ -115,7 +119,7 @@ def _train_loaded_member(
         "mode": spec.mode,
         "sample_seed": spec.sample_seed,
         "complement_part": spec.part if spec.mode == "complement" else None,
-        "data": location(data_path),
+        "data": _where(data),
         "datasets": part.report(),
     }
     done = read_member_manifest(target) if (target / MANIFEST_NAME).is_file() and not force else None
@@ -125,7 +129,7 @@ def _train_loaded_member(
         logger.info("%s: already trained with these settings, skipped (--force retrains)", target)
         return target
     manifest |= base.full()
-    inputs = [data_path, *([dev.path] if dev else [])]
+    inputs = [*_sources(data), *([dev.path] if dev else [])]
     return run_training(
         target, base.model, [part], [""], manifest, config, spec.seed,
         force=force, callbacks=callbacks, dev=dev, inputs=inputs,
@@ -159,7 +163,7 @@ def train_member(
     _check_instructions(config, [datasets], _where(data))
     dev_set = _dev_set(config, data, dev)
     return _train_loaded_member(
-        _where(data), datasets, _Base(base), spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+        data, datasets, _Base(base), spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
     )
 
 
@@ -192,7 +196,7 @@ def train_members(
     resolved = _Base(base)
     return [
         _train_loaded_member(
-            _where(data), datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+            data, datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
         )
         for spec in tqdm(specs, desc="members", unit="member")
     ]
