@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -331,6 +332,15 @@ def test_bad_inputs_are_one_line_errors(corpus: Path, tiny_bert_base: Path, tmp_
     with pytest.raises(BoomError, match=r"queries\.jsonl: line 2: invalid JSON"):
         evaluate_models([tiny_bert_base], tmp_path / "o1", corpus_dir=broken)
     assert not (tmp_path / "o1").exists()
+    for name in ("queries.jsonl", "corpus.jsonl", "qrels/test.tsv"):  # not UTF-8: the file named, not MTEB
+        shutil.rmtree(broken)
+        shutil.copytree(corpus, broken)
+        with (broken / "test" / "python_code" / name).open("ab") as handle:
+            handle.write(b"\xff\xfe\n")
+        with pytest.raises(BoomError, match=f"^{re.escape(str(broken / 'test' / 'python_code' / name))}: "
+                                            r"not UTF-8 text \(invalid byte 0xff\)$"):
+            evaluate_models([tiny_bert_base], tmp_path / "o1", corpus_dir=broken)
+        assert not (tmp_path / "o1").exists()
     with pytest.raises(BoomError, match="unknown task 'NoSuchTask'"):
         evaluate_models([tiny_bert_base], tmp_path / "o2", corpus_dir=corpus, tasks=["NoSuchTask"])
     with pytest.raises(BoomError, match="MTEB task STS12: data cannot be loaded"):

@@ -223,6 +223,12 @@ def _read_json(path: Path) -> Any:
         raise BoomError("file not found", path=path) from None
     except json.JSONDecodeError as error:
         raise BoomError(f"invalid JSON: {error}", path=path) from None
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> BoomError:
+    return BoomError(f"not UTF-8 text (invalid byte {error.object[error.start]:#04x})", path=path)
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -241,6 +247,8 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
                 rows.append(row)
     except FileNotFoundError:
         raise BoomError("file not found", path=path) from None
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
     return rows
 
 
@@ -253,6 +261,8 @@ def _read_tsv(path: Path, header: tuple[str, ...]) -> list[dict[str, str]]:
             rows = list(reader)
     except FileNotFoundError:
         raise BoomError("file not found", path=path) from None
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
     if any(None in row.values() for row in rows):
         raise BoomError(f"every line needs {len(header)} tab-separated fields", path=path)
     return rows
