@@ -256,10 +256,14 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
                    upstream: Callable[..., Any]) -> Any:
     """Plain ``mergekit-yaml`` (the wrapped ``run_merge``): the pipeline, with mergekit writing ``out``.
 
-    An existing ``out`` that is not an input is written into, as mergekit does; pickled
+    An existing ``out`` that is not an input is written into, as mergekit does, under
+    ``out``'s lock (:func:`boom_merge.outputs.output_lock`); pickled
     weights need ``BOOM_MERGE_ALLOW_PICKLE=1``.
     """
+    from boom_merge.outputs import output_lock
+
     job = plan_merge(config, out, into_existing=True, allow_pickle=os.environ.get(ALLOW_PICKLE_ENV) == "1")
-    result = upstream(job.config, out, options, config_source)
-    finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
+    with output_lock(out):  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
+        result = upstream(job.config, out, options, config_source)
+        finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
     return result

@@ -7,10 +7,12 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from boom_merge.cli import main
+from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE
 from tests.test_path_safety import strays, tree_sha256
 
@@ -148,6 +150,28 @@ def test_merge_while_another_run_writes_the_same_out(tmp_path, tiny_bag) -> None
         before = tree_sha256(tmp_path)
         _fails(["merge", recipe, tmp_path / "out"], f"another boom-merge is writing {tmp_path / 'out'}")
         assert tree_sha256(tmp_path) == before and not (tmp_path / "out").exists()
+    finally:
+        os.close(fd)
+
+
+def test_plain_mergekit_yaml_while_another_run_writes_the_same_out(tmp_path, tiny_bag) -> None:
+    """The hook's path (merge_in_place) takes OUT's lock too: mergekit never starts writing."""
+    import fcntl
+
+    from boom_merge.merging import load_recipe, merge_in_place
+
+    members = _models(tiny_bag, tmp_path, "m0", "m1")
+    config, text = load_recipe(_recipe(tmp_path / "boom.yml", members))
+    called = []
+    fd = os.open(tmp_path / ".out.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    try:
+        before = tree_sha256(tmp_path)
+        with pytest.raises(BoomError, match=f"^another boom-merge is writing {tmp_path / 'out'} \\(pid 4242\\)$"):
+            merge_in_place(config, tmp_path / "out", options=None, config_source=text,
+                           upstream=lambda *args: called.append(args))
+        assert not called and tree_sha256(tmp_path) == before and not (tmp_path / "out").exists()
     finally:
         os.close(fd)
 
