@@ -8,6 +8,9 @@ and of evaluation scores (:mod:`boom_merge.card_eval`); they read no files.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Mapping, Sequence
 
 from boom_merge.card_eval import Score, scores_table
@@ -23,6 +26,20 @@ BOOM_CITATION = """@misc{boom2026,
     archivePrefix = {arXiv},
     url = {https://arxiv.org/abs/2602.05787},
 }"""
+
+
+# an absolute local path as a YAML value (``model: /x/y``, ``- /x/y``, quoted or not)
+_YAML_PATH = re.compile(r"""((?::|^\s*-)\s+)(?:"((?:/|~/)[^"]*)"|'((?:/|~/)[^']*)'|((?:/|~/)[^\s#,}\]]*))""", re.M)
+
+
+def shown_path(path: str | None) -> str:
+    """A model as the card (which push uploads) names it: a local dir by its name, never its absolute path;
+    a Hub id or relative spelling as recorded."""
+    if not path:
+        return "?"
+    if os.path.isabs(path) or path.startswith("~"):
+        return os.path.basename(os.path.normpath(path)) or path
+    return path
 
 
 def _datasets_cell(manifest: MemberManifest) -> str:
@@ -42,8 +59,14 @@ def members_section(members: Sequence[tuple[str, MemberManifest]]) -> str:
     return "### Members\n\n" + "\n".join(rows) + "\n"
 
 
+def _yaml_name(path: str) -> str:
+    name = shown_path(path)
+    return name if re.fullmatch(r"[\w.-]+", name) else json.dumps(name)
+
+
 def recipe_section(recipe_yaml: str) -> str:
-    return f"### Recipe\n\n```yaml\n{recipe_yaml.rstrip()}\n```\n"
+    shown = _YAML_PATH.sub(lambda m: m.group(1) + _yaml_name(next(g for g in m.groups()[1:] if g)), recipe_yaml)
+    return f"### Recipe\n\n```yaml\n{shown.rstrip()}\n```\n"
 
 
 def _hub_cell(record: InputRecord) -> str:
@@ -58,7 +81,7 @@ def lineage_section(lineage: Lineage) -> str:
     if lineage.inputs:
         lines += ["| input | role | weight | Hub id (or its Hub bases) | training datasets |", "|---|---|---|---|---|"]
         lines += [
-            f"| {r.path or '?'} | {r.role} | {'' if r.weight is None else r.weight} | {_hub_cell(r)} "
+            f"| {shown_path(r.path)} | {r.role} | {'' if r.weight is None else r.weight} | {_hub_cell(r)} "
             f"| {', '.join(r.datasets or ())} |"
             for r in lineage.inputs
         ]
@@ -69,14 +92,14 @@ def lineage_section(lineage: Lineage) -> str:
             break
         old, update = generation.data.get("old") or {}, generation.data.get("update") or {}
         weight = generation.data.get("update_weight", "?")
-        base = (generation.data.get("update_base") or {}).get("path", "?")
+        base = shown_path((generation.data.get("update_base") or {}).get("path"))
         how = (f"{generation.data.get('interpolation', '?')} interpolation, update weight {weight}"
                if generation.data.get("mode", "interpolate") != "add"
                else f"add mode, OLD + {weight}·(UPDATE − BASE), base `{base}`")
         lines.append(
             f"- incremental update created {generation.created or '?'}: {how}; "
-            f"old `{old.get('path', '?')}` (sha256 `{old.get('sha256', '?')}`), "
-            f"update `{update.get('path', '?')}` (sha256 `{update.get('sha256', '?')}`)"
+            f"old `{shown_path(old.get('path'))}` (sha256 `{old.get('sha256', '?')}`), "
+            f"update `{shown_path(update.get('path'))}` (sha256 `{update.get('sha256', '?')}`)"
         )
     first = generations[-1]
     if len(generations) > 1 and first.kind != "incremental":

@@ -4,6 +4,7 @@ huggingface_hub's parsers and sentence-transformers; Hub bases from an ``hf down
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,7 +192,8 @@ def test_incremental_update_card(tmp_path: Path, merged: Path, trained_member: P
     text = (out / "README.md").read_text()
     assert 'SentenceTransformer("boom-tiny-v2")' in text and "an incremental BOOM update" in text
     line = next(line for line in text.splitlines() if line.startswith("- incremental update"))
-    assert "update weight 0.25" in line and f"old `{merged.resolve()}`" in line.replace(str(merged), str(merged.resolve()))
+    assert "update weight 0.25" in line and f"old `{merged.name}`" in line and "update `update`" in line
+    assert str(tmp_path) not in text and str(merged.parent) not in text and "/tmp" not in text  # push uploads it
     assert "- first model: a merge (boom)" in text
 
 
@@ -281,3 +283,12 @@ def test_card_from_a_real_evaluation(merged: Path, tmp_path: Path) -> None:
                     for t in summary["tasks"] if include or not t["caps"]}
         assert found == expected
         assert {found[name][0] for name in capped if include} <= {"ndcg_at_10"}
+
+
+def test_no_absolute_local_path_in_a_merged_card(merged: Path) -> None:
+    """The card is what push uploads: members and inputs by dir name (and Hub id), never a local path."""
+    text = (merged / "README.md").read_text()
+    root = str(merged.parent)
+    assert root not in text and "/tmp" not in text and str(Path(root).resolve()) not in text, text
+    assert re.search(r"^\| member-0 \|", text, flags=re.M), text  # the member table names the dir
+    assert "member-1" in text.partition("### Lineage")[2]  # the lineage names the inputs
