@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from boom_merge.cli import main
@@ -40,3 +41,56 @@ def test_a_directory_named_like_a_jsonl_file(tmp_path) -> None:
     (data / "y.jsonl").write_text(GOOD + "\n")
     _train_fails(tmp_path, data, str(data / "x.jsonl"), "is a directory, not a .jsonl file")
 
+
+
+# --- the base model: refused before anything is trained -------------
+
+
+def _cli_fails(tmp_path: Path, args: list[str], *needles: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.output.count("Error: ") == 1, result.output
+    errors = [line[line.index("Error: "):] for line in re.split(r"[\r\n]", result.output) if "Error: " in line]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert not (tmp_path / "out").exists() and not strays(tmp_path)
+
+
+def _data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "qa.jsonl").write_text("\n".join([GOOD, json.dumps({"query": "dog", "pos": ["a pet"]})]) + "\n")
+    return data
+
+
+def _bad_base(tmp_path: Path, tiny_bert_base: Path, defect: str) -> tuple[Path, str]:
+    """A copy of the tiny base without tokenizer files, or with one NaN / Inf weight; the needle naming it."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    base = tmp_path / f"base-{defect}"
+    shutil.copytree(tiny_bert_base, base)
+    if defect == "notokenizer":
+        for name in ("tokenizer.json", "vocab.txt"):
+            (base / name).unlink(missing_ok=True)
+        return base, "no tokenizer files"
+    tensors = load_file(str(base / "model.safetensors"))
+    name = next(key for key, value in sorted(tensors.items()) if value.is_floating_point())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = torch.tensor(float(defect))
+    save_file(tensors, str(base / "model.safetensors"), metadata={"format": "pt"})
+    return base, name
+
+
+@pytest.mark.parametrize("defect", ["notokenizer", "nan", "inf"])
+def test_train_refuses_a_bad_base(tmp_path: Path, tiny_bert_base: Path, defect: str) -> None:
+    base, needle = _bad_base(tmp_path, tiny_bert_base, defect)
+    data = _data(tmp_path)
+    out = str(tmp_path / "out")
+    _cli_fails(tmp_path, ["train", "--data", str(data), "--base", str(base), "-o", out, "--max-steps", "1"],
+               str(base), needle)  # fmt: skip
+    _cli_fails(tmp_path, ["train-update", "--base", str(base), "--new-data", str(data), "--history-data", str(data),
+                          "-o", out, "--max-steps", "1"], str(base), needle)  # fmt: skip

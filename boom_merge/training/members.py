@@ -45,9 +45,10 @@ class _Base:
     """A run's base: resolved once; its identity record (with the hash) computed at most once."""
 
     def __init__(self, spec: str | Path) -> None:
-        from boom_merge.models import resolve_model
+        from boom_merge.models import check_model, resolve_model
 
         self.model: ResolvedModel = resolve_model(spec)
+        check_model(self.model.path)  # no tokenizer / NaN weights: refused before anything is trained or written
         self.cheap = base_record(self.model, with_hash=False)
         self.full: Callable[[], dict[str, Any]] = cache(lambda: base_record(self.model))
 
