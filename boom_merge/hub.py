@@ -71,12 +71,13 @@ def plan_push(
     ``results_dir`` (``boom-merge eval --out``) puts scores in the card; capped ones go into
     ``model-index`` only with ``include_capped``.
     """
-    from boom_merge.models import resolve_model
+    from boom_merge.models import check_model, resolve_model
 
     _check_repo_id(repo_id)
     model_dir = resolve_model(model_dir).path
     if not any((model_dir / marker).is_file() for marker in _MODEL_MARKERS):
         raise BoomError("not a model directory (no modules.json or config.json)", path=model_dir)
+    check_model(model_dir)  # never publish NaN weights, a truncated file or a model without its tokenizer
     card = build_model_card(model_dir, results_dir=results_dir, title=repo_id, include_capped=include_capped)
     files = tuple(sorted([*model_files(model_dir), CARD_FILE]))
     return PushPlan(repo_id, model_dir, files, str(card), private, revision)

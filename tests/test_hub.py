@@ -247,6 +247,30 @@ def test_not_a_model_dir(tmp_path: Path) -> None:
     assert "not a model directory" in result.stderr and empty in result.stderr
 
 
+@pytest.mark.parametrize("defect", ["nan", "no-tokenizer"])
+def test_broken_model_is_refused_before_planning(member: Path, tmp_path: Path, defect: str) -> None:
+    import shutil
+
+    import safetensors.torch
+
+    broken = Path(shutil.copytree(member, tmp_path / "broken"))
+    if defect == "nan":
+        tensors = safetensors.torch.load_file(broken / "model.safetensors")
+        name = sorted(tensors)[0]
+        tensors[name].view(-1)[0] = float("nan")
+        safetensors.torch.save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+        needle = f"{broken / 'model.safetensors'}: tensor '{name}' contains NaN or Inf values"
+    else:
+        for file in broken.glob("*"):
+            if file.name.startswith("tokenizer") or file.name in {"vocab.txt", "special_tokens_map.json"}:
+                file.unlink()
+        needle = f"{broken}: no tokenizer files"
+    result = _push(str(broken), "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].split("Error: ", 1)[1].startswith(needle), result.stderr
+    assert REPO not in result.stdout  # no file list or card printed
+
+
 def test_missing_token_is_refused_before_any_request(hub: FakeHub, member: Path, tmp_path: Path) -> None:
     result = _push(str(member), "--repo-id", REPO, endpoint=hub.url, home=tmp_path, token="")
     assert result.returncode == 1 and "no Hugging Face token" in result.stderr
