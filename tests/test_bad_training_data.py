@@ -42,8 +42,7 @@ def test_a_directory_named_like_a_jsonl_file(tmp_path) -> None:
     _train_fails(tmp_path, data, str(data / "x.jsonl"), "is a directory, not a .jsonl file")
 
 
-
-# --- the base model: refused before anything is trained -------------
+# --- the base model: refused before anything is trained; the output checked and locked first --------
 
 
 def _cli_fails(tmp_path: Path, args: list[str], *needles: str) -> None:
@@ -94,3 +93,52 @@ def test_train_refuses_a_bad_base(tmp_path: Path, tiny_bert_base: Path, defect: 
                str(base), needle)  # fmt: skip
     _cli_fails(tmp_path, ["train-update", "--base", str(base), "--new-data", str(data), "--history-data", str(data),
                           "-o", out, "--max-steps", "1"], str(base), needle)  # fmt: skip
+
+
+def test_output_is_checked_before_the_base_is_hashed(tmp_path: Path, tiny_bert_base: Path, monkeypatch) -> None:
+    import boom_merge.training.manifest as manifest
+
+    def no_hash(path):
+        raise AssertionError("the base was hashed before the output was checked")
+
+    monkeypatch.setattr(manifest, "model_sha256", no_hash)
+    data = _data(tmp_path)
+    for command in (["train", "--data", str(data)], ["train-update", "--new-data", str(data), "--history-data",
+                                                     str(data)]):  # fmt: skip
+        result = CliRunner().invoke(main, [*command, "--base", str(tiny_bert_base), "-o", str(data / "inside")])
+        assert result.exit_code == 1 and "lies inside the input" in result.output, result.output
+        assert "Traceback" not in result.output and not (data / "inside").exists()
+
+
+_HOLD = "import sys, time; from boom_merge.outputs import output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)\n"  # noqa: E501
+
+
+def test_a_concurrent_train_to_the_same_output_fails_fast(tmp_path: Path, tiny_bert_base: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from boom_merge.data.sampling import plan_members
+
+    data = _data(tmp_path)
+    out = tmp_path / "bag"
+    cases = [
+        (out / plan_members("50", seed=42)[0].name,
+         ["train", "--data", str(data), "--ratios", "50", "--base", str(tiny_bert_base), "-o", str(out)]),
+        (tmp_path / "upd", ["train-update", "--base", str(tiny_bert_base), "--new-data", str(data),
+                            "--history-data", str(data), "-o", str(tmp_path / "upd")]),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    for locked, args in cases:
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(locked)], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            result = CliRunner().invoke(main, [*args, "--max-steps", "1"])
+        finally:
+            holder.kill()
+            holder.wait()
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and result.output.count("Error: ") == 1, result.output
+        assert f"another boom-merge is writing {locked}" in result.output, result.output
+        assert not (locked / "model.safetensors").exists()
+        assert not (locked.parent / f".{locked.name}.work").exists()  # failed before training, not at the end

@@ -28,7 +28,7 @@ from boom_merge.training.config import TrainConfig
 from boom_merge.training.dev import DevSet, default_dev, load_dev
 from boom_merge.training.manifest import MANIFEST_NAME, base_record, common_manifest, location
 from boom_merge.training.rows import Part, sizes
-from boom_merge.training.runner import run_identity, run_training
+from boom_merge.training.runner import output_guard, run_identity, run_training
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -129,12 +129,13 @@ def _train_loaded_member(
             raise BoomError("exists with different settings; pass --force to retrain it", path=target)
         logger.info("%s: already trained with these settings, skipped (--force retrains)", target)
         return target
-    manifest |= base.full()
     inputs = [*_sources(data), *([dev.path] if dev else [])]
-    return run_training(
-        target, base.model, [part], [""], manifest, config, spec.seed,
-        force=force, callbacks=callbacks, dev=dev, inputs=inputs,
-    )  # fmt: skip
+    with output_guard(target, [base.model.path, *inputs], force=force):  # before the base is hashed
+        manifest |= base.full()
+        return run_training(
+            target, base.model, [part], [""], manifest, config, spec.seed,
+            force=force, callbacks=callbacks, dev=dev, inputs=inputs,
+        )  # fmt: skip
 
 
 def train_member(
@@ -245,22 +246,22 @@ def train_update(
     history = Part(old_sets, sample_ids(sizes(old_sets), history_ratio, seed))
     base_model = _Base(base)
     init_model = _Base(existing) if init == "existing" and existing is not None else base_model
-    base_identity = base_model.full()
-    new_report, history_report = new.report(), history.report()
-    manifest = common_manifest("update", base, config, seed, base_identity=base_identity) | {
-        "mode": "without_replacement",
-        "init": init,
-        "init_model": init_model.full()["base_model"],
-        "init_model_revision": init_model.model.revision,
-        "init_model_sha256": init_model.full()["base_model_sha256"],
-        "new_data": {"path": location(new_data), "datasets": new_report},
-        "history": {"path": location(history_data), "history_ratio": history_ratio, "datasets": history_report},
-        "datasets": {f"new/{k}": v for k, v in new_report.items()}
-        | {f"history/{k}": v for k, v in history_report.items()},
-    }
     inputs = [new_data, history_data, *([dev_set.path] if dev_set else [])]
-    return run_training(
-        Path(out), init_model.model, [new, history], ["new/", "history/"], manifest, config, seed,
-        force=force, callbacks=callbacks, dev=dev_set, inputs=inputs,
-    )  # fmt: skip
-
+    with output_guard(Path(out), [base_model.model.path, init_model.model.path, *inputs], force=force):
+        base_identity = base_model.full()  # hashed only once the output is checked and locked
+        new_report, history_report = new.report(), history.report()
+        manifest = common_manifest("update", base, config, seed, base_identity=base_identity) | {
+            "mode": "without_replacement",
+            "init": init,
+            "init_model": init_model.full()["base_model"],
+            "init_model_revision": init_model.model.revision,
+            "init_model_sha256": init_model.full()["base_model_sha256"],
+            "new_data": {"path": location(new_data), "datasets": new_report},
+            "history": {"path": location(history_data), "history_ratio": history_ratio, "datasets": history_report},
+            "datasets": {f"new/{k}": v for k, v in new_report.items()}
+            | {f"history/{k}": v for k, v in history_report.items()},
+        }
+        return run_training(
+            Path(out), init_model.model, [new, history], ["new/", "history/"], manifest, config, seed,
+            force=force, callbacks=callbacks, dev=dev_set, inputs=inputs,
+        )  # fmt: skip

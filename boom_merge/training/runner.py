@@ -6,16 +6,18 @@ is built by ``training.trainer``, the rows by ``training.rows``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import write_member_manifest
-from boom_merge.outputs import atomic_output_dir, check_output
+from boom_merge.outputs import atomic_output_dir, check_output, output_lock
 from boom_merge.training.config import REPORTING_ONLY, TrainConfig
 from boom_merge.training.keep import keep_callback, move_kept
 from boom_merge.training.manifest import identity
@@ -36,6 +38,21 @@ def run_identity(manifest: dict[str, Any]) -> dict[str, Any]:
     found = identity(manifest)
     found["training_args"] = {k: v for k, v in (found["training_args"] or {}).items() if k not in REPORTING_ONLY}
     return found
+
+
+def _main_process() -> bool:
+    """Whether this process writes the output: global rank 0 under torchrun / accelerate, else the only one."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def output_guard(out: Path, inputs: Sequence[str | Path], *, force: bool) -> Iterator[None]:
+    """Check ``out`` against the output rules, then hold its lock for the block (main process only:
+    the other ranks never write it). Re-entrant; a concurrent run to ``out`` fails fast with
+    ``another boom-merge is writing OUT``."""
+    check_output(out, inputs=inputs, force=force)
+    with output_lock(out) if _main_process() else contextlib.nullcontext():
+        yield
 
 
 def _prepare_work_dir(work: Path, identity: dict[str, Any], force: bool) -> None:
@@ -81,10 +98,20 @@ def run_training(
     torchrun / accelerate every process runs this; the main one keeps the work directory
     and writes the output, the others wait for it.
     """
+    inputs = [init_model.path, *inputs]
+    with output_guard(out, inputs, force=force):
+        return _run(out, init_model, parts, names, manifest, config, seed, force=force,
+                    callbacks=callbacks, dev=dev, inputs=inputs)  # fmt: skip
+
+
+def _run(
+    out: Path, init_model: ResolvedModel, parts: Sequence[Part], names: Sequence[str], manifest: dict[str, Any],
+    config: TrainConfig, seed: int, *, force: bool, callbacks: Sequence[TrainerCallback], dev: DevSet | None,
+    inputs: Sequence[str | Path],
+) -> Path:
+    """:func:`run_training` with the output checked and (on the main process) locked."""
     from transformers import set_seed
 
-    inputs = [init_model.path, *inputs]
-    check_output(out, inputs=inputs, force=force)
     work = out.parent / f".{out.name}.work"
     checkpoints = work / "checkpoints"
     set_seed(seed)  # LoRA initialisation draws random numbers before the trainer seeds them
