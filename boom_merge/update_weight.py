@@ -29,6 +29,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, check_inputs, incremental_merge
+from boom_merge.tune.run import load_score_cache, write_json_atomic
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
 
@@ -151,7 +152,7 @@ def auto_update_weight(
     work = out.parent / f".{out.name}.weight-work"
     work.mkdir(parents=True, exist_ok=True)
     setup = setup_fingerprint([old, update], base.path if base else old, corpus, tasks, max_queries, max_corpus)
-    cache = _load_cache(work, out, setup)
+    cache = load_score_cache(work, out / REPORT_DIR, setup)  # tune's cache: work dir, then candidates.json
     scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
                                   device=device, batch_size=batch_size)
     table, scored_now = [], 0
@@ -162,7 +163,7 @@ def auto_update_weight(
             record = _score(weight, old, update, work, scorer, mode=mode, interpolation=interpolation, base=base,
                             **merge_options)
             cache["scores"][key] = record
-            _write_json(work / _CACHE_FILE, cache)
+            write_json_atomic(work / _CACHE_FILE, cache)
             scored_now += 1
         if record["id_dev"] is None or record["ood_dev"] is None:
             raise BoomError(f"weight {weight:g}: a dev average is missing (scores {record['tasks']})")
@@ -196,18 +197,6 @@ def _score(weight: float, old: Path, update: Path, work: Path, scorer: Scorer, *
             shutil.rmtree(model, ignore_errors=True)
     return {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
             "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2)}
-
-
-def _load_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
-    from boom_merge.tune.run import _load_cache as load  # tune's cache: work dir, then OUT's candidates.json
-
-    return load(work, out / REPORT_DIR, setup)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from boom_merge.tune.run import _write_json as write
-
-    write(path, data)
 
 
 def report_files(table: Sequence[WeightScore], chosen: WeightScore, *, rule: str, mode: str,

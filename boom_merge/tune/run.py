@@ -102,7 +102,7 @@ class _Search:
         if record is None:
             record = self._merge_and_score(cand)
             self.cache["scores"][cand.key] = record
-            _write_json(self.work / CACHE_FILE, self.cache)
+            write_json_atomic(self.work / CACHE_FILE, self.cache)
             self.scored_now += 1
         scores = Scores(record["id_dev"], record["ood_dev"], record["tasks"])
         self.scored[cand.key] = (cand, scores)
@@ -176,7 +176,7 @@ def _planned(members: int, scales: int, schemes: int, full_grid: bool) -> int:
     return 1 + members + bags + (members - 1) + scales + scales
 
 
-def _load_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
+def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
     """Scores of earlier runs with the same setup: the work dir's cache, then OUT's candidates."""
     cache: dict[str, Any] = {"setup": setup, "scores": {}}
     for file in (out / CANDIDATES_FILE, work / CACHE_FILE):
@@ -191,7 +191,8 @@ def _load_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
     return cache
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary sibling (a crash leaves the old file or none)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     tmp.replace(path)
@@ -247,7 +248,7 @@ def tune(
     echo(f"ID dev: {', '.join(tasks.in_domain)}; OOD dev: {', '.join(tasks.out_of_domain) or 'none'}")
     work = out.parent / f".{out.name}.tune-work"
     work.mkdir(parents=True, exist_ok=True)
-    cache = _load_cache(work, out, setup)
+    cache = load_score_cache(work, out, setup)
     scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
                                   device=device, batch_size=batch_size)
     schemes = _weight_schemes(members)
