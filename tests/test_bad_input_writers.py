@@ -127,6 +127,15 @@ def test_drift_json_in_a_missing_dir(tmp_path, tiny_bag) -> None:
     _unchanged(tmp_path, before)
 
 
+def test_drift_json_over_an_existing_file_needs_force(tmp_path, tiny_bag) -> None:
+    old, new = _models(tiny_bag, tmp_path, "old", "new")
+    report = tmp_path / "drift.json"
+    report.write_text("a report the user keeps\n")
+    before = tree_sha256(tmp_path)
+    _fails(["drift", old, new, "--json", report], report, "already exists; pass --force")
+    _unchanged(tmp_path, before)
+
+
 def test_recipe_inside_a_member(tmp_path, tiny_bag) -> None:
     members = _models(tiny_bag, tmp_path, "m0", "m1")
     before = tree_sha256(tmp_path)

@@ -140,7 +140,7 @@ def eval_command(
               help="Adapter map: orthogonal Procrustes (default with --fit-adapter) or affine with a ridge.")
 @click.option("--fit-texts", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Train-split texts the adapter is fitted on.")
-@click.option("--force", is_flag=True, help="Replace an existing --fit-adapter output.")
+@click.option("--force", is_flag=True, help="Replace an existing --fit-adapter output or --json file.")
 def drift_command(
     old: str, new: str, data: Path | None, max_queries: int, max_corpus: int, batch_size: int,
     device: str | None, json_out: Path | None, fit_adapter: Path | None, adapter: str | None, fit_texts: int,
@@ -158,7 +158,7 @@ def drift_command(
     from boom_merge.outputs import check_output_file, write_output_file
 
     if json_out is not None:  # refuse a bad --json path before encoding anything
-        check_output_file(json_out, inputs=(old, new, data, *([fit_adapter] if fit_adapter else [])))
+        check_output_file(json_out, inputs=(old, new, data, *([fit_adapter] if fit_adapter else [])), force=force)
     report = drift_report(
         old, new, data, max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size, device=device,
         adapter=adapter, save_adapter=fit_adapter, fit_limit=fit_texts, force=force,  # type: ignore[arg-type]
@@ -167,7 +167,7 @@ def drift_command(
         click.echo(f"query adapter written to {fit_adapter} (SentenceTransformer(OUT) encodes queries for the OLD index)")
     click.echo(format_drift(report))
     if json_out is not None:
-        write_output_file(json_out, json.dumps(report.to_dict(), indent=2) + "\n", inputs=(old, new, data))
+        write_output_file(json_out, json.dumps(report.to_dict(), indent=2) + "\n", inputs=(old, new, data), force=force)
 
 
 COMMANDS = [eval_command, drift_command]
