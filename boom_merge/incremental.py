@@ -11,6 +11,9 @@ modes, both written as recipes that plain ``mergekit-yaml`` runs:
   mergekit's ``task_arithmetic`` over BASE with OLD at weight 1, UPDATE at weight λ and
   ``normalize: false`` (mergekit computes ``BASE + Σ wᵢ·(Mᵢ − BASE)``).
 
+OLD, UPDATE and BASE are local dirs or Hub ids (``org/name[@REV]``, resolved by
+:func:`boom_merge.models.resolve_model`); a Hub model is named in the recipe as
+``org/name@COMMIT`` and in the lineage by its id and commit, never by its cache path.
 The existing model is only read; the new model records its lineage (mode, weight,
 inputs with content hashes, and the existing model's own lineage). Choosing the weight
 on dev splits is :mod:`boom_merge.update_weight`'s job.
@@ -58,27 +61,36 @@ def _with_dtype(recipe: dict[str, Any], old: Path) -> dict[str, Any]:
 
 
 def incremental_recipe(
-    old: Path, update: Path, *, update_weight: float, interpolation: str
+    old: Path, update: Path, *, update_weight: float, interpolation: str,
+    old_ref: str | None = None, update_ref: str | None = None,
 ) -> dict[str, Any]:
-    """The ``boom_incremental`` recipe: existing model as base, update as the one input."""
+    """The ``boom_incremental`` recipe: existing model as base, update as the one input.
+
+    ``old``/``update`` are local dirs (read here); ``*_ref`` what the recipe names instead (a Hub ``id@commit``).
+    """
     recipe: dict[str, Any] = {
         "merge_method": "boom_incremental",
-        "base_model": str(old),
-        "models": [{"model": str(update)}],
+        "base_model": old_ref or str(old),
+        "models": [{"model": update_ref or str(update)}],
         "parameters": {"update_weight": update_weight, "interpolation": interpolation},
         "dtype": "float32",
     }
     return _with_dtype(recipe, old)
 
 
-def add_recipe(old: Path, update: Path, base: str, *, update_weight: float) -> dict[str, Any]:
+def add_recipe(
+    old: Path, update: Path, base: str, *, update_weight: float,
+    old_ref: str | None = None, update_ref: str | None = None, base_path: Path | None = None,
+) -> dict[str, Any]:
     """``task_arithmetic`` over ``base``: OLD at weight 1, UPDATE at weight λ, not normalised.
 
     When BASE is OLD itself (an update trained from the existing model) OLD's delta is
-    zero and it is left out: the recipe is then ``OLD + λ·(UPDATE − OLD)``.
+    zero and it is left out: the recipe is then ``OLD + λ·(UPDATE − OLD)``. ``*_ref`` as in
+    :func:`incremental_recipe`; ``base_path`` BASE's local dir (a Hub BASE's snapshot).
     """
-    models = [] if _same_model(old, base) else [{"model": str(old), "parameters": {"weight": 1.0}}]
-    models.append({"model": str(update), "parameters": {"weight": float(update_weight)}})
+    same = _same_model(old, base) or (base_path is not None and base_path.resolve() == old.resolve())
+    models = [] if same else [{"model": old_ref or str(old), "parameters": {"weight": 1.0}}]
+    models.append({"model": update_ref or str(update), "parameters": {"weight": float(update_weight)}})
     recipe: dict[str, Any] = {
         "merge_method": "task_arithmetic",
         "base_model": base,
@@ -156,6 +168,8 @@ def resolve_update_base(update: Path, update_base: str | Path | None = None) -> 
                             f"records {expected[:12]}); pass --update-base BASE", path=spec)
         logger.warning("%s: not the model %s's manifest records (sha256 differs); using it as BASE", spec, update)
     recipe_spec = resolved.spec if resolved.hub_id else str(resolved.path.absolute())
+    if resolved.hub_id and not Path(spec).is_dir():  # a Hub id: pinned to the commit that was hashed
+        recipe_spec = f"{resolved.hub_id}@{resolved.revision}"
     return UpdateBase(recipe_spec, resolved.path, digest, resolved.hub_id, resolved.revision)
 
 
@@ -174,19 +188,53 @@ def check_weight(mode: str, update_weight: float) -> None:
         raise BoomError(f"--update-weight must be {bound} for --mode {mode}, got {update_weight}")
 
 
-def check_inputs(old: Path, update: Path, out: Path, *, force: bool = False) -> None:
-    """OLD and UPDATE exist and differ; OUT passes the outputs rule. Nothing is hashed yet."""
-    for model in (old, update):
-        if not model.is_dir():
-            raise BoomError("model directory not found", path=model)
-    if old.resolve() == update.resolve():
-        raise BoomError(f"UPDATE is OLD ({update}): give the update model trained on the new data")
-    check_output(out, inputs=(old, update), force=force)  # before hashing: OLD and UPDATE stay untouched
+@dataclass(frozen=True)
+class InputModel:
+    """OLD or UPDATE: ``path`` the local dir read; a Hub model also its id and resolved commit."""
+
+    path: Path
+    hub_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """What the recipe names: the dir, or ``org/name@COMMIT`` (pinned to what was hashed)."""
+        return f"{self.hub_id}@{self.revision}" if self.hub_id else str(self.path)
+
+    @property
+    def hub(self) -> tuple[str, str | None] | None:
+        """``(id, commit)`` of a Hub model, for its lineage record; None for a local dir."""
+        return (self.hub_id, self.revision) if self.hub_id else None
+
+
+def resolve_input(model: str | Path | InputModel) -> InputModel:
+    """A local dir as given, made absolute (a cache snapshot dir too); else a Hub id via ``resolve_model``."""
+    from boom_merge.models import resolve_model
+
+    if isinstance(model, InputModel):
+        return model
+    if Path(model).is_dir():
+        return InputModel(Path(model).absolute())
+    resolved = resolve_model(model)  # a file, a bad id, a model not on the Hub or not in the cache: one line
+    if resolved.hub_id is None:  # "~/dir": resolve_model expands the user
+        return InputModel(resolved.path)
+    return InputModel(resolved.path, resolved.hub_id, resolved.revision)
+
+
+def check_inputs(
+    old: str | Path | InputModel, update: str | Path | InputModel, out: Path, *, force: bool = False
+) -> tuple[InputModel, InputModel]:
+    """OLD and UPDATE exist (dirs or Hub ids) and differ; OUT passes the outputs rule. Nothing is hashed yet."""
+    old, update = resolve_input(old), resolve_input(update)
+    if old.path.resolve() == update.path.resolve():
+        raise BoomError(f"UPDATE is OLD ({update.ref}): give the update model trained on the new data")
+    check_output(out, inputs=(old.path, update.path), force=force)  # before hashing: OLD and UPDATE stay untouched
+    return old, update
 
 
 def incremental_merge(
-    old: str | Path,
-    update: str | Path,
+    old: str | Path | InputModel,
+    update: str | Path | InputModel,
     out: str | Path,
     *,
     update_weight: float | None = None,
@@ -201,7 +249,7 @@ def incremental_merge(
     report_files: dict[str, str | bytes] | None = None,
     lineage_extra: dict[str, Any] | None = None,
 ) -> IncrementalResult:
-    """Merge ``update`` into ``old`` as ``out``; ``old`` is never written to.
+    """Merge ``update`` into ``old`` (each a dir or Hub id) as ``out``; ``old`` is never written to.
 
     ``update_weight`` is α (interpolate) or λ (add), default :data:`DEFAULT_WEIGHTS`;
     ``base`` an already resolved :class:`UpdateBase` (add mode; else resolved here);
@@ -212,21 +260,24 @@ def incremental_merge(
 
     from boom_merge.merging import run_recipe
 
-    old, update, out = Path(old).absolute(), Path(update).absolute(), Path(out).absolute()
+    out = Path(out).absolute()
     weight = DEFAULT_WEIGHTS.get(mode, 0.5) if update_weight is None else float(update_weight)
     check_weight(mode, weight)
-    check_inputs(old, update, out, force=force)
+    old_in, update_in = check_inputs(old, update, out, force=force)
     if mode == "add":
-        base = base or resolve_update_base(update, update_base)
-        check_output(out, inputs=(old, update, base.path), force=force)
-        recipe = add_recipe(old, update, base.spec, update_weight=weight)
+        base = base or resolve_update_base(update_in.path, update_base)
+        check_output(out, inputs=(old_in.path, update_in.path, base.path), force=force)
+        recipe = add_recipe(old_in.path, update_in.path, base.spec, update_weight=weight,
+                            old_ref=old_in.ref, update_ref=update_in.ref, base_path=base.path)
         formula = f"OLD + {weight:g} * (UPDATE - BASE), BASE = {base.spec}"
     else:
-        recipe = incremental_recipe(old, update, update_weight=weight, interpolation=interpolation)
+        recipe = incremental_recipe(old_in.path, update_in.path, update_weight=weight, interpolation=interpolation,
+                                    old_ref=old_in.ref, update_ref=update_in.ref)
         formula = f"(1 - {weight:g}) * OLD + {weight:g} * UPDATE ({interpolation})"
     text = (f"# Written by `boom-merge incremental --mode {mode}`: {formula}\n"
             + yaml.safe_dump(recipe, sort_keys=False))
-    lineage = incremental_lineage(old, update, update_weight=weight, interpolation=interpolation)
+    lineage = incremental_lineage(old_in.path, update_in.path, update_weight=weight, interpolation=interpolation,
+                                  old_hub=old_in.hub, update_hub=update_in.hub)
     lineage["mode"] = mode
     if mode == "add":
         del lineage["interpolation"]

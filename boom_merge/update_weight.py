@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
-from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, check_inputs, incremental_merge
+from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs, incremental_merge
 from boom_merge.tune.run import load_score_cache, write_json_atomic
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
@@ -137,13 +137,14 @@ def auto_update_weight(
     """Score the weights of ``grid`` on the dev splits of ``corpus``, merge the chosen one into ``out``."""
     from boom_merge.incremental import check_weight, resolve_update_base
 
-    old, update, out, corpus = Path(old).absolute(), Path(update).absolute(), Path(out).absolute(), Path(corpus)
+    out, corpus = Path(out).absolute(), Path(corpus)
     if max_old_loss < 0:
         raise BoomError(f"--max-old-loss must be >= 0 points, got {max_old_loss}")
     weights = sorted({0.0, *map(float, grid if grid is not None else DEFAULT_GRIDS.get(mode, ()))})
     for weight in weights:
         check_weight(mode, weight)
-    check_inputs(old, update, out, force=force)
+    old_in, update_in = check_inputs(old, update, out, force=force)  # dirs or Hub ids
+    old, update = old_in.path, update_in.path  # the local dirs read here (a Hub model's snapshot)
     base = resolve_update_base(update, update_base) if mode == "add" else None
     tasks = dev_sources(corpus, old, update)
     rule = weight_rule(mode, max_old_loss)
@@ -160,8 +161,8 @@ def auto_update_weight(
         key = _key(mode, interpolation, weight)
         record = cache["scores"].get(key)
         if record is None:
-            record = _score(weight, old, update, work, scorer, mode=mode, interpolation=interpolation, base=base,
-                            **merge_options)
+            record = _score(weight, old_in, update_in, work, scorer, mode=mode, interpolation=interpolation,
+                            base=base, **merge_options)
             cache["scores"][key] = record
             write_json_atomic(work / _CACHE_FILE, cache)
             scored_now += 1
@@ -172,7 +173,7 @@ def auto_update_weight(
     chosen = choose_weight(table, max_old_loss)
     files = report_files(table, chosen, rule=rule, mode=mode, setup=setup, scores=cache["scores"],
                          max_old_loss=max_old_loss)
-    result = incremental_merge(old, update, out, update_weight=chosen.weight, mode=mode,  # type: ignore[arg-type]
+    result = incremental_merge(old_in, update_in, out, update_weight=chosen.weight, mode=mode,  # type: ignore[arg-type]
                                interpolation=interpolation, base=base, force=force,  # type: ignore[arg-type]
                                report_files=files, **merge_options,
                                lineage_extra={"update_weight_choice": {"rule": rule, "max_old_loss": max_old_loss,
@@ -181,19 +182,20 @@ def auto_update_weight(
     return AutoResult(rule, chosen, table, result, scored_now)
 
 
-def _score(weight: float, old: Path, update: Path, work: Path, scorer: Scorer, **options: Any) -> dict[str, Any]:
+def _score(weight: float, old: InputModel, update: InputModel, work: Path, scorer: Scorer,
+           **options: Any) -> dict[str, Any]:
     model = work / "model"
     shutil.rmtree(model, ignore_errors=True)
     start = time.perf_counter()
     if weight == 0.0:
-        model = old  # the reference: OLD itself, not a merge
+        model = old.path  # the reference: OLD itself, not a merge
     else:
         incremental_merge(old, update, model, update_weight=weight, **options)
     merged = time.perf_counter()
     try:
         scores: Scores = scorer(model)
     finally:
-        if model != old:
+        if model != old.path:
             shutil.rmtree(model, ignore_errors=True)
     return {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
             "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2)}

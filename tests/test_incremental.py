@@ -334,3 +334,35 @@ def test_add_mode_with_a_hub_base_from_the_manifest(tmp_path, tiny_bag, hub_cach
     lineage = json.loads((out / LINEAGE_FILE).read_text())
     assert lineage["update_base"]["hub_id"] == "acme/base" and lineage["update_base"]["revision"] == OLD_SHA
     assert {i["role"]: i.get("hub_id") for i in lineage["inputs"]}["base"] == "acme/base"
+
+
+def test_hub_ids_merge_like_the_dirs_and_the_lineage_names_id_and_commit(tmp_path, tiny_bag, hub_cache) -> None:
+    """UPDATE (and OLD) as Hub ids: the dirs' weights bit for bit; recipe and lineage name id@commit, no cache path."""
+    import yaml
+
+    from tests.test_models import OLD_SHA, SHA, place_in_cache
+
+    _, (old, update, *_) = tiny_bag
+    place_in_cache(update, hub_cache, "acme/m1", sha=SHA)
+    place_in_cache(old, hub_cache, "acme/m0", sha=OLD_SHA)
+    _incremental(old, update, tmp_path / "by-dir", "--update-weight", 0.3)
+    _incremental(old, "acme/m1", tmp_path / "by-id", "--update-weight", 0.3)
+    _incremental("acme/m0", "acme/m1@main", tmp_path / "both", "--update-weight", 0.3)
+    for out in (tmp_path / "by-id", tmp_path / "both"):
+        for file in ("model.safetensors", "2_Dense/model.safetensors"):
+            assert (out / file).read_bytes() == (tmp_path / "by-dir" / file).read_bytes()
+        recipe = yaml.safe_load((out / "boom_recipe.yml").read_text())
+        assert recipe["models"] == [{"model": f"acme/m1@{SHA}"}]
+        lineage = json.loads((out / LINEAGE_FILE).read_text())
+        assert lineage["update"] == {"path": "acme/m1", "sha256": model_sha256(update), "hub_id": "acme/m1",
+                                     "revision": SHA}
+        roles = {i["role"]: i for i in lineage["inputs"]}
+        assert (roles["update"]["hub_id"], roles["update"]["revision"]) == ("acme/m1", SHA)
+        for name in (LINEAGE_FILE, "README.md", "boom_recipe.yml"):
+            assert str(hub_cache) not in (out / name).read_text(), name
+    lineage = json.loads((tmp_path / "by-id" / LINEAGE_FILE).read_text())
+    assert lineage["old"] == {"path": str(old.absolute()), "sha256": model_sha256(old)}  # a local dir as before
+    lineage = json.loads((tmp_path / "both" / LINEAGE_FILE).read_text())
+    assert (lineage["old"]["hub_id"], lineage["old"]["revision"]) == ("acme/m0", OLD_SHA)
+    assert yaml.safe_load((tmp_path / "both" / "boom_recipe.yml").read_text())["base_model"] == f"acme/m0@{OLD_SHA}"
+    assert {i["role"] for i in lineage["inputs"]} == {"old", "update"}

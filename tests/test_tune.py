@@ -294,3 +294,32 @@ def test_seed_soup_recipe_is_the_uniform_average(tiny_bag, tmp_path: Path) -> No
         if np.issubdtype(value.dtype, np.floating):
             expected = np.mean([t[key].astype(np.float64) for t in inputs], axis=0)
             np.testing.assert_allclose(value, expected, atol=1e-6)
+
+
+def test_members_and_base_as_hub_ids_tune_like_the_dirs(setup, tmp_path: Path, hub_cache: Path) -> None:
+    """Hub ids resolve through the HF cache; the recipe names them id@commit (no cache path), the merge is the dirs'."""
+    import yaml
+
+    from tests.test_models import SHA, place_in_cache
+
+    base, members, corpus = setup
+    ids = [f"acme/member-{i}" for i in range(len(members))]
+    for member, repo in zip(members, ids):
+        place_in_cache(member, hub_cache, repo)
+    place_in_cache(base, hub_cache, "acme/base")
+
+    def scorer(model: Path) -> Scores:  # every candidate ties: the rule's tie-break picks the same in both runs
+        return Scores(0.5, 0.5, {})
+
+    options = dict(corpus=corpus, scales=(0.5, 1.0), scorer=scorer, progress=False, merge=True)
+    by_dir = tune(members, tmp_path / "by-dir", base=base, **options)
+    by_id = tune(ids, tmp_path / "by-id", base="acme/base", full=ids[1], **options)
+    assert by_id.chosen.key == by_dir.chosen.key and len(by_id.candidates) == len(by_dir.candidates)
+    assert by_id.label == by_dir.label.replace("member-", "acme/member-")  # labels name the ids
+    recipe = yaml.safe_load((tmp_path / "by-id" / "recipe.yml").read_text())
+    assert recipe["base_model"] == f"acme/base@{SHA}"
+    assert {m["model"] for m in recipe["models"]} <= {f"{repo}@{SHA}" for repo in ids}
+    for name in ("recipe.yml", "candidates.md", "model/boom_lineage.json", "model/README.md"):
+        assert str(hub_cache) not in (tmp_path / "by-id" / name).read_text(), name
+    a, b = _tensors(tmp_path / "by-dir" / "model"), _tensors(tmp_path / "by-id" / "model")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -162,6 +162,8 @@ def incremental_command(
 ) -> None:
     """Merge an UPDATE model into the existing OLD model; OLD is never modified.
 
+    OLD, UPDATE and --update-base are dirs or Hub ids (org/name[@REV]).
+
     The recipe (boom_recipe.yml in the output) runs with plain mergekit-yaml; the lineage
     records the mode, the weight, and every input's hash.
     """

@@ -27,7 +27,7 @@ def _scales(value: str) -> tuple[float, ...]:
 @click.command("tune", epilog=_EPILOG)
 @click.argument("members", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--base", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The base model the members were trained from.")
+              help="The base model the members were trained from (a dir or Hub id, like the members).")
 @click.option("--corpus", "--data", "corpus", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Built corpus with dev splits (`boom-merge data build`).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -55,7 +55,8 @@ def tune_command(
     max_queries: int, max_corpus: int, scales: str, full: Path | None, full_grid: bool, merge: bool, force: bool,
     device: str | None, batch_size: int,
 ) -> None:
-    """Choose how to merge MEMBER... (scale, interpolation, weights, greedy soup) on dev splits only.
+    """Choose how to merge MEMBER... (dirs or Hub ids org/name[@REV]) on dev splits only: scale,
+    interpolation, weights, greedy soup.
 
     Every candidate is merged into a temporary dir, scored with MTEB on the dev splits of
     the training domains (ID) and of the OOD dev sources, and removed; the single-member

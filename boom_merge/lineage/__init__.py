@@ -120,13 +120,26 @@ def _pretrained(model: Path) -> bool:
     return read_member_manifest(model) is None and (lineage is None or lineage.kind == "copy")
 
 
-def incremental_lineage(old: Path, update: Path, *, update_weight: float, interpolation: str) -> dict[str, Any]:
-    """The start of an incremental update's lineage: both models' hashes and the old lineage."""
+def _model_record(path: Path, hub: tuple[str, str | None] | None) -> dict[str, Any]:
+    """A model by its local path and hash; a Hub model by its id and commit (not its cache path)."""
+    if hub is None:
+        return {"path": str(path), "sha256": model_sha256(path)}
+    return {"path": hub[0], "sha256": model_sha256(path), "hub_id": hub[0], "revision": hub[1]}
+
+
+def incremental_lineage(
+    old: Path, update: Path, *, update_weight: float, interpolation: str,
+    old_hub: tuple[str, str | None] | None = None, update_hub: tuple[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """The start of an incremental update's lineage: both models' hashes and the old lineage.
+
+    ``old``/``update`` are local dirs (a Hub model's snapshot); ``*_hub`` a Hub model's ``(id, commit)``.
+    """
     lineage: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "kind": "incremental",
-        "old": {"path": str(old), "sha256": model_sha256(old)},
-        "update": {"path": str(update), "sha256": model_sha256(update)},
+        "old": _model_record(old, old_hub),
+        "update": _model_record(update, update_hub),
         "update_weight": update_weight,
         "interpolation": interpolation,
         "created": now(),

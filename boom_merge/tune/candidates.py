@@ -74,16 +74,26 @@ def candidate(
     return Candidate(kind, members, interpolation, weights, float(scale), order)
 
 
-def recipe_of(cand: Candidate, members: Sequence[Path], base: Path, *, dtype: str = "float32") -> dict[str, Any]:
-    """The mergekit recipe (a dict) of a candidate; paths absolute, so it runs from anywhere."""
-    chosen = [Path(members[i]).resolve() for i in cand.members]
+def _ref(model: str | Path) -> str | Path:
+    """A local dir (a ``Path``) made absolute; a Hub id (a ``str``, ``org/name@COMMIT``) as it is."""
+    return model if isinstance(model, str) else Path(model).resolve()
+
+
+def recipe_of(
+    cand: Candidate, members: Sequence[str | Path], base: str | Path, *, dtype: str = "float32"
+) -> dict[str, Any]:
+    """The mergekit recipe (a dict) of a candidate; paths absolute, so it runs from anywhere.
+
+    ``members``/``base``: local dirs as ``Path``, Hub ids as ``str``.
+    """
+    chosen = [_ref(members[i]) for i in cand.members]
     method = "boom" if cand.interpolation == "slerp" else "boom_linear"
-    recipe = build_recipe(chosen, method=method, weights=cand.weights, base=Path(base).resolve(), dtype=dtype)
+    recipe = build_recipe(chosen, method=method, weights=cand.weights, base=_ref(base), dtype=dtype)
     recipe["parameters"]["scale"] = cand.scale
     return recipe
 
 
-def recipe_text(cand: Candidate, members: Sequence[Path], base: Path, header: str = "") -> str:
+def recipe_text(cand: Candidate, members: Sequence[str | Path], base: str | Path, header: str = "") -> str:
     """The recipe as YAML, after ``header`` (comment lines)."""
     formula = (
         "# output = base + scale * merge(members - base); merge: "

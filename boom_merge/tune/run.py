@@ -88,7 +88,7 @@ def _weight_schemes(members: Sequence[Path]) -> list[str]:
 class _Search:
     """Scores candidates once each (merge, score, delete), with the cache on disk."""
 
-    def __init__(self, members: list[Path], base: Path, work: Path, scorer: Scorer,
+    def __init__(self, members: list[str | Path], base: str | Path, work: Path, scorer: Scorer,
                  cache: dict[str, Any], objective: Objective, progress: Any) -> None:
         self.members, self.base, self.work, self.scorer = members, base, work, scorer
         self.cache, self.objective, self.progress = cache, objective, progress
@@ -198,6 +198,28 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def _tuned_model(spec: str | Path) -> tuple[Path, str | Path, str]:
+    """``(local dir read, what recipes name, label name)`` of a member or the base.
+
+    A local dir is itself (as given) and named by its dir name; a Hub id (``org/name[@REV]``) is
+    read from its snapshot, named ``org/name@COMMIT`` in recipes (never the cache path) and
+    ``org/name`` in labels.
+    """
+    from boom_merge.models import resolve_model
+
+    path = Path(spec)
+    if not path.is_dir():
+        resolved = resolve_model(spec)  # not a dir, not a Hub model in the cache / on the Hub: one line
+        path = resolved.path
+        if resolved.hub_id is not None:
+            if not (path / "config.json").is_file():
+                raise BoomError("not a model directory (no config.json)", path=spec)
+            return path, f"{resolved.hub_id}@{resolved.revision}", resolved.hub_id
+    if not (path / "config.json").is_file():
+        raise BoomError("not a model directory (no config.json)", path=path)
+    return path, path, path.name
+
+
 def tune(
     members: Sequence[str | Path],
     out: str | Path,
@@ -219,17 +241,21 @@ def tune(
     scorer: Scorer | None = None,
     echo: Callable[[str], None] = logger.info,
 ) -> TuneResult:
-    """Tune the merge of ``members`` (trained from ``base``) on the dev splits of ``corpus``."""
+    """Tune the merge of ``members`` (trained from ``base``) on the dev splits of ``corpus``.
+
+    Members, base and ``full`` are local dirs or Hub ids (``org/name[@REV]``); recipes name a Hub
+    model ``org/name@COMMIT``.
+    """
     from tqdm.auto import tqdm
 
-    members = [Path(m) for m in members]
-    base, corpus, out = Path(base), Path(corpus), Path(out)
+    corpus, out = Path(corpus), Path(out)
     rule = selection_rule(objective)
     if not members:
         raise BoomError("give at least one member model")
-    for model in (*members, base):
-        if not (model / "config.json").is_file():
-            raise BoomError("not a model directory (no config.json)", path=model)
+    tuned = [_tuned_model(m) for m in members]
+    base, base_ref, _ = _tuned_model(base)
+    members = [path for path, _, _ in tuned]  # the local dirs read (a Hub model's snapshot)
+    refs = [ref for _, ref, _ in tuned]  # what the recipes name
     if any(t <= 0 for t in scales):
         raise BoomError(f"scales must be positive, got {list(scales)}")
     scales = sorted({*map(float, scales), 1.0})
@@ -237,9 +263,10 @@ def tune(
         full_index = full_data_member(members)
     else:
         resolved = [m.resolve() for m in members]
-        if Path(full).resolve() not in resolved:
+        full_path = Path(full) if Path(full).is_dir() else _tuned_model(full)[0]
+        if full_path.resolve() not in resolved:
             raise BoomError("--full must be one of the members", path=Path(full))
-        full_index = resolved.index(Path(full).resolve())
+        full_index = resolved.index(full_path.resolve())
     inputs = [*members, base, corpus]
     check_output(out, inputs=inputs, force=force)
     tasks: DevTasks = dev_tasks(corpus, members, in_domain, need_ood=objective != "id")
@@ -254,18 +281,18 @@ def tune(
     schemes = _weight_schemes(members)
     bar = tqdm(total=_planned(len(members), len(scales), len(schemes), full_grid), desc="tune",
                unit="candidate", disable=not progress)
-    search = _Search(members, base, work, scorer, cache, objective, bar)
+    search = _Search(refs, base_ref, work, scorer, cache, objective, bar)
     with bar:
         steps = _run_search(search, full_index, scales, schemes, full_grid)
         bar.total = bar.n  # the planned count is an upper bound (equal recipes are scored once)
         bar.refresh()
     scored = list(search.scored.values())
     chosen = choose(scored, objective)
-    names = [m.name for m in members]
+    names = [name for _, _, name in tuned]
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         header = (f"# Written by `boom-merge tune` ({objective}): {chosen.describe(names)}\n"
                   f"# {rule}\n# Run: mergekit-yaml recipe.yml MODEL   (or: boom-merge merge recipe.yml MODEL)\n")
-        text = recipe_text(chosen, members, base, header)
+        text = recipe_text(chosen, refs, base_ref, header)
         (tmp / "recipe.yml").write_text(text, encoding="utf-8")
         write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
                      setup=setup, cache=cache["scores"])
