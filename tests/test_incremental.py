@@ -133,7 +133,7 @@ def test_add_mode_is_old_plus_lambda_times_the_task_vector(tmp_path, tiny_bag) -
     assert recipe["parameters"]["normalize"] is False
     assert [m["parameters"]["weight"] for m in recipe["models"]] == [1.0, 0.7]
     assert (out / "modules.json").read_text() == (old / "modules.json").read_text()
-    assert f"add mode, OLD + 0.7·(UPDATE − BASE), base `{base}`" in (out / "README.md").read_text()
+    assert f"add mode, OLD + 0.7·(UPDATE − BASE), base `{base.name}`" in (out / "README.md").read_text()
     # plain mergekit-yaml runs the written recipe to the same weights, bit for bit
     import subprocess
 
