@@ -22,6 +22,8 @@ from boom_merge.outputs import atomic_output_dir
 TRAIN_DOMAINS = ("wordnet", "foldoc", "manpages", "bible_kjv_web")
 #: held-out test sources (read once, at the end; never used for a choice)
 OOD_SOURCES = ("devil", "python_faq", "wordsim353")
+#: out-of-domain *dev* sources: neither training domains nor OOD tests; choices (tuning) only
+OOD_DEV_SOURCES = ("jargon", "vera", "gcide", "python_api")
 #: the BOOM bag of the embedded default; its 100 % member is the BLS model
 RATIOS = "40,60,80,100"
 
