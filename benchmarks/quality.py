@@ -18,7 +18,11 @@ WordSim-353). Parts (``--parts``, any subset):
 * ``regime``: BLS and BOOM with more training drift (``--epochs``, ``--lr``; members
   get the BLS member's number of steps unless ``--regime-equal-epochs``);
 * ``chain``: three successive new domains, each folded into the current model by an
-  update, against retraining BLS on everything seen so far (``benchmarks/quality_chain.py``).
+  update, against retraining BLS on everything seen so far (``benchmarks/quality_chain.py``);
+* ``tuned`` (study v2): BOOM tuned on dev splits by ``boom-merge tune`` (each objective)
+  against the free baselines tuned alike (WiSE-FT of BLS on the same dev scores),
+  checkpoint and seed soups and the ensemble, in the default and the drift regime
+  (``benchmarks/quality_tuned.py``).
 
 Every claim rests on training-seed replicates (``--seeds``): tables give the mean and
 standard deviation over seeds, and each model's difference from BLS paired by seed.
@@ -52,6 +56,7 @@ from statistics import fmean, stdev
 from typing import Any
 
 import quality_chain  # benchmarks/quality_chain.py, beside this script
+import quality_tuned  # benchmarks/quality_tuned.py, beside this script
 from boom_merge.experiments import OOD_SOURCES as OOD
 from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, seed_table, training_data_dir
 
@@ -64,7 +69,7 @@ OLD_DOMAINS = ("wordnet", "foldoc", "manpages")
 NEW_DOMAIN = "python_code"
 BLS_MEMBER = full_data_member(RATIOS)  # the 100 % member: the BLS model
 HISTORY_RATIOS = (0.1, 0.2, 0.4)
-PARTS = ("scheduling", "merging", "incremental", "regime", "chain")
+PARTS = ("scheduling", "merging", "incremental", "regime", "chain", "tuned")
 # merging part: label -> (write_recipe method, weights, merge against the base model)
 MERGES: dict[str, tuple[str, str, bool]] = {
     "BOOM slerp equal": ("boom", "equal", False),
@@ -366,6 +371,7 @@ _SECTIONS = {
     "regime": "Regime with more training drift",  # followed by the regime's settings
     "incremental": "Incremental update: existing BOOM (3 domains) + Python code vs full retraining",
     "chain": "Continual chain: three new domains folded in one after another vs retraining BLS at each step",
+    "tuned": "Study v2: tuned BOOM against the free baselines, tuned alike",
 }
 
 
@@ -398,6 +404,8 @@ def write_report(study: Study) -> None:
             parts.append("Training cost (the existing BOOM model: its four members together):\n\n" + costs)
         if part == "chain":
             parts.append(quality_chain.chain_section(sys.modules[__name__], study))
+        if kind == "tuned":
+            parts.append(quality_tuned.tuned_section(sys.modules[__name__], study, part))
     parts.append("## Wall times\n\n" + wall_table(study.timings))
     (study.out / "results.md").write_text("\n".join(parts), encoding="utf-8")
     plot(study.rows, study.out / "results.png")
@@ -452,8 +460,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--regime-equal-epochs", action="store_true",
                         help="regime part: members train equal epochs (default: equal steps)")
     quality_chain.add_arguments(parser)
+    quality_tuned.add_arguments(parser)
     args = parser.parse_args(argv)
     quality_chain.check_arguments(parser, args)
+    quality_tuned.check_arguments(parser, args)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if unknown := set(args.parts) - set(PARTS):
         parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
@@ -485,6 +495,7 @@ def prepare(args: argparse.Namespace) -> Study:
     sources = [*TRAIN_DOMAINS, NEW_DOMAIN, *OOD]
     if "chain" in args.parts:
         sources += [name for name in quality_chain.chain_sources(args) if name not in sources]
+    sources += [name for name in quality_tuned.sources(args) if name not in sources]
     corpus = build_corpora(sources=sources, seed=0, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
     if missing := [name for name in sources if name in corpus.missing]:
         sys.exit(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
@@ -513,10 +524,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "incremental": lambda: run_incremental(study),
         "regime": lambda: run_regime(study, four),
         "chain": lambda: quality_chain.run_chain(sys.modules[__name__], study),
+        "tuned": lambda: quality_tuned.run_tuned(sys.modules[__name__], study, four),
     }
     # core claims first; scheduling reuses the merging part's BLS models when they are there
     try:
-        for part in sorted(args.parts, key=["merging", "incremental", "chain", "regime", "scheduling"].index):
+        for part in sorted(args.parts, key=["merging", "incremental", "chain", "tuned", "regime", "scheduling"].index):
             start = time.perf_counter()
             runners[part]()
             # summed over runs: a resumed run adds its own time

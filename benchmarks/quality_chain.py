@@ -6,7 +6,9 @@ Python code search, Bible KJV->WEB, VERA acronyms; never an OOD *test* source). 
 step an update model is trained from the base (or, ``init existing``, from the current
 model) on the new domain plus ``--chain-history`` of everything seen before, and folded
 into the current model (``--chain-variants``: ``MODE-INIT`` with mode interpolate at
-α = ``--chain-weight`` or add at λ = ``--chain-add-weight``, all fixed up front). The
+α = ``--chain-weight`` or add at λ = ``--chain-add-weight``, all fixed up front; a
+``-auto`` suffix chooses the weight at every step by ``--update-weight auto``'s rule on the
+dev splits of the domains learnt so far and the new one, over ``--chain-auto-grid``). The
 baseline retrains a BLS model from the base on everything seen so far, at every step.
 
 After every step each model is evaluated on the old domains (ID), every chain domain
@@ -21,6 +23,8 @@ the module ``q`` (no second import of the script).
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -39,11 +43,13 @@ def chain_sources(args: Any) -> list[str]:
     return list(args.chain_domains)
 
 
-def _variant(text: str) -> tuple[str, str]:
-    mode, _, init = text.partition("-")
-    if mode not in ("interpolate", "add") or init not in ("base", "existing"):
-        raise ValueError(f"chain variant {text!r}: use MODE-INIT, MODE interpolate|add, INIT base|existing")
-    return mode, init
+def _variant(text: str) -> tuple[str, str, bool]:
+    """``MODE-INIT[-auto]`` -> (mode, init, auto)."""
+    mode, _, rest = text.partition("-")
+    init, _, auto = rest.partition("-")
+    if mode not in ("interpolate", "add") or init not in ("base", "existing") or auto not in ("", "auto"):
+        raise ValueError(f"chain variant {text!r}: use MODE-INIT[-auto], MODE interpolate|add, INIT base|existing")
+    return mode, init, auto == "auto"
 
 
 def add_arguments(parser: Any) -> None:
@@ -57,6 +63,16 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--chain-history", type=float, default=0.2, help="chain part: history ratio of each update")
     parser.add_argument("--chain-weight", type=float, default=0.5, help="chain part: α of interpolate")
     parser.add_argument("--chain-add-weight", type=float, default=1.0, help="chain part: λ of add")
+    parser.add_argument("--chain-auto-grid", default="0.25,0.5,0.75,1",
+                        type=lambda v: tuple(float(p) for p in v.split(",") if p.strip()),
+                        help="chain part: the weights an -auto variant chooses from (0 = the current model)")
+    parser.add_argument("--chain-adapter", action="store_true",
+                        help="chain part: also fit query adapters (drift --fit-adapter) from the existing model to the "
+                             "first variant at steps 1 and 3 and to the step-1 retraining, and report their serving figures")
+    parser.add_argument("--chain-adapter-queries", type=int, default=100, help="chain part: drift queries per dataset")
+    parser.add_argument("--chain-adapter-corpus", type=int, default=500, help="chain part: drift documents per dataset")
+    parser.add_argument("--chain-auto-queries", type=int, default=60, help="chain part: dev queries per source (auto)")
+    parser.add_argument("--chain-auto-corpus", type=int, default=200, help="chain part: dev documents per source (auto)")
 
 
 def check_arguments(parser: Any, args: Any) -> None:
@@ -76,7 +92,6 @@ def check_arguments(parser: Any, args: Any) -> None:
 
 def run_chain(q: ModuleType, study: Any) -> None:
     """Every seed of ``--seeds``: the chain of each variant and the retraining baseline."""
-    from boom_merge.incremental import incremental_merge
     from boom_merge.training import train_update
 
     args = study.args
@@ -93,38 +108,89 @@ def run_chain(q: ModuleType, study: Any) -> None:
                    steps=existing_steps, cumulative_steps=existing_steps)
         retrain_total = existing_steps
         for variant in args.chain_variants:
-            mode, init = _variant(variant)
+            mode, init, auto = _variant(variant)
             current, total = existing, existing_steps
             for step, domain in enumerate(domains, 1):
                 seen = (*q.OLD_DOMAINS, *domains[: step - 1])
                 key = f"chain/seed-{seed}/{variant}/step-{step}"
-                update = study.out / "models" / f"{key}-update"
+                # an update from the base depends on the step only (data, history, seed): variants share it
+                update_key = f"chain/seed-{seed}/from-base/step-{step}" if init == "base" else key
+                update = study.out / "models" / f"{update_key}-update"
                 if not (update / "boom_member.json").is_file():
                     new = q.data_dir(study, f"chain-{domain}", (domain,))
                     history = q.data_dir(study, f"chain-seen-{step - 1}", seen)
                     run = partial(train_update, str(study.base), new, history, args.chain_history, update, config,
                                   seed=seed, init=init, existing=str(current) if init == "existing" else None,
                                   force=True)
-                    q._timed(study, "training calls", f"{key}-update", run)
+                    q._timed(study, "training calls", f"{update_key}-update", run)
                 record = q._training_record(update)
-                study.timings.setdefault("trainings", {})[f"{key}-update"] = record
+                study.timings.setdefault("trainings", {})[f"{update_key}-update"] = record
                 merged = study.out / "merges" / key
-                weight = args.chain_weight if mode == "interpolate" else args.chain_add_weight
-                if not (merged / "modules.json").is_file():
-                    q._timed(study, "merges", key, partial(incremental_merge, current, update, merged,
-                                                           update_weight=weight, mode=mode, force=True))
+                weight = _fold(q, study, key, current, update, merged, mode, auto)
                 total += record["steps"]
                 q.evaluate(study, "chain", f"{step}: {variant} (+{domain})", seed, [merged], tasks, step=step,
-                           variant=variant, steps=record["steps"], cumulative_steps=total)
+                           variant=variant, steps=record["steps"], cumulative_steps=total, weight=weight)
                 current = merged
+        retrained: dict[int, Path] = {}
         for step, domain in enumerate(domains, 1):
             everything = q.data_dir(study, f"chain-all-{step}", (*q.OLD_DOMAINS, *domains[:step]))
             full = q.train_bag(study, f"chain/seed-{seed}/retrain-{step}", everything, config, seed,
                                member=q.BLS_MEMBER)[0]
+            retrained[step] = full
             record = q._training_record(full)
             retrain_total += record["steps"]
             q.evaluate(study, "chain", f"{step}: {RETRAIN} (+{domain})", seed, [full], tasks, step=step,
                        variant=RETRAIN, steps=record["steps"], cumulative_steps=retrain_total)
+        if args.chain_adapter:
+            pairs = {f"{v} step {n}": study.out / "merges" / f"chain/seed-{seed}/{v}/step-{n}"
+                     for v in args.chain_variants[:1] for n in (1, len(domains))}
+            pairs[f"{RETRAIN} step 1"] = retrained[1]
+            for label, new_model in pairs.items():
+                _adapter_drift(q, study, seed, label, existing, new_model)
+
+
+def _adapter_drift(q: ModuleType, study: Any, seed: int, label: str, old: Path, new: Path) -> None:
+    """``boom-merge drift OLD NEW --fit-adapter``'s serving figures, averaged over the corpus' retrieval datasets."""
+    from boom_merge.drift import drift_report
+
+    key = f"seed-{seed}/{label}"
+    if key in study.timings.get("adapter", {}):
+        return
+    start = time.perf_counter()
+    report = drift_report(old, new, study.corpus, max_queries=study.args.chain_adapter_queries,
+                          max_corpus=study.args.chain_adapter_corpus, adapter="orthogonal")
+    served = [d for d in report.datasets if d.serving]
+    mean = {kind: fmean(d.serving[kind].ndcg_at_10 for d in served) for kind in served[0].serving}
+    recall = {kind: fmean(d.serving[kind].recall_at_10 for d in served) for kind in served[0].serving}
+    study.record("adapter", key, {
+        "label": label, "seed": seed, "ndcg_at_10": mean, "recall_at_10": recall, "verdict": report.verdict,
+        "agreement_recall_at_10": {"plain": fmean(d.recall_at_10 for d in served),
+                                   "adapter": fmean(d.adapted_recall_at_10 for d in served)},
+        "datasets": [d.dataset for d in served], "adapter_texts": report.adapter_texts,
+        "wall_s": round(time.perf_counter() - start, 1)})
+
+
+def _fold(q: ModuleType, study: Any, key: str, current: Path, update: Path, merged: Path, mode: str,
+          auto: bool) -> float:
+    """Merge ``update`` into ``current`` as ``merged`` (reused when there); the weight used."""
+    from boom_merge.incremental import incremental_merge
+    from boom_merge.update_weight import auto_update_weight
+
+    args = study.args
+    if (merged / "modules.json").is_file():
+        return study.timings.get("fold weights", {}).get(key, {}).get("weight", args.chain_weight)
+    if not auto:
+        weight = args.chain_weight if mode == "interpolate" else args.chain_add_weight
+        q._timed(study, "merges", key, partial(incremental_merge, current, update, merged, update_weight=weight,
+                                               mode=mode, force=True))
+    else:
+        result = q._timed(study, "merges", key, partial(
+            auto_update_weight, current, update, merged, corpus=study.corpus, mode=mode, grid=args.chain_auto_grid,
+            max_queries=args.chain_auto_queries, max_corpus=args.chain_auto_corpus, force=True,
+            echo=q.logger.info))
+        weight = result.chosen.weight
+    study.record("fold weights", key, {"weight": weight, "auto": auto})
+    return weight
 
 
 def _chain_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,7 +216,38 @@ def chain_section(q: ModuleType, study: Any) -> str:
         lines.append(f"| {model} | {step} | {fmean(r['steps'] for r in chosen):.0f} | "
                      f"{fmean(r['cumulative_steps'] for r in chosen):.0f} | {new_score} |")
     plot_chain(q, rows, domains, study.out / "chain.png")
-    return "\n".join(lines) + "\n\n![scores along the chain](chain.png)\n"
+    return "\n".join(lines) + "\n\n![scores along the chain](chain.png)\n" + adapter_table(study.timings.get("adapter", {}))
+
+
+def adapter_table(records: dict[str, Any]) -> str:
+    """Serving figures of the query adapters: mean over seeds of the mean over retrieval datasets."""
+    if not records:
+        return ""
+    lines = ["\nKeeping the index (`drift EXISTING NEW --fit-adapter`, orthogonal Procrustes fitted on train-split "
+             "texts; scored on the test splits of every retrieval dataset of the corpus). nDCG@10 x100, mean over "
+             "datasets, then mean ± std over seeds; share = (adapter − NEW on OLD index) / (re-indexed − NEW on "
+             "OLD index), the part of the re-indexing gain the adapter recovers:\n",
+             "| OLD = existing BOOM -> NEW | seeds | OLD today | NEW queries, OLD index | NEW+adapter, OLD index | "
+             "NEW re-indexed | adapter / re-indexed | share recovered | verdicts |", "|---|---|---|---|---|---|---|---|---|"]
+    for label in dict.fromkeys(r["label"] for r in records.values()):
+        mine = [r for r in records.values() if r["label"] == label]
+
+        def cell(kind: str) -> str:
+            values = [100 * r["ndcg_at_10"][kind] for r in mine]
+            return f"{fmean(values):.2f}" + (f" ± {stdev(values):.2f}" if len(values) > 1 else "")
+
+        ratio = fmean(r["ndcg_at_10"]["adapter_on_old_index"] / r["ndcg_at_10"]["reindexed"] for r in mine)
+        gains = [(r["ndcg_at_10"]["adapter_on_old_index"] - r["ndcg_at_10"]["new_on_old_index"],
+                  r["ndcg_at_10"]["reindexed"] - r["ndcg_at_10"]["new_on_old_index"]) for r in mine]
+        share = [a / b for a, b in gains if abs(b) > 1e-9]
+        verdicts = ", ".join(f"{v} x{n}" for v, n in Counter(r["verdict"] for r in mine).items())
+        lines.append(f"| {label} | {len(mine)} | {cell('old')} | {cell('new_on_old_index')} | "
+                     f"{cell('adapter_on_old_index')} | {cell('reindexed')} | {100 * ratio:.1f} % | "
+                     f"{(100 * fmean(share)):.0f} % | {verdicts} |" if share else
+                     f"| {label} | {len(mine)} | {cell('old')} | {cell('new_on_old_index')} | "
+                     f"{cell('adapter_on_old_index')} | {cell('reindexed')} | {100 * ratio:.1f} % | n/a | {verdicts} |")
+    return "\n".join(lines) + "\n"
+
 
 
 def plot_chain(q: ModuleType, rows: Sequence[dict[str, Any]], domains: Sequence[str], path: Path) -> None:

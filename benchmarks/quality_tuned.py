@@ -1,0 +1,240 @@
+"""``benchmarks/quality.py --parts tuned``: study v2, tuned BOOM against the free baselines.
+
+Per regime (``--tuned-regimes``: ``default`` = 1 epoch at ``--learning-rate``, ``drift`` =
+``--epochs`` at ``--lr``; every member gets equal epochs, i.e. one pass over its own
+subsample per epoch) and training seed, from one bag of four members (RATIOS):
+
+* ``BLS``: the bag's 100 % member, trained with ``--keep-checkpoints`` (``--tuned-keep``);
+* ``BOOM``: the bag's Multi-SLERP, equal weights (the quickstart's recipe);
+* ``BOOM tuned (OBJ)``: one ``boom-merge tune`` search (objective balanced) on dev splits
+  only (ID dev of the training domains, the OOD dev sources); each objective (balanced,
+  id, ood) then selects its best bag or greedy soup (interpolation, weights, ``scale``)
+  among that search's candidates (the id and ood rows re-select; they do not re-search,
+  which keeps the selection cost to one search);
+* ``WiSE-FT of BLS tuned (OBJ)``: the same search's WiSE-FT line (base, BLS at each t),
+  chosen by the same rule on the same dev scores, so both sides are tuned alike;
+* ``checkpoint soup of BLS``: the uniform average of its kept checkpoints (no extra training);
+* ``seed soup``: the BLS models of the seeds, averaged: one replicate per regime (it costs
+  as many BLS trainings as there are seeds);
+* ``ensemble (M=4)``: the members' embeddings averaged (M times the inference cost).
+
+Selection reads dev splits only; every model is then scored once on the test splits (ID
+and the OOD tests). Rows carry the training cost in steps relative to the same seed's BLS
+and the selection cost (candidates merged and dev-scored, and their wall time). The
+report adds a cost table per regime and ``OUT/tuned.png``: ID test against OOD test per
+model, one panel per regime, error bars = std over seeds.
+
+quality.py's helpers (training, merging, evaluation, the Study) are passed in as the
+module ``q``, as for ``quality_chain.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from statistics import fmean, stdev
+from types import ModuleType
+from typing import Any
+
+OBJECTIVES = ("balanced", "id", "ood")
+REGIMES = ("default", "drift")
+CKPT_SOUP = "checkpoint soup of BLS"
+SEED_SOUP = "seed soup (BLS of every seed)"
+_ORDER = ("BLS", "BOOM", *(f"BOOM tuned ({o})" for o in OBJECTIVES),
+          *(f"WiSE-FT of BLS tuned ({o})" for o in OBJECTIVES), CKPT_SOUP, SEED_SOUP, "ensemble (M=4)")
+
+
+def add_arguments(parser: Any) -> None:
+    """The tuned part's options on quality.py's parser."""
+    parser.add_argument("--tuned-regimes", default=",".join(REGIMES),
+                        type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+                        help="tuned part: default (1 epoch, --learning-rate) and/or drift (--epochs, --lr)")
+    parser.add_argument("--tuned-keep", type=int, default=4, help="tuned part: checkpoints of BLS kept for its soup")
+    parser.add_argument("--tune-queries", type=int, default=60, help="tuned part: dev queries per source")
+    parser.add_argument("--tune-corpus", type=int, default=200, help="tuned part: dev documents per source")
+
+
+def check_arguments(parser: Any, args: Any) -> None:
+    if bad := set(args.tuned_regimes) - set(REGIMES):
+        parser.error(f"--tuned-regimes: unknown {sorted(bad)}; choose from {','.join(REGIMES)}")
+    if args.tuned_keep < 2 or min(args.tune_queries, args.tune_corpus) < 1:
+        parser.error("--tuned-keep must be 2 or more and the tune caps positive")
+
+
+def sources(args: Any) -> list[str]:
+    """The corpus sources the part needs beyond quality.py's own: the OOD dev sources."""
+    from boom_merge.experiments import OOD_DEV_SOURCES
+
+    return list(OOD_DEV_SOURCES) if "tuned" in args.parts else []
+
+
+def part_name(q: ModuleType, args: Any, regime: str) -> str:
+    if regime == "default":
+        return f"tuned: default regime, 1 epoch, lr {args.learning_rate:g}"
+    return f"tuned: drift regime, {args.epochs:g} epochs, lr {args.lr:g}"
+
+
+def _config(study: Any, regime: str) -> Any:
+    args = study.args
+    if regime == "default":
+        return study.config()
+    return study.config(epochs=args.epochs, learning_rate=args.lr)
+
+
+def train_bag_keeping(q: ModuleType, study: Any, key: str, data: Path, config: Any, seed: int) -> list[Path]:
+    """The bag, its BLS member trained with kept checkpoints (the others without)."""
+    from dataclasses import replace
+
+    bls = q.train_bag(study, key, data, replace(config, keep_checkpoints=study.args.tuned_keep), seed,
+                      member=q.BLS_MEMBER)[0]
+    others = [q.train_bag(study, key, data, config, seed, member=i)[0] for i in range(len(q.RATIOS.split(",")))
+              if i != q.BLS_MEMBER]
+    members = [*others]
+    members.insert(q.BLS_MEMBER, bls)
+    return members
+
+
+def _tune(q: ModuleType, study: Any, key: str, members: Sequence[Path]) -> Any:
+    """``boom-merge tune`` (balanced) on dev splits; re-run over a finished dir, it re-selects from its scores."""
+    from boom_merge.experiments import TRAIN_DOMAINS
+    from boom_merge.tune import tune
+
+    args = study.args
+    out = study.out / "tune" / key
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run = partial(tune, list(members), out, base=study.base, corpus=study.corpus, in_domain=list(TRAIN_DOMAINS),
+                  objective="balanced", max_queries=args.tune_queries, max_corpus=args.tune_corpus, force=True,
+                  progress=False, echo=q.logger.info)
+    if (out / "candidates.json").is_file():  # finished: nothing is scored again
+        return run()
+    result = q._timed(study, "tuning", key, run)
+    study.record("tuning", key, {**study.timings["tuning"][key], "scored_now": result.scored_now})
+    return result
+
+
+def _records(study: Any, key: str) -> dict[str, Any]:
+    return json.loads((study.out / "tune" / key / "candidates.json").read_text())["scores"]
+
+
+def _line(cand: Any, full: int) -> bool:
+    """On the WiSE-FT line of the full-data member: the base (t = 0), BLS + base at t, BLS alone."""
+    return cand.kind in ("base", "wise_ft") or (cand.kind == "member" and cand.members == (full,))
+
+
+def _merge_candidate(q: ModuleType, study: Any, key: str, cand: Any, members: Sequence[Path]) -> Path:
+    from boom_merge.merging import merge_recipe
+    from boom_merge.tune.candidates import recipe_text
+
+    out = study.out / "merges" / key / q._slug(cand.key)
+    if not (out / "modules.json").is_file():
+        recipe = out.with_suffix(".yml")
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        recipe.write_text(recipe_text(cand, list(members), study.base), encoding="utf-8")
+        q._timed(study, "merges", f"{key}/{q._slug(cand.key)}", lambda: merge_recipe(recipe, out, force=True))
+    return out
+
+
+def run_tuned(q: ModuleType, study: Any, data: Path) -> None:
+    """Every regime of ``--tuned-regimes`` and seed of ``--seeds``: the rows of the module docstring."""
+    from boom_merge.experiments import TRAIN_DOMAINS
+    from boom_merge.recipes import checkpoint_members
+    from boom_merge.tune.select import choose
+
+    args = study.args
+    tasks = (*TRAIN_DOMAINS, *q.OOD)
+    for regime in args.tuned_regimes:
+        part, config, bls_models = part_name(q, args, regime), _config(study, regime), []
+        for seed in args.seeds:
+            key = f"tuned/{regime}/seed-{seed}"
+            members = train_bag_keeping(q, study, key, data, config, seed)
+            bls = members[q.BLS_MEMBER]
+            bls_models.append(bls)
+            bls_steps = q._training_record(bls)["steps"]
+            bag_steps = q._bag_cost(study, key)["steps"]
+
+            def row(model: str, paths: Sequence[Path], steps: float, **extra: Any) -> None:
+                q.evaluate(study, part, model, seed, list(paths), tasks, train_cost=steps / bls_steps, **extra)
+
+            row("BLS", [bls], bls_steps)
+            row("BOOM", [q.merge(study, f"{key}/boom", members, "boom", "equal", False)], bag_steps)
+            result, records = _tune(q, study, key, members), _records(study, key)
+            for objective in OBJECTIVES:  # one search (balanced); each objective selects among its candidates
+                bags = [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")]
+                line = [(c, s) for c, s in result.candidates if _line(c, q.BLS_MEMBER)]
+                for label, pool, steps in ((f"BOOM tuned ({objective})", bags, bag_steps),
+                                           (f"WiSE-FT of BLS tuned ({objective})", line, bls_steps)):
+                    chosen = choose(pool, objective)
+                    model = _merge_candidate(q, study, key, chosen, members)
+                    paid = result.candidates if label.startswith("BOOM") else pool  # what its selection scored
+                    row(label, [model], steps, choice=chosen.describe([m.name for m in members]),
+                        selection_candidates=len(paid), selection_s=round(sum(
+                            (records[c.key].get("merge_s") or 0) + (records[c.key].get("eval_s") or 0)
+                            for c, _ in paid), 1))
+            soup = q.merge(study, f"{key}/checkpoint-soup", checkpoint_members([bls]), "boom_linear", "equal", False)
+            row(CKPT_SOUP, [soup], bls_steps)
+            row(q.ENSEMBLE, members, bag_steps)
+        if len(bls_models) > 1:
+            soup = q.merge(study, f"tuned/{regime}/seed-soup", bls_models, "boom_linear", "equal", False)
+            steps = [q._training_record(m)["steps"] for m in bls_models]
+            q.evaluate(study, part, SEED_SOUP, None, [soup], tasks, train_cost=sum(steps) / fmean(steps),
+                       seeds_merged=list(args.seeds))
+
+
+def _rows(rows: Sequence[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["part"] == part]
+
+
+def tuned_section(q: ModuleType, study: Any, part: str) -> str:
+    """The cost table of one regime (the score table is quality.py's part table); the figure once."""
+    rows = _rows(study.rows, part)
+    if not rows:
+        return ""
+    lines = ["Cost (mean over seeds): training steps relative to the same seed's BLS; selection = candidates "
+             "merged and scored on dev splits and their wall time (BOOM tuned: the whole tune run, shared by its "
+             "rows; WiSE-FT tuned: the line's candidates only). The choice of each tuned row, per seed:\n",
+             "| model | training cost (x BLS) | selection: candidates | selection: dev wall (s) | choices |",
+             "|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        cands = [r["selection_candidates"] for r in mine if "selection_candidates" in r]
+        walls = [r["selection_s"] for r in mine if "selection_s" in r]
+        choices = "; ".join(f"{r['seed']}: {r['choice']}" for r in mine if "choice" in r)
+        lines.append(f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | "
+                     f"{fmean(cands):.0f} | {fmean(walls):.0f} | {choices} |" if cands else
+                     f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | 0 | 0 | |")
+    parts = [p for p in dict.fromkeys(r["part"] for r in study.rows) if p.startswith("tuned")]
+    text = "\n".join(lines) + "\n"
+    if part == parts[-1]:
+        plot_tuned(q, study.rows, parts, study.out / "tuned.png")
+        text += "\n![ID test vs OOD test per model and regime](tuned.png)\n"
+    return text
+
+
+def plot_tuned(q: ModuleType, rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path) -> None:
+    """ID-test avg (x) vs OOD-test avg (y) per model, one panel per regime, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(6.4 * len(parts), 5.2), squeeze=False)
+    markers = "osD^v<>phX*"
+    for ax, part in zip(axes[0], parts):
+        mine = _rows(rows, part)
+        models = sorted(dict.fromkeys(r["model"] for r in mine), key=lambda m: _ORDER.index(m) if m in _ORDER else 99)
+        for i, model in enumerate(models):
+            values = [q._averages(r) for r in mine if r["model"] == model]
+            xs, ys = [100 * v["ID avg"] for v in values], [100 * v["OOD avg"] for v in values]
+            ax.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0, yerr=stdev(ys) if len(ys) > 1 else 0,
+                        fmt=markers[i % len(markers)], capsize=3, markersize=7, label=model,
+                        color=plt.cm.tab10(i % 10), mfc="none" if "WiSE" in model else None)
+        ax.set_xlabel("ID test avg (nDCG@10 x100)")
+        ax.set_ylabel("OOD test avg (x100)")
+        ax.set_title(part.partition(": ")[2] + " (mean ± std over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
