@@ -207,14 +207,16 @@ def chain_section(q: ModuleType, study: Any) -> str:
              f"({', '.join(q.OLD_DOMAINS)}). Variants MODE-INIT: the update folded in by MODE, trained from INIT.\n",
              "Training steps along the chain (mean over seeds; cumulative: the existing bag plus every update, "
              "or every retraining so far) and the mean nDCG@10 x100 over the new domains learnt so far:\n",
-             "| model | step | steps | cumulative steps | new domains so far |", "|---|---|---|---|---|"]
+             "| model | step | steps | cumulative steps | weight (α or λ; per seed) | new domains so far |",
+             "|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         chosen = [r for r in rows if r["model"] == model]
         step = chosen[0]["step"]
         learnt = [fmean(r["scores"][d] for d in domains[:step]) for r in chosen] if step else []
         new_score = f"{100 * fmean(learnt):.2f}" if learnt else ""
+        weights = ", ".join(f"{r['weight']:g}" for r in chosen if r.get("weight") is not None)
         lines.append(f"| {model} | {step} | {fmean(r['steps'] for r in chosen):.0f} | "
-                     f"{fmean(r['cumulative_steps'] for r in chosen):.0f} | {new_score} |")
+                     f"{fmean(r['cumulative_steps'] for r in chosen):.0f} | {weights} | {new_score} |")
     plot_chain(q, rows, domains, study.out / "chain.png")
     return "\n".join(lines) + "\n\n![scores along the chain](chain.png)\n" + adapter_table(study.timings.get("adapter", {}))
 
@@ -228,7 +230,8 @@ def adapter_table(records: dict[str, Any]) -> str:
              "datasets, then mean ± std over seeds; share = (adapter − NEW on OLD index) / (re-indexed − NEW on "
              "OLD index), the part of the re-indexing gain the adapter recovers:\n",
              "| OLD = existing BOOM -> NEW | seeds | OLD today | NEW queries, OLD index | NEW+adapter, OLD index | "
-             "NEW re-indexed | adapter / re-indexed | share recovered | verdicts |", "|---|---|---|---|---|---|---|---|---|"]
+             "NEW re-indexed | adapter / re-indexed | share recovered | recall@10 adapter / re-indexed | verdicts |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label in dict.fromkeys(r["label"] for r in records.values()):
         mine = [r for r in records.values() if r["label"] == label]
 
@@ -240,12 +243,14 @@ def adapter_table(records: dict[str, Any]) -> str:
         gains = [(r["ndcg_at_10"]["adapter_on_old_index"] - r["ndcg_at_10"]["new_on_old_index"],
                   r["ndcg_at_10"]["reindexed"] - r["ndcg_at_10"]["new_on_old_index"]) for r in mine]
         share = [a / b for a, b in gains if abs(b) > 1e-9]
+        recall = fmean(r["recall_at_10"]["adapter_on_old_index"] / r["recall_at_10"]["reindexed"] for r in mine)
         verdicts = ", ".join(f"{v} x{n}" for v, n in Counter(r["verdict"] for r in mine).items())
         lines.append(f"| {label} | {len(mine)} | {cell('old')} | {cell('new_on_old_index')} | "
                      f"{cell('adapter_on_old_index')} | {cell('reindexed')} | {100 * ratio:.1f} % | "
-                     f"{(100 * fmean(share)):.0f} % | {verdicts} |" if share else
+                     f"{(100 * fmean(share)):.0f} % | {100 * recall:.1f} % | {verdicts} |" if share else
                      f"| {label} | {len(mine)} | {cell('old')} | {cell('new_on_old_index')} | "
-                     f"{cell('adapter_on_old_index')} | {cell('reindexed')} | {100 * ratio:.1f} % | n/a | {verdicts} |")
+                     f"{cell('adapter_on_old_index')} | {cell('reindexed')} | {100 * ratio:.1f} % | n/a | {100 * recall:.1f} % | "
+                     f"{verdicts} |")
     return "\n".join(lines) + "\n"
 
 
