@@ -20,7 +20,7 @@ import click
 
 @click.command("quickstart")
 @click.option("--profile", type=click.Choice(["smoke", "default"]), default="default", show_default=True,
-              help="smoke: ~2.5 min, checks the pipeline; default: the real comparison, tune included "
+              help="smoke: a few minutes, checks the pipeline; default: the real comparison, tune included "
                    "(~17 min on 2 idle cores).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/quickstart"),
               show_default=True, help="Run directory (recipes/*.yml expect the default).")
@@ -30,8 +30,8 @@ import click
 def quickstart_command(profile: str, out: Path, resume: bool, force: bool, seed: int) -> None:
     """Build corpora, train BLS + BOOM members from all-MiniLM-L6-v2, merge, tune on dev splits, evaluate.
 
-    Evaluates base / BLS / BOOM / BOOM tuned (the merge `boom-merge tune` chooses with the
-    balanced objective on dev splits; the OOD test sources are read only here).
+    Evaluates base / BLS / BOOM / BOOM tuned on the test splits; BOOM tuned is the merge
+    `boom-merge tune` chooses (balanced objective) on dev splits only.
 
     \b
     Examples:
