@@ -185,3 +185,24 @@ def test_device() -> None:
         with pytest.raises(BoomError, match="^--device cuda: no CUDA device available"):
             check_device("cuda")
         assert check_device(None) == "cpu"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_finite_check_agrees_with_the_element_check(dtype: torch.dtype) -> None:
+    """The one-pass check (a finite sum proves no NaN/Inf) against torch.isfinite element by element,
+    including sums that overflow although every value is finite, and Inf + -Inf (a NaN sum)."""
+    from boom_merge.checks import _finite
+
+    big = torch.finfo(dtype).max
+    cases = {
+        "small": torch.randn(1000, dtype=torch.float32).to(dtype),
+        "huge but finite (the sum overflows)": torch.full((8,), big, dtype=dtype),
+        "nan": torch.tensor([1.0, float("nan"), 2.0]).to(dtype),
+        "inf": torch.tensor([1.0, float("inf")]).to(dtype),
+        "-inf": torch.tensor([float("-inf"), 3.0]).to(dtype),
+        "inf and -inf": torch.tensor([float("inf"), float("-inf")]).to(dtype),
+        "empty": torch.zeros(0, dtype=dtype),
+    }
+    for label, tensor in cases.items():
+        assert _finite(tensor) == bool(torch.isfinite(tensor).all()), label
+    assert not _finite(cases["inf and -inf"]) and _finite(cases["huge but finite (the sum overflows)"])
