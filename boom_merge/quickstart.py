@@ -38,7 +38,7 @@ from boom_merge.experiments import (
     OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir,
 )
 from boom_merge.outputs import check_output, mark_output
-from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, TuneResult, tune
+from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, DEFAULT_SCALES, TuneResult, tune
 from boom_merge.tune.select import Objective
 
 logger = logging.getLogger(__name__)
@@ -61,11 +61,13 @@ class Profile:
     epochs: float = 1.0
     tune_max_queries: int = DEFAULT_MAX_QUERIES
     tune_max_corpus: int = DEFAULT_MAX_CORPUS
+    #: tune's ``scale`` grid (1 is always in it); the default grid for the real comparison
+    tune_scales: tuple[float, ...] = DEFAULT_SCALES
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(max_train=64, max_test_queries=40, eval_corpus=160, batch_size=16, max_seq_length=64,
-                     learning_rate=5e-5, tune_max_queries=30, tune_max_corpus=100),
+                     learning_rate=5e-5, tune_max_queries=30, tune_max_corpus=100, tune_scales=(0.5,)),
     "default": Profile(max_train=600, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
                        learning_rate=5e-5),
 }
@@ -173,6 +175,7 @@ def run_quickstart(
     with _stage(result, f"tune ({TUNE_OBJECTIVE}, dev splits only)", echo):  # resumes from its cache
         tuned = tune(members, out / "tune", base=base, corpus=corpus.path, in_domain=TRAIN_DOMAINS,
                      objective=TUNE_OBJECTIVE, max_queries=sizes.tune_max_queries, max_corpus=sizes.tune_max_corpus,
+                     scales=sizes.tune_scales,
                      merge=True, force=True, progress=True, echo=echo)
     result.tune, tuned_model = tuned, tuned.out / "model"
     with _stage(result, "evaluate base / BLS / BOOM / BOOM tuned", echo):

@@ -18,9 +18,9 @@ from tests.reference_merges import hand_merged_embeddings, np_multislerp
 from tests.test_evaluation import ndcg_at_10
 
 # eval_corpus above every test split's size: nothing is capped, so scores can be recomputed by brute force;
-# tune's dev caps tiny (its ~20 candidates each encode 8 dev splits)
+# tune's dev caps tiny and its scale grid {0.5, 1} (each candidate encodes 8 dev splits)
 TINY = Profile(max_train=24, max_test_queries=8, eval_corpus=100_000, batch_size=8, max_seq_length=32,
-               learning_rate=1e-3, tune_max_queries=8, tune_max_corpus=40)
+               learning_rate=1e-3, tune_max_queries=8, tune_max_corpus=40, tune_scales=(0.5,))
 TUNE_STAGE = "tune (balanced, dev splits only)"
 
 
