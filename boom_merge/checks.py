@@ -179,7 +179,8 @@ def _finite(tensor: torch.Tensor) -> bool:
 
     if bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
         return True
-    return bool(torch.isfinite(tensor).all())
+    wide = tensor.float() if tensor.element_size() == 1 else tensor  # torch has no isfinite for float8
+    return bool(torch.isfinite(wide).all())
 
 
 def check_inputs(paths: list[str | Path], *, allow_pickle: bool = False, finite: bool = True) -> list[ModelFiles]:
