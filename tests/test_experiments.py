@@ -64,3 +64,14 @@ def test_seed_table_against_a_hand_computation() -> None:
     assert lines[2] == "| BLS | 2 | 81.00 ± 1.41 | 69.00 ± 1.41 |  |"
     assert lines[4] == "| base | 1 | 75.00 | 72.00 |  |"
     assert "Δ" not in seed_table(ROWS, ["ID"], reference=None, delta_columns=["ID"])
+
+
+def test_source_lists_follow_the_registry_roles() -> None:
+    """The default's domain lists are the registry's roles: OOD dev sources are neither trained on nor OOD tests."""
+    from boom_merge.data.corpora import sources_with_role
+    from boom_merge.experiments import OOD_DEV_SOURCES, OOD_SOURCES, TRAIN_DOMAINS
+
+    assert set(OOD_DEV_SOURCES) == set(sources_with_role("ood_dev"))
+    assert set(OOD_SOURCES) <= set(sources_with_role("ood_test"))
+    assert set(TRAIN_DOMAINS) <= set(sources_with_role("train"))
+    assert not set(OOD_DEV_SOURCES) & (set(OOD_SOURCES) | set(TRAIN_DOMAINS))
