@@ -1,5 +1,8 @@
 """Read training files of every accepted format and map their columns to FlagEmbedding records.
 
+Owns: the accepted training file formats and the column conventions. It never decides what to do
+with a bad line (the loader does) and never writes.
+
 Formats: jsonl (one object a line), parquet, csv / tsv (with a header row), and tables of
 ``datasets`` (``save_to_disk`` directories, Hub datasets). Columns follow either the
 FlagEmbedding layout (``query``, ``pos`` list, ``neg`` list, optional ``prompt``, ``type``)

@@ -1,5 +1,8 @@
 """Load training data by path or by name into the per-dataset examples the trainer uses.
 
+Owns: turning data paths and names into per-dataset examples with stable ids. It never samples
+(:mod:`.sampling` does) and never writes.
+
 The native format is one jsonl file per dataset (the layout of bge-full-data that the
 BOOM paper trained on), one object per line::
 

@@ -1,5 +1,8 @@
 """Bagging samplers: which examples of each dataset a member trains on.
 
+Owns: the bagging samplers, the ratio specs and the hash of a sample's ids. It never reads or
+writes files.
+
 Each dataset is subsampled on its own (the paper's per-dataset sampling), so every
 member keeps the mix of tasks. Three modes:
 

@@ -1,5 +1,10 @@
 """Embedded corpora built offline from what Debian and PyPI packages install.
 
+Owns: building a corpus from the registry's sources, the corpus cache
+(:func:`default_corpus_dir`) and the corpus manifest. It writes only the corpus directory it
+builds (atomically, through :mod:`boom_merge.outputs`) and what a source's ``fetch`` puts in
+the downloads cache (the gensim wheel); it may not read evaluation results or models.
+
 ``build_corpora`` reads each available source (WordNet, FOLDOC, man pages, KJV -> WEB,
 the Python standard library and FAQ, the Devil's Dictionary, WordSim-353, and the
 out-of-domain dev sources Jargon File, VERA, GCIDE, Python API docs), splits it by

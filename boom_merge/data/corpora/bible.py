@@ -1,5 +1,8 @@
 """Bible verse pairs, King James Version -> World English Bible (paraphrase, archaic -> modern).
 
+Owns: reading the KJV and WEB verses into pairs. It never writes files and may not decide the
+split (:mod:`.common` does).
+
 Both texts come from Debian's SWORD modules (``sword-text-kjv``, ``sword-text-web``),
 read with PyPI ``pysword`` (Debian's ``python3-sword`` binds only the system Python).
 Verses carry OSIS markup: footnotes and headings are replaced by a space *before* the

@@ -1,5 +1,8 @@
 """Build the corpus directory: split, deduplicate, write train/test/sts files, cards, manifest.
 
+Owns: the corpus directory's layout (train, dev, test and sts files, cards). It never reads a
+source itself (the readers do) and writes only inside the directory it is given.
+
 Layout (read by the trainer and the evaluator)::
 
     manifest.json              seed, builder_version, options, sources (counts...), missing

@@ -1,5 +1,8 @@
 """What every corpus builder shares: the source description, headword keys, the split.
 
+Owns: :class:`Pair`, the source description, headword normalisation and the one seeded split. It
+never reads source texts or writes files (it only checks whether a source is installed).
+
 A builder turns one installed text source into :class:`Pair` objects keyed by a
 headword. The split (train / dev / test) is decided per *normalised* headword by one
 seeded hash, so a term that two sources share (``abacus`` in WordNet and in the Devil's

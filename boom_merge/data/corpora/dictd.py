@@ -1,5 +1,8 @@
 """Read dictd dictionaries (``NAME.index`` + ``NAME.dict.dz``), as Debian's dict-* install them.
 
+Owns: the dictd file format (index and ``.dict.dz``). It never interprets an entry's text
+(:mod:`.dictionaries` does) and never writes.
+
 Index lines are ``headword<TAB>offset<TAB>length`` with offset and length written in
 base64 digits (``A-Za-z0-9+/``, most significant first); the entry is that byte range
 of the gunzipped ``.dict.dz``. Several headwords may point at one entry (FOLDOC's

@@ -1,5 +1,9 @@
 """Dictionaries in dictd format: FOLDOC, the Devil's Dictionary, the Jargon File, VERA, GCIDE.
 
+Owns: the body formats of the dictd dictionaries (FOLDOC, Devil's Dictionary, Jargon File, VERA,
+GCIDE). It never reads the dictd files itself (:mod:`.dictd` does), never writes and may not
+decide the split.
+
 FOLDOC bodies repeat the headword(s) on the first lines, then an indented definition
 with ``<category>`` tags, ``{cross references}`` and a closing ``(YYYY-MM-DD)`` date.
 Devil's Dictionary bodies start ``HEADWORD, n.  definition``. Jargon File bodies are the

@@ -1,5 +1,8 @@
 """Linux man pages (Debian ``manpages``, ``manpages-dev``, ``man-db``): NAME line -> DESCRIPTION.
 
+Owns: finding and rendering man pages into pairs. It never writes files and may not decide the
+split (:mod:`.common` does).
+
 Pages are rendered with groff as ``man`` would (``preconv | tbl | nroff``), plain text,
 one very long line per paragraph. ``.so`` redirect stubs and links are skipped (each
 page once), and so are ``gcloud`` pages, which would otherwise swamp section 1 on

@@ -1,5 +1,8 @@
 """Python library reference (Debian ``python3-doc``): signature -> description.
 
+Owns: reading the library reference's directives into pairs. It never writes files and may not
+decide the split (:mod:`.common` does).
+
 The reStructuredText sources of the library reference (``html/_sources/library/*.rst.txt``)
 document each function, method and class with a directive (``.. function:: dumps(obj,
 *, ...)``) followed by an indented description. Each gives one pair under its qualified

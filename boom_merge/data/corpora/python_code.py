@@ -1,5 +1,8 @@
 """Python standard library code search: docstring -> function source.
 
+Owns: reading standard-library functions into pairs. It never writes files, never imports the
+code it reads, and may not decide the split (:mod:`.common` does).
+
 The ``.py`` files of the running interpreter's standard library are parsed with ``ast``
 (test suites, ``site-packages`` and IDLE excluded). Each documented function or method
 gives one pair under its qualified name (``json.decoder.JSONDecoder.decode``); the

@@ -1,5 +1,9 @@
 """Python FAQ (Debian ``python3-doc``): question -> answer.
 
+Owns: reading the FAQ's questions and answers into pairs, and the Sphinx markup reduction that
+:mod:`.python_api` reuses. It never writes files and may not decide the split (:mod:`.common`
+does).
+
 The reStructuredText sources of the FAQ (``html/_sources/faq/*.rst.txt``) are split at
 section headings (a line underlined with ``-``, ``=``, ``~`` or ``^``); each heading that
 is a question becomes one pair with the text up to the next heading as its answer.

@@ -1,4 +1,10 @@
-"""The registry: every source a corpus build knows, where it lives and how it is installed."""
+"""The registry: every source a corpus build knows, where it lives and how it is installed.
+
+Owns: the one list of sources (role, licence, install command, MTEB facts) and where the
+cache lives (:func:`cache_root`, :func:`downloads_dir`); evaluation, cards and ``data list``
+read a source's facts here. It never reads a source's files itself (its reader module does)
+and never writes.
+"""
 
 from __future__ import annotations
 

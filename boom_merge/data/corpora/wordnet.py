@@ -1,5 +1,8 @@
 """WordNet 3.0 (Debian ``wordnet-base``): head lemma of a synset -> its definition.
 
+Owns: reading WordNet synsets into pairs. It never writes files and may not decide the split
+(:mod:`.common` does).
+
 ``data.{noun,verb,adj,adv}`` hold one synset a line: offset, lexicographer file, type,
 word count (hex), then word/lex-id pairs, pointers, and ``| gloss``. The gloss is the
 definition followed by quoted examples; only the definition is kept. Each synset gives

@@ -1,5 +1,8 @@
 """WordSim-353 (Finkelstein et al., 2002): 353 word pairs with mean human similarity scores.
 
+Owns: fetching and reading WordSim-353. It never installs or imports gensim and writes only the
+wheel, into the directory it is given.
+
 An evaluation-only source (graded similarity, scored by Spearman correlation). The TSV
 ships inside the gensim wheel as ``gensim/test/test_data/wordsim353.tsv``; it is read
 with ``zipfile`` from a wheel that ``pip download gensim --no-deps`` puts in the cache,
