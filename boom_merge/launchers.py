@@ -1,4 +1,7 @@
-"""Kept for imports of earlier versions: the Ray launcher lives in :mod:`boom_merge.training.launchers`."""
+"""Kept for imports of earlier versions: the Ray launcher lives in :mod:`boom_merge.training.launchers`.
+
+Owns: nothing but this old import path. It may not hold code.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Train bagging members and update models with ``SentenceTransformerTrainer``.
 
+Owns: the training stage's public names. It may not import :mod:`boom_merge.merging`, tuning or
+the CLI; from evaluation it reads only dev splits (:mod:`boom_merge.evaluation.corpus`, in
+``dev``), and it writes ``boom_member.json`` only through :mod:`boom_merge.lineage`.
+
 A member is the base model fine-tuned with InfoNCE (MultipleNegativesRankingLoss, or its
 GradCache variant, with a temperature, in-batch plus hard negatives, optionally gathered
 across DDP processes, no duplicate texts in a batch) on a per-dataset subsample of the

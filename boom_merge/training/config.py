@@ -1,5 +1,8 @@
 """Training arguments shared by every member: one field per option, validated where they enter.
 
+Owns: the training options (names, defaults, help, validation). It may not import click, torch
+or another training module.
+
 :class:`TrainConfig` is the one list of training options. Each field's metadata carries
 its help text (and, where it differs from ``--field-name``, its flag spellings); the CLI
 generates its options from these fields (``boom_merge.cli.train``), so a default lives

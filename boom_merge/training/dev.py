@@ -1,5 +1,8 @@
 """What a training run evaluates on every ``--eval-steps``: a BEIR dev split or held-out pairs.
 
+Owns: the evaluators a run uses during training. It never writes (the trainer logs their scores)
+and reads only splits with ``qrels/dev.tsv`` or held-out pairs, never ``qrels/test.tsv``.
+
 * a dev split as ``boom-merge data build`` writes it (``CORPUS/dev/NAME/{queries.jsonl,
   corpus.jsonl,qrels/dev.tsv}``): one ``InformationRetrievalEvaluator`` per dataset (nDCG@10,
   queries with the dataset's prompt), run in sequence;

@@ -1,5 +1,8 @@
 """``--keep-checkpoints K``: K evenly spaced checkpoints of a run kept as complete models.
 
+Owns: the kept checkpoints (``keep/`` in the work dir, ``MEMBER/checkpoints/``). It never writes
+a manifest itself (:func:`boom_merge.lineage.write_member_manifest` does).
+
 While training, checkpoint ``k`` of K (step ``ceil(k * total / K)``, so the last is the
 final step) is saved as a sentence-transformers model into the run's work directory
 (``keep/step-N``, written under a temporary name, then renamed); an interrupted run keeps

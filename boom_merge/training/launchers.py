@@ -1,5 +1,8 @@
 """Train members in parallel with an existing engine: one Ray task per member.
 
+Owns: the Ray fan-out of members. It may not train itself (each task calls
+:func:`~boom_merge.training.train_member`) and never writes.
+
 Members are independent, so they fan out as Ray tasks on an existing cluster
 (``address``) or on a local Ray runtime started for the run. Each task runs
 :func:`boom_merge.training.train_member` (which resolves the base itself, so a Hub id is

@@ -1,5 +1,8 @@
 """The member manifest record (``boom_member.json``) as training builds it.
 
+Owns: what a member manifest records. It never reads or writes a manifest file itself
+(:mod:`boom_merge.lineage` does).
+
 The record's pieces: the base's identity (its path or Hub id, the Hub id and commit it derives
 from, its hash), package versions, and the keys that identify a run. Reading, validating and
 writing the file, and the one model hash, belong to :mod:`boom_merge.lineage`.

@@ -1,6 +1,9 @@
 """The training entry points: bagging members (:func:`train_members`, :func:`train_member`) and
 update models (:func:`train_update`).
 
+Owns: the entry points, which members are already trained, the base resolved and hashed once. It
+never writes (``training.runner`` does).
+
 Each resolves its base once (a local dir, or a Hub id ``org/name[@REV]`` through
 :func:`boom_merge.models.resolve_model`: downloaded when online, the cache when offline),
 decides per member whether it is already trained (same settings, same base id/revision),

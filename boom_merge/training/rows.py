@@ -1,4 +1,9 @@
-"""Training rows and datasets: what the trainer sees of the sampled examples."""
+"""Training rows and datasets: what the trainer sees of the sampled examples.
+
+Owns: the rows and datasets handed to the trainer (hard negatives drawn, dataset sizes). It
+never samples which examples are trained on (:mod:`boom_merge.data.sampling` does) and never
+writes.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """One training run through ``SentenceTransformerTrainer``: work dir, checkpoints, resume, atomic output.
 
 Owns the run's files (``.NAME.work/`` beside the output, the output itself); the trainer
-is built by ``training.trainer``, the rows by ``training.rows``.
+is built by ``training.trainer``, the rows by ``training.rows``. It may not configure the
+trainer or choose the rows itself, and it writes ``boom_member.json`` only through
+:mod:`boom_merge.lineage`.
 """
 
 from __future__ import annotations

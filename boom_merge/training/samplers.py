@@ -1,5 +1,7 @@
 """Batch samplers of our own, at module level so that checkpoints can pickle them.
 
+Owns: our batch sampler classes. It may not import other boom-merge modules.
+
 The trainer saves its arguments (which name the sampler class) with ``torch.save``
 at every checkpoint; a class defined inside a function cannot be pickled. This
 module imports sentence-transformers, so import it lazily.
