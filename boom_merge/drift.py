@@ -1,5 +1,9 @@
 """How far an update moved the embedding space: must a vector index be rebuilt?
 
+Owns: the drift report (cosines, recall against OLD's own neighbours, serving quality) and the
+keep / adapt / rebuild verdict. It may not fit or save the adapter itself
+(:mod:`boom_merge.adapter` does) and writes nothing else.
+
 For each dataset of a built corpus (its test split), OLD and NEW encode the same
 texts (queries and documents). We report
 

@@ -1,5 +1,8 @@
 """Evaluation through MTEB: local corpus tasks, summary tables, charts.
 
+Owns: the evaluation stage: MTEB scores of models on the built corpus and standard tasks. It may
+not train, merge or tune, and it never writes lineage (it reads it).
+
 - :mod:`.corpus` reads the built corpus's test and dev splits;
 - :mod:`.tasks` turns them into ``mteb`` tasks (and finds standard MTEB tasks and benchmarks);
 - :mod:`.meta` builds the models' MTEB ``ModelMeta`` (``model_meta.json``);

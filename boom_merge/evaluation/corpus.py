@@ -1,5 +1,8 @@
 """Read the test and dev sides of a built corpus (``boom-merge data build``) from disk.
 
+Owns: reading a built corpus's manifest, dev and test splits, and the caps. It never writes and
+never builds a corpus (:mod:`boom_merge.data.corpora` does).
+
 Layout (one directory per source under ``test/`` and ``dev/``)::
 
     manifest.json                 {"sources": {NAME: {"domain", "task", "licence", "splits", "mteb", ...}}, ...}

@@ -1,5 +1,8 @@
 """The embedding ensemble of several models, as an MTEB encoder.
 
+Owns: the ensemble encoder (the mean of normalised member embeddings). It never loads or checks
+models (:mod:`.run` hands it the members' encoders) and writes nothing.
+
 A merge approximates this ensemble at 1/M of its inference cost: every text is encoded
 by each of the M members, their L2-normalised embeddings are averaged and the mean is
 renormalised (cosine similarity). ``evaluate_models(..., ensembles={label: dirs})``

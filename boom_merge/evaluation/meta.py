@@ -1,5 +1,8 @@
 """MTEB ``ModelMeta`` of what ``boom-merge eval`` evaluates, for leaderboard-ready results.
 
+Owns: the ``ModelMeta`` of every evaluated model and in-domain tagging. It never writes and
+never reads lineage files directly.
+
 Each result folder's ``model_meta.json`` carries mteb's own fields: ``name`` (the Hub
 id, ``--model-name``, or ``boom-merge/LABEL``), ``revision`` (the Hub commit, else the
 content hash :func:`boom_merge.lineage.model_sha256`; never a placeholder),

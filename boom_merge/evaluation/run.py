@@ -1,5 +1,8 @@
 """``boom-merge eval``: run MTEB on several models, save results, summarise, chart.
 
+Owns: running MTEB and writing ``eval --out`` (results, ``summary.json``, ``summary.md``, the
+chart).
+
 Models are local dirs or Hub ids (:mod:`boom_merge.models` resolves and checks them);
 their MTEB ``model_meta.json`` (name, revision, size, licence, training datasets and base
 from :mod:`boom_merge.lineage`) is built in :mod:`.meta`. In-domain tagging compares each

@@ -1,5 +1,8 @@
 """The model x task summary: main scores, in-domain / OOD averages, best per column.
 
+Owns: the :class:`Summary` table, its renderings and chart, and the ``summary.json`` task facts.
+It never runs MTEB and imports no other boom-merge module.
+
 The library returns a :class:`Summary`; :func:`to_markdown` and :func:`to_text` render
 it (best per column in bold / with ``*``), :func:`plot_scores` draws the PNG chart.
 ``summary.json`` (:data:`SUMMARY_FILE`) is :meth:`Summary.to_dict` plus what ``run`` adds

@@ -1,5 +1,8 @@
 """MTEB task objects for the built corpus, and standard MTEB tasks and benchmarks by name.
 
+Owns: :data:`KINDS` and the local MTEB task classes, and finding standard tasks. It never reads
+corpus files itself (:mod:`.corpus` does) and never writes.
+
 Each corpus source becomes a real ``mteb`` task whose ``load_data`` reads the local files
 of one split (``test`` or ``dev``), so MTEB's own evaluators compute the scores and write
 its result format. What a task kind is (its MTEB type, main metric, loader) is
