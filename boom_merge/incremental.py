@@ -1,5 +1,9 @@
 """Incremental BOOM updates: fold an update model into an existing model.
 
+Owns: incremental updates: their recipes (interpolate, add) and the update's own lineage fields
+(mode, weight, update base). It may not choose the weight (:mod:`boom_merge.update_weight`
+does), and it never writes into OLD, UPDATE or BASE.
+
 The paper's cheap update: train an update model on the new data plus a small sample
 of the old (``boom-merge train-update``), then merge it into the existing model. Two
 modes, both written as recipes that plain ``mergekit-yaml`` runs:

@@ -1,5 +1,7 @@
 """``--update-weight auto``: choose α (interpolate) or λ (add) on dev splits, never on test data.
 
+Owns: the weight grid, the rule and ``NEW/update_weight/``.
+
 The rule is fixed and printed before anything is scored (:func:`weight_rule`): over a
 grid of weights (weight 0 is OLD itself, scored as the reference), maximise the mean
 of the old-domain dev average (the dev splits of OLD's training domains) and the

@@ -1,5 +1,7 @@
 """``boom-merge tune``: choose merge settings on dev splits, never on test data.
 
+Owns: the ``tune`` stage's public names.
+
 - :mod:`.candidates`: one ``boom`` recipe per candidate (members, interpolation, weights, scale);
 - :mod:`.select`: the selection rule and the greedy soup (pure functions over scores);
 - :mod:`.scoring`: which dev splits judge, and the MTEB scorer;

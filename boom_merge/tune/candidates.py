@@ -1,5 +1,7 @@
 """Tuning candidates: one ``boom`` recipe each (members, interpolation, weights, scale).
 
+Owns: the candidate recipes and their keys. It never merges or scores.
+
 Every candidate merges a subset of the members with the base as ``base_model``:
 ``base + t * merge(members - base)``. The base itself is the full-data member at t = 0,
 a member alone is that member at t = 1 (bit for bit), the WiSE-FT line is the full-data

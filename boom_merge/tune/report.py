@@ -1,5 +1,9 @@
 """Tuning reports: ``candidates.json`` / ``candidates.md`` (every candidate, scores, cost)
-and ``pareto.png`` (ID-dev vs OOD-dev, the chosen point and the WiSE-FT line marked)."""
+and ``pareto.png`` (ID-dev vs OOD-dev, the chosen point and the WiSE-FT line marked).
+
+Owns: the content of ``candidates.json``, ``candidates.md`` and ``pareto.png``. It never scores
+or selects, and writes only into the directory it is given.
+"""
 
 from __future__ import annotations
 

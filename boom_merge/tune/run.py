@@ -1,5 +1,8 @@
 """``boom-merge tune``: search merge settings on dev splits, write the chosen recipe.
 
+Owns: the search order, the score cache and OUT's files. It never scores (:mod:`.scoring` does)
+or selects (:mod:`.select` does) itself, and never reads test splits.
+
 The search (fixed, staged so that its cost stays small):
 
 1. the base (the full-data member at t = 0) and every member alone;

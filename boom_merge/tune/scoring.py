@@ -1,5 +1,7 @@
 """Which dev splits judge a tuning run, and the scorer that runs MTEB on them.
 
+Owns: which dev splits judge and the dev scorer.
+
 ID dev = the dev splits of the training domains (``--in-domain``, else the datasets in
 the members' lineage); OOD dev = the corpus's OOD dev sources (manifest role
 ``ood_dev``). OOD *test* sources have no dev split and are never read here.

@@ -1,5 +1,7 @@
 """The selection rule and the greedy soup, as pure functions over scores.
 
+Owns: the selection rule and the greedy soup. It never merges, scores or touches files.
+
 The rule is fixed before anything is scored (:func:`selection_rule` says it in words):
 the objective (``balanced``: mean of the ID-dev and OOD-dev averages; ``id``; ``ood``)
 is maximised over every scored candidate, and ties go to the simpler candidate
