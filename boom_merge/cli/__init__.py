@@ -1,5 +1,9 @@
 """The ``boom-merge`` command line: a thin click layer over the library.
 
+Owns: the ``boom-merge`` group (``--version``, ``--verbose``, logging set-up), collecting each
+module's ``COMMANDS``, and turning a :class:`BoomError` into one line and exit status 1. It may
+not hold pipeline logic, and no library module imports this package.
+
 Each module in this package defines the commands of one pipeline stage and lists
 them in ``COMMANDS``; they are collected here so that stages stay independent.
 Commands import heavy libraries (torch, mergekit) inside their bodies, which keeps

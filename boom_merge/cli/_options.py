@@ -1,4 +1,7 @@
-"""Options shared by commands of several stages (``--device``); not a stage, registers no commands."""
+"""Options shared by commands of several stages (``--device``); not a stage, registers no commands.
+
+Owns: the ``--device`` option. It may not define commands or call the library.
+"""
 
 from __future__ import annotations
 

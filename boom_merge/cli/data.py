@@ -1,4 +1,8 @@
-"""``boom-merge data``: build the embedded corpora from installed packages, list the sources."""
+"""``boom-merge data``: build the embedded corpora from installed packages, list the sources.
+
+Owns: the ``data build`` / ``data list`` commands (flags, help, what is echoed). It may not
+build or read corpora itself: it calls :mod:`boom_merge.data.corpora`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Evaluation-stage commands: ``eval`` (MTEB) and ``drift`` (must the index be rebuilt?)."""
+"""Evaluation-stage commands: ``eval`` (MTEB) and ``drift`` (must the index be rebuilt?).
+
+Owns: the ``eval`` and ``drift`` commands (flags, help, what is echoed). It may not evaluate or
+compute drift itself (:mod:`boom_merge.evaluation`, :mod:`boom_merge.drift` do), and it writes
+``drift --json`` only through :mod:`boom_merge.outputs`.
+"""
 
 from __future__ import annotations
 

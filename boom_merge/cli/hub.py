@@ -1,4 +1,8 @@
-"""Hub commands: ``push``."""
+"""Hub commands: ``push``.
+
+Owns: the ``push`` command (flags, help, what is echoed). It may not build the card or upload
+itself (:mod:`boom_merge.hub` does).
+"""
 
 from __future__ import annotations
 

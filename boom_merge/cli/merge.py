@@ -1,4 +1,10 @@
-"""Merge-stage commands: ``merge``, ``recipe``, ``incremental``, ``inspect``."""
+"""Merge-stage commands: ``merge``, ``recipe``, ``incremental``, ``inspect``.
+
+Owns: the ``merge``, ``recipe``, ``incremental`` and ``inspect`` commands (flags, help, what is
+echoed). It may not merge, write recipes or score anything itself: :mod:`boom_merge.merging`,
+:mod:`boom_merge.recipes`, :mod:`boom_merge.incremental`, :mod:`boom_merge.update_weight`,
+:mod:`boom_merge.drift` and :mod:`boom_merge.similarity` do.
+"""
 
 from __future__ import annotations
 

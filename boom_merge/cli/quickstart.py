@@ -1,5 +1,8 @@
 """``boom-merge quickstart``: the main job on the embedded default.
 
+Owns: the ``quickstart`` command (flags, help, the closing report it echoes). It may not run any
+stage itself (:mod:`boom_merge.quickstart` does).
+
 Output layout (OUT = ``--out``)::
 
     OUT/base/, OUT/members/    the re-saved base and the members (member-3-r100 = BLS)

@@ -1,5 +1,9 @@
 """``boom-merge train`` and ``boom-merge train-update``: thin wrappers over boom_merge.training.
 
+Owns: the ``train`` and ``train-update`` commands and their options generated from
+``TrainConfig``. It may not train, sample or hold a training default itself
+(:mod:`boom_merge.training` does).
+
 The training options are generated from :class:`~boom_merge.training.TrainConfig`'s fields
 (type, default, help and flag spellings), as mergekit's ``add_merge_options`` does from
 ``MergeOptions``: a default or a help text lives in the config only.

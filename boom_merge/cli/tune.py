@@ -1,4 +1,8 @@
-"""Tuning command: ``tune`` (merge settings chosen on dev splits)."""
+"""Tuning command: ``tune`` (merge settings chosen on dev splits).
+
+Owns: the ``tune`` command (flags, help, what is echoed). It may not merge, score or select
+itself (:mod:`boom_merge.tune` does).
+"""
 
 from __future__ import annotations
 
