@@ -1,5 +1,10 @@
 """Lazy import hook that plugs boom-merge into an unmodified mergekit.
 
+Owns: the start-up finder and the one table of watched modules and their callbacks
+(``_CALLBACKS``). It may not patch mergekit or register methods itself
+(:mod:`boom_merge.mergekit_compat` and :mod:`boom_merge.merge_methods` do), and it never imports
+anything at start-up.
+
 mergekit has no plugin entry point, so ``boom_merge_hook.pth`` (installed into
 site-packages) imports this module at interpreter start-up. It only puts a finder in
 front of ``sys.meta_path``; it imports nothing itself (not even ``importlib``: every

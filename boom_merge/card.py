@@ -1,5 +1,11 @@
 """Model cards for merged, incremental and member models (one builder, used by merge and push).
 
+Owns: rendering and writing the model card (``README.md``) of merged, incremental, pushed and
+member models; no other boom-merge module builds one. It never writes anything but ``README.md``
+and never computes a fact it can read: provenance comes from :mod:`boom_merge.lineage`, scores
+from :mod:`boom_merge.card_eval`, dataset licences from the corpus manifest
+(:mod:`boom_merge.evaluation.corpus`).
+
 A card is what a sentence-transformers card is (``SentenceTransformerModelCardData`` rendered
 with sentence-transformers' own template: model details with architecture, max length,
 dimension and similarity function; training datasets with sizes and loss; hyperparameters;

@@ -1,5 +1,8 @@
 """BOOM's own sections of a model card, as Markdown: what the model is made from and how.
 
+Owns: the Markdown of BOOM's card sections and the BOOM citation. It never reads or writes
+files: :mod:`boom_merge.card` hands it the records and scores.
+
 Members with their sample ratios, seeds and sampled data; the merge recipe; the lineage
 (inputs with roles, weights, Hub ids, and the chain of incremental updates); dataset
 licences; the BOOM citation. Pure functions of the provenance records (:mod:`boom_merge.lineage`)

@@ -1,5 +1,7 @@
 """Evaluation results for a model card: read from what ``boom-merge eval`` wrote.
 
+Owns: reading ``summary.json`` for a card, the scores shown and the ``model-index`` entries.
+
 ``summary.json`` (in ``eval --out``) records, per task, what evaluation knows: name, source,
 MTEB type and Hugging Face task type, main metric name (e.g. ``ndcg_at_10`` for retrieval),
 split, dataset path and revision, and the caps it ran under; and per model label the main

@@ -1,5 +1,9 @@
 """Input checks that run before any merge writes anything.
 
+Owns: the safetensors and weight checks that merges and :mod:`boom_merge.models` share; no other
+module re-reads headers. It never writes and never unpickles: pickled weights are only found and
+refused (or allowed).
+
 Each problem becomes a one-line :class:`BoomError` naming the file (and tensor):
 missing config, missing/truncated/corrupt safetensors, headers that lie (a byte
 length that does not fit the dtype and shape, tensors sharing bytes, a tensor that is

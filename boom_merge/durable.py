@@ -1,6 +1,9 @@
 """Filesystem mechanics behind :mod:`boom_merge.outputs`: the per-output lock, parents
 made and removed again, atomic swap of a finished dir, fsync, the umask's usual modes, and
 SIGINT/SIGTERM turned into exceptions so that temporary dirs are cleaned up.
+
+Owns: the filesystem mechanics of an output. It may not decide where an output may go
+(:mod:`boom_merge.outputs` does) and imports nothing of boom-merge but :mod:`boom_merge.errors`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The one exception type that users see as a one-line message (no traceback)."""
+"""The one exception type that users see as a one-line message (no traceback).
+
+Owns: :class:`BoomError` and its one-line message. It may not import anything from boom-merge.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Publish a merged or member model on the Hugging Face Hub with a generated card.
 
+Owns: publishing to the Hub (the upload plan, the token, the commit).
+
 The upload is one commit of the model directory's files (recipe, manifests and
 lineage included) plus ``README.md`` built by :mod:`boom_merge.card`, titled with the repo id
 (a trained member keeps the card sentence-transformers wrote, extended). The card is built

@@ -1,5 +1,8 @@
 """The BOOM merge methods, written against mergekit's ``merge_method`` decorator.
 
+Owns: the kernels of ``boom`` and ``boom_incremental`` and :data:`BOOM_METHODS`. It never reads
+or writes files (mergekit does) and imports no other boom-merge module.
+
 ``boom`` merges the M bag members of one base into one model; ``boom_incremental``
 folds an update model into an existing model. Both are registered with mergekit's
 registry by :func:`register_methods` (called by the import hook in ``_hook.py``), so

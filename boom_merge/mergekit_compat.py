@@ -1,5 +1,8 @@
 """The one place where boom-merge adapts mergekit 0.1.5. Each fix here is temporary.
 
+Owns: every patch of mergekit 0.1.5. It may not check or write a merge itself: the checks and
+outputs are :mod:`boom_merge.merging`'s, the recipe rules :mod:`boom_merge.recipes`'.
+
 1. ``MergePlanner.plan_tensor`` evaluates ``[w_in.name] + (w_in.aliases or [])`` for
    optional weights; ``aliases`` is a tuple, so every BERT-family model (whose
    optional pooler weights have aliases) crashes with ``TypeError: can only

@@ -1,5 +1,10 @@
 """The one merge pipeline: validate -> check inputs -> plan the head -> mergekit -> finish.
 
+Owns: the one merge pipeline; every merge goes through it. It may not train, tune or evaluate
+and never writes into an input; the lineage and the card are written by
+:mod:`boom_merge.lineage` and :mod:`boom_merge.card` (an incremental update's starting lineage
+arrives as one of :func:`run_recipe`'s ``extra_files``).
+
 Every merge runs these steps, whoever starts it: ``boom-merge merge``
 (:func:`merge_recipe`), ``incremental`` and ``tune`` (:func:`run_recipe`), and plain
 ``mergekit-yaml`` through the import hook (:func:`merge_in_place`, called by the

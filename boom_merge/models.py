@@ -1,5 +1,8 @@
 """Models by name: local dirs and Hugging Face Hub ids, checked before anyone reads them.
 
+Owns: resolving a model spec, the checks every model reader shares, loading, the default device.
+It never writes a model (a download fills only huggingface_hub's cache).
+
 Every command that reads a model goes through here:
 
 - :func:`resolve_model` turns a spec (a local dir, ``org/name`` or ``org/name@REV``) into a

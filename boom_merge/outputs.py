@@ -1,5 +1,9 @@
 """Output paths: the one place that decides where boom-merge may write, and how.
 
+Owns: the decision whether a path may be written, and atomic output dirs and files. It never
+lets an output go into, over or around an input; the filesystem mechanics are in
+:mod:`boom_merge.durable`.
+
 :func:`check_output` refuses an output that equals, contains or lies inside an input
 (after resolving symlinks, with or without ``--force``), a dangling symlink, an existing
 output without ``--force``, and, with ``--force``, anything boom-merge did not write.

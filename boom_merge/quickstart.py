@@ -1,5 +1,9 @@
 """The main job on the embedded default: BLS vs BOOM from the bundled all-MiniLM-L6-v2.
 
+Owns: the order of the main job and OUT's layout, including ``quickstart.json``. It may not
+train, merge, tune or evaluate itself (it calls each stage), and it never writes outside OUT
+except the boom-merge cache (corpora, downloads) that :mod:`boom_merge.data.corpora` fills.
+
 One call runs the whole pipeline on real offline data: build the corpora (training
 domains, OOD test sources, OOD dev sources), train the BLS model and the BOOM members
 ({40,60,80,100}%, the 100% member being the BLS model), merge the members through the

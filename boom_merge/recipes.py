@@ -1,5 +1,8 @@
 """Read mergekit recipes strictly, and write them for bag members.
 
+Owns: strict recipe reading and the recipes written for members. It never reads model weights
+and never merges (:mod:`boom_merge.merging` does).
+
 :func:`load_recipe` / :func:`validate_recipe` / :func:`validate_config` are the merge
 pipeline's first step (:mod:`boom_merge.merging`, also under plain ``mergekit-yaml``):
 unknown keys and method parameters are refused naming the valid ones, weights must be

@@ -1,5 +1,8 @@
 """How diverse are the bag members? Pairwise cosine similarity of their weight deltas.
 
+Owns: the members' pairwise delta similarity and its plot. It never writes anything but the
+optional plot.
+
 Bagging only helps if members differ. For each pair of members we compute the
 cosine between their deltas (from ``base`` when given, else from the members' mean),
 per layer and over the whole model, streaming one tensor name at a time. Models are dirs

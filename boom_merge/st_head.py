@@ -1,5 +1,8 @@
 """The sentence-transformers head of a merge: everything mergekit does not write.
 
+Owns: the sentence-transformers files of a merge (modules, settings, merged Dense layers). It
+may not write lineage or the card.
+
 mergekit merges the transformer at a model's root. A sentence-transformers model
 also has ``modules.json``, prompts and settings, a Pooling module, maybe Dense
 layers and Normalize. :func:`plan_head` checks that all inputs embed the same way

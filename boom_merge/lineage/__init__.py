@@ -1,5 +1,8 @@
 """Provenance: the one owner of ``boom_member.json`` and ``boom_lineage.json``.
 
+Owns: writing and reading ``boom_member.json``, ``boom_lineage.json`` and ``boom_members/``, and
+the one model hash.
+
 What a model is made from is written, read and validated here and nowhere else:
 
 - ``boom_member.json`` (:class:`MemberManifest`): a trained member or update model, its base

@@ -1,5 +1,8 @@
 """The provenance records, typed: ``boom_member.json`` and ``boom_lineage.json`` read and validated.
 
+Owns: the file names, the typed records, their validation, and writing ``boom_member.json``. It
+may not import anything of boom-merge but :mod:`boom_merge.errors`.
+
 A corrupt file (not JSON, not an object, a field of the wrong type, an unknown
 ``format_version``) is a one-line :class:`BoomError` naming it; an absent one is None.
 Files written before ``format_version`` existed are read as version 1. Writing the
