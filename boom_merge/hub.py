@@ -5,19 +5,33 @@ Owns: publishing to the Hub (the upload plan, the token, the commit).
 The upload is one commit of the model directory's files (recipe, manifests and
 lineage included) plus ``README.md`` built by :mod:`boom_merge.card`, titled with the repo id
 (a trained member keeps the card sentence-transformers wrote, extended). The card is built
-in memory, so the local model is never modified. The token comes from the argument, ``HF_TOKEN`` or
+in memory, so the local model is never modified.
+
+Local paths do not travel: in the uploaded copies of the provenance files (recipe, lineage,
+member manifests) an absolute path of this machine is written as a Hub id and commit when it
+is a Hub cache snapshot, else as its shortest trailing part that tells it apart from the other
+local paths of the upload (``/home/me/runs/bag/member-0-r40`` -> ``member-0-r40``), so the
+uploaded recipe runs with plain ``mergekit-yaml`` next to copies of its inputs, and no home
+directory or mount point is published. The local files stay as they are. The token comes from the argument, ``HF_TOKEN`` or
 the saved login (``hf auth login``) and is never printed or logged: it is scrubbed from
 error messages too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, replace
-from pathlib import Path
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from boom_merge.card import CARD_FILE, build_model_card
+import yaml
+
+from boom_merge.card import CARD_FILE, RECIPE_FILES, build_model_card
 from boom_merge.errors import BoomError
+from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +40,11 @@ _MODEL_MARKERS = ("modules.json", "config.json")
 
 @dataclass(frozen=True)
 class PushPlan:
-    """What a push uploads: ``files`` are paths in the repo (sorted, card included)."""
+    """What a push uploads: ``files`` are paths in the repo (sorted, card included).
+
+    ``portable`` holds the uploaded bytes of the provenance files whose local paths were
+    rewritten (see the module docstring); every other file is uploaded as it is on disk.
+    """
 
     repo_id: str
     model_dir: Path
@@ -35,6 +53,7 @@ class PushPlan:
     private: bool = False
     revision: str | None = None
     commit_url: str | None = None
+    portable: dict[str, bytes] = field(default_factory=dict)
 
 
 def model_files(model_dir: Path) -> list[str]:
@@ -82,7 +101,95 @@ def plan_push(
     check_model(model_dir)  # never publish NaN weights, a truncated file or a model without its tokenizer
     card = build_model_card(model_dir, results_dir=results_dir, title=repo_id, include_capped=include_capped)
     files = tuple(sorted([*model_files(model_dir), CARD_FILE]))
-    return PushPlan(repo_id, model_dir, files, str(card), private, revision)
+    portable = portable_provenance(model_dir, files)
+    return PushPlan(repo_id, model_dir, files, str(card), private, revision, portable=portable)
+
+
+def _is_provenance(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return name in (*RECIPE_FILES, LINEAGE_FILE, MEMBER_FILE) or (
+        len(parts) == 2 and parts[0] == MEMBERS_DIR and name.endswith(".json"))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _load(name: str, text: str) -> Any:
+    return json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+
+
+def portable_names(paths: Iterable[str]) -> dict[str, str]:
+    """Absolute local paths -> what the upload writes instead (see the module docstring)."""
+    from boom_merge.models import cache_identity
+
+    names: dict[str, str] = {}
+    local = []
+    for path in dict.fromkeys(paths):
+        hub_id, revision = cache_identity(Path(path))
+        if hub_id is not None:
+            names[path] = f"{hub_id}@{revision}"
+        else:
+            local.append(PurePosixPath(path))
+    for path in local:
+        for depth in range(1, len(path.parts)):
+            suffix = path.parts[-depth:]
+            if all(other == path or other.parts[-depth:] != suffix for other in local):
+                break
+        names[str(path)] = PurePosixPath(*suffix).as_posix()
+    return names
+
+
+def _rewrite(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return names.get(value, value)
+    if isinstance(value, dict):
+        return {key: _rewrite(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rewrite(item, names) for item in value]
+    return value
+
+
+def _rewritten_yaml(text: str, names: dict[str, str]) -> str:
+    """The recipe with its paths replaced in place (comments and layout kept)."""
+    for path in sorted(names, key=len, reverse=True):
+        pattern = rf"(?<![\w./~-]){re.escape(path)}(?![\w./-])"
+        text = re.sub(pattern, lambda _: names[path], text)
+    return text
+
+
+def portable_provenance(model_dir: Path, files: Iterable[str]) -> dict[str, bytes]:
+    """The provenance files among ``files`` that name local paths, as they are uploaded."""
+    texts = {}
+    for name in files:
+        if _is_provenance(name) and (model_dir / name).is_file():
+            text = (model_dir / name).read_text(encoding="utf-8")
+            try:
+                texts[name] = (text, _load(name, text))
+            except (ValueError, yaml.YAMLError):
+                raise BoomError("not valid JSON/YAML; nothing was uploaded", path=model_dir / name) from None
+    found = [s for _, data in texts.values() for s in _strings(data) if s.startswith("/")]
+    names = portable_names(found)
+    portable = {}
+    for name, (text, data) in texts.items():
+        if not any(s in names for s in _strings(data)):
+            continue
+        if name.endswith(".json"):
+            new = json.dumps(_rewrite(data, names), indent=2) + "\n"
+        else:
+            new = _rewritten_yaml(text, names)
+            if _load(name, new) != _rewrite(data, names):  # a path quoted in a way the text match missed
+                header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+                new = header + yaml.safe_dump(_rewrite(data, names), sort_keys=False)
+        portable[name] = new.encode("utf-8")
+    return portable
 
 
 def _reason(error: BaseException, token: str | None) -> str:
@@ -104,7 +211,7 @@ def upload(plan: PushPlan, *, token: str | None = None) -> PushPlan:
     if not secret:
         raise BoomError("no Hugging Face token: set HF_TOKEN or run `hf auth login`; nothing was uploaded")
     operations = [
-        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(plan.model_dir / name))
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=plan.portable.get(name) or str(plan.model_dir / name))
         for name in plan.files
         if name != CARD_FILE
     ]

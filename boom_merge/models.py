@@ -81,7 +81,7 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
     local = Path(text).expanduser()
     if local.is_dir():
         path = local.resolve()
-        hub_id, revision = _cache_identity(path)
+        hub_id, revision = cache_identity(path)
         return ResolvedModel(text, path, hub_id, revision)
     if local.exists():
         raise BoomError("not a model directory (a file)", path=text)
@@ -92,8 +92,8 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
     return ResolvedModel(text, path, repo_id, path.name)
 
 
-def _cache_identity(path: Path) -> tuple[str | None, str | None]:
-    """``(org/name, sha)`` when ``path`` is ``.../models--org--name/snapshots/SHA``."""
+def cache_identity(path: Path) -> tuple[str | None, str | None]:
+    """``(org/name, sha)`` when ``path`` is ``.../models--org--name/snapshots/SHA`` (a Hub cache snapshot)."""
     if path.parent.name != "snapshots":
         return None, None
     match = _CACHE_SNAPSHOT.match(path.parent.parent.name)

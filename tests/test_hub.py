@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import yaml
 from huggingface_hub.repocard import metadata_load
 
 from tests.tiny_models import make_tiny_bert_st
@@ -155,7 +157,7 @@ def _push(
     )
 
 
-def test_push_uploads_exact_files_and_card(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+def test_push_uploads_exact_files_and_card(hub: FakeHub, member: Path, tmp_path: Path, minilm_path: str) -> None:
     before = _checksums(member)
     result = _push(str(member), "--repo-id", REPO, "--private", "--revision", "dev", endpoint=hub.url, home=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -163,8 +165,11 @@ def test_push_uploads_exact_files_and_card(hub: FakeHub, member: Path, tmp_path:
 
     assert set(hub.files) == _expected_files(member)
     for name, data in hub.files.items():
-        if name != "README.md":
+        if name not in ("README.md", "boom_member.json"):
             assert data == (member / name).read_bytes(), name
+    # the manifest travels without this machine's paths: the local base is named by its directory
+    local, uploaded = json.loads((member / "boom_member.json").read_text()), json.loads(hub.files["boom_member.json"])
+    assert uploaded == {**local, "base_model": Path(minilm_path).name}
     card = tmp_path / "README.md"
     card.write_bytes(hub.files["README.md"])
     meta = metadata_load(card)
@@ -193,7 +198,9 @@ def test_dry_run_lists_files_and_card_and_sends_nothing(hub: FakeHub, member: Pa
     assert result.returncode == 0, result.stderr
     assert hub.requests == []
     listed, _, card = result.stdout.partition("\n--- README.md ---\n")
-    files = {line.strip() for line in listed.splitlines()[1:] if line.strip()}
+    *listing, rewritten = listed.strip().splitlines()
+    assert rewritten == "local paths written as names or Hub ids in the uploaded boom_member.json"
+    files = {line.strip() for line in listing[1:] if line.strip()}
     assert files == _expected_files(member)
     assert f"would upload {len(files)} files to {REPO}:" in listed
     (tmp_path / "card.md").write_text(card)
@@ -300,3 +307,52 @@ def test_results_and_include_capped(member: Path, tmp_path: Path, flag: list[str
     assert {e.task_name: e.metric_value for e in evals} == expected
     assert {e.metric_type for e in evals} == {"ndcg_at_10"}
     assert "capped: max_queries=5, max_corpus=50" in (tmp_path / "card.md").read_text()
+
+
+def test_portable_names() -> None:
+    from boom_merge.hub import portable_names
+
+    names = portable_names(["/home/me/runs/seed-0/member-0", "/home/me/runs/seed-1/member-0", "/data/old3",
+                            "/data", "/cache/models--acme--tiny-bert/snapshots/" + "c" * 40, "/data"])
+    assert names == {"/home/me/runs/seed-0/member-0": "seed-0/member-0",
+                     "/home/me/runs/seed-1/member-0": "seed-1/member-0",
+                     "/data/old3": "old3", "/data": "data",
+                     "/cache/models--acme--tiny-bert/snapshots/" + "c" * 40: "acme/tiny-bert@" + "c" * 40}
+
+
+def test_pushed_recipe_runs_next_to_copies_of_its_inputs(
+    hub: FakeHub, tiny_bag: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """No local path reaches the Hub, and the uploaded recipe reproduces the merge with plain mergekit-yaml."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from boom_merge.merging import merge_recipe
+    from boom_merge.recipes import write_recipe
+
+    base, members = tiny_bag
+    recipe = write_recipe(members[:2], tmp_path / "recipe.yml", base=base)
+    merged = merge_recipe(recipe, tmp_path / "merged")
+    before = _checksums(merged)
+    result = _push(str(merged), "--repo-id", REPO, endpoint=hub.url, home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert _checksums(merged) == before
+    for name, data in hub.files.items():
+        assert str(base.parent).encode() not in data and str(tmp_path).encode() not in data, name
+    uploaded = yaml.safe_load(hub.files["boom_recipe.yml"])
+    assert [m["model"] for m in uploaded["models"]] == ["member-0", "member-1"] and uploaded["base_model"] == "base"
+    assert hub.files["boom_recipe.yml"].decode().startswith("# Written by `boom-merge recipe`")
+    lineage = json.loads(hub.files["boom_lineage.json"])
+    assert [i["path"] for i in lineage["inputs"]] == ["member-0", "member-1", "base"]
+
+    elsewhere = tmp_path / "elsewhere"  # a user who downloaded the repo and its inputs
+    (elsewhere / "pushed").mkdir(parents=True)
+    (elsewhere / "pushed" / "boom_recipe.yml").write_bytes(hub.files["boom_recipe.yml"])
+    for model in (*members[:2], base):
+        shutil.copytree(model, elsewhere / model.name)
+    run = subprocess.run(["mergekit-yaml", "pushed/boom_recipe.yml", "again"], cwd=elsewhere,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    ours, theirs = load_file(merged / "model.safetensors"), load_file(elsewhere / "again" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

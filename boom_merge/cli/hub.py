@@ -40,7 +40,9 @@ def push(
 
     The card is built from the model's provenance (boom_lineage.json, boom_member.json) and
     titled with --repo-id; a trained member keeps the card sentence-transformers wrote, extended.
-    The token comes from HF_TOKEN or the saved login (`hf auth login`).
+    The token comes from HF_TOKEN or the saved login (`hf auth login`). Local paths in the
+    uploaded recipe and provenance files are written as their last parts (a Hub cache snapshot
+    as its Hub id and commit); the local files are not changed.
     """
     from boom_merge.hub import push_model
 
@@ -51,6 +53,8 @@ def push(
         click.echo(f"dry run: would upload {len(plan.files)} files to {target}:")
         for name in plan.files:
             click.echo(f"  {name}")
+        if plan.portable:
+            click.echo(f"local paths written as names or Hub ids in the uploaded {', '.join(sorted(plan.portable))}")
         click.echo("\n--- README.md ---")
         click.echo(plan.card)
     else:
