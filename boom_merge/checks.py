@@ -159,8 +159,9 @@ def check_same_tensors(models: list[ModelFiles]) -> None:
                 )
 
 
-def check_finite(model: ModelFiles) -> None:
-    """Raise naming the first floating tensor that holds NaN or Inf."""
+def check_finite(model: ModelFiles, *, label: str | None = None) -> None:
+    """Raise naming the first floating tensor that holds NaN or Inf; ``label`` names the model in the
+    progress bar (default: its directory's name)."""
     import torch
     from safetensors import safe_open
 
@@ -170,7 +171,7 @@ def check_finite(model: ModelFiles) -> None:
             by_file.setdefault(info.file, []).append(name)
     for file, names in by_file.items():
         with safe_open(str(file), framework="pt") as handle:
-            for name in tqdm(names, desc=f"checking {model.path.name}", leave=False, unit="tensor"):
+            for name in tqdm(names, desc=f"checking {label or model.path.name}", leave=False, unit="tensor"):
                 if not _finite(handle.get_tensor(name)):
                     raise BoomError(f"tensor {name!r} contains NaN or Inf values", path=file)
 

@@ -192,8 +192,9 @@ def check_model(
     heads = [model_dir / m["path"] for m in _modules(model_dir) if m.get("path")]
     modules = [weights] + [_module_files(d) for d in heads if d.resolve() != transformer.resolve()]
     if finite:
+        hub_id, _ = cache_identity(model_dir.resolve())  # a Hub model's bar shows its id, not the snapshot hash
         for files in modules:
-            check_finite(files)
+            check_finite(files, label=hub_id)
 
 
 def _module_files(module_dir: Path) -> ModelFiles:

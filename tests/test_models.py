@@ -206,3 +206,18 @@ def test_finite_check_agrees_with_the_element_check(dtype: torch.dtype) -> None:
     for label, tensor in cases.items():
         assert _finite(tensor) == bool(torch.isfinite(tensor.double()).all()), label
     assert not _finite(cases["nan"]) and _finite(cases["huge but finite (the sum overflows)"])
+
+
+def test_progress_bars_name_a_hub_model_by_its_id(tiny_bert_base: Path, hub_cache: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from boom_merge.lineage import model_sha256
+
+    place_in_cache(tiny_bert_base, hub_cache, "acme/tiny-bert")
+    snapshot = resolve_model("acme/tiny-bert").path
+    check_model(snapshot)
+    model_sha256("acme/tiny-bert")
+    bars = capsys.readouterr().err
+    assert "checking acme/tiny-bert" in bars and "hashing acme/tiny-bert" in bars
+    assert SHA not in bars
+    check_model(tiny_bert_base)
+    assert f"checking {tiny_bert_base.name}" in capsys.readouterr().err

@@ -302,10 +302,11 @@ def model_sha256(model: str | Path) -> str:
 
     from boom_merge.models import resolve_model
 
-    path = resolve_model(model).path
+    resolved = resolve_model(model)
+    path = resolved.path
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    for file in tqdm(files, desc=f"hashing {path.name}", leave=False, unit="file"):
+    for file in tqdm(files, desc=f"hashing {resolved.hub_id or path.name}", leave=False, unit="file"):
         digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 24), b""):
