@@ -219,7 +219,37 @@ def chain_section(q: ModuleType, study: Any) -> str:
         lines.append(f"| {model} | {step} | {fmean(r['steps'] for r in chosen):.0f} | "
                      f"{fmean(r['cumulative_steps'] for r in chosen):.0f} | {weights} | {new_score} |")
     plot_chain(q, rows, domains, study.out / "chain.png")
-    return "\n".join(lines) + "\n\n![scores along the chain](chain.png)\n" + adapter_table(study.timings.get("adapter", {}))
+    return ("\n".join(lines) + "\n\n![scores along the chain](chain.png)\n\n" + delta_table(q, rows, domains)
+            + adapter_table(study.timings.get("adapter", {})))
+
+
+def delta_table(q: ModuleType, rows: Sequence[dict[str, Any]], domains: Sequence[str]) -> str:
+    """Each variant minus the same seed's retraining at the same step (mean ± std over seeds)."""
+    retrain = {(r["seed"], r["step"]): r for r in rows if r["variant"] == RETRAIN}
+    lines = ["Each variant minus the BLS model retrained on everything seen so far, same seed and step "
+             "(nDCG@10 x100, mean ± std over seeds; ID = the old domains; steps = the update's training steps "
+             "over the retraining's):\n",
+             "| variant | step | seeds | Δ ID | Δ new domains so far | Δ this step's new domain | Δ OOD | "
+             "steps / retraining's |", "|---|---|---|---|---|---|---|---|"]
+
+    def mean(row: dict[str, Any], tasks: Sequence[str]) -> float:
+        return 100 * fmean(row["scores"][t] for t in tasks)
+
+    for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] not in ("start", RETRAIN)):
+        for step in range(1, len(domains) + 1):
+            pairs = [(r, retrain[r["seed"], step]) for r in rows
+                     if r["variant"] == variant and r["step"] == step and (r["seed"], step) in retrain]
+            if not pairs:
+                continue
+
+            def delta(tasks: Sequence[str]) -> str:
+                values = [mean(r, tasks) - mean(base, tasks) for r, base in pairs]
+                return f"{fmean(values):+.2f}" + (f" ± {stdev(values):.2f}" if len(values) > 1 else "")
+
+            cost = fmean(r["steps"] / base["steps"] for r, base in pairs)
+            lines.append(f"| {variant} | {step} | {len(pairs)} | {delta(q.OLD_DOMAINS)} | {delta(domains[:step])} | "
+                         f"{delta(domains[step - 1:step])} | {delta(q.OOD)} | {100 * cost:.0f} % |")
+    return "\n".join(lines) + "\n"
 
 
 def adapter_table(records: dict[str, Any]) -> str:
