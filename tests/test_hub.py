@@ -356,3 +356,17 @@ def test_pushed_recipe_runs_next_to_copies_of_its_inputs(
     assert run.returncode == 0, run.stderr
     ours, theirs = load_file(merged / "model.safetensors"), load_file(elsewhere / "again" / "model.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_unreadable_provenance_is_one_line_and_nothing_is_sent(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(member, broken)
+    (broken / "boom_recipe.yml").write_text("models: [{model: /x/member-0\n")  # unclosed flow sequence
+    before = _checksums(broken)
+    result = _push(str(broken), "--repo-id", REPO, endpoint=hub.url, home=tmp_path)
+    assert result.returncode != 0 and hub.requests == []
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "boom_recipe.yml" in errors[0] and "Traceback" not in result.stderr
+    assert _checksums(broken) == before
