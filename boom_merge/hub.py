@@ -139,6 +139,7 @@ def portable_names(paths: Iterable[str]) -> dict[str, str]:
         else:
             local.append(PurePosixPath(path))
     for path in local:
+        suffix = path.parts[1:] or (".",)  # "/" alone: nothing to name
         for depth in range(1, len(path.parts)):
             suffix = path.parts[-depth:]
             if all(other == path or other.parts[-depth:] != suffix for other in local):

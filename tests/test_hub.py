@@ -313,10 +313,10 @@ def test_portable_names() -> None:
     from boom_merge.hub import portable_names
 
     names = portable_names(["/home/me/runs/seed-0/member-0", "/home/me/runs/seed-1/member-0", "/data/old3",
-                            "/data", "/cache/models--acme--tiny-bert/snapshots/" + "c" * 40, "/data"])
+                            "/data", "/cache/models--acme--tiny-bert/snapshots/" + "c" * 40, "/data", "/"])
     assert names == {"/home/me/runs/seed-0/member-0": "seed-0/member-0",
                      "/home/me/runs/seed-1/member-0": "seed-1/member-0",
-                     "/data/old3": "old3", "/data": "data",
+                     "/data/old3": "old3", "/data": "data", "/": ".",
                      "/cache/models--acme--tiny-bert/snapshots/" + "c" * 40: "acme/tiny-bert@" + "c" * 40}
 
 
