@@ -193,23 +193,49 @@ def tuned_section(q: ModuleType, study: Any, part: str) -> str:
         return ""
     lines = ["Cost (mean over seeds): training steps relative to the same seed's BLS; selection = candidates "
              "merged and scored on dev splits and their wall time (BOOM tuned: the whole tune run, shared by its "
-             "rows; WiSE-FT tuned: the line's candidates only). The choice of each tuned row, per seed:\n",
-             "| model | training cost (x BLS) | selection: candidates | selection: dev wall (s) | choices |",
-             "|---|---|---|---|---|"]
+             "rows; WiSE-FT tuned: the line's candidates only). Per-seed Δ = ID avg / OOD avg minus the same "
+             "seed's BLS, x100, in seed order. The choice of each tuned row, per seed:\n",
+             "| model | training cost (x BLS) | selection: candidates | selection: dev wall (s) | "
+             "per-seed Δ ID / Δ OOD vs BLS | choices |",
+             "|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         cands = [r["selection_candidates"] for r in mine if "selection_candidates" in r]
         walls = [r["selection_s"] for r in mine if "selection_s" in r]
         choices = "; ".join(f"{r['seed']}: {r['choice']}" for r in mine if "choice" in r)
+        deltas = ", ".join(f"{d[0]:+.2f} / {d[1]:+.2f}" for d in _deltas(q, rows, model, "BLS").values())
         lines.append(f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | "
-                     f"{fmean(cands):.0f} | {fmean(walls):.0f} | {choices} |" if cands else
-                     f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | 0 | 0 | |")
+                     + (f"{fmean(cands):.0f} | {fmean(walls):.0f} |" if cands else "0 | 0 |")
+                     + f" {deltas if model != 'BLS' else ''} | {choices} |")
+    lines += ["", "Tuned alike: BOOM tuned minus WiSE-FT of BLS tuned, same seed and objective, x100 "
+              "(per seed, then mean ± std):\n", "| objective | Δ ID avg | Δ OOD avg |", "|---|---|---|"]
+    for objective in OBJECTIVES:
+        paired = _deltas(q, rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
+        if paired:
+            lines.append(f"| {objective} | " + " | ".join(
+                _spread([d[i] for d in paired.values()]) for i in (0, 1)) + " |")
     parts = [p for p in dict.fromkeys(r["part"] for r in study.rows) if p.startswith("tuned")]
     text = "\n".join(lines) + "\n"
     if part == parts[-1]:
         plot_tuned(q, study.rows, parts, study.out / "tuned.png")
         text += "\n![ID test vs OOD test per model and regime](tuned.png)\n"
     return text
+
+
+def _deltas(q: ModuleType, rows: Sequence[dict[str, Any]], model: str, against: str) -> dict[int, tuple[float, float]]:
+    """Seed -> (ID avg, OOD avg) of ``model`` minus ``against`` of the same seed, x100; seeds both have."""
+    def by_seed(name: str) -> dict[int, dict[str, float]]:
+        return {r["seed"]: q._averages(r) for r in rows if r["model"] == name and r["seed"] is not None}
+
+    mine, other = by_seed(model), by_seed(against)
+    return {seed: (100 * (mine[seed]["ID avg"] - other[seed]["ID avg"]),
+                   100 * (mine[seed]["OOD avg"] - other[seed]["OOD avg"]))
+            for seed in sorted(mine) if seed in other}
+
+
+def _spread(values: Sequence[float]) -> str:
+    text = ", ".join(f"{v:+.2f}" for v in values)
+    return f"{text} ({fmean(values):+.2f} ± {stdev(values):.2f})" if len(values) > 1 else text
 
 
 def plot_tuned(q: ModuleType, rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path) -> None:
