@@ -6,6 +6,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,13 +171,15 @@ def test_a_parent_that_is_a_file(tmp_path) -> None:
 
 
 def test_a_read_only_parent(tmp_path) -> None:
-    """Root ignores permission bits, so the parent is made immutable (``chattr +i``)."""
+    """Root ignores permission bits: the parent is made immutable (``chattr +i``) or, where the filesystem
+    has no such flag, checked as 0o555 by a child that drops to an unprivileged uid."""
     parent = tmp_path / "ro"
     parent.mkdir()
     if os.geteuid() != 0:
         parent.chmod(0o555)
     elif subprocess.run(["chattr", "+i", str(parent)], capture_output=True).returncode != 0:
-        pytest.skip("this filesystem has no immutable flag (the file-parent test covers the error path)")
+        _read_only_parent_as_nobody()  # no immutable flag here: the same check, run by an unprivileged child
+        return
     try:
         with pytest.raises(BoomError, match=r"not writable|not permitted|Permission denied|Read-only") as error:
             with atomic_output_dir(parent / "out"):
@@ -189,6 +193,54 @@ def test_a_read_only_parent(tmp_path) -> None:
             subprocess.run(["chattr", "-i", str(parent)], check=True)
         else:
             parent.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a non-root user test_a_read_only_parent checks 0o555 itself")
+def test_a_read_only_parent_for_an_unprivileged_child() -> None:
+    """The fallback of test_a_read_only_parent where ``chattr`` is missing, run here too so it is known to work."""
+    _read_only_parent_as_nobody()
+
+
+def _read_only_parent_as_nobody() -> None:
+    """Root ignores 0o555; a forked child that drops to uid 65534 does not (no exec: the interpreter under
+    a private home stays usable). It reports each refusal's message through a pipe."""
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="boom-ro-"))
+    parent = top / "ro"
+    try:
+        top.chmod(0o755)
+        parent.mkdir()
+        parent.chmod(0o555)
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                messages = []
+                for write in (lambda: atomic_output_dir(parent / "out").__enter__(),
+                              lambda: write_output_file(parent / "x.json", "{}")):
+                    try:
+                        write()
+                        messages.append("written")
+                    except BoomError as error:
+                        messages.append(str(error))
+                os.write(writer, json.dumps(messages).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writer)
+        with os.fdopen(reader) as pipe:
+            text = pipe.read()
+        assert os.waitpid(pid, 0)[1] == 0 and text, "the unprivileged child failed"
+        messages = json.loads(text)
+        assert all(str(parent) in m and "\n" not in m for m in messages), messages
+        assert re.search(r"not writable|not permitted|Permission denied|Read-only", messages[0]), messages
+        assert not list(parent.iterdir())
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_a_second_writer_fails_fast_with_one_line(tmp_path) -> None:
