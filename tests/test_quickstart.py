@@ -49,6 +49,33 @@ def test_layout_and_report(quickstart_run) -> None:
         assert len(summary.in_domain[model]) == len(TRAIN_DOMAINS)
 
 
+def test_pace_is_the_members_training_time_per_step(quickstart_run) -> None:
+    """quickstart.json's pace, recomputed from the four manifests; the total in steps from the timings."""
+    report = json.loads((quickstart_run.out / "quickstart.json").read_text())
+    results = [json.loads((m / "boom_member.json").read_text())["training_result"]
+               for m in sorted((quickstart_run.out / "members").iterdir())]
+    steps = sum(r["steps"] for r in results)
+    per_step = sum(r["train_runtime_s"] for r in results) / steps
+    speed = report["speed"]
+    assert speed["training_steps"] == steps > 0
+    assert speed["s_per_step"] == pytest.approx(per_step, abs=1e-3)
+    assert speed["total_in_steps"] == pytest.approx(report["timings_s"]["total"] / per_step, rel=1e-3)
+    assert speed["total_in_steps"] > steps  # the run did more than train
+
+
+def test_pace_is_none_for_a_member_without_a_training_record(quickstart_run, tmp_path: Path) -> None:
+    import shutil
+
+    from boom_merge.quickstart import training_speed
+
+    member = tmp_path / "member"
+    shutil.copytree(quickstart_run.out / "members/member-0-r40", member)
+    manifest = json.loads((member / "boom_member.json").read_text())
+    del manifest["training_result"]
+    (member / "boom_member.json").write_text(json.dumps(manifest))
+    assert training_speed([member], 100.0) is None
+
+
 def test_scores_match_a_brute_force_ranking(quickstart_run) -> None:
     """nDCG@10 of each model on two training domains, recomputed from the built test split."""
     report = json.loads((quickstart_run.out / "quickstart.json").read_text())

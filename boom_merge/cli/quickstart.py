@@ -55,6 +55,10 @@ def quickstart_command(profile: str, out: Path, resume: bool, force: bool, seed:
                "by the balanced objective on dev splits)")
     click.echo(f"candidates: {tuned.out}/candidates.md, {tuned.out}/pareto.png; recipe: {tuned.out}/recipe.yml")
     click.echo("wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result.timings.items()))
+    if result.speed:  # machines differ: the total in this run's training steps compares across them
+        speed = result.speed
+        click.echo(f"pace: {speed['training_steps']} training steps x {speed['s_per_step']:.2f} s; the whole run "
+                   f"took as long as {speed['total_in_steps']:.0f} such steps")
     click.echo(f"results: {out}/eval/summary.md, {out}/eval/scores.png; recipe: {out}/boom.yml")
 
 
