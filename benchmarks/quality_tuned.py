@@ -238,6 +238,15 @@ def _spread(values: Sequence[float]) -> str:
     return f"{text} ({fmean(values):+.2f} ± {stdev(values):.2f})" if len(values) > 1 else text
 
 
+#: a model's (colour, marker, filled) in the figure: colour = family (BOOM blue, WiSE-FT orange,
+#: soups green, ensemble purple), marker = objective, so each tuned pair is one marker in two colours
+_OBJECTIVE_MARKERS = {"balanced": "D", "id": "^", "ood": "v"}
+_STYLES = {"BLS": ("black", "o", True), "BOOM": ("tab:blue", "s", True), CKPT_SOUP: ("tab:green", "p", True),
+           SEED_SOUP: ("tab:olive", "h", True), "ensemble (M=4)": ("tab:purple", "X", True),
+           **{f"BOOM tuned ({o})": ("tab:blue", m, True) for o, m in _OBJECTIVE_MARKERS.items()},
+           **{f"WiSE-FT of BLS tuned ({o})": ("tab:orange", m, False) for o, m in _OBJECTIVE_MARKERS.items()}}
+
+
 def plot_tuned(q: ModuleType, rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path) -> None:
     """ID-test avg (x) vs OOD-test avg (y) per model, one panel per regime, error bars = std over seeds."""
     import matplotlib
@@ -245,22 +254,24 @@ def plot_tuned(q: ModuleType, rows: Sequence[dict[str, Any]], parts: Sequence[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(parts), figsize=(6.4 * len(parts), 5.2), squeeze=False)
-    markers = "osD^v<>phX*"
+    fig, axes = plt.subplots(1, len(parts), figsize=(6.4 * len(parts), 6.0), squeeze=False)
+    others = iter("*<>P")
     for ax, part in zip(axes[0], parts):
         mine = _rows(rows, part)
         models = sorted(dict.fromkeys(r["model"] for r in mine), key=lambda m: _ORDER.index(m) if m in _ORDER else 99)
-        for i, model in enumerate(models):
+        for model in models:
+            colour, marker, filled = _STYLES.get(model) or ("grey", next(others, "."), True)
             values = [q._averages(r) for r in mine if r["model"] == model]
             xs, ys = [100 * v["ID avg"] for v in values], [100 * v["OOD avg"] for v in values]
             ax.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0, yerr=stdev(ys) if len(ys) > 1 else 0,
-                        fmt=markers[i % len(markers)], capsize=3, markersize=7, label=model,
-                        color=plt.cm.tab10(i % 10), mfc="none" if "WiSE" in model else None)
+                        fmt=marker, capsize=3, markersize=8, label=model, color=colour, elinewidth=1.2,
+                        mfc=colour if filled else "white", mew=1.6, alpha=0.9)
         ax.set_xlabel("ID test avg (nDCG@10 x100)")
         ax.set_ylabel("OOD test avg (x100)")
         ax.set_title(part.partition(": ")[2] + " (mean ± std over seeds)", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
