@@ -22,6 +22,8 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 
+#: the file :data:`boom_merge.evaluation.summary.SUMMARY_FILE` names, spelled here so that writing a
+#: card does not import the evaluation stage (mteb); test_card_from_a_real_evaluation reads what eval writes
 SUMMARY_FILE = "summary.json"
 _REQUIRED = ("name", "main_score", "hf_task_type", "type")
 _MTEB_URL = "https://github.com/embeddings-benchmark/mteb"
