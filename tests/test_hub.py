@@ -370,3 +370,21 @@ def test_unreadable_provenance_is_one_line_and_nothing_is_sent(hub: FakeHub, mem
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "boom_recipe.yml" in errors[0] and "Traceback" not in result.stderr
     assert _checksums(broken) == before
+
+
+def test_provenance_yaml_is_rewritten_in_place_or_re_dumped(tmp_path: Path) -> None:
+    """Paths are replaced in the recipe's text (comments kept); a path the text match cannot see
+    (a YAML escape) falls back to a re-dump that keeps the header comments and loses no path."""
+    from boom_merge.hub import portable_provenance
+
+    plain = ("# Written by `boom-merge recipe`\nmerge_method: boom\nbase_model: /home/me/runs/base  # the base\n"
+             "models:\n  - model: /home/me/runs/member-0\n  - model: '/home/me/runs/member-1'\n")
+    escaped = plain.replace("'/home/me/runs/member-1'", '"/home/me/runs/member\\x2d1"')
+    expected = {"merge_method": "boom", "base_model": "base",
+                "models": [{"model": "member-0"}, {"model": "member-1"}]}
+    for text, in_place in ((plain, True), (escaped, False)):
+        (tmp_path / "boom_recipe.yml").write_text(text)
+        new = portable_provenance(tmp_path, ["boom_recipe.yml"])["boom_recipe.yml"].decode()
+        assert yaml.safe_load(new) == expected and "/home/me" not in new
+        assert new.startswith("# Written by `boom-merge recipe`\n")
+        assert ("# the base" in new) == in_place  # in place keeps every comment; the re-dump only the header
