@@ -70,7 +70,7 @@ class Profile:
     epochs: float = 1.0
     tune_max_queries: int = DEFAULT_MAX_QUERIES
     tune_max_corpus: int = DEFAULT_MAX_CORPUS
-    #: tune's ``scale`` grid (1 is always in it); the default grid for the real comparison
+    #: tune's ``scale`` grid (1 is always in it); ``boom-merge tune``'s own default when not given
     tune_scales: tuple[float, ...] = DEFAULT_SCALES
 
 
