@@ -151,7 +151,8 @@ def run_chain(q: ModuleType, study: Any) -> None:
 
 
 def _adapter_drift(q: ModuleType, study: Any, seed: int, label: str, old: Path, new: Path) -> None:
-    """``boom-merge drift OLD NEW --fit-adapter``'s serving figures, averaged over the corpus' retrieval datasets."""
+    """``boom-merge drift OLD NEW --fit-adapter``'s serving figures: the mean over the corpus' retrieval
+    datasets (what the table shows) and each dataset's own (``per_dataset``, kept in the records)."""
     from boom_merge.drift import drift_report
 
     key = f"seed-{seed}/{label}"
@@ -168,6 +169,11 @@ def _adapter_drift(q: ModuleType, study: Any, seed: int, label: str, old: Path, 
         "agreement_recall_at_10": {"plain": fmean(d.recall_at_10 for d in served),
                                    "adapter": fmean(d.adapted_recall_at_10 for d in served)},
         "datasets": [d.dataset for d in served], "adapter_texts": report.adapter_texts,
+        "per_dataset": {d.dataset: {"ndcg_at_10": {k: f.ndcg_at_10 for k, f in d.serving.items()},
+                                    "recall_at_10": {k: f.recall_at_10 for k, f in d.serving.items()},
+                                    "agreement_recall_at_10": {"plain": d.recall_at_10,
+                                                               "adapter": d.adapted_recall_at_10}}
+                        for d in served},
         "wall_s": round(time.perf_counter() - start, 1)})
 
 
