@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from boom_merge.errors import BoomError
-from boom_merge.lineage import read_member_manifest
 from boom_merge.experiments import (
     OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir,
 )
+from boom_merge.lineage import read_member_manifest
 from boom_merge.outputs import check_output, mark_output
 from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, DEFAULT_SCALES, TuneResult, tune
 from boom_merge.tune.select import Objective
@@ -78,7 +78,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(max_train=64, max_test_queries=40, eval_corpus=160, batch_size=16, max_seq_length=64,
                      learning_rate=5e-5, tune_max_queries=30, tune_max_corpus=100, tune_scales=(0.5,)),
     # tune's grid {0.5, 0.75, 1}: every balanced choice of study v2 (2 regimes x 3 seeds, BOOM and
-    # WiSE-FT tuned alike, chosen on dev splits) lay on it; 16 candidates instead of 20
+    # WiSE-FT tuned alike, chosen on dev splits) lay on it; 15 candidates instead of 19 (docs/results.md)
     "default": Profile(max_train=600, max_test_queries=150, eval_corpus=600, batch_size=32, max_seq_length=96,
                        learning_rate=5e-5, tune_scales=(0.5, 0.75)),
 }

@@ -24,7 +24,8 @@ import click
 @click.command("quickstart")
 @click.option("--profile", type=click.Choice(["smoke", "default"]), default="default", show_default=True,
               help="smoke: a few minutes, checks the pipeline; default: the real comparison, tune included "
-                   "(about 370 training steps' time: 14-16 min at 2.3-2.6 s per step, 29 min at 4.7 s; it prints its pace).")
+                   "(about 370 training steps' time: 14-16 min at 2.3-2.6 s per step, 29 min at 4.7 s; "
+                   "it prints its pace).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/quickstart"),
               show_default=True, help="Run directory (recipes/*.yml expect the default).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT (finished members are kept).")
