@@ -49,7 +49,7 @@ def write_report(out: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: 
             "scores": {key: cache[key] for key in (r["key"] for r in rows)}}
     (out / "candidates.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
     (out / "candidates.md").write_text(_markdown(rows, chosen, rule, soup, cost), encoding="utf-8")
-    _pareto(out / "pareto.png", scored, chosen, full, names)
+    _pareto(out / "pareto.png", scored, chosen, full, names, objective)
 
 
 def _markdown(rows: list[dict[str, Any]], chosen: Candidate, rule: str, soup: list[dict[str, Any]],
@@ -72,14 +72,16 @@ def _markdown(rows: list[dict[str, Any]], chosen: Candidate, rule: str, soup: li
 
 
 def _pareto(path: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: Candidate, full: int,
-            names: Sequence[str]) -> None:
+            names: Sequence[str], objective: Objective) -> None:
+    """ID dev (x) vs OOD dev (y) of every candidate, the WiSE-FT line, the chosen point and the
+    objective's level line through it (no candidate lies beyond it); the legend below the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = [(c, s) for c, s in scored if s.id_dev is not None and s.ood_dev is not None]
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(6.5, 5.8))
     for kind, marker in (("base", "s"), ("member", "o"), ("bag", "^"), ("soup", "v")):
         chosen_kind = [(c, s) for c, s in points if c.kind == kind]
         if chosen_kind:
@@ -96,13 +98,30 @@ def _pareto(path: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: Cand
     if best:
         ax.scatter([100 * best[0].id_dev], [100 * best[0].ood_dev], marker="*", s=250, c="red", zorder=5,
                    label=f"chosen: {chosen.describe(names)}")
+        _level_line(ax, 100 * best[0].id_dev, 100 * best[0].ood_dev, objective)
     ax.set_xlabel("ID dev average (x100)")
     ax.set_ylabel("OOD dev average (x100)")
     ax.set_title("boom-merge tune: dev scores of every candidate")
+    ax.grid(alpha=0.3)
     if points:
-        ax.legend(fontsize=7, loc="best")
+        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.16, 1, 1))
     else:
         ax.text(0.5, 0.5, "no OOD dev scores (objective id)", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _level_line(ax: Any, x: float, y: float, objective: Objective) -> None:
+    """The points scoring as the chosen one does: x + y constant (balanced), x (id) or y (ood) constant."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    label = f"equal {objective} objective"
+    if objective == "balanced":
+        ax.plot([x0, x1], [x + y - x0, x + y - x1], ":", color="grey", label=label)
+    elif objective == "id":
+        ax.axvline(x, linestyle=":", color="grey", label=label)
+    else:
+        ax.axhline(y, linestyle=":", color="grey", label=label)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
