@@ -112,7 +112,7 @@ def test_standard_mteb_task_offline_beside_local_tasks(corpus: Path, tiny_bert_b
 
 
 def test_benchmarks_and_tasks_by_name() -> None:
-    from boom_merge.cli.evaluate import _names
+    from boom_merge.cli._options import comma_names as _names
     from boom_merge.evaluation.tasks import standard_tasks
 
     assert _names(("MTEB(eng, v2),wordnet", " STS12 ,")) == ["MTEB(eng, v2)", "wordnet", "STS12"]

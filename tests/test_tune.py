@@ -268,6 +268,17 @@ def test_bad_setups_are_one_line_errors(setup, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("given", [["--in-domain", "alpha,omega"], ["--in-domain", "alpha", "--in-domain", "omega"]])
+def test_in_domain_is_a_comma_list_or_repeated(setup, tmp_path: Path, given: list[str]) -> None:
+    """As eval's --in-domain: both spellings name the same sources (the one missing is named alone)."""
+    base, members, corpus = setup
+    result = CliRunner().invoke(main, ["tune", *map(str, members), "--base", str(base), "--corpus", str(corpus),
+                                       *given, "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "no dev split for --in-domain omega\n" in result.output and "alpha" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_tune_help_has_examples_and_the_library_defaults() -> None:
     from boom_merge.cli.tune import tune_command
     from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, DEFAULT_SCALES

@@ -14,27 +14,9 @@ from typing import Any
 
 import click
 
-from boom_merge.cli._options import device_option
+from boom_merge.cli._options import comma_names, device_option
 
 _CORPUS_HELP = "Built corpus folder (default: the one `boom-merge data build` writes)."
-
-
-def _names(value: tuple[str, ...]) -> list[str] | None:
-    """Comma lists from a repeatable option, flattened; None when not given.
-
-    Commas inside parentheses stay: ``"MTEB(eng, v2),wordnet"`` is two names.
-    """
-    names, depth, current = [], 0, ""
-    for item in value:
-        for char in item + ",":
-            depth += (char == "(") - (char == ")")
-            if char == "," and depth <= 0:
-                names.append(current.strip())
-                current, depth = "", 0
-            else:
-                current += char
-    names = [name for name in names if name]
-    return names or None
 
 
 def _caps(max_queries: int | None, max_corpus: int | None) -> Callable[[Any], Any]:
@@ -110,8 +92,8 @@ def eval_command(
         out,
         corpus=corpus,
         split=split,  # type: ignore[arg-type]
-        tasks=_names(tasks),
-        in_domain=_names(in_domain),
+        tasks=comma_names(tasks),
+        in_domain=comma_names(in_domain),
         max_queries=max_queries,
         max_corpus=max_corpus,
         cap_standard=cap_mteb,

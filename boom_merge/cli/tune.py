@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from boom_merge.cli._options import device_option
+from boom_merge.cli._options import comma_names, device_option
 
 _EPILOG = """\b
 Examples:
@@ -37,7 +37,8 @@ def _scales(value: str) -> tuple[float, ...]:
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output dir: recipe.yml, candidates.json/.md, pareto.png (and model/ with --merge).")
 @click.option("--in-domain", multiple=True, metavar="SOURCE",
-              help="Training domains whose dev splits count as ID (default: from the members' lineage).")
+              help="Training domains whose dev splits count as ID, repeated or a comma list "
+                   "(default: from the members' lineage).")
 @click.option("--objective", type=click.Choice(["balanced", "id", "ood"]), default="balanced", show_default=True,
               help="balanced: mean of ID-dev and OOD-dev averages; id / ood: that average alone.")
 @click.option("--max-queries", type=click.IntRange(min=1), default=100, show_default=True,
@@ -69,7 +70,7 @@ def tune_command(
     """
     from boom_merge.tune import tune
 
-    result = tune(list(members), out, base=base, corpus=corpus, in_domain=list(in_domain) or None,
+    result = tune(list(members), out, base=base, corpus=corpus, in_domain=comma_names(in_domain),
                   objective=objective, max_queries=max_queries, max_corpus=max_corpus, scales=_scales(scales),
                   full=full, full_grid=full_grid, merge=merge, force=force, device=device, batch_size=batch_size,
                   echo=click.echo)
