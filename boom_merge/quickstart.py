@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 ProfileName = Literal["smoke", "default"]
 #: what the tuned merge maximises on the dev splits
 TUNE_OBJECTIVE: Objective = "balanced"
+TRAIN_STAGE = "train BLS + BOOM members"
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,12 @@ def _prepare_out(out: Path, force: bool, resume: bool, base_model: str | Path | 
     mark_output(out)
 
 
-def training_speed(members: list[Path], total_s: float) -> dict[str, Any] | None:
+def training_speed(members: list[Path], total_s: float, training_s: float | None = None) -> dict[str, Any] | None:
     """The run's pace: training steps and seconds per step (members' manifests), the total in steps.
 
-    None when no member records its training (a member trained by an older boom-merge).
+    ``whole_run`` is False when this call's training stage (``training_s``) took less than the
+    members' recorded training: some were trained by an earlier, interrupted run and reused.
+    None when a member does not record its training (trained by an older boom-merge).
     """
     steps = runtime = 0.0
     for member in members:
@@ -142,7 +145,8 @@ def training_speed(members: list[Path], total_s: float) -> dict[str, Any] | None
         steps, runtime = steps + record["steps"], runtime + record["train_runtime_s"]
     per_step = runtime / steps
     return {"training_steps": int(steps), "s_per_step": round(per_step, 3),
-            "total_in_steps": round(total_s / per_step, 1)}
+            "total_in_steps": round(total_s / per_step, 1),
+            "whole_run": training_s is None or training_s >= runtime}
 
 
 def _tune_record(result: TuneResult) -> dict[str, Any]:
@@ -196,7 +200,7 @@ def run_quickstart(
     resave_model(base_model or bundled_base_model(), base, hub_id=None if base_model else BUNDLED_HUB_ID)
     config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
-    with _stage(result, "train BLS + BOOM members", echo):
+    with _stage(result, TRAIN_STAGE, echo):
         members = train_members(train_dir, str(base), RATIOS, out / "members", config, seed=seed)
     bls = full_data_member(RATIOS)
     with _stage(result, "merge (boom, Multi-SLERP)", echo):
@@ -216,7 +220,7 @@ def run_quickstart(
             labels=["base", "BLS", "BOOM", "BOOM tuned"],
         )
     result.timings["total"] = round(time.perf_counter() - total, 1)
-    result.speed = training_speed(members, result.timings["total"])
+    result.speed = training_speed(members, result.timings["total"], result.timings[TRAIN_STAGE])
     (out / "quickstart.json").write_text(json.dumps({
         "profile": profile, "sizes": asdict(sizes), "ratios": RATIOS, "seed": seed,
         "train_domains": TRAIN_DOMAINS, "ood": OOD_SOURCES, "ood_dev": OOD_DEV_SOURCES, "corpus": str(corpus.path),

@@ -61,6 +61,20 @@ def test_pace_is_the_members_training_time_per_step(quickstart_run) -> None:
     assert speed["s_per_step"] == pytest.approx(per_step, abs=1e-3)
     assert speed["total_in_steps"] == pytest.approx(report["timings_s"]["total"] / per_step, rel=1e-3)
     assert speed["total_in_steps"] > steps  # the run did more than train
+    assert speed["whole_run"] is True  # every member was trained by this run
+
+
+def test_resumed_run_says_its_members_were_reused(quickstart_run, tmp_path: Path, tiny_bert_base) -> None:
+    """A resumed run keeps the finished members: its pace is theirs, its total no longer the whole job's."""
+    import shutil
+
+    again = tmp_path / "run"
+    shutil.copytree(quickstart_run.out, again)
+    result = run_quickstart(TINY, again, resume=True, base_model=tiny_bert_base)
+    before = json.loads((quickstart_run.out / "quickstart.json").read_text())["speed"]
+    assert result.speed["whole_run"] is False
+    assert (result.speed["training_steps"], result.speed["s_per_step"]) == (before["training_steps"], before["s_per_step"])
+    assert json.loads((again / "quickstart.json").read_text())["speed"] == result.speed
 
 
 def test_pace_is_none_for_a_member_without_a_training_record(quickstart_run, tmp_path: Path) -> None:

@@ -244,6 +244,26 @@ def test_rerun_skips_finished_members_and_refuses_changed_settings(
         train_members(corpus, str(tiny_bert_base), "50,100", trained, TrainConfig(**TINY), member=2)
 
 
+def test_a_base_at_another_path_is_the_same_base_when_its_bytes_are(
+    trained: Path, corpus: Path, tiny_bert_base: Path, tmp_path: Path
+) -> None:
+    """A moved run dir or another node's mount: the finished member is kept (by the base's hash);
+    a different base at that path is still refused."""
+    import shutil
+
+    from tests.tiny_models import make_tiny_bert_st
+
+    moved = tmp_path / "elsewhere" / "base"
+    shutil.copytree(tiny_bert_base, moved)
+    before = (trained / "member-0-r50" / "model.safetensors").stat().st_mtime_ns
+    config = TrainConfig(max_steps=30, **TINY)
+    train_members(corpus, str(moved), "50,100", trained, config, seed=3, member=0)
+    assert (trained / "member-0-r50" / "model.safetensors").stat().st_mtime_ns == before
+    other = make_tiny_bert_st(tmp_path / "other" / "base", seed=1)
+    with pytest.raises(BoomError, match="different settings; pass --force"):
+        train_members(corpus, str(other), "50,100", trained, config, seed=3, member=0)
+
+
 def _batches(trainer) -> list[list[dict[str, str]]]:
     """The rows of every training batch, read back through the trainer's dataloader."""
     loader = trainer.get_train_dataloader()

@@ -58,7 +58,8 @@ def quickstart_command(profile: str, out: Path, resume: bool, force: bool, seed:
     click.echo("wall time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result.timings.items()))
     if result.speed:  # machines differ: the total in this run's training steps compares across them
         speed = result.speed
-        click.echo(f"pace: {speed['training_steps']} training steps x {speed['s_per_step']:.2f} s; the whole run "
+        what = "the whole run" if speed["whole_run"] else "this resumed run (members trained earlier reused)"
+        click.echo(f"pace: {speed['training_steps']} training steps x {speed['s_per_step']:.2f} s; {what} "
                    f"took as long as {speed['total_in_steps']:.0f} such steps")
     click.echo(f"results: {out}/eval/summary.md, {out}/eval/scores.png; recipe: {out}/boom.yml")
 

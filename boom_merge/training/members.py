@@ -89,18 +89,24 @@ def _dev_set(config: TrainConfig, data: DataSpec | Sequence[DataSpec], dev: str 
     return load_dev(path, config, _DEV_SEED)
 
 
-def _same_run(done: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+def _same_run(done: Mapping[str, Any], manifest: Mapping[str, Any],
+              base_hash: Callable[[], str | None] | None = None) -> bool:
     """Whether a finished member is the one asked for: same settings (but REPORTING_ONLY) and base (id/path
-    and, where the finished one records it, revision). Options added since it was trained count as defaults."""
+    and, where the finished one records it, revision). Options added since it was trained count as defaults.
+
+    A local base at another path (a moved run dir, another node's mount) is the same base when its
+    bytes are: ``base_hash`` (called only then) equals the finished member's ``base_model_sha256``.
+    """
     done = {**done, "training_args": {**asdict(TrainConfig()), **(done.get("training_args") or {})}}
     settings = {k: v for k, v in run_identity(done).items() if k != "base_model_sha256"}
     asked = {k: v for k, v in run_identity(manifest).items() if k != "base_model_sha256"}
     revision = manifest.get("base_model_revision")
-    return (
-        settings == asked
-        and done.get("base_model") == manifest.get("base_model")
-        and done.get("base_model_revision", revision) == revision
-    )
+    if settings != asked or done.get("base_model_revision", revision) != revision:
+        return False
+    if done.get("base_model") == manifest.get("base_model"):
+        return True
+    recorded = done.get("base_model_sha256")
+    return bool(recorded) and base_hash is not None and base_hash() == recorded
 
 
 def _train_loaded_member(
@@ -128,7 +134,7 @@ def _train_loaded_member(
     }
     done = read_member_manifest(target) if (target / MANIFEST_NAME).is_file() and not force else None
     if done is not None:
-        if not _same_run(done.data, manifest):
+        if not _same_run(done.data, manifest, lambda: base.full().get("base_model_sha256")):
             raise BoomError("exists with different settings; pass --force to retrain it", path=target)
         logger.info("%s: already trained with these settings, skipped (--force retrains)", target)
         return target
