@@ -31,6 +31,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs, incremental_merge
+from boom_merge.outputs import output_lock
 from boom_merge.tune.run import load_score_cache, write_json_atomic
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
@@ -152,36 +153,37 @@ def auto_update_weight(
     rule = weight_rule(mode, max_old_loss)
     echo(rule)
     echo(f"old-domain dev: {', '.join(tasks.in_domain)}; new-domain dev: {', '.join(tasks.out_of_domain)}")
-    work = out.parent / f".{out.name}.weight-work"
-    work.mkdir(parents=True, exist_ok=True)
-    setup = setup_fingerprint([old, update], base.path if base else old, corpus, tasks, max_queries, max_corpus)
-    cache = load_score_cache(work, out / REPORT_DIR, setup)  # tune's cache: work dir, then candidates.json
-    scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
-                                  device=device, batch_size=batch_size)
-    table, scored_now = [], 0
-    for weight in weights:
-        key = _key(mode, interpolation, weight)
-        record = cache["scores"].get(key)
-        if record is None:
-            record = _score(weight, old_in, update_in, work, scorer, mode=mode, interpolation=interpolation,
-                            base=base, **merge_options)
-            cache["scores"][key] = record
-            write_json_atomic(work / _CACHE_FILE, cache)
-            scored_now += 1
-        if record["id_dev"] is None or record["ood_dev"] is None:
-            raise BoomError(f"weight {weight:g}: a dev average is missing (scores {record['tasks']})")
-        table.append(WeightScore(weight, record["id_dev"], record["ood_dev"], record["tasks"]))
-        echo(f"  weight {weight:g}: old dev {100 * table[-1].old_dev:.2f}, new dev {100 * table[-1].new_dev:.2f}")
-    chosen = choose_weight(table, max_old_loss)
-    files = report_files(table, chosen, rule=rule, mode=mode, setup=setup, scores=cache["scores"],
-                         max_old_loss=max_old_loss)
-    result = incremental_merge(old_in, update_in, out, update_weight=chosen.weight, mode=mode,  # type: ignore[arg-type]
-                               interpolation=interpolation, base=base, force=force,  # type: ignore[arg-type]
-                               report_files=files, **merge_options,
-                               lineage_extra={"update_weight_choice": {"rule": rule, "max_old_loss": max_old_loss,
-                                                                       "report": f"{REPORT_DIR}/candidates.json"}})
-    shutil.rmtree(work, ignore_errors=True)
-    return AutoResult(rule, chosen, table, result, scored_now)
+    with output_lock(out):  # held for the whole search: a second run into OUT fails fast, never shares the work dir
+        work = out.parent / f".{out.name}.weight-work"
+        work.mkdir(parents=True, exist_ok=True)
+        setup = setup_fingerprint([old, update], base.path if base else old, corpus, tasks, max_queries, max_corpus)
+        cache = load_score_cache(work, out / REPORT_DIR, setup)  # tune's cache: work dir, then candidates.json
+        scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
+                                      device=device, batch_size=batch_size)
+        table, scored_now = [], 0
+        for weight in weights:
+            key = _key(mode, interpolation, weight)
+            record = cache["scores"].get(key)
+            if record is None:
+                record = _score(weight, old_in, update_in, work, scorer, mode=mode, interpolation=interpolation,
+                                base=base, **merge_options)
+                cache["scores"][key] = record
+                write_json_atomic(work / _CACHE_FILE, cache)
+                scored_now += 1
+            if record["id_dev"] is None or record["ood_dev"] is None:
+                raise BoomError(f"weight {weight:g}: a dev average is missing (scores {record['tasks']})")
+            table.append(WeightScore(weight, record["id_dev"], record["ood_dev"], record["tasks"]))
+            echo(f"  weight {weight:g}: old dev {100 * table[-1].old_dev:.2f}, new dev {100 * table[-1].new_dev:.2f}")
+        chosen = choose_weight(table, max_old_loss)
+        files = report_files(table, chosen, rule=rule, mode=mode, setup=setup, scores=cache["scores"],
+                             max_old_loss=max_old_loss)
+        result = incremental_merge(old_in, update_in, out, update_weight=chosen.weight, mode=mode,  # type: ignore[arg-type]
+                                   interpolation=interpolation, base=base, force=force,  # type: ignore[arg-type]
+                                   report_files=files, **merge_options,
+                                   lineage_extra={"update_weight_choice": {"rule": rule, "max_old_loss": max_old_loss,
+                                                                           "report": f"{REPORT_DIR}/candidates.json"}})
+        shutil.rmtree(work, ignore_errors=True)
+        return AutoResult(rule, chosen, table, result, scored_now)
 
 
 def _score(weight: float, old: InputModel, update: InputModel, work: Path, scorer: Scorer,

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.cli import main
+from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE, model_sha256
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
 
@@ -240,6 +241,30 @@ def test_auto_end_to_end_with_a_fixed_scorer(tmp_path, tiny_bag, monkeypatch) ->
     again = update_weight.auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[0.1, 0.25, 0.5],
                                              max_old_loss=2.0, scorer=scorer, force=True)
     assert seen == [] and again.scored_now == 0 and again.chosen.weight == 0.5
+
+
+def test_auto_while_another_run_writes_the_same_out(tmp_path, tiny_bag, monkeypatch) -> None:
+    """The search holds NEW's lock from the start: a second run fails fast and scores nothing."""
+    import fcntl
+
+    from boom_merge import update_weight
+    from boom_merge.tune.scoring import DevTasks
+
+    _, (old, update, *_) = tiny_bag
+    corpus = tmp_path / "corpus"
+    (corpus / "dev").mkdir(parents=True)
+    (corpus / "manifest.json").write_text("{}")
+    monkeypatch.setattr(update_weight, "dev_sources", lambda *a: DevTasks(("old",), ("new",)))
+    seen = []
+    fd = os.open(tmp_path / ".new.lock", os.O_RDWR | os.O_CREAT)  # the first run's lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(BoomError, match=f"another boom-merge is writing {tmp_path / 'new'}"):
+            update_weight.auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[0.5],
+                                             scorer=lambda model: seen.append(model))
+    finally:
+        os.close(fd)
+    assert seen == [] and not (tmp_path / ".new.weight-work").exists() and not (tmp_path / "new").exists()
 
 
 def test_cli_fit_adapter_and_auto_need_a_corpus(tmp_path, tiny_bag) -> None:

@@ -279,6 +279,23 @@ def test_in_domain_is_a_comma_list_or_repeated(setup, tmp_path: Path, given: lis
     assert not (tmp_path / "o").exists()
 
 
+def test_tune_while_another_run_writes_the_same_out(setup, tmp_path: Path) -> None:
+    """The search holds OUT's lock from the start: a second tune fails fast, never shares the work dir."""
+    import fcntl
+    import os
+
+    base, members, corpus = setup
+    seen = []
+    fd = os.open(tmp_path / ".o.lock", os.O_RDWR | os.O_CREAT)  # the first run's lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(BoomError, match=f"another boom-merge is writing {tmp_path / 'o'}"):
+            tune(members, tmp_path / "o", base=base, corpus=corpus, scorer=lambda m: seen.append(m), progress=False)
+    finally:
+        os.close(fd)
+    assert seen == [] and not (tmp_path / ".o.tune-work").exists() and not (tmp_path / "o").exists()
+
+
 def test_tune_help_has_examples_and_the_library_defaults() -> None:
     from boom_merge.cli.tune import tune_command
     from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, DEFAULT_SCALES

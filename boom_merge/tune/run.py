@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
-from boom_merge.outputs import atomic_output_dir, check_output
+from boom_merge.outputs import atomic_output_dir, check_output, output_lock
 from boom_merge.recipes import member_weights, read_manifest
 from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
@@ -276,34 +276,35 @@ def tune(
     setup = setup_fingerprint(members, base, corpus, tasks, max_queries, max_corpus)
     echo(rule)
     echo(f"ID dev: {', '.join(tasks.in_domain)}; OOD dev: {', '.join(tasks.out_of_domain) or 'none'}")
-    work = out.parent / f".{out.name}.tune-work"
-    work.mkdir(parents=True, exist_ok=True)
-    cache = load_score_cache(work, out, setup)
-    scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
-                                  device=device, batch_size=batch_size)
-    schemes = _weight_schemes(members)
-    bar = tqdm(total=_planned(len(members), len(scales), len(schemes), full_grid), desc="tune",
-               unit="candidate", disable=not progress)
-    search = _Search(refs, base_ref, work, scorer, cache, objective, bar)
-    with bar:
-        steps = _run_search(search, full_index, scales, schemes, full_grid)
-        bar.total = bar.n  # the planned count is an upper bound (equal recipes are scored once)
-        bar.refresh()
-    scored = list(search.scored.values())
-    chosen = choose(scored, objective)
-    names = [name for _, _, name in tuned]
-    with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
-        header = (f"# Written by `boom-merge tune` ({objective}): {chosen.describe(names)}\n"
-                  f"# {rule}\n# Run: mergekit-yaml recipe.yml MODEL   (or: boom-merge merge recipe.yml MODEL)\n")
-        text = recipe_text(chosen, refs, base_ref, header)
-        (tmp / "recipe.yml").write_text(text, encoding="utf-8")
-        write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
-                     setup=setup, cache=cache["scores"])
-        if merge:
-            from boom_merge.merging import load_recipe, run_recipe
+    with output_lock(out):  # held for the whole search: a second tune into OUT fails fast, never shares the work dir
+        work = out.parent / f".{out.name}.tune-work"
+        work.mkdir(parents=True, exist_ok=True)
+        cache = load_score_cache(work, out, setup)
+        scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
+                                      device=device, batch_size=batch_size)
+        schemes = _weight_schemes(members)
+        bar = tqdm(total=_planned(len(members), len(scales), len(schemes), full_grid), desc="tune",
+                   unit="candidate", disable=not progress)
+        search = _Search(refs, base_ref, work, scorer, cache, objective, bar)
+        with bar:
+            steps = _run_search(search, full_index, scales, schemes, full_grid)
+            bar.total = bar.n  # the planned count is an upper bound (equal recipes are scored once)
+            bar.refresh()
+        scored = list(search.scored.values())
+        chosen = choose(scored, objective)
+        names = [name for _, _, name in tuned]
+        with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
+            header = (f"# Written by `boom-merge tune` ({objective}): {chosen.describe(names)}\n"
+                      f"# {rule}\n# Run: mergekit-yaml recipe.yml MODEL   (or: boom-merge merge recipe.yml MODEL)\n")
+            text = recipe_text(chosen, refs, base_ref, header)
+            (tmp / "recipe.yml").write_text(text, encoding="utf-8")
+            write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
+                         setup=setup, cache=cache["scores"])
+            if merge:
+                from boom_merge.merging import load_recipe, run_recipe
 
-            config, loaded = load_recipe(tmp / "recipe.yml")
-            run_recipe(config, tmp / "model", recipe_text=loaded)
-    shutil.rmtree(work, ignore_errors=True)
-    return TuneResult(out, rule, chosen, chosen.describe(names), search.scored[chosen.key][1], scored, steps,
-                      search.scored_now)
+                config, loaded = load_recipe(tmp / "recipe.yml")
+                run_recipe(config, tmp / "model", recipe_text=loaded)
+        shutil.rmtree(work, ignore_errors=True)
+        return TuneResult(out, rule, chosen, chosen.describe(names), search.scored[chosen.key][1], scored, steps,
+                          search.scored_now)
