@@ -19,7 +19,8 @@ domains and the OOD dev sources), and deleted. Scores are cached by candidate ke
 work dir (an interrupted run resumes) and in ``OUT/candidates.json`` (a finished run
 re-selects with ``--force`` without scoring again). The selection rule
 (:mod:`boom_merge.tune.select`) picks the candidate; OUT gets ``recipe.yml``,
-``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``, ``model/``.
+``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``, ``model/``. OUT's lock is
+held from the first candidate to the last file, so a second tune into OUT fails at once.
 """
 
 from __future__ import annotations
