@@ -204,17 +204,25 @@ def test_auto_rule_on_a_fixed_score_table() -> None:
     assert "0.5 points below OLD's" in weight_rule("interpolate", 0.5) and "α" in weight_rule("interpolate", 0.5)
 
 
-def test_auto_end_to_end_with_a_fixed_scorer(tmp_path, tiny_bag, monkeypatch) -> None:
-    """The search merges each α, scores it, writes the table and plot, and merges the chosen α."""
+def _stub_dev_corpus(tmp_path: Path, monkeypatch) -> Path:
+    """An empty corpus whose dev sources are stubbed as old-domain "old" and new-domain "new"."""
     from boom_merge import update_weight
-    from boom_merge.tune.select import Scores
     from boom_merge.tune.scoring import DevTasks
 
-    _, (old, update, *_) = tiny_bag
     corpus = tmp_path / "corpus"
     (corpus / "dev").mkdir(parents=True)
     (corpus / "manifest.json").write_text("{}")
     monkeypatch.setattr(update_weight, "dev_sources", lambda *a: DevTasks(("old",), ("new",)))
+    return corpus
+
+
+def test_auto_end_to_end_with_a_fixed_scorer(tmp_path, tiny_bag, monkeypatch) -> None:
+    """The search merges each α, scores it, writes the table and plot, and merges the chosen α."""
+    from boom_merge import update_weight
+    from boom_merge.tune.select import Scores
+
+    _, (old, update, *_) = tiny_bag
+    corpus = _stub_dev_corpus(tmp_path, monkeypatch)
     seen = []
 
     def scorer(model: Path) -> Scores:  # old dev falls and new dev rises with α (read from the weights)
@@ -248,13 +256,9 @@ def test_auto_while_another_run_writes_the_same_out(tmp_path, tiny_bag, monkeypa
     import fcntl
 
     from boom_merge import update_weight
-    from boom_merge.tune.scoring import DevTasks
 
     _, (old, update, *_) = tiny_bag
-    corpus = tmp_path / "corpus"
-    (corpus / "dev").mkdir(parents=True)
-    (corpus / "manifest.json").write_text("{}")
-    monkeypatch.setattr(update_weight, "dev_sources", lambda *a: DevTasks(("old",), ("new",)))
+    corpus = _stub_dev_corpus(tmp_path, monkeypatch)
     seen = []
     fd = os.open(tmp_path / ".new.lock", os.O_RDWR | os.O_CREAT)  # the first run's lock
     fcntl.flock(fd, fcntl.LOCK_EX)
