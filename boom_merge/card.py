@@ -139,8 +139,8 @@ def _record_licences(model_dir: Path, depth: int = 0) -> set[str | None]:
     manifest, lineage = read_member_manifest(model_dir), read_lineage(model_dir)
     if manifest is not None:
         return _spec_licences(manifest.base_model or manifest.base_model_id, depth)
-    if lineage is not None and lineage.kind == "copy":
-        return _spec_licences((lineage.data.get("source") or {}).get("hub_id"), depth)
+    if lineage is not None and lineage.source is not None:
+        return _spec_licences(lineage.source.get("hub_id"), depth)
     if lineage is None or not lineage.inputs:
         return {None}
     found: set[str | None] = set()

@@ -149,7 +149,7 @@ def boom_sections(
         parts.append(members_section(members))
     if recipe_yaml:
         parts.append(recipe_section(recipe_yaml))
-    if lineage is not None and lineage.kind != "copy":
+    if lineage is not None and lineage.source is None:
         parts.append(lineage_section(lineage))
     if licences:
         parts.append(licences_section(licences))

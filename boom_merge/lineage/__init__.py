@@ -38,6 +38,7 @@ from boom_merge.lineage.records import (
     MAX_DEPTH,
     MEMBER_FILE,
     MEMBERS_DIR,
+    SOURCE_KINDS,
     InputRecord,
     Lineage,
     MemberManifest,
@@ -51,7 +52,7 @@ from boom_merge.lineage.records import (
 )
 
 __all__ = [
-    "FORMAT_VERSION", "LINEAGE_FILE", "MEMBERS_DIR", "MEMBER_FILE", "InputRecord", "Lineage", "MemberManifest",
+    "FORMAT_VERSION", "LINEAGE_FILE", "MEMBERS_DIR", "MEMBER_FILE", "SOURCE_KINDS", "InputRecord", "Lineage", "MemberManifest",
     "copied_manifests", "hub_bases", "incremental_lineage", "input_record", "location", "model_sha256", "now",
     "read_lineage", "read_member_manifest", "read_record", "training_datasets", "write_lineage",
     "write_member_manifest", "write_source",
@@ -120,7 +121,7 @@ def _pretrained(model: Path) -> bool:
     if not model.is_dir():
         return True
     lineage = read_lineage(model)
-    return read_member_manifest(model) is None and (lineage is None or lineage.kind == "copy")
+    return read_member_manifest(model) is None and (lineage is None or lineage.source is not None)
 
 
 def _model_record(path: Path, hub: tuple[str, str | None] | None) -> dict[str, Any]:
@@ -186,11 +187,22 @@ def write_lineage(out_dir: str | Path, config: Any, refs: list[Any]) -> dict[str
     return lineage
 
 
-def write_source(model_dir: str | Path, *, hub_id: str, revision: str | None = None, source: str | None = None) -> Path:
-    """Record that ``model_dir`` is a copy (e.g. a re-save) of the Hub model ``hub_id``."""
+def write_source(
+    model_dir: str | Path, *, hub_id: str | None, revision: str | None = None, source: str | None = None,
+    kind: str = "copy", name: str | None = None, settings: dict[str, Any] | None = None,
+) -> Path:
+    """Record that ``model_dir`` is made from one model without training (:data:`SOURCE_KINDS`).
+
+    ``kind="copy"``: a copy (e.g. a re-save) of the Hub model ``hub_id``; ``"base"``: an embedding
+    base built from it (``name``: what its card calls it, ``settings``: how it was built).
+    """
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"kind must be one of {SOURCE_KINDS}, got {kind!r}")
     file = Path(model_dir) / LINEAGE_FILE
-    record = {"format_version": FORMAT_VERSION, "kind": "copy", "created": now(),
-              "source": {"hub_id": hub_id, "revision": revision, "path": source}}  # fmt: skip
+    origin = {"hub_id": hub_id, "revision": revision, "path": source} | ({"name": name} if name else {})
+    record = {"format_version": FORMAT_VERSION, "kind": kind, "created": now(), "source": origin}
+    if settings is not None:
+        record["settings"] = settings
     file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return file
 
@@ -214,7 +226,7 @@ def _datasets_of(model_dir: Path, depth: int) -> frozenset[str] | None:
         logger.warning("%s: lineage deeper than %d links; training datasets unknown", model_dir, MAX_DEPTH)
         return None
     manifest, lineage = read_member_manifest(model_dir), read_lineage(model_dir)
-    if manifest is None and (lineage is None or lineage.kind == "copy"):
+    if manifest is None and (lineage is None or lineage.source is not None):
         return None
     names = set(manifest.dataset_names()) if manifest else set()
     for record in lineage.inputs if lineage else ():
@@ -243,7 +255,7 @@ def hub_bases(model_dir: str | Path) -> list[str]:
 
     A Hub model (a cache snapshot) is itself; a member: its base's id (recorded, or its
     base's own bases); a merge: each input's id, or for a local input its bases; a copy of a
-    Hub model (a re-save): that model.
+    Hub model (a re-save) or an embedding base built from one: that model.
     """
     return _unique(_bases_of(Path(model_dir), 0))
 
@@ -254,8 +266,8 @@ def _bases_of(model_dir: Path, depth: int) -> list[str]:
     manifest, lineage = read_member_manifest(model_dir), read_lineage(model_dir)
     if manifest is not None:
         return [manifest.base_model_id] if manifest.base_model_id else _spec_bases(manifest.base_model, depth)
-    if lineage is not None and lineage.kind == "copy":
-        return [str(lineage.data["source"]["hub_id"])] if (lineage.data.get("source") or {}).get("hub_id") else []
+    if lineage is not None and lineage.source is not None:
+        return [str(lineage.source["hub_id"])] if lineage.source.get("hub_id") else []
     if lineage is not None:
         found = []
         for record in lineage.inputs:

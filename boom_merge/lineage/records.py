@@ -25,6 +25,9 @@ MEMBER_FILE = "boom_member.json"
 MEMBERS_DIR = "boom_members"
 FORMAT_VERSION = 1
 MAX_DEPTH = 16  # links followed through lineage before giving up
+SOURCE_KINDS = ("copy", "base")
+"""Lineage kinds of a model made from one other model without training: a re-saved copy of it, or an
+embedding base built from it (``boom-merge base``); their ``source`` names that model."""
 
 
 def now() -> str:
@@ -229,6 +232,11 @@ class Lineage:
             previous=None if old is None else cls.from_dict(old, file),
             data=data,
         )
+
+    @property
+    def source(self) -> dict[str, Any] | None:
+        """The one model a copy or an embedding base is made from (``hub_id``, ``revision``, ``path``); else None."""
+        return (self.data.get("source") or {}) if self.kind in SOURCE_KINDS else None
 
     def generations(self) -> list[Lineage]:
         """This lineage, then the old model's, and so on back to the first model."""

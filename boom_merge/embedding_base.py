@@ -1,0 +1,268 @@
+"""Embedding bases: a plain transformer made a sentence-transformers model that ``train --base`` takes.
+
+Owns: ``boom-merge base``: reading FROM (a model dir, a Hub id ``org/name[@REV]`` resolved by
+:mod:`boom_merge.models`, or a ``.gguf`` file, dequantized), refusing what is no plain transformer,
+and the modules and settings of the base: pooling, ``Normalize``, bidirectional attention, max
+length, prompts, pad token and padding side, and the card's ``base_model``. It never modifies
+FROM and never trains; the provenance record is written by :mod:`boom_merge.lineage`, the output
+dir by :mod:`boom_merge.outputs`.
+
+Everything is read and built in memory (a GGUF file is dequantized into a scratch dir outside
+OUT) before OUT's first byte is written, so bad input is one line naming FROM and leaves nothing.
+Defaults follow the embedders built from such models (Qwen3-Embedding, the paper's): last-token
+pooling for decoders, mean pooling for encoders, normalised embeddings. A tokenizer without a pad
+token pads with its end-of-sequence token (else its unknown token); last-token pooling pads on
+the left, so every row's last position is a real token for any reader of the hidden states
+(sentence-transformers' pooling reads the attention mask and is right with either side).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from boom_merge.errors import BoomError
+from boom_merge.lineage import hub_bases, location, write_source
+from boom_merge.models import cache_identity, check_model, resolve_model
+from boom_merge.outputs import atomic_output_dir, check_output
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+__all__ = ["POOLINGS", "BaseSettings", "Source", "make_base", "read_source"]
+
+logger = logging.getLogger(__name__)
+
+Pooling = Literal["lasttoken", "mean", "cls"]
+POOLINGS: tuple[str, ...] = ("lasttoken", "mean", "cls")
+BIDIRECTIONAL_KEY = "use_bidirectional_attention"
+"""The config switch of architectures that can attend both ways (Gemma 3, Gemma, ...)."""
+GGUF_INSTALL = "pip install 'boom-merge[gguf]'"
+_DECODER_HEADS = ("ForCausalLM", "LMHeadModel")
+
+
+@dataclass(frozen=True)
+class Source:
+    """FROM as read: the dir transformers loads, the GGUF file in it (if any), its Hub identity.
+
+    ``hub_id``/``revision``: FROM's Hub repo and commit (a Hub id, a cache snapshot or a GGUF
+    file in one), else the one Hub model a local dir records as its origin, else None.
+    """
+
+    spec: str
+    path: Path
+    gguf_file: str | None
+    hub_id: str | None
+    revision: str | None
+
+    @property
+    def name(self) -> str:
+        """The card's ``base_model``: the Hub id, else the GGUF file's or the dir's name."""
+        return self.hub_id or self.gguf_file or self.path.name
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """What ``boom-merge base`` makes of FROM (None: the default for its kind)."""
+
+    pooling: Pooling | None = None
+    normalize: bool = True
+    bidirectional: bool = False
+    max_seq_length: int | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+
+    def prompts(self) -> dict[str, str]:
+        found = {"query": self.query_prompt, "document": self.document_prompt}
+        return {name: text for name, text in found.items() if text is not None}
+
+
+def read_source(spec: str | Path) -> Source:
+    """FROM resolved: a ``.gguf`` file as itself, a dir or Hub id through :func:`resolve_model`."""
+    text = str(spec)
+    file = Path(text).expanduser()
+    if text.lower().endswith(".gguf"):
+        if not file.is_file():
+            raise BoomError("no such GGUF file", path=text)
+        hub_id, revision = cache_identity(file.absolute().parent)
+        return Source(text, file.absolute().parent, file.name, hub_id, revision)
+    if file.is_file():
+        raise BoomError("not a transformer: a file, neither a model dir nor a .gguf file", path=text)
+    resolved = resolve_model(text)
+    hub_id, revision = resolved.hub_id, resolved.revision
+    if hub_id is None:
+        carried = hub_bases(resolved.path)
+        hub_id = carried[0] if len(carried) == 1 else None
+    return Source(text, resolved.path, None, hub_id, revision)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _plain_config(source: Source) -> PretrainedConfig:
+    """FROM's config, refused unless it is a plain transformer with a base model class."""
+    if (source.path / "modules.json").is_file():
+        raise BoomError("already a sentence-transformers model (modules.json): pass it to `train --base` as it is",
+                        path=source.spec)  # fmt: skip
+    if not (source.path / "config.json").is_file():
+        raise BoomError("not a transformer (no config.json)", path=source.spec)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(source.path), local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable config is one line naming FROM
+        raise BoomError(f"not a transformer transformers can read ({_first_line(error)})", path=source.spec) from None
+    _check_base_class(config, source)
+    check_model(source.path)  # tokenizer files, honest safetensors, finite weights
+    return config
+
+
+def _check_base_class(config: PretrainedConfig, source: Source) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    if config.model_type not in MODEL_MAPPING_NAMES:
+        raise BoomError(f"architecture {config.model_type!r} has no base model class (AutoModel) in transformers "
+                        f"{metadata.version('transformers')}", path=source.spec)  # fmt: skip
+
+
+def is_decoder(config: PretrainedConfig) -> bool:
+    """A causal language model (its architectures end in ``ForCausalLM``/``LMHeadModel``, or, when it names
+    none, its type has a causal LM class and no masked one)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    architectures = config.architectures or []
+    if architectures:
+        return any(name.endswith(_DECODER_HEADS) for name in architectures)
+    kind = config.model_type
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _check_bidirectional(config: PretrainedConfig, decoder: bool, source: Source) -> None:
+    if not decoder:
+        raise BoomError(f"--bidirectional: {config.model_type!r} is an encoder, which attends both ways already",
+                        path=source.spec)  # fmt: skip
+    if not hasattr(type(config), BIDIRECTIONAL_KEY):
+        raise BoomError(f"--bidirectional: {config.model_type!r} has no bidirectional attention switch "
+                        f"(config {BIDIRECTIONAL_KEY}, e.g. Gemma 3)", path=source.spec)  # fmt: skip
+
+
+def _pad_token(tokenizer: PreTrainedTokenizerBase, source: Source) -> str | None:
+    """The token to pad with when the tokenizer has none (its eos, else its unk); None when it has one."""
+    if tokenizer.pad_token is not None:
+        return None
+    for token in (tokenizer.eos_token, tokenizer.unk_token):
+        if token is not None:
+            return str(token)
+    raise BoomError("the tokenizer has no pad token, and no end-of-sequence or unknown token to pad with",
+                    path=source.spec)  # fmt: skip
+
+
+def _dequantize(source: Source, scratch: Path) -> None:
+    """The GGUF file read by transformers (dequantized) and saved as a plain model in ``scratch``."""
+    file = source.path / str(source.gguf_file)
+    try:
+        import gguf
+    except ImportError:
+        raise BoomError(f"reading a .gguf file needs the gguf package ({GGUF_INSTALL})", path=source.spec) from None
+    version = metadata.version("gguf")
+    try:
+        gguf.GGUFReader(str(file))
+    except Exception as error:  # noqa: BLE001 - a corrupt or newer file is one line naming FROM
+        raise BoomError(f"not a GGUF file gguf {version} can read ({_first_line(error)})", path=source.spec) from None
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        model = AutoModel.from_pretrained(str(source.path), gguf_file=source.gguf_file, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path), gguf_file=source.gguf_file, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - an architecture transformers cannot read from GGUF
+        raise BoomError(f"transformers {metadata.version('transformers')} cannot load this GGUF file "
+                        f"({_first_line(error)})", path=source.spec) from None  # fmt: skip
+    _check_base_class(model.config, source)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # save_pretrained refuses a GGUF-loaded model: rebuild it plain
+    plain = AutoModel.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    del model
+    plain.save_pretrained(str(scratch))
+    tokenizer.save_pretrained(str(scratch))
+
+
+def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[SentenceTransformer, dict[str, Any]]:
+    """The sentence-transformers model and the settings it was made with (for the provenance record)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    decoder = is_decoder(config)
+    if settings.bidirectional:
+        _check_bidirectional(config, decoder, source)
+    pooling = settings.pooling or ("lasttoken" if decoder else "mean")
+    from sentence_transformers import SentenceTransformer, models
+
+    config_kwargs = {BIDIRECTIONAL_KEY: True} if settings.bidirectional else {}
+    try:
+        transformer = models.Transformer(
+            str(path), max_seq_length=settings.max_seq_length, config_kwargs={"local_files_only": True, **config_kwargs},
+            model_kwargs={"dtype": "auto", "local_files_only": True}, processor_kwargs={"local_files_only": True},
+        )
+    except Exception as error:  # noqa: BLE001 - weights or tokenizer transformers cannot load
+        raise BoomError(f"cannot load as a transformer ({_first_line(error)})", path=source.spec) from None
+    tokenizer = transformer.tokenizer
+    if tokenizer is None:
+        raise BoomError("not a text model (no tokenizer)", path=source.spec)
+    pad = _pad_token(tokenizer, source)
+    if pad is not None:
+        tokenizer.pad_token = pad
+    if pooling == "lasttoken":
+        tokenizer.padding_side = "left"
+    dimension = transformer.get_embedding_dimension()
+    modules = [transformer, models.Pooling(dimension, pooling_mode=pooling)]
+    if settings.normalize:
+        modules.append(models.Normalize())
+    model = SentenceTransformer(modules=modules, device="cpu", prompts=settings.prompts() or None)
+    model.model_card_data.base_model = source.name
+    model.model_card_data.base_model_revision = source.revision
+    made = {"architecture": config.model_type, "decoder": decoder, "pooling": pooling, "normalize": settings.normalize,
+            "bidirectional": settings.bidirectional, "max_seq_length": model.max_seq_length,
+            "prompts": settings.prompts(), "pad_token": str(tokenizer.pad_token), "padded_with": pad,
+            "padding_side": tokenizer.padding_side}  # fmt: skip
+    return model, made
+
+
+def make_base(from_: str | Path, out: str | Path, settings: BaseSettings = BaseSettings(), *,
+              force: bool = False) -> Path:  # fmt: skip
+    """Save FROM as a sentence-transformers embedding base in ``out``; return ``out``.
+
+    ``out`` gets the model, a card whose ``base_model`` is FROM's Hub id (or its name) and a
+    provenance record (``boom_lineage.json``, kind ``base``) that members and merges made from
+    it carry on.
+    """
+    out = Path(out)
+    source = read_source(from_)
+    inputs = [source.path / source.gguf_file] if source.gguf_file else [source.path]
+    check_output(out, inputs=inputs, force=force)
+    with contextlib.ExitStack() as stack:
+        path = source.path
+        if source.gguf_file:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-gguf-")))
+            _dequantize(source, path)
+        else:
+            _plain_config(source)
+        model, made = _build(path, source, settings)
+        with atomic_output_dir(out, inputs=inputs, force=force) as tmp:
+            model.save(str(tmp))
+            write_source(tmp, hub_id=source.hub_id, revision=source.revision, source=location(source.spec),
+                         kind="base", name=source.name, settings=made)  # fmt: skip
+    logger.info("%s: embedding base of %s (%s pooling)", out, source.name, made["pooling"])
+    return out
