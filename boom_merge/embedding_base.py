@@ -33,9 +33,9 @@ from boom_merge.outputs import atomic_output_dir, check_output
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["POOLINGS", "BaseSettings", "Source", "make_base", "read_source"]
+__all__ = ["POOLINGS", "BaseSettings", "Source", "is_decoder", "make_base", "read_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,16 +134,15 @@ def _check_base_class(config: PretrainedConfig, source: Source) -> None:
 
 
 def is_decoder(config: PretrainedConfig) -> bool:
-    """A causal language model (its architectures end in ``ForCausalLM``/``LMHeadModel``, or, when it names
-    none, its type has a causal LM class and no masked one)."""
+    """A causal language model: an architecture with a causal LM head (``ForCausalLM``, ``LMHeadModel``), or a
+    type with a causal LM class and no masked one (a base class such as ``Qwen3Model`` names no head)."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
-    architectures = config.architectures or []
-    if architectures:
-        return any(name.endswith(_DECODER_HEADS) for name in architectures)
+    if any(name.endswith(_DECODER_HEADS) for name in config.architectures or []):
+        return True
     kind = config.model_type
     return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
@@ -155,6 +154,19 @@ def _check_bidirectional(config: PretrainedConfig, decoder: bool, source: Source
     if not hasattr(type(config), BIDIRECTIONAL_KEY):
         raise BoomError(f"--bidirectional: {config.model_type!r} has no bidirectional attention switch "
                         f"(config {BIDIRECTIONAL_KEY}, e.g. Gemma 3)", path=source.spec)  # fmt: skip
+
+
+def _bidirectional(path: Path, config: PretrainedConfig) -> PreTrainedModel:
+    """The model at ``path`` attending both ways, as a config.json with the switch on loads it.
+
+    Not ``from_pretrained(..., use_bidirectional_attention=True)``: that sets the switch after the
+    config's ``__post_init__`` (Gemma 3 halves ``sliding_window`` there), so the saved config would
+    carry a window that loads differently.
+    """
+    from transformers import AutoModel
+
+    both = type(config).from_dict({**config.to_dict(), BIDIRECTIONAL_KEY: True})
+    return AutoModel.from_pretrained(str(path), config=both, dtype="auto", local_files_only=True)
 
 
 def _pad_token(tokenizer: PreTrainedTokenizerBase, source: Source) -> str | None:
@@ -210,12 +222,13 @@ def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[Sentence
     pooling = settings.pooling or ("lasttoken" if decoder else "mean")
     from sentence_transformers import SentenceTransformer, models
 
-    config_kwargs = {BIDIRECTIONAL_KEY: True} if settings.bidirectional else {}
     try:
         transformer = models.Transformer(
-            str(path), max_seq_length=settings.max_seq_length, config_kwargs={"local_files_only": True, **config_kwargs},
+            str(path), max_seq_length=settings.max_seq_length, config_kwargs={"local_files_only": True},
             model_kwargs={"dtype": "auto", "local_files_only": True}, processor_kwargs={"local_files_only": True},
         )
+        if settings.bidirectional:
+            transformer.model = _bidirectional(path, transformer.model.config)
     except Exception as error:  # noqa: BLE001 - weights or tokenizer transformers cannot load
         raise BoomError(f"cannot load as a transformer ({_first_line(error)})", path=source.spec) from None
     tokenizer = transformer.tokenizer
@@ -225,7 +238,7 @@ def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[Sentence
     if pad is not None:
         tokenizer.pad_token = pad
     if pooling == "lasttoken":
-        tokenizer.padding_side = "left"
+        tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"  # init_kwargs: saved with it
     dimension = transformer.get_embedding_dimension()
     modules = [transformer, models.Pooling(dimension, pooling_mode=pooling)]
     if settings.normalize:
