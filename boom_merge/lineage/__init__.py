@@ -10,7 +10,9 @@ What a model is made from is written, read and validated here and nowhere else:
   their sizes, training arguments. Training builds the dict (``training/manifest.py``);
 - ``boom_lineage.json`` (:class:`Lineage`): a merge or incremental update, its inputs with
   roles, weights, training datasets and Hub ids, and a copy of each input's member manifest
-  under ``boom_members/``, so the model stays self-describing after its members are deleted.
+  under ``boom_members/``, so the model stays self-describing after its members are deleted;
+  or a model made from one other without training (:data:`SOURCE_KINDS`: a re-saved ``copy``, an
+  embedding ``base`` from ``boom-merge base``), its ``source`` naming that model.
 
 Questions about a model are answered from these files: :func:`training_datasets` (in-domain
 tagging), :func:`hub_bases` (``base_model`` of a card), :func:`model_sha256` (the one
