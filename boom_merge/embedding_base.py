@@ -18,7 +18,6 @@ the left, so every row's last position is a real token for any reader of the hid
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import hub_bases, location, write_source
-from boom_merge.models import cache_identity, check_model, resolve_model
+from boom_merge.models import cache_identity, check_model, first_line, resolve_model
 from boom_merge.outputs import atomic_output_dir, check_output
 
 if TYPE_CHECKING:
@@ -102,13 +101,8 @@ def read_source(spec: str | Path) -> Source:
     return Source(text, resolved.path, None, hub_id, revision)
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-def _plain_config(source: Source) -> PretrainedConfig:
-    """FROM's config, refused unless it is a plain transformer with a base model class."""
+def _plain_dir(source: Source) -> Path:
+    """FROM's dir, refused unless it holds a plain transformer with a base model class."""
     if (source.path / "modules.json").is_file():
         raise BoomError("already a sentence-transformers model (modules.json): pass it to `train --base` as it is",
                         path=source.spec)  # fmt: skip
@@ -119,10 +113,10 @@ def _plain_config(source: Source) -> PretrainedConfig:
     try:
         config = AutoConfig.from_pretrained(str(source.path), local_files_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable config is one line naming FROM
-        raise BoomError(f"not a transformer transformers can read ({_first_line(error)})", path=source.spec) from None
+        raise BoomError(f"not a transformer transformers can read ({first_line(error)})", path=source.spec) from None
     _check_base_class(config, source)
     check_model(source.path)  # tokenizer files, honest safetensors, finite weights
-    return config
+    return source.path
 
 
 def _check_base_class(config: PretrainedConfig, source: Source) -> None:
@@ -180,8 +174,8 @@ def _pad_token(tokenizer: PreTrainedTokenizerBase, source: Source) -> str | None
                     path=source.spec)  # fmt: skip
 
 
-def _dequantize(source: Source, scratch: Path) -> None:
-    """The GGUF file read by transformers (dequantized) and saved as a plain model in ``scratch``."""
+def _dequantize(source: Source, scratch: Path) -> Path:
+    """The GGUF file read by transformers (dequantized) and saved as a plain model in ``scratch``; returns it."""
     file = source.path / str(source.gguf_file)
     try:
         import gguf
@@ -191,7 +185,7 @@ def _dequantize(source: Source, scratch: Path) -> None:
     try:
         gguf.GGUFReader(str(file))
     except Exception as error:  # noqa: BLE001 - a corrupt or newer file is one line naming FROM
-        raise BoomError(f"not a GGUF file gguf {version} can read ({_first_line(error)})", path=source.spec) from None
+        raise BoomError(f"not a GGUF file gguf {version} can read ({first_line(error)})", path=source.spec) from None
     from transformers import AutoModel, AutoTokenizer
 
     try:
@@ -199,7 +193,7 @@ def _dequantize(source: Source, scratch: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(source.path), gguf_file=source.gguf_file, local_files_only=True)
     except Exception as error:  # noqa: BLE001 - an architecture transformers cannot read from GGUF
         raise BoomError(f"transformers {metadata.version('transformers')} cannot load this GGUF file "
-                        f"({_first_line(error)})", path=source.spec) from None  # fmt: skip
+                        f"({first_line(error)})", path=source.spec) from None  # fmt: skip
     _check_base_class(model.config, source)
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -209,6 +203,7 @@ def _dequantize(source: Source, scratch: Path) -> None:
     del model
     plain.save_pretrained(str(scratch))
     tokenizer.save_pretrained(str(scratch))
+    return scratch
 
 
 def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[SentenceTransformer, dict[str, Any]]:
@@ -223,14 +218,11 @@ def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[Sentence
     from sentence_transformers import SentenceTransformer, models
 
     try:
-        transformer = models.Transformer(
-            str(path), max_seq_length=settings.max_seq_length, config_kwargs={"local_files_only": True},
-            model_kwargs={"dtype": "auto", "local_files_only": True}, processor_kwargs={"local_files_only": True},
-        )
+        transformer = models.Transformer(str(path), max_seq_length=settings.max_seq_length, model_kwargs={"dtype": "auto"})
         if settings.bidirectional:
             transformer.model = _bidirectional(path, transformer.model.config)
     except Exception as error:  # noqa: BLE001 - weights or tokenizer transformers cannot load
-        raise BoomError(f"cannot load as a transformer ({_first_line(error)})", path=source.spec) from None
+        raise BoomError(f"cannot load as a transformer ({first_line(error)})", path=source.spec) from None
     tokenizer = transformer.tokenizer
     if tokenizer is None:
         raise BoomError("not a text model (no tokenizer)", path=source.spec)
@@ -265,13 +257,8 @@ def make_base(from_: str | Path, out: str | Path, settings: BaseSettings = BaseS
     source = read_source(from_)
     inputs = [source.path / source.gguf_file] if source.gguf_file else [source.path]
     check_output(out, inputs=inputs, force=force)
-    with contextlib.ExitStack() as stack:
-        path = source.path
-        if source.gguf_file:
-            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-gguf-")))
-            _dequantize(source, path)
-        else:
-            _plain_config(source)
+    with tempfile.TemporaryDirectory(prefix="boom-merge-gguf-") as scratch:  # a GGUF file's plain model
+        path = _dequantize(source, Path(scratch)) if source.gguf_file else _plain_dir(source)
         model, made = _build(path, source, settings)
         with atomic_output_dir(out, inputs=inputs, force=force) as tmp:
             model.save(str(tmp))

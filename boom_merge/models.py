@@ -138,15 +138,16 @@ def _hub_problem(error: Exception, revision: str | None) -> str:
                 "not a local directory, and not (completely) in the Hugging Face cache; "
                 "HF_HUB_OFFLINE is set, so nothing is downloaded"
             )
-        reason = _first_line(cause) if cause is not None else "the Hub cannot be reached"
+        reason = first_line(cause) if cause is not None else "the Hub cannot be reached"
         return (
             f"not a local directory, not (completely) in the Hugging Face cache, "
             f"and the Hub cannot be reached ({reason})"
         )
-    return f"cannot get the model from the Hub ({_first_line(error)})"
+    return f"cannot get the model from the Hub ({first_line(error)})"
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An exception as ``Type: first line of its message``, for one-line errors about a model."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
@@ -266,5 +267,5 @@ def load_sentence_transformer(
         return SentenceTransformer(str(resolved.path), device=device, **kwargs)
     except Exception as error:  # noqa: BLE001 - a model that does not load is a user-facing error
         logger.debug("loading %s failed", spec, exc_info=True)
-        raise BoomError(f"cannot load as a sentence-transformers model ({_first_line(error)})", path=spec) from None
+        raise BoomError(f"cannot load as a sentence-transformers model ({first_line(error)})", path=spec) from None
 

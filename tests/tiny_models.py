@@ -124,9 +124,10 @@ def tiny_bpe_tokenizer():
 
 def _tiny_lm(arch: str, vocab_size: int, hidden: int, layers: int):
     """A randomly initialised language model with its head (``*ForCausalLM`` / ``BertForMaskedLM``)."""
-    small = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                 intermediate_size=hidden * 2, max_position_embeddings=128)
-    decoder = dict(small, num_key_value_heads=1, head_dim=16, bos_token_id=0, eos_token_id=0, pad_token_id=None)
+    small = {"vocab_size": vocab_size, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 2,
+             "intermediate_size": hidden * 2, "max_position_embeddings": 128}
+    decoder = {**small, "num_key_value_heads": 1, "head_dim": 16, "bos_token_id": 0, "eos_token_id": 0,
+               "pad_token_id": None}
     if arch == "bert":
         from transformers import BertConfig, BertForMaskedLM
 
