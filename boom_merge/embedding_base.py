@@ -229,6 +229,7 @@ def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[Sentence
     pad = _pad_token(tokenizer, source)
     if pad is not None:
         tokenizer.pad_token = pad
+        transformer.model.config.pad_token_id = tokenizer.pad_token_id  # the model's config says so too
     if pooling == "lasttoken":
         tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"  # init_kwargs: saved with it
     dimension = transformer.get_embedding_dimension()

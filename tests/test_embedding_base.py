@@ -58,6 +58,7 @@ def test_decoder_base_pools_the_last_token_with_either_padding_side(lms, arch, t
     check_model(out)  # what `train --base` checks first
     config = json.loads((out / "tokenizer_config.json").read_text())
     assert config["pad_token"] == "<|endoftext|>" and config["padding_side"] == "left"  # the LM has no pad token
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] == 0  # <|endoftext|>
     model = SentenceTransformer(str(out), device="cpu")
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
     expected = _unit([_hidden(lms[arch], text)[-1] for text in TEXTS])
