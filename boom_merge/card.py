@@ -1,7 +1,7 @@
-"""Model cards for merged, incremental and member models (one builder, used by merge and push).
+"""Model cards for merged, incremental, member and embedding-base models (one builder, used by merge and push).
 
-Owns: rendering and writing the model card (``README.md``) of merged, incremental, pushed and
-member models; no other boom-merge module builds one. It never writes anything but ``README.md``
+Owns: rendering and writing the model card (``README.md``) of merged, incremental, pushed,
+member and embedding-base (``boom-merge base``) models; no other boom-merge module builds one. It never writes anything but ``README.md``
 and never computes a fact it can read: provenance comes from :mod:`boom_merge.lineage`, scores
 from :mod:`boom_merge.card_eval`, dataset licences from the corpus manifest
 (:mod:`boom_merge.evaluation.corpus`).
@@ -54,8 +54,10 @@ KIND_TAGS = {
     "incremental": ("mergekit", "merge", "boom-incremental"),
     "member": ("boom-member",),
     "update": ("boom-update",),
+    "base": ("boom-base",),
 }
-RELATIONS = {"merge": "merge", "incremental": "merge", "member": "finetune", "update": "finetune"}
+RELATIONS = {"merge": "merge", "incremental": "merge", "member": "finetune", "update": "finetune", "base": "finetune"}
+"""The Hub's ``base_model_relation``; an embedding base keeps its LM's weights (the Hub's own reading: finetune)."""
 _SNIPPET = re.compile(r'(SentenceTransformer\(")[^"]*("\))')
 
 
@@ -63,7 +65,7 @@ _SNIPPET = re.compile(r'(SentenceTransformer\(")[^"]*("\))')
 class Facts:
     """What the provenance records say about one model dir."""
 
-    kind: str  # merge | incremental | member | update
+    kind: str  # merge | incremental | member | update | base
     method: str | None
     bases: list[str]  # Hub ids, nearest first, in the merge's order
     base_revision: str | None
@@ -95,6 +97,8 @@ def model_facts(
     if lineage is not None and lineage.kind in ("merge", "incremental"):
         kind, method = lineage.kind, method or lineage.method
         inputs = list(inputs or [r.path or r.hub_id or "?" for r in lineage.inputs])
+    elif lineage is not None and lineage.kind == "base" and lineage.source is not None:
+        kind, inputs = "base", [str(lineage.source.get("hub_id") or lineage.source.get("name") or "?")]
     elif manifest is not None:
         kind, inputs = manifest.kind if manifest.kind in RELATIONS else "member", [manifest.base_model or "?"]
     elif recipe_yaml is not None or inputs:

@@ -110,6 +110,19 @@ def lineage_section(lineage: Lineage) -> str:
     return "\n".join(lines) + "\n"
 
 
+def base_section(lineage: Lineage) -> str:
+    """What ``boom-merge base`` made the model from (Hub id, else file or dir name) and with which settings."""
+    source, settings = lineage.source or {}, lineage.data.get("settings") or {}
+    revision = f"@{source['revision'][:12]}" if source.get("hub_id") and source.get("revision") else ""
+    name = source.get("hub_id") or shown_path(source.get("name") or source.get("path"))
+    lines = ["### Embedding base (`boom-merge base`)\n", f"- made from: `{name}{revision}`"]
+    for key in ("architecture", "pooling", "normalize", "bidirectional", "max_seq_length", "pad_token", "padding_side"):
+        if key in settings:
+            lines.append(f"- {key.replace('_', ' ')}: `{settings[key]}`")
+    lines += [f"- {prompt} prompt: `{json.dumps(text)[1:-1]}`" for prompt, text in (settings.get("prompts") or {}).items()]
+    return "\n".join(lines) + "\n"
+
+
 def licences_section(licences: Mapping[str, str]) -> str:
     return "### Dataset licences\n\n" + "".join(f"- {name}: {lic}\n" for name, lic in sorted(licences.items()))
 
@@ -117,10 +130,13 @@ def licences_section(licences: Mapping[str, str]) -> str:
 def summary_line(kind: str, method: str | None, n_inputs: int, bases: Sequence[str]) -> str:
     """One sentence: what this model is."""
     derived = f" derived from {', '.join(f'`{b}`' for b in bases)}" if bases else ""
+    made_from = f"`{bases[0]}`" if bases else "a local model (below)"
     if kind == "merge":
         what = f"a merge of {n_inputs} models with mergekit's `{method or 'unknown'}` method{derived}"
     elif kind == "incremental":
         what = f"an incremental BOOM update (`{method or 'boom_incremental'}`) of an existing model{derived}"
+    elif kind == "base":
+        what = f"an embedding base (a plain language model with pooling, not trained) made from {made_from}"
     elif kind == "update":
         what = f"an update model (new data plus a sample of the old) fine-tuned{derived.replace(' derived', '')}"
     else:
@@ -151,6 +167,8 @@ def boom_sections(
         parts.append(recipe_section(recipe_yaml))
     if lineage is not None and lineage.source is None:
         parts.append(lineage_section(lineage))
+    if kind == "base" and lineage is not None:
+        parts.append(base_section(lineage))
     if licences:
         parts.append(licences_section(licences))
     if scores:

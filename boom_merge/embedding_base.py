@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +43,8 @@ POOLINGS: tuple[str, ...] = ("lasttoken", "mean", "cls")
 BIDIRECTIONAL_KEY = "use_bidirectional_attention"
 """The config switch of architectures that can attend both ways (Gemma 3, Gemma, ...)."""
 GGUF_INSTALL = "pip install 'boom-merge[gguf]'"
+LONG_CONTEXT = 8192
+"""A default max length above this is warned about: memory and time per batch grow with it."""
 _DECODER_HEADS = ("ForCausalLM", "LMHeadModel")
 
 
@@ -66,16 +68,36 @@ class Source:
         return self.hub_id or self.gguf_file or self.path.name
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A field with its CLI help (the ``base`` command's options are generated from these fields)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class BaseSettings:
-    """What ``boom-merge base`` makes of FROM (None: the default for its kind)."""
+    """What ``boom-merge base`` makes of FROM (None: the default for its kind); validated on creation.
 
-    pooling: Pooling | None = None
-    normalize: bool = True
-    bidirectional: bool = False
-    max_seq_length: int | None = None
-    query_prompt: str | None = None
-    document_prompt: str | None = None
+    Each field's metadata carries its help text: ``boom-merge base`` generates its options from
+    these fields (``--pooling``, ``--normalize/--no-normalize``, ...), so a default lives here only.
+    """
+
+    pooling: Pooling | None = _opt(  # noqa: RUF009 - a field() with its help
+        None, "Pooling of token states (default: lasttoken for decoders, mean for encoders).")
+    normalize: bool = _opt(True, "End with a Normalize module (unit-length embeddings, as Qwen3-Embedding and the "
+                                 "paper's models).")  # fmt: skip
+    bidirectional: bool = _opt(False, "Attend both ways, where the architecture has the switch "
+                                      f"(config {BIDIRECTIONAL_KEY}: Gemma 3).")  # fmt: skip
+    max_seq_length: int | None = _opt(None, "Truncate inputs to this many tokens (default: the model's maximum; "
+                                            f"above {LONG_CONTEXT} a warning suggests a smaller one).")  # fmt: skip
+    query_prompt: str | None = _opt(None, "Prompt put before queries (prompt name 'query'), e.g. "
+                                          "'Instruct: TASK\\nQuery: ' (a typed \\n is a newline).")  # fmt: skip
+    document_prompt: str | None = _opt(None, "Prompt put before documents (prompt name 'document').")
+
+    def __post_init__(self) -> None:
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise BoomError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise BoomError(f"max sequence length must be at least 1, got {self.max_seq_length}")
 
     def prompts(self) -> dict[str, str]:
         found = {"query": self.query_prompt, "document": self.document_prompt}
@@ -95,13 +117,33 @@ def read_source(spec: str | Path) -> Source:
         raise BoomError("not a transformer: a file, neither a model dir nor a .gguf file", path=text)
     resolved = resolve_model(text)
     hub_id, revision = resolved.hub_id, resolved.revision
+    if hub_id is not None and not (resolved.path / "config.json").is_file():
+        return _gguf_repo(text, resolved.path, hub_id, revision)
     if hub_id is None:
         carried = hub_bases(resolved.path)
         hub_id = carried[0] if len(carried) == 1 else None
     return Source(text, resolved.path, None, hub_id, revision)
 
 
-def _plain_dir(source: Source) -> Path:
+def _gguf_repo(spec: str, snapshot: Path, hub_id: str, revision: str | None) -> Source:
+    """A Hub repo without config.json (a GGUF repo, e.g. ``org/name-GGUF``): its one .gguf file in the cache.
+
+    Its .gguf files are never downloaded with the model (one repo holds many quantizations):
+    ``hf download`` puts the wanted one in the cache.
+    """
+    files = sorted(snapshot.glob("*.gguf")) + sorted(snapshot.glob("*/*.gguf"))
+    if len(files) == 1:
+        return Source(spec, files[0].parent, files[0].name, hub_id, revision)
+    get = f"`hf download {hub_id} FILE.gguf`"
+    if not files:
+        raise BoomError(f"not a transformer (no config.json), and no .gguf file of it in the cache: for a GGUF repo, "
+                        f"{get} first", path=spec)  # fmt: skip
+    names = ", ".join(f.relative_to(snapshot).as_posix() for f in files)
+    raise BoomError(f"a GGUF repo with {len(files)} .gguf files in the cache ({names}): pass the path of the one "
+                    f"to use ({get} prints it)", path=spec)  # fmt: skip
+
+
+def _plain_dir(source: Source, *, allow_pickle: bool = False) -> Path:
     """FROM's dir, refused unless it holds a plain transformer with a base model class."""
     if (source.path / "modules.json").is_file():
         raise BoomError("already a sentence-transformers model (modules.json): pass it to `train --base` as it is",
@@ -115,7 +157,7 @@ def _plain_dir(source: Source) -> Path:
     except Exception as error:  # noqa: BLE001 - any unreadable config is one line naming FROM
         raise BoomError(f"not a transformer transformers can read ({first_line(error)})", path=source.spec) from None
     _check_base_class(config, source)
-    check_model(source.path)  # tokenizer files, honest safetensors, finite weights
+    check_model(source.path, allow_pickle=allow_pickle)  # tokenizer files, honest safetensors, finite weights
     return source.path
 
 
@@ -223,6 +265,9 @@ def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[Sentence
             transformer.model = _bidirectional(path, transformer.model.config)
     except Exception as error:  # noqa: BLE001 - weights or tokenizer transformers cannot load
         raise BoomError(f"cannot load as a transformer ({first_line(error)})", path=source.spec) from None
+    if settings.max_seq_length is None and (transformer.max_seq_length or 0) > LONG_CONTEXT:
+        logger.warning("%s: embeds up to %d tokens (the model's maximum), which can exhaust memory on long inputs; "
+                       "pass --max-seq-length (e.g. 512) to truncate", source.spec, transformer.max_seq_length)  # fmt: skip
     tokenizer = transformer.tokenizer
     if tokenizer is None:
         raise BoomError("not a text model (no tokenizer)", path=source.spec)
@@ -247,10 +292,11 @@ def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[Sentence
 
 
 def make_base(from_: str | Path, out: str | Path, settings: BaseSettings = BaseSettings(), *,
-              force: bool = False) -> Path:  # fmt: skip
+              force: bool = False, allow_pickle: bool = False) -> Path:  # fmt: skip
     """Save FROM as a sentence-transformers embedding base in ``out``; return ``out``.
 
-    ``out`` gets the model, a card whose ``base_model`` is FROM's Hub id (or its name) and a
+    ``allow_pickle``: accept a FROM whose weights are pickled only (``pytorch_model.bin``;
+    unpickling can run code). ``out`` gets the model, a card whose ``base_model`` is FROM's Hub id (or its name) and a
     provenance record (``boom_lineage.json``, kind ``base``) that members and merges made from
     it carry on.
     """
@@ -259,7 +305,8 @@ def make_base(from_: str | Path, out: str | Path, settings: BaseSettings = BaseS
     inputs = [source.path / source.gguf_file] if source.gguf_file else [source.path]
     check_output(out, inputs=inputs, force=force)
     with tempfile.TemporaryDirectory(prefix="boom-merge-gguf-") as scratch:  # a GGUF file's plain model
-        path = _dequantize(source, Path(scratch)) if source.gguf_file else _plain_dir(source)
+        path = (_dequantize(source, Path(scratch)) if source.gguf_file
+                else _plain_dir(source, allow_pickle=allow_pickle))  # fmt: skip
         model, made = _build(path, source, settings)
         with atomic_output_dir(out, inputs=inputs, force=force) as tmp:
             model.save(str(tmp))

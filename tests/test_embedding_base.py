@@ -198,3 +198,110 @@ def test_out_rules_apply(lms, tmp_path) -> None:
     assert _fails_out.exit_code == 1 and "Error: " in _fails_out.output
     inside = CliRunner().invoke(main, ["base", str(lms["bert"]), "-o", str(lms["bert"] / "sub")])
     assert inside.exit_code == 1 and not (lms["bert"] / "sub").exists()
+
+
+# --- push, pickles, options, GGUF repos, long contexts ------------------------------------
+
+
+def test_a_base_pushes_naming_its_source_never_a_local_path(lms, hub_cache, tmp_path) -> None:
+    """`push --dry-run` of bases made from a Hub id and from a local GGUF file: the card and the uploaded
+    provenance name the source LM by Hub id or file name."""
+    from boom_merge.hub import plan_push
+    from boom_merge.lineage import LINEAGE_FILE
+
+    place_in_cache(lms["qwen3"], hub_cache, "acme/tiny-lm")
+    from_hub = make_base("acme/tiny-lm", tmp_path / "from-hub")
+    result = CliRunner().invoke(main, ["push", str(from_hub), "--repo-id", "someone/tiny-base", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    listed, _, card = result.output.partition("\n--- README.md ---\n")
+    assert "boom_lineage.json" in listed and str(tmp_path) not in result.output
+    (tmp_path / "card.md").write_text(card)
+    meta = metadata_load(tmp_path / "card.md")
+    assert meta["base_model"] == "acme/tiny-lm" and "boom-base" in meta["tags"]
+    assert "embedding base" in card and "lasttoken" in card
+    plan = plan_push(from_hub, "someone/tiny-base")
+    uploaded = json.loads(plan.portable.get(LINEAGE_FILE) or (from_hub / LINEAGE_FILE).read_bytes())
+    assert uploaded["source"].items() >= {"path": "acme/tiny-lm", "hub_id": "acme/tiny-lm", "revision": SHA}.items()
+    assert str(tmp_path) not in plan.card
+
+    pytest.importorskip("gguf")
+    (tmp_path / "models").mkdir()
+    file = write_tiny_gguf(tmp_path / "models" / "tiny-llama-F32.gguf")
+    from_file = make_base(file, tmp_path / "from-file")
+    plan = plan_push(from_file, "someone/tiny-base")
+    assert str(tmp_path) not in plan.card + plan.portable[LINEAGE_FILE].decode()
+    assert file.name in plan.card and json.loads(plan.portable[LINEAGE_FILE])["source"]["path"] == file.name
+
+
+def test_pickled_weights_need_allow_pickle(lms, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    pickled = shutil.copytree(lms["llama"], tmp_path / "pickled")  # as old Hub repos are: pytorch_model.bin only
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    assert (pickled / "pytorch_model.bin").is_file() and not list(pickled.glob("*.safetensors"))
+    _fails(pickled, tmp_path / "out", "pass --allow-pickle")
+    result = CliRunner().invoke(main, ["base", str(pickled), "-o", str(tmp_path / "out"), "--allow-pickle"])
+    assert result.exit_code == 0, result.output
+    model = SentenceTransformer(str(tmp_path / "out"), device="cpu")
+    torch.testing.assert_close(_encode(model), _unit([_hidden(lms["llama"], t)[-1] for t in TEXTS]),
+                               atol=1e-5, rtol=1e-4)  # fmt: skip
+
+
+def test_options_come_from_base_settings() -> None:
+    """Each BaseSettings field is a flag whose help is the field's description (one place for each fact)."""
+    from dataclasses import fields
+
+    from boom_merge.cli.base import base_command
+
+    params = {p.name: p for p in base_command.params}
+    for field in fields(BaseSettings):
+        assert params[field.name].help == field.metadata["help"], field.name
+    spelled = {flag for p in base_command.params for flag in (*p.opts, *p.secondary_opts)}
+    assert spelled >= {"--pooling", "--normalize", "--no-normalize", "--bidirectional", "--max-seq-length",
+                       "--query-prompt", "--document-prompt", "--force", "-o", "--out", "--allow-pickle"}  # fmt: skip
+    assert params["pooling"].type.choices == ("lasttoken", "mean", "cls")
+    bad = CliRunner().invoke(main, ["base", "x", "-o", "y", "--max-seq-length", "0"])
+    assert bad.exit_code == 1 and "max sequence length must be at least 1" in bad.output
+
+
+def test_a_gguf_only_hub_repo_resolves_to_its_file(hub_cache, tmp_path) -> None:
+    pytest.importorskip("gguf")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    file = write_tiny_gguf(repo / "tiny-llama-F32.gguf")
+    (repo / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    place_in_cache(repo, hub_cache, "acme/tiny-GGUF")
+    result = CliRunner().invoke(main, ["base", "acme/tiny-GGUF", "-o", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
+    base = tmp_path / "base"
+    assert metadata_load(base / "README.md")["base_model"] == "acme/tiny-GGUF"
+    assert read_lineage(base).source.items() >= {"hub_id": "acme/tiny-GGUF", "revision": SHA}.items()
+    assert hub_bases(base) == ["acme/tiny-GGUF"]
+    plain = AutoModel.from_pretrained(str(repo), gguf_file=file.name).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(repo), gguf_file=file.name)
+    with torch.no_grad():
+        expected = _unit([plain(**tokenizer(t, return_tensors="pt")).last_hidden_state[0, -1] for t in TEXTS])
+    torch.testing.assert_close(_encode(SentenceTransformer(str(base), device="cpu")), expected, atol=1e-5, rtol=1e-4)
+
+    shutil.copyfile(file, repo / "tiny-llama-Q8_0.gguf")  # several quantizations: the user picks one
+    place_in_cache(repo, hub_cache, "acme/two-GGUF")
+    _fails("acme/two-GGUF", tmp_path / "out", "tiny-llama-F32.gguf", "tiny-llama-Q8_0.gguf", "hf download")
+
+
+def test_a_long_default_max_length_is_warned_about(lms, tmp_path, caplog) -> None:
+    long = shutil.copytree(lms["qwen3"], tmp_path / "long")
+    config = json.loads((long / "config.json").read_text())
+    (long / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 32768}))
+    tokenizer = json.loads((long / "tokenizer_config.json").read_text())
+    (long / "tokenizer_config.json").write_text(json.dumps({**tokenizer, "model_max_length": 32768}))
+    with caplog.at_level("WARNING", logger="boom_merge"):
+        make_base(long, tmp_path / "default")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "32768" in warnings[0] and "--max-seq-length" in warnings[0], warnings
+    assert SentenceTransformer(str(tmp_path / "default"), device="cpu").max_seq_length == 32768
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="boom_merge"):
+        make_base(long, tmp_path / "chosen", BaseSettings(max_seq_length=512))
+        make_base(lms["qwen3"], tmp_path / "short")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -1,7 +1,8 @@
 """Base-stage command: ``base``, a plain transformer made an embedding base for ``train --base``.
 
-Owns: the ``base`` command (flags, help, what is echoed). It may not load or save models itself:
-:mod:`boom_merge.embedding_base` does.
+Owns: the ``base`` command (flags, help, what is echoed). Its settings options are generated from
+:class:`~boom_merge.embedding_base.BaseSettings` (:func:`boom_merge.cli._options.config_options`).
+It may not load or save models itself: :mod:`boom_merge.embedding_base` does.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from boom_merge.embedding_base import POOLINGS
+from boom_merge.cli._options import allow_pickle_option, config_options
+from boom_merge.embedding_base import BaseSettings
 
 
 @click.command("base", epilog="""Examples:
@@ -21,39 +23,32 @@ from boom_merge.embedding_base import POOLINGS
       --query-prompt $'Instruct: Given a web search query, retrieve relevant passages\\nQuery: '
   boom-merge base google/gemma-3-270m -o bases/gemma3-bi --bidirectional --pooling mean
   boom-merge base models/gemma-3-270m-it-Q4_K_M.gguf -o bases/gemma3   # needs boom-merge[gguf]
+  hf download unsloth/gemma-3-270m-it-GGUF gemma-3-270m-it-Q4_K_M.gguf
+  boom-merge base unsloth/gemma-3-270m-it-GGUF -o bases/gemma3          # its one .gguf file in the cache
+  boom-merge base old-org/pickled-lm -o bases/old --allow-pickle        # pytorch_model.bin only
   boom-merge base answerdotai/ModernBERT-base -o bases/modernbert --pooling cls --no-normalize
 """)
 @click.argument("source", metavar="FROM")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output model directory (a sentence-transformers model).")
-@click.option("--pooling", type=click.Choice(POOLINGS), default=None,
-              help="Pooling of token states (default: lasttoken for decoders, mean for encoders).")
-@click.option("--normalize/--no-normalize", default=True, show_default=True,
-              help="End with a Normalize module (unit-length embeddings, as Qwen3-Embedding and the paper's models).")
-@click.option("--bidirectional", is_flag=True,
-              help="Attend both ways, where the architecture has the switch (config use_bidirectional_attention: Gemma 3).")
-@click.option("--max-seq-length", type=click.IntRange(min=1), default=None,
-              help="Truncate inputs to this many tokens (default: the model's maximum).")
-@click.option("--query-prompt", default=None,
-              help="Prompt put before queries (prompt name 'query'), e.g. $'Instruct: TASK\\nQuery: '.")
-@click.option("--document-prompt", default=None, help="Prompt put before documents (prompt name 'document').")
+@config_options(BaseSettings, "settings")
+@allow_pickle_option
 @click.option("--force", is_flag=True, help="Replace an existing output.")
-def base_command(source: str, out: Path, pooling: str | None, normalize: bool, bidirectional: bool,
-                 max_seq_length: int | None, query_prompt: str | None, document_prompt: str | None,
-                 force: bool) -> None:  # fmt: skip
+def base_command(source: str, out: Path, settings: BaseSettings, allow_pickle: bool, force: bool) -> None:
     """Make FROM, a plain transformer, an embedding base that `train --base` takes.
 
     FROM is a model dir, a Hub id org/name[@REV] (the cache when offline), or a .gguf file
-    (dequantized; needs the gguf extra). OUT is a complete sentence-transformers model: the
+    (dequantized; needs the gguf extra). A Hub id of a GGUF-only repo takes the repo's one .gguf
+    file in the cache (put it there with `hf download org/name FILE.gguf`); where the cache holds
+    several, pass the path of the one you want (`hf download` prints it). The options mirror
+    BaseSettings (boom_merge.embedding_base). OUT is a complete sentence-transformers model: the
     transformer, pooling, Normalize, a pad token where the tokenizer has none (its end-of-sequence
     token), a card whose base_model is FROM's Hub id (or file name), and boom_lineage.json, so
     that members trained from OUT and their merges name FROM as their base.
     """
-    from boom_merge.embedding_base import BaseSettings, make_base
+    from boom_merge.embedding_base import make_base
 
-    settings = BaseSettings(pooling=pooling, normalize=normalize, bidirectional=bidirectional,  # type: ignore[arg-type]
-                            max_seq_length=max_seq_length, query_prompt=query_prompt, document_prompt=document_prompt)
-    path = make_base(source, out, settings, force=force)
+    path = make_base(source, out, settings, force=force, allow_pickle=allow_pickle)
     click.echo(f"embedding base written to {path}")
 
 

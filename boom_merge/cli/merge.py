@@ -12,13 +12,11 @@ from pathlib import Path
 
 import click
 
-from boom_merge.cli._options import device_option
+from boom_merge.cli._options import allow_pickle_option, device_option
 from boom_merge.recipes import DTYPES, METHODS
 
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
-_allow_pickle = click.option(
-    "--allow-pickle", is_flag=True, help="Accept pickled .bin weights (unpickling can run code)."
-)
+_allow_pickle = allow_pickle_option
 _cuda = click.option("--cuda", is_flag=True, help="Do the merge math on the GPU.")
 _shard = click.option("--out-shard-size", default="1B", show_default=True,
                       help="Parameters per output shard; mergekit holds one shard in memory (e.g. 250M for big models).")

@@ -5,90 +5,27 @@ Owns: the ``train`` and ``train-update`` commands and their options generated fr
 (:mod:`boom_merge.training` does).
 
 The training options are generated from :class:`~boom_merge.training.TrainConfig`'s fields
-(type, default, help and flag spellings), as mergekit's ``add_merge_options`` does from
-``MergeOptions``: a default or a help text lives in the config only.
+(type, default, help and flag spellings) by :func:`boom_merge.cli._options.config_options`: a
+default or a help text lives in the config only.
 """
 
 from __future__ import annotations
 
-import functools
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
 import click
 
+from boom_merge.cli._options import config_options
 from boom_merge.data.loading import ON_BAD_LINE_CHOICES
 from boom_merge.data.sampling import SAMPLING_CHOICES
 from boom_merge.errors import BoomError
 from boom_merge.training import TrainConfig, train_members, train_update
 
-_HINTS = typing.get_type_hints(TrainConfig)
-
-
-def _unoptional(annotation: Any) -> Any:
-    """``X | None`` -> ``X``."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else annotation
-    return annotation
-
-
-def _unescape(text: str | None) -> str | None:
-    """A typed ``\\n`` becomes a newline (prompts such as ``Instruct: {task}\\nQuery: ``)."""
-    return text.replace("\\n", "\n") if text else text
-
-
-def _mapping(value: tuple[str, ...]) -> dict[str, str] | None:
-    """Repeated ``NAME=TEXT`` values as a dict (None when none was given)."""
-    pairs = {}
-    for item in value:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise BoomError(f"expected NAME=TEXT, got {item!r}")
-        pairs[name] = _unescape(text)
-    return pairs or None
-
-
-def _option(field: Field) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The click option of one TrainConfig field."""
-    kind = _unoptional(_HINTS[field.name])
-    flags = list(field.metadata.get("flags") or (f"--{field.name.replace('_', '-')}",))
-    settings: dict[str, Any] = {"help": field.metadata["help"], "show_default": True}
-    if kind is bool:
-        flags = [f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:]]
-        settings["default"] = field.default
-    elif typing.get_origin(kind) is dict:
-        settings.update(multiple=True, metavar="NAME=TEXT", show_default=False)
-    elif typing.get_origin(kind) is typing.Literal:
-        settings.update(type=click.Choice(typing.get_args(kind)), default=field.default)
-    else:
-        settings.update(type=kind, default=field.default)
-        shown = str(field.default).replace("\n", "\\n")  # typed as \n (see _unescape)
-        settings["show_default"] = shown if field.default is not None else False
-    return click.option(*flags, field.name, **settings)
-
-
-_CONFIG_FIELDS = [f for f in fields(TrainConfig) if f.default is not MISSING]
-
 
 def _training_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add TrainConfig's options plus --seed, --on-bad-line, --dev, --force; hand the command ``config``."""
-
-    @functools.wraps(command)
-    def wrapper(**options: Any) -> Any:
-        values = {f.name: options.pop(f.name) for f in _CONFIG_FIELDS}
-        for f in _CONFIG_FIELDS:
-            kind = _unoptional(_HINTS[f.name])
-            if typing.get_origin(kind) is dict:
-                values[f.name] = _mapping(values[f.name])
-            elif kind is str:
-                values[f.name] = _unescape(values[f.name])
-        return command(config=TrainConfig(**values), **options)
-
     extra = [
         click.option("--seed", type=int, default=42, show_default=True, help="Base seed; member I uses SEED+I."),
         click.option(
@@ -111,9 +48,9 @@ def _training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--data-split", default=None, help="Split of a Hugging Face dataset id (default train) or DatasetDict dir."
         ),
     ]
-    for option in reversed([_option(f) for f in _CONFIG_FIELDS] + extra):
-        wrapper = option(wrapper)
-    return wrapper
+    for option in reversed(extra):  # listed after TrainConfig's options in --help
+        command = option(command)
+    return config_options(TrainConfig)(command)
 
 
 @click.command(

@@ -5,7 +5,7 @@ or another training module.
 
 :class:`TrainConfig` is the one list of training options. Each field's metadata carries
 its help text (and, where it differs from ``--field-name``, its flag spellings); the CLI
-generates its options from these fields (``boom_merge.cli.train``), so a default lives
+generates its options from these fields (``boom_merge.cli._options.config_options``), so a default lives
 here only. This module imports neither click nor torch.
 """
 
