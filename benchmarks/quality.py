@@ -206,7 +206,7 @@ def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Seque
     def run() -> None:
         single = len(paths) == 1
         evaluate_models(
-            list(paths) if single else [], out, corpus_dir=study.corpus, tasks=list(tasks),
+            list(paths) if single else [], out, corpus=study.corpus, tasks=list(tasks),
             max_queries=study.args.eval_queries, max_corpus=study.args.eval_corpus, force=True, progress=False,
             labels=[label] if single else None, ensembles=None if single else {label: list(paths)},
         )

@@ -214,7 +214,7 @@ def run_quickstart(
     result.tune, tuned_model = tuned, tuned.out / "model"
     with _stage(result, "evaluate base / BLS / BOOM / BOOM tuned", echo):
         result.summary = evaluate_models(
-            [base, members[bls], boom, tuned_model], out / "eval", corpus_dir=corpus.path,
+            [base, members[bls], boom, tuned_model], out / "eval", corpus=corpus.path,
             tasks=[*TRAIN_DOMAINS, *OOD_SOURCES], in_domain=TRAIN_DOMAINS,
             max_queries=sizes.max_test_queries, max_corpus=sizes.eval_corpus, force=True,
             labels=["base", "BLS", "BOOM", "BOOM tuned"],
