@@ -33,8 +33,6 @@ METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task
 WeightScheme = Literal["equal", "ratio"]
 # output dtypes a recipe or merge may ask for (default: the inputs' own dtype)
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
-_NEEDS_BASE = {"task_arithmetic", "ties"}
-_IGNORES_BASE = {"linear"}  # mergekit's linear would ask for a weight for the base
 
 _FORMULAS = {
     "boom": "Multi-SLERP of the members (of their deltas from base_model when given): "
@@ -257,14 +255,24 @@ def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
         raise BoomError(f"the models' weights sum to {sum(weights)}; they must sum to a positive number", path=recipe)
 
 
-def validate_config(config: Any, recipe: Path | None = None) -> None:
-    """Known method, known and valid parameters, sane weights and model list; errors name ``recipe``."""
+def _registered() -> dict[str, Any]:
+    """mergekit's merge methods by name, BOOM's included."""
     from mergekit.merge_methods import registered_methods
 
     from boom_merge.mergekit_compat import ensure_applied
 
     ensure_applied()
-    methods = {m.spec.name: m for m in registered_methods()}
+    return {m.spec.name: m for m in registered_methods()}
+
+
+def _base_policy(method: str) -> str:
+    """``required``, ``optional`` or ``ignored``: what ``method`` does with a base model (its mergekit contract)."""
+    return _registered()[{"boom_linear": "boom"}.get(method, method)].spec.contract.base.value
+
+
+def validate_config(config: Any, recipe: Path | None = None) -> None:
+    """Known method, known and valid parameters, sane weights and model list; errors name ``recipe``."""
+    methods = _registered()
     method = methods.get(config.merge_method)
     if method is None:
         raise BoomError(f"unknown merge_method {config.merge_method!r}; valid: {', '.join(sorted(methods))}",
@@ -302,7 +310,8 @@ def build_recipe(
         raise BoomError("at least one member model is needed")
     if method not in METHODS:
         raise BoomError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    if method in _NEEDS_BASE and base is None:
+    policy = _base_policy(method)
+    if policy == "required" and base is None:
         raise BoomError(f"method {method} merges task vectors and needs --base BASE")
     values = member_weights(members, weights)
     models = []
@@ -319,11 +328,11 @@ def build_recipe(
         if dtype not in DTYPES:
             raise BoomError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
         recipe["out_dtype"] = dtype
-    if base is not None and method not in _IGNORES_BASE:
+    if base is not None and policy != "ignored":  # mergekit's linear would ask for a weight for the base
         recipe["base_model"] = str(base)
     if method in ("boom", "boom_linear"):
         recipe["parameters"] = {"interpolation": "linear" if method == "boom_linear" else "slerp"}
-    elif method in _NEEDS_BASE:
+    elif policy == "required":
         recipe["parameters"] = {"normalize": False}
     return recipe
 
