@@ -1,10 +1,15 @@
 """Options shared by commands of several stages (``--device``); not a stage, registers no commands.
 
-Owns: the ``--device`` option and reading repeatable comma-list options. It may not define
+Owns: the ``--device`` option, reading repeatable comma-list options and a library function's
+default for an option. It may not define
 commands or call the library.
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -30,3 +35,8 @@ def comma_names(value: tuple[str, ...]) -> list[str] | None:
                 current += char
     names = [name for name in names if name]
     return names or None
+
+
+def library_default(function: Callable[..., Any], parameter: str) -> Any:
+    """``function``'s default for ``parameter``: an option's default is the library's, never retyped."""
+    return inspect.signature(function).parameters[parameter].default
