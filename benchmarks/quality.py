@@ -58,7 +58,8 @@ from typing import Any
 import quality_chain  # benchmarks/quality_chain.py, beside this script
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
 from boom_merge.experiments import OOD_SOURCES as OOD
-from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, seed_table, training_data_dir
+from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir
+from study import seed_table  # benchmarks/study.py, beside this script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

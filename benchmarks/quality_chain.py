@@ -32,6 +32,8 @@ from statistics import fmean, stdev
 from types import ModuleType
 from typing import Any
 
+from study import names  # benchmarks/study.py, beside this script
+
 DEFAULT_DOMAINS = ("python_code", "bible_kjv_web", "vera")
 DEFAULT_VARIANTS = ("interpolate-base", "add-base")
 RETRAIN = "retrain BLS"
@@ -56,10 +58,10 @@ def _variant(text: str) -> tuple[str, str, bool]:
 def add_arguments(parser: Any) -> None:
     """The chain part's options on quality.py's parser."""
     parser.add_argument("--chain-domains", default=",".join(DEFAULT_DOMAINS),
-                        type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+                        type=names,
                         help="chain part: the new domains in order (corpus sources; not OOD test sources)")
     parser.add_argument("--chain-variants", default=",".join(DEFAULT_VARIANTS),
-                        type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+                        type=names,
                         help="chain part: MODE-INIT list, MODE interpolate|add, INIT base|existing")
     parser.add_argument("--chain-history", type=float, default=0.2, help="chain part: history ratio of each update")
     parser.add_argument("--chain-weight", type=float, default=0.5, help="chain part: α of interpolate")
