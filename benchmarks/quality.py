@@ -178,7 +178,7 @@ def train_bag_equal_steps(study: Study, key: str, data: Path, config: Any, seed:
 def merge(study: Study, key: str, members: Sequence[Path], method: str, weights: str, with_base: bool) -> Path:
     """A merged model at ``OUT/merges/KEY`` (reused when already there)."""
     from boom_merge.merging import merge_recipe
-    from boom_merge.recipes import write_recipe
+    from boom_merge.recipe_writing import write_recipe
 
     out = study.out / "merges" / key
 

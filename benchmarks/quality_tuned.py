@@ -141,7 +141,7 @@ def _merge_candidate(q: ModuleType, study: Any, key: str, cand: Any, members: Se
 def run_tuned(q: ModuleType, study: Any, data: Path) -> None:
     """Every regime of ``--tuned-regimes`` and seed of ``--seeds``: the rows of the module docstring."""
     from boom_merge.experiments import TRAIN_DOMAINS
-    from boom_merge.recipes import checkpoint_members
+    from boom_merge.recipe_writing import checkpoint_members
     from boom_merge.tune.select import choose
 
     args = study.args

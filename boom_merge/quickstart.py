@@ -174,7 +174,7 @@ def run_quickstart(
     from boom_merge.data.corpora import build_corpora
     from boom_merge.evaluation import evaluate_models
     from boom_merge.merging import merge_recipe
-    from boom_merge.recipes import write_recipe
+    from boom_merge.recipe_writing import write_recipe
     from boom_merge.training import TrainConfig, train_members
 
     if isinstance(profile, Profile):

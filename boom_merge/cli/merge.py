@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from boom_merge.cli._options import device_option, library_default
-from boom_merge.recipes import DTYPES, METHODS
+from boom_merge.recipe_writing import METHODS
+from boom_merge.recipes import DTYPES
 from boom_merge.update_weight import DEFAULT_MAX_OLD_LOSS, auto_update_weight
 
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
@@ -88,7 +89,7 @@ def recipe_command(
     checkpoints: bool, dtype: str | None, force: bool,
 ) -> None:
     """Write a runnable mergekit recipe merging MEMBERS (model dirs or Hub ids)."""
-    from boom_merge.recipes import checkpoint_members, write_recipe
+    from boom_merge.recipe_writing import checkpoint_members, write_recipe
 
     models = checkpoint_members(members) if checkpoints else list(members)
     path = write_recipe(models, output, method=method, weights=weights, base=base, density=density,
