@@ -36,6 +36,7 @@ from boom_merge.card_body import BOOM_CITATION, END, START, boom_sections
 from boom_merge.card_eval import Score, eval_results, read_scores
 from boom_merge.errors import BoomError
 from boom_merge.lineage import (
+    MAX_DEPTH,
     Lineage,
     MemberManifest,
     copied_manifests,
@@ -120,7 +121,7 @@ def _readme_licence(readme: Path | None) -> str | None:
 
 def _spec_licences(spec: str | None, depth: int) -> set[str | None]:
     """Licences of a model named in a record: a local dir's README (or what it derives from), a cached Hub card."""
-    if not spec or depth > 16:
+    if not spec or depth > MAX_DEPTH:
         return {None}
     path = Path(spec)
     if path.is_dir():
