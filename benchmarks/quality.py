@@ -58,7 +58,17 @@ from typing import Any
 import quality_chain  # benchmarks/quality_chain.py, beside this script
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
 from boom_merge.experiments import OOD_SOURCES as OOD
-from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir
+from boom_merge.errors import BoomError
+from boom_merge.experiments import (
+    RATIOS,
+    TRAIN_DOMAINS,
+    full_data_member,
+    installed_corpus,
+    resave_model,
+    training_data_dir,
+)
+from boom_merge.evaluation.summary import split_averages
+from boom_merge.outputs import write_output_file
 from study import seed_table  # benchmarks/study.py, beside this script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,9 +128,7 @@ class Study:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_output_file(path, json.dumps(data, indent=2) + "\n")
 
 
 def _slug(text: str) -> str:
@@ -326,7 +334,7 @@ def _averages(row: dict[str, Any]) -> dict[str, float]:
     """Per-task scores plus ID avg and OOD avg as the part defines them (the new domain is its own column)."""
     scores = row["scores"]
     in_domain = OLD_DOMAINS if row["part"] in ("incremental", "chain") else TRAIN_DOMAINS
-    return {**scores, "ID avg": fmean(scores[t] for t in in_domain), "OOD avg": fmean(scores[t] for t in OOD)}
+    return {**scores, **split_averages(scores, in_domain, OOD)}
 
 
 def part_table(rows: list[dict[str, Any]], part: str) -> str:
@@ -490,16 +498,16 @@ def _base_truncated(study: Study, max_seq_length: int) -> Path:
 
 def prepare(args: argparse.Namespace) -> Study:
     """Corpora (cached by the builder), the output folder and what an earlier run measured."""
-    from boom_merge.data.corpora import build_corpora
     from boom_merge.quickstart import bundled_base_model
 
     sources = [*TRAIN_DOMAINS, NEW_DOMAIN, *OOD]
     if "chain" in args.parts:
         sources += [name for name in quality_chain.chain_sources(args) if name not in sources]
     sources += [name for name in quality_tuned.sources(args) if name not in sources]
-    corpus = build_corpora(sources=sources, seed=0, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
-    if missing := [name for name in sources if name in corpus.missing]:
-        sys.exit(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+    try:
+        corpus = installed_corpus(sources, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
+    except BoomError as error:
+        sys.exit(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
     base = _saved_base(args.base or bundled_base_model(), args.out.resolve())
     study = Study(args, args.out.resolve(), corpus.path, base)

@@ -1,6 +1,6 @@
 """Steps shared by the quickstart and the study (``benchmarks/quality.py``).
 
-Owns: the embedded default's domain lists and ratios, a training-data directory holding
+Owns: the embedded default's domain lists and ratios, its built corpus, a training-data directory holding
 chosen domains of a built corpus, re-saving a base with today's sentence-transformers,
 which member of a ratio spec is the full-data (BLS) model. It may not train, merge or evaluate
 (``training``, ``merging`` and ``evaluation`` do); it only arranges their inputs and reads
@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir
@@ -35,6 +36,16 @@ def full_data_member(ratios: str) -> int:
     if not full:
         raise BoomError(f"ratio spec {ratios!r} has no 100 % member (the BLS model)")
     return full[0]
+
+
+def installed_corpus(sources: Sequence[str], *, max_train: int | None, max_test_queries: int | None) -> Any:
+    """The built corpus of ``sources`` (the builder caches it); a source not installed is refused."""
+    from boom_merge.data.corpora import build_corpora
+
+    corpus = build_corpora(sources=sources, seed=0, max_train=max_train, max_test_queries=max_test_queries)
+    if missing := [name for name in sources if name in corpus.missing]:
+        raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+    return corpus
 
 
 def training_data_dir(corpus: str | Path, target: str | Path, domains: Sequence[str]) -> Path:
