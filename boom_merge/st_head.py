@@ -295,7 +295,11 @@ def _load_weights(path: Path) -> dict[str, Any]:
 
 
 def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> None:
-    """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method."""
+    """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method.
+
+    Not mergekit's ``merge_state_dicts``: it takes one parameter set for all tensors (the
+    recipe's are resolved per tensor name here) and has its own dtype rule, not the pipeline's.
+    """
     from mergekit.merge_methods import get, merge_tensors
     import torch
     from mergekit.parameter_resolver import resolve_parameters
