@@ -141,8 +141,8 @@ def merge_lora(model: SentenceTransformer) -> None:
 def _trainer_class(lora: bool) -> type[SentenceTransformerTrainer]:
     """The stock trainer, or for LoRA one that restores the adapter-only checkpoints it writes.
 
-    (sentence-transformers' ``add_adapter`` adds the adapter, but the trainer's resume looks for
-    it on the SentenceTransformer it trains, not on the inner model; not switched, see issue 23.)
+    Not yet sentence-transformers' ``add_adapter``: its trainer resumes by reloading the whole
+    model from the checkpoint dir, and whether that restores adapter-only checkpoints is unchecked.
     """
     from sentence_transformers import SentenceTransformerTrainer
 
