@@ -57,28 +57,9 @@ import quality_chain  # benchmarks/quality_chain.py, beside this script
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
 from boom_merge.experiments import OOD_SOURCES as OOD
 from boom_merge.errors import BoomError
-from boom_merge.experiments import (
-    TRAIN_DOMAINS,
-    installed_corpus,
-    resave_model,
-)
-from study import (  # benchmarks/study.py, beside this script
-    BLS_MEMBER,
-    ENSEMBLE,
-    OLD_DOMAINS,
-    Study,
-    averages,
-    bag_cost,
-    data_dir,
-    evaluate,
-    logger,
-    merge,
-    seed_table,
-    slug,
-    timed,
-    train_bag,
-    training_record,
-)
+from boom_merge.experiments import TRAIN_DOMAINS, installed_corpus, resave_model
+from study import BLS_MEMBER, ENSEMBLE, OLD_DOMAINS, Study, averages, bag_cost, data_dir, evaluate, logger, merge
+from study import seed_table, slug, timed, train_bag, training_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

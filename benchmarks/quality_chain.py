@@ -30,22 +30,8 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
-from study import (  # benchmarks/study.py, beside this script
-    Study,
-    BLS_MEMBER,
-    OLD_DOMAINS,
-    OOD,
-    averages,
-    bag_cost,
-    data_dir,
-    evaluate,
-    logger,
-    merge,
-    names,
-    timed,
-    train_bag,
-    training_record,
-)
+from study import Study, BLS_MEMBER, OLD_DOMAINS, OOD, averages, bag_cost, data_dir, evaluate, logger, merge, names
+from study import timed, train_bag, training_record
 
 DEFAULT_DOMAINS = ("python_code", "bible_kjv_web", "vera")
 DEFAULT_VARIANTS = ("interpolate-base", "add-base")

@@ -36,23 +36,8 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
-from study import (  # benchmarks/study.py, beside this script
-    Study,
-    BLS_MEMBER,
-    ENSEMBLE,
-    OOD,
-    RATIOS,
-    averages,
-    bag_cost,
-    evaluate,
-    logger,
-    merge,
-    names,
-    slug,
-    timed,
-    train_bag,
-    training_record,
-)
+from study import Study, BLS_MEMBER, ENSEMBLE, OOD, RATIOS, averages, bag_cost, evaluate, logger, merge, names, slug
+from study import timed, train_bag, training_record
 
 OBJECTIVES = ("balanced", "id", "ood")
 REGIMES = ("default", "drift")
