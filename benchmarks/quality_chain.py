@@ -56,11 +56,9 @@ def _variant(text: str) -> tuple[str, str, bool]:
 
 def add_arguments(parser: Any) -> None:
     """The chain part's options on quality.py's parser."""
-    parser.add_argument("--chain-domains", default=",".join(DEFAULT_DOMAINS),
-                        type=names,
+    parser.add_argument("--chain-domains", default=",".join(DEFAULT_DOMAINS), type=names,
                         help="chain part: the new domains in order (corpus sources; not OOD test sources)")
-    parser.add_argument("--chain-variants", default=",".join(DEFAULT_VARIANTS),
-                        type=names,
+    parser.add_argument("--chain-variants", default=",".join(DEFAULT_VARIANTS), type=names,
                         help="chain part: MODE-INIT list, MODE interpolate|add, INIT base|existing")
     parser.add_argument("--chain-history", type=float, default=0.2, help="chain part: history ratio of each update")
     parser.add_argument("--chain-weight", type=float, default=0.5, help="chain part: α of interpolate")

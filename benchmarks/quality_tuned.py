@@ -49,8 +49,7 @@ _ORDER = ("BLS", "BOOM", *(f"BOOM tuned ({o})" for o in OBJECTIVES),
 
 def add_arguments(parser: Any) -> None:
     """The tuned part's options on quality.py's parser."""
-    parser.add_argument("--tuned-regimes", default=",".join(REGIMES),
-                        type=names,
+    parser.add_argument("--tuned-regimes", default=",".join(REGIMES), type=names,
                         help="tuned part: default (1 epoch, --learning-rate) and/or drift (--epochs, --lr)")
     parser.add_argument("--tuned-keep", type=int, default=4, help="tuned part: checkpoints of BLS kept for its soup")
     parser.add_argument("--tune-queries", type=int, default=60, help="tuned part: dev queries per source")
