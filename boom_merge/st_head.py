@@ -297,8 +297,7 @@ def _load_weights(path: Path) -> dict[str, Any]:
 def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> None:
     """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method.
 
-    Not mergekit's ``merge_state_dicts``: it takes one parameter set for all tensors (the
-    recipe's are resolved per tensor name here) and has its own dtype rule, not the pipeline's.
+    Not mergekit's ``merge_state_dicts``: one parameter set for all tensors, and its own dtype rule.
     """
     from mergekit.merge_methods import get, merge_tensors
     import torch
