@@ -40,16 +40,14 @@ background, e.g.::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import re
 import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from statistics import fmean, stdev
@@ -58,16 +56,16 @@ from typing import Any
 import quality_chain  # benchmarks/quality_chain.py, beside this script
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
 from boom_merge.experiments import OOD_SOURCES as OOD
-from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, seed_table, training_data_dir
+from boom_merge.errors import BoomError
+from boom_merge.experiments import TRAIN_DOMAINS, installed_corpus, resave_model
+from study import BLS_MEMBER, ENSEMBLE, OLD_DOMAINS, Study, averages, bag_cost, data_dir, evaluate, logger, merge
+from study import seed_table, slug, timed, train_bag, training_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-logger = logging.getLogger("quality")
 
-OLD_DOMAINS = ("wordnet", "foldoc", "manpages")
 NEW_DOMAIN = "python_code"
-BLS_MEMBER = full_data_member(RATIOS)  # the 100 % member: the BLS model
 HISTORY_RATIOS = (0.1, 0.2, 0.4)
 PARTS = ("scheduling", "merging", "incremental", "regime", "chain", "tuned")
 # merging part: label -> (write_recipe method, weights, merge against the base model)
@@ -82,142 +80,20 @@ MERGES: dict[str, tuple[str, str, bool]] = {
     "task arithmetic": ("task_arithmetic", "equal", True),
     "TIES": ("ties", "equal", True),
 }
-ENSEMBLE = "ensemble (M=4)"
 # control: BLS pulled halfway back to the base (WiSE-FT's default alpha 0.5, fixed up front);
 # tells a merge's gain from mere shrinkage towards the base
 WISE_FT = "BLS + base, linear 0.5 (WiSE-FT)"
 
 
-@dataclass
-class Study:
-    """Paths, settings and everything measured so far (persisted after each step)."""
-
-    args: argparse.Namespace
-    out: Path
-    corpus: Path
-    base: Path
-    timings: dict[str, Any] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def config(self, **changes: Any) -> Any:
-        from boom_merge.training import TrainConfig
-
-        settings = {"batch_size": self.args.batch_size, "max_seq_length": self.args.max_seq_length,
-                    "learning_rate": self.args.learning_rate, "epochs": 1.0, "save_steps": 100}
-        return TrainConfig(**(settings | changes))
-
-    def record(self, kind: str, key: str, values: dict[str, Any]) -> None:
-        self.timings.setdefault(kind, {})[key] = values
-        _write_json(self.out / "timings.json", self.timings)
-
-    def add_row(self, part: str, model: str, seed: int | None, scores: dict[str, float], **extra: Any) -> None:
-        self.rows = [r for r in self.rows if (r["part"], r["model"], r["seed"]) != (part, model, seed)]
-        self.rows.append({"part": part, "model": model, "seed": seed, "scores": scores, **extra})
-        _write_json(self.out / "results.json", {"rows": self.rows})
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _slug(text: str) -> str:
-    """A file-name and MTEB-name friendly form of a model label."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-# --- shared steps: data, training, merging, evaluation ------------------------------
-
-
-def data_dir(study: Study, name: str, domains: Sequence[str]) -> Path:
-    """``OUT/data/NAME``: a training data directory holding only ``domains``."""
-    return training_data_dir(study.corpus, study.out / "data" / name, domains)
-
-
-def _training_record(model: Path) -> dict[str, Any]:
-    result = json.loads((model / "boom_member.json").read_text())["training_result"]
-    return {"steps": result["steps"], "train_runtime_s": result["train_runtime_s"]}
-
-
-def _timed(study: Study, kind: str, key: str, run: Callable[[], Any]) -> Any:
-    """Run a step that was not done before and record its wall time."""
-    start = time.perf_counter()
-    value = run()
-    study.record(kind, key, {"wall_s": round(time.perf_counter() - start, 1)})
-    return value
-
-
-def train_bag(study: Study, key: str, data: Path, config: Any, seed: int, member: int | None = None) -> list[Path]:
-    """Members of RATIOS (or one of them) under ``OUT/models/KEY``; steps and times recorded."""
-    from boom_merge.data.sampling import plan_members
-    from boom_merge.training import train_members
-
-    out = study.out / "models" / key
-    specs = plan_members(RATIOS, seed=seed)
-    names = [s.name for s in specs] if member is None else [specs[member].name]
-    members = [out / name for name in names]
-    if not all((path / "boom_member.json").is_file() for path in members):
-        members = _timed(study, "training calls", f"{key}/{','.join(names)}",
-                         lambda: train_members(data, str(study.base), RATIOS, out, config, seed=seed, member=member))
-    for path in members:
-        study.timings.setdefault("trainings", {})[f"{key}/{path.name}"] = _training_record(path)
-    _write_json(study.out / "timings.json", study.timings)
-    return members
+# --- shared steps: data, training, merging, evaluation (benchmarks/study.py) ---------
 
 
 def train_bag_equal_steps(study: Study, key: str, data: Path, config: Any, seed: int) -> list[Path]:
     """Members that all take as many steps as the 100 % (BLS) member: equal steps, not epochs."""
     bls = train_bag(study, key, data, config, seed, member=BLS_MEMBER)[0]
-    steps = _training_record(bls)["steps"]
+    steps = training_record(bls)["steps"]
     others = [train_bag(study, key, data, replace(config, max_steps=steps), seed, member=i)[0] for i in range(BLS_MEMBER)]
     return [*others, bls]
-
-
-def merge(study: Study, key: str, members: Sequence[Path], method: str, weights: str, with_base: bool) -> Path:
-    """A merged model at ``OUT/merges/KEY`` (reused when already there)."""
-    from boom_merge.merging import merge_recipe
-    from boom_merge.recipes import write_recipe
-
-    out = study.out / "merges" / key
-
-    def run() -> Path:
-        recipe = write_recipe(members, out.with_suffix(".yml"), method=method, weights=weights,
-                              base=study.base if with_base else None, force=True)
-        return merge_recipe(recipe, out, force=True)
-
-    return out if (out / "modules.json").is_file() else _timed(study, "merges", key, run)
-
-
-def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Sequence[Path], tasks: Sequence[str],
-             **extra: Any) -> None:
-    """MTEB scores of a model (one path) or ensemble (several) into the study's rows.
-
-    Results live under ``OUT/eval/`` at the model's own path (plus a tag of the task
-    set), so a model that two parts share (the BLS model) is evaluated once.
-    """
-    from boom_merge.evaluation import evaluate_models
-
-    where = paths[0].relative_to(study.out) if len(paths) == 1 else paths[0].parent.relative_to(study.out) / "ensemble"
-    key = f"{where}/tasks-{hashlib.sha1(','.join(tasks).encode()).hexdigest()[:8]}"
-    out = study.out / "eval" / key
-    label = _slug(model)
-
-    def run() -> None:
-        single = len(paths) == 1
-        evaluate_models(
-            list(paths) if single else [], out, corpus_dir=study.corpus, tasks=list(tasks),
-            max_queries=study.args.eval_queries, max_corpus=study.args.eval_corpus, force=True, progress=False,
-            labels=[label] if single else None, ensembles=None if single else {label: list(paths)},
-        )
-
-    if not (out / "summary.json").is_file():
-        _timed(study, "evaluations", key, run)
-    saved = json.loads((out / "summary.json").read_text())
-    by_source = {task["source"]: task["name"] for task in saved["tasks"]}  # summary.json names each task's source
-    scores = {source: saved["scores"][saved["models"][0]][by_source[source]] for source in tasks}
-    study.add_row(part, model, seed, scores, **extra)
-    logger.info("%s: %s", key, {k: round(v, 4) for k, v in scores.items()})
 
 
 # --- parts ---------------------------------------------------------------------------
@@ -242,9 +118,9 @@ def evaluate_bag(
     bls = members[BLS_MEMBER]
     evaluate(study, part, "BLS", seed, [bls], tasks)
     for label, (method, weights, with_base) in merges.items():
-        model = merge(study, f"{key}/{_slug(label)}", members, method, weights, with_base)
+        model = merge(study, f"{key}/{slug(label)}", members, method, weights, with_base)
         evaluate(study, part, label, seed, [model], tasks)
-    wise_ft = merge(study, f"{key}/{_slug(WISE_FT)}", [bls, study.base], "boom_linear", "equal", False)
+    wise_ft = merge(study, f"{key}/{slug(WISE_FT)}", [bls, study.base], "boom_linear", "equal", False)
     evaluate(study, part, WISE_FT, seed, [wise_ft], tasks)
     evaluate(study, part, ENSEMBLE, seed, members, tasks)
 
@@ -274,7 +150,7 @@ def run_regime(study: Study, data: Path) -> None:
     chosen = ("BOOM slerp equal", "BOOM linear equal", "BOOM slerp equal, task vectors")
     merges = {label: MERGES[label] for label in chosen}
     for seed in args.seeds:
-        key = f"{_slug(part)}/bls/seed-{seed}"
+        key = f"{slug(part)}/bls/seed-{seed}"
         evaluate_bag(study, part, key, train(study, key, data, config, seed), seed, merges)
 
 
@@ -291,46 +167,32 @@ def run_incremental(study: Study) -> None:
         key = f"incremental/seed-{seed}"
         members = train_bag(study, f"{key}/existing", old, config, seed)
         existing = merge(study, f"{key}/existing-boom", members, "boom", "equal", False)
-        cost = _bag_cost(study, f"{key}/existing")
+        cost = bag_cost(study, f"{key}/existing")
         evaluate(study, "incremental", "existing BOOM (3 domains)", seed, [existing], tasks, **cost)
         for ratio in HISTORY_RATIOS:
             update_dir = study.out / "models" / key / f"update-h{ratio:g}"
             if not (update_dir / "boom_member.json").is_file():
-                _timed(study, "training calls", f"{key}/update-h{ratio:g}",
+                timed(study, "training calls", f"{key}/update-h{ratio:g}",
                        partial(train_update, str(study.base), new, old, ratio, update_dir, config, seed=seed))
-            record = _training_record(update_dir)
+            record = training_record(update_dir)
             study.timings.setdefault("trainings", {})[f"{key}/update-h{ratio:g}"] = record
             merged = study.out / "merges" / key / f"incremental-h{ratio:g}"
             if not (merged / "modules.json").is_file():
-                _timed(study, "merges", f"{key}/incremental-h{ratio:g}",
+                timed(study, "merges", f"{key}/incremental-h{ratio:g}",
                        partial(incremental_merge, existing, update_dir, merged, update_weight=0.5,
                                interpolation="slerp", force=True))
             evaluate(study, "incremental", f"update only (history {ratio:.0%})", seed, [update_dir], tasks, **record)
             evaluate(study, "incremental", f"existing + update (history {ratio:.0%})", seed, [merged], tasks, **record)
         full = train_bag(study, f"{key}/full", everything, config, seed, member=BLS_MEMBER)[0]
-        evaluate(study, "incremental", "full retraining (BLS, 4 domains)", seed, [full], tasks, **_training_record(full))
-
-
-def _bag_cost(study: Study, key: str) -> dict[str, Any]:
-    """Summed steps and trainer runtime of the members trained under ``key``."""
-    records = [v for k, v in study.timings["trainings"].items() if k.startswith(f"{key}/member-")]
-    return {"steps": sum(r["steps"] for r in records),
-            "train_runtime_s": round(sum(r["train_runtime_s"] for r in records), 1)}
+        evaluate(study, "incremental", "full retraining (BLS, 4 domains)", seed, [full], tasks, **training_record(full))
 
 
 # --- report --------------------------------------------------------------------------
 
 
-def _averages(row: dict[str, Any]) -> dict[str, float]:
-    """Per-task scores plus ID avg and OOD avg as the part defines them (the new domain is its own column)."""
-    scores = row["scores"]
-    in_domain = OLD_DOMAINS if row["part"] in ("incremental", "chain") else TRAIN_DOMAINS
-    return {**scores, "ID avg": fmean(scores[t] for t in in_domain), "OOD avg": fmean(scores[t] for t in OOD)}
-
-
 def part_table(rows: list[dict[str, Any]], part: str) -> str:
     """Markdown: one line per model, mean ± std over seeds, and the difference from BLS paired by seed."""
-    mine = [{"model": r["model"], "seed": r["seed"], "values": _averages(r)} for r in rows if r["part"] == part]
+    mine = [{"model": r["model"], "seed": r["seed"], "values": averages(r)} for r in rows if r["part"] == part]
     if not mine:
         return ""
     paired = part not in ("incremental", "chain")
@@ -403,9 +265,9 @@ def write_report(study: Study) -> None:
         if part == "incremental" and (costs := cost_table(study.rows)):
             parts.append("Training cost (the existing BOOM model: its four members together):\n\n" + costs)
         if part == "chain":
-            parts.append(quality_chain.chain_section(sys.modules[__name__], study))
+            parts.append(quality_chain.chain_section(study))
         if kind == "tuned":
-            parts.append(quality_tuned.tuned_section(sys.modules[__name__], study, part))
+            parts.append(quality_tuned.tuned_section(study, part))
     parts.append("## Wall times\n\n" + wall_table(study.timings))
     (study.out / "results.md").write_text("\n".join(parts), encoding="utf-8")
     plot(study.rows, study.out / "results.png")
@@ -425,7 +287,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, part in zip(axes[:, 0], present):
         models = list(dict.fromkeys(r["model"] for r in rows if r["part"] == part))
         for column, twin in (("ID avg", ax), ("OOD avg", ax.twinx())):
-            values = [[100 * _averages(r)[column] for r in rows if r["part"] == part and r["model"] == m] for m in models]
+            values = [[100 * averages(r)[column] for r in rows if r["part"] == part and r["model"] == m] for m in models]
             colour = "tab:blue" if twin is ax else "tab:orange"
             twin.errorbar([i + (0.1 if twin is ax else -0.1) for i in range(len(models))], [fmean(v) for v in values],
                           yerr=[stdev(v) if len(v) > 1 else 0.0 for v in values], fmt="o", capsize=3, color=colour)
@@ -489,16 +351,16 @@ def _base_truncated(study: Study, max_seq_length: int) -> Path:
 
 def prepare(args: argparse.Namespace) -> Study:
     """Corpora (cached by the builder), the output folder and what an earlier run measured."""
-    from boom_merge.data.corpora import build_corpora
     from boom_merge.quickstart import bundled_base_model
 
     sources = [*TRAIN_DOMAINS, NEW_DOMAIN, *OOD]
     if "chain" in args.parts:
         sources += [name for name in quality_chain.chain_sources(args) if name not in sources]
     sources += [name for name in quality_tuned.sources(args) if name not in sources]
-    corpus = build_corpora(sources=sources, seed=0, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
-    if missing := [name for name in sources if name in corpus.missing]:
-        sys.exit(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+    try:
+        corpus = installed_corpus(sources, max_train=args.pairs_per_domain, max_test_queries=args.eval_queries)
+    except BoomError as error:
+        sys.exit(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
     base = _saved_base(args.base or bundled_base_model(), args.out.resolve())
     study = Study(args, args.out.resolve(), corpus.path, base)
@@ -523,8 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "merging": lambda: run_merging(study, four),
         "incremental": lambda: run_incremental(study),
         "regime": lambda: run_regime(study, four),
-        "chain": lambda: quality_chain.run_chain(sys.modules[__name__], study),
-        "tuned": lambda: quality_tuned.run_tuned(sys.modules[__name__], study, four),
+        "chain": lambda: quality_chain.run_chain(study),
+        "tuned": lambda: quality_tuned.run_tuned(study, four),
     }
     # core claims first; scheduling reuses the merging part's BLS models when they are there
     try:

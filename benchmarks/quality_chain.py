@@ -17,8 +17,7 @@ steps (both count the existing bag's steps; then the chain adds every update so 
 retraining every retraining so far, since each starts again from the base). Writes the chain table, the
 cost table and ``OUT/chain.png`` (scores along the chain) into the report.
 
-The helpers (training, merging, evaluation, the Study) are quality.py's, passed in as
-the module ``q`` (no second import of the script).
+The shared steps (training, merging, evaluation, the Study) come from ``study.py``.
 """
 
 from __future__ import annotations
@@ -29,8 +28,10 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from statistics import fmean, stdev
-from types import ModuleType
 from typing import Any
+
+from study import Study, BLS_MEMBER, OLD_DOMAINS, OOD, averages, bag_cost, data_dir, evaluate, logger, merge, names
+from study import timed, train_bag, training_record
 
 DEFAULT_DOMAINS = ("python_code", "bible_kjv_web", "vera")
 DEFAULT_VARIANTS = ("interpolate-base", "add-base")
@@ -55,11 +56,9 @@ def _variant(text: str) -> tuple[str, str, bool]:
 
 def add_arguments(parser: Any) -> None:
     """The chain part's options on quality.py's parser."""
-    parser.add_argument("--chain-domains", default=",".join(DEFAULT_DOMAINS),
-                        type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+    parser.add_argument("--chain-domains", default=",".join(DEFAULT_DOMAINS), type=names,
                         help="chain part: the new domains in order (corpus sources; not OOD test sources)")
-    parser.add_argument("--chain-variants", default=",".join(DEFAULT_VARIANTS),
-                        type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+    parser.add_argument("--chain-variants", default=",".join(DEFAULT_VARIANTS), type=names,
                         help="chain part: MODE-INIT list, MODE interpolate|add, INIT base|existing")
     parser.add_argument("--chain-history", type=float, default=0.2, help="chain part: history ratio of each update")
     parser.add_argument("--chain-weight", type=float, default=0.5, help="chain part: α of interpolate")
@@ -91,66 +90,66 @@ def check_arguments(parser: Any, args: Any) -> None:
         parser.error(str(error))
 
 
-def run_chain(q: ModuleType, study: Any) -> None:
+def run_chain(study: Study) -> None:
     """Every seed of ``--seeds``: the chain of each variant and the retraining baseline."""
     from boom_merge.training import train_update
 
     args = study.args
     domains = tuple(args.chain_domains)
-    tasks = (*q.OLD_DOMAINS, *domains, *q.OOD)
-    old = q.data_dir(study, "old3", q.OLD_DOMAINS)
+    tasks = (*OLD_DOMAINS, *domains, *OOD)
+    old = data_dir(study, "old3", OLD_DOMAINS)
     config = study.config()
     for seed in args.seeds:
         start = f"incremental/seed-{seed}"  # the incremental part's existing model, shared
-        members = q.train_bag(study, f"{start}/existing", old, config, seed)
-        existing = q.merge(study, f"{start}/existing-boom", members, "boom", "equal", False)
-        existing_steps = q._bag_cost(study, f"{start}/existing")["steps"]
-        q.evaluate(study, "chain", f"0: {EXISTING}", seed, [existing], tasks, step=0, variant="start",
+        members = train_bag(study, f"{start}/existing", old, config, seed)
+        existing = merge(study, f"{start}/existing-boom", members, "boom", "equal", False)
+        existing_steps = bag_cost(study, f"{start}/existing")["steps"]
+        evaluate(study, "chain", f"0: {EXISTING}", seed, [existing], tasks, step=0, variant="start",
                    steps=existing_steps, cumulative_steps=existing_steps)
         retrain_total = existing_steps
         for variant in args.chain_variants:
             mode, init, auto = _variant(variant)
             current, total = existing, existing_steps
             for step, domain in enumerate(domains, 1):
-                seen = (*q.OLD_DOMAINS, *domains[: step - 1])
+                seen = (*OLD_DOMAINS, *domains[: step - 1])
                 key = f"chain/seed-{seed}/{variant}/step-{step}"
                 # an update from the base depends on the step only (data, history, seed): variants share it
                 update_key = f"chain/seed-{seed}/from-base/step-{step}" if init == "base" else key
                 update = study.out / "models" / f"{update_key}-update"
                 if not (update / "boom_member.json").is_file():
-                    new = q.data_dir(study, f"chain-{domain}", (domain,))
-                    history = q.data_dir(study, f"chain-seen-{step - 1}", seen)
+                    new = data_dir(study, f"chain-{domain}", (domain,))
+                    history = data_dir(study, f"chain-seen-{step - 1}", seen)
                     run = partial(train_update, str(study.base), new, history, args.chain_history, update, config,
                                   seed=seed, init=init, existing=str(current) if init == "existing" else None,
                                   force=True)
-                    q._timed(study, "training calls", f"{update_key}-update", run)
-                record = q._training_record(update)
+                    timed(study, "training calls", f"{update_key}-update", run)
+                record = training_record(update)
                 study.timings.setdefault("trainings", {})[f"{update_key}-update"] = record
                 merged = study.out / "merges" / key
-                weight = _fold(q, study, key, current, update, merged, mode, auto)
+                weight = _fold(study, key, current, update, merged, mode, auto)
                 total += record["steps"]
-                q.evaluate(study, "chain", f"{step}: {variant} (+{domain})", seed, [merged], tasks, step=step,
+                evaluate(study, "chain", f"{step}: {variant} (+{domain})", seed, [merged], tasks, step=step,
                            variant=variant, steps=record["steps"], cumulative_steps=total, weight=weight)
                 current = merged
         retrained: dict[int, Path] = {}
         for step, domain in enumerate(domains, 1):
-            everything = q.data_dir(study, f"chain-all-{step}", (*q.OLD_DOMAINS, *domains[:step]))
-            full = q.train_bag(study, f"chain/seed-{seed}/retrain-{step}", everything, config, seed,
-                               member=q.BLS_MEMBER)[0]
+            everything = data_dir(study, f"chain-all-{step}", (*OLD_DOMAINS, *domains[:step]))
+            full = train_bag(study, f"chain/seed-{seed}/retrain-{step}", everything, config, seed,
+                               member=BLS_MEMBER)[0]
             retrained[step] = full
-            record = q._training_record(full)
+            record = training_record(full)
             retrain_total += record["steps"]
-            q.evaluate(study, "chain", f"{step}: {RETRAIN} (+{domain})", seed, [full], tasks, step=step,
+            evaluate(study, "chain", f"{step}: {RETRAIN} (+{domain})", seed, [full], tasks, step=step,
                        variant=RETRAIN, steps=record["steps"], cumulative_steps=retrain_total)
         if args.chain_adapter:
             pairs = {f"{v} step {n}": study.out / "merges" / f"chain/seed-{seed}/{v}/step-{n}"
                      for v in args.chain_variants[:1] for n in (1, len(domains))}
             pairs[f"{RETRAIN} step 1"] = retrained[1]
             for label, new_model in pairs.items():
-                _adapter_drift(q, study, seed, label, existing, new_model)
+                _adapter_drift(study, seed, label, existing, new_model)
 
 
-def _adapter_drift(q: ModuleType, study: Any, seed: int, label: str, old: Path, new: Path) -> None:
+def _adapter_drift(study: Study, seed: int, label: str, old: Path, new: Path) -> None:
     """``boom-merge drift OLD NEW --fit-adapter``'s serving figures: the mean over the corpus' retrieval
     datasets (what the table shows) and each dataset's own (``per_dataset``, kept in the records)."""
     from boom_merge.drift import drift_report
@@ -177,7 +176,7 @@ def _adapter_drift(q: ModuleType, study: Any, seed: int, label: str, old: Path, 
         "wall_s": round(time.perf_counter() - start, 1)})
 
 
-def _fold(q: ModuleType, study: Any, key: str, current: Path, update: Path, merged: Path, mode: str,
+def _fold(study: Study, key: str, current: Path, update: Path, merged: Path, mode: str,
           auto: bool) -> float:
     """Merge ``update`` into ``current`` as ``merged`` (reused when there); the weight used."""
     from boom_merge.incremental import incremental_merge
@@ -188,13 +187,13 @@ def _fold(q: ModuleType, study: Any, key: str, current: Path, update: Path, merg
         return study.timings.get("fold weights", {}).get(key, {}).get("weight", args.chain_weight)
     if not auto:
         weight = args.chain_weight if mode == "interpolate" else args.chain_add_weight
-        q._timed(study, "merges", key, partial(incremental_merge, current, update, merged, update_weight=weight,
+        timed(study, "merges", key, partial(incremental_merge, current, update, merged, update_weight=weight,
                                                mode=mode, force=True))
     else:
-        result = q._timed(study, "merges", key, partial(
+        result = timed(study, "merges", key, partial(
             auto_update_weight, current, update, merged, corpus=study.corpus, mode=mode, grid=args.chain_auto_grid,
             max_queries=args.chain_auto_queries, max_corpus=args.chain_auto_corpus, force=True,
-            echo=q.logger.info))
+            echo=logger.info))
         weight = result.chosen.weight
     study.record("fold weights", key, {"weight": weight, "auto": auto})
     return weight
@@ -204,14 +203,14 @@ def _chain_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["part"] == "chain"]
 
 
-def chain_section(q: ModuleType, study: Any) -> str:
+def chain_section(study: Study) -> str:
     """The chain's cost table and chart (the score table is quality.py's part table)."""
     rows = _chain_rows(study.rows)
     if not rows:
         return ""
     domains = list(study.args.chain_domains)
     lines = [f"New domains in order: {', '.join(domains)}; ID avg = the old domains "
-             f"({', '.join(q.OLD_DOMAINS)}). Variants MODE-INIT: the update folded in by MODE, trained from INIT.\n",
+             f"({', '.join(OLD_DOMAINS)}). Variants MODE-INIT: the update folded in by MODE, trained from INIT.\n",
              "Training steps along the chain (mean over seeds; cumulative: the existing bag plus every update, "
              "or every retraining so far) and the mean nDCG@10 x100 over the new domains learnt so far:\n",
              "| model | step | steps | cumulative steps | weight (α or λ; per seed) | new domains so far |",
@@ -224,12 +223,12 @@ def chain_section(q: ModuleType, study: Any) -> str:
         weights = ", ".join(f"{r['weight']:g}" for r in chosen if r.get("weight") is not None)
         lines.append(f"| {model} | {step} | {fmean(r['steps'] for r in chosen):.0f} | "
                      f"{fmean(r['cumulative_steps'] for r in chosen):.0f} | {weights} | {new_score} |")
-    plot_chain(q, rows, domains, study.out / "chain.png")
-    return ("\n".join(lines) + "\n\n![scores along the chain](chain.png)\n\n" + delta_table(q, rows, domains)
+    plot_chain(rows, domains, study.out / "chain.png")
+    return ("\n".join(lines) + "\n\n![scores along the chain](chain.png)\n\n" + delta_table(rows, domains)
             + adapter_table(study.timings.get("adapter", {})))
 
 
-def delta_table(q: ModuleType, rows: Sequence[dict[str, Any]], domains: Sequence[str]) -> str:
+def delta_table(rows: Sequence[dict[str, Any]], domains: Sequence[str]) -> str:
     """Each variant minus the same seed's retraining at the same step (mean ± std over seeds)."""
     retrain = {(r["seed"], r["step"]): r for r in rows if r["variant"] == RETRAIN}
     lines = ["Each variant minus the BLS model retrained on everything seen so far, same seed and step "
@@ -253,8 +252,8 @@ def delta_table(q: ModuleType, rows: Sequence[dict[str, Any]], domains: Sequence
                 return f"{fmean(values):+.2f}" + (f" ± {stdev(values):.2f}" if len(values) > 1 else "")
 
             cost = fmean(r["steps"] / base["steps"] for r, base in pairs)
-            lines.append(f"| {variant} | {step} | {len(pairs)} | {delta(q.OLD_DOMAINS)} | {delta(domains[:step])} | "
-                         f"{delta(domains[step - 1:step])} | {delta(q.OOD)} | {100 * cost:.0f} % |")
+            lines.append(f"| {variant} | {step} | {len(pairs)} | {delta(OLD_DOMAINS)} | {delta(domains[:step])} | "
+                         f"{delta(domains[step - 1:step])} | {delta(OOD)} | {100 * cost:.0f} % |")
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +295,7 @@ def adapter_table(records: dict[str, Any]) -> str:
 
 
 
-def plot_chain(q: ModuleType, rows: Sequence[dict[str, Any]], domains: Sequence[str], path: Path) -> None:
+def plot_chain(rows: Sequence[dict[str, Any]], domains: Sequence[str], path: Path) -> None:
     """Old-domain ID, each chain domain, OOD, cumulative steps: one panel each, a line per variant."""
     import matplotlib
 
@@ -304,10 +303,10 @@ def plot_chain(q: ModuleType, rows: Sequence[dict[str, Any]], domains: Sequence[
     import matplotlib.pyplot as plt
 
     variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v != "start"]
-    panels = [("ID avg (old domains)", lambda r: q._averages(r)["ID avg"]),
+    panels = [("ID avg (old domains)", lambda r: averages(r)["ID avg"]),
               *((f"{d} (new at step {i})", partial(lambda r, d: r["scores"][d], d=d))
                 for i, d in enumerate(domains, 1)),
-              ("OOD avg", lambda r: q._averages(r)["OOD avg"]), ("cumulative training steps", None)]
+              ("OOD avg", lambda r: averages(r)["OOD avg"]), ("cumulative training steps", None)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     start = [r for r in rows if r["variant"] == "start"]
     for ax, (title, value) in zip(axes[0], panels):

@@ -24,8 +24,7 @@ and the selection cost (candidates merged and dev-scored, and their wall time). 
 report adds a cost table per regime and ``OUT/tuned.png``: ID test against OOD test per
 model, one panel per regime, error bars = std over seeds.
 
-quality.py's helpers (training, merging, evaluation, the Study) are passed in as the
-module ``q``, as for ``quality_chain.py``.
+The shared steps (training, merging, evaluation, the Study) come from ``study.py``.
 """
 
 from __future__ import annotations
@@ -35,8 +34,10 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from statistics import fmean, stdev
-from types import ModuleType
 from typing import Any
+
+from study import Study, BLS_MEMBER, ENSEMBLE, OOD, RATIOS, averages, bag_cost, evaluate, logger, merge, names, slug
+from study import timed, train_bag, training_record
 
 OBJECTIVES = ("balanced", "id", "ood")
 REGIMES = ("default", "drift")
@@ -48,8 +49,7 @@ _ORDER = ("BLS", "BOOM", *(f"BOOM tuned ({o})" for o in OBJECTIVES),
 
 def add_arguments(parser: Any) -> None:
     """The tuned part's options on quality.py's parser."""
-    parser.add_argument("--tuned-regimes", default=",".join(REGIMES),
-                        type=lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+    parser.add_argument("--tuned-regimes", default=",".join(REGIMES), type=names,
                         help="tuned part: default (1 epoch, --learning-rate) and/or drift (--epochs, --lr)")
     parser.add_argument("--tuned-keep", type=int, default=4, help="tuned part: checkpoints of BLS kept for its soup")
     parser.add_argument("--tune-queries", type=int, default=60, help="tuned part: dev queries per source")
@@ -70,33 +70,33 @@ def sources(args: Any) -> list[str]:
     return list(OOD_DEV_SOURCES) if "tuned" in args.parts else []
 
 
-def part_name(q: ModuleType, args: Any, regime: str) -> str:
+def part_name(args: Any, regime: str) -> str:
     if regime == "default":
         return f"tuned: default regime, 1 epoch, lr {args.learning_rate:g}"
     return f"tuned: drift regime, {args.epochs:g} epochs, lr {args.lr:g}"
 
 
-def _config(study: Any, regime: str) -> Any:
+def _config(study: Study, regime: str) -> Any:
     args = study.args
     if regime == "default":
         return study.config()
     return study.config(epochs=args.epochs, learning_rate=args.lr)
 
 
-def train_bag_keeping(q: ModuleType, study: Any, key: str, data: Path, config: Any, seed: int) -> list[Path]:
+def train_bag_keeping(study: Study, key: str, data: Path, config: Any, seed: int) -> list[Path]:
     """The bag, its BLS member trained with kept checkpoints (the others without)."""
     from dataclasses import replace
 
-    bls = q.train_bag(study, key, data, replace(config, keep_checkpoints=study.args.tuned_keep), seed,
-                      member=q.BLS_MEMBER)[0]
-    others = [q.train_bag(study, key, data, config, seed, member=i)[0] for i in range(len(q.RATIOS.split(",")))
-              if i != q.BLS_MEMBER]
+    bls = train_bag(study, key, data, replace(config, keep_checkpoints=study.args.tuned_keep), seed,
+                      member=BLS_MEMBER)[0]
+    others = [train_bag(study, key, data, config, seed, member=i)[0] for i in range(len(RATIOS.split(",")))
+              if i != BLS_MEMBER]
     members = [*others]
-    members.insert(q.BLS_MEMBER, bls)
+    members.insert(BLS_MEMBER, bls)
     return members
 
 
-def _tune(q: ModuleType, study: Any, key: str, members: Sequence[Path]) -> Any:
+def _tune(study: Study, key: str, members: Sequence[Path]) -> Any:
     """``boom-merge tune`` (balanced) on dev splits; re-run over a finished dir, it re-selects from its scores."""
     from boom_merge.experiments import TRAIN_DOMAINS
     from boom_merge.tune import tune
@@ -106,15 +106,15 @@ def _tune(q: ModuleType, study: Any, key: str, members: Sequence[Path]) -> Any:
     out.parent.mkdir(parents=True, exist_ok=True)
     run = partial(tune, list(members), out, base=study.base, corpus=study.corpus, in_domain=list(TRAIN_DOMAINS),
                   objective="balanced", max_queries=args.tune_queries, max_corpus=args.tune_corpus, force=True,
-                  progress=False, echo=q.logger.info)
+                  progress=False, echo=logger.info)
     if (out / "candidates.json").is_file():  # finished: nothing is scored again
         return run()
-    result = q._timed(study, "tuning", key, run)
+    result = timed(study, "tuning", key, run)
     study.record("tuning", key, {**study.timings["tuning"][key], "scored_now": result.scored_now})
     return result
 
 
-def _records(study: Any, key: str) -> dict[str, Any]:
+def _records(study: Study, key: str) -> dict[str, Any]:
     return json.loads((study.out / "tune" / key / "candidates.json").read_text())["scores"]
 
 
@@ -123,62 +123,62 @@ def _line(cand: Any, full: int) -> bool:
     return cand.kind in ("base", "wise_ft") or (cand.kind == "member" and cand.members == (full,))
 
 
-def _merge_candidate(q: ModuleType, study: Any, key: str, cand: Any, members: Sequence[Path]) -> Path:
+def _merge_candidate(study: Study, key: str, cand: Any, members: Sequence[Path]) -> Path:
     from boom_merge.merging import merge_recipe
     from boom_merge.tune.candidates import recipe_text
 
-    out = study.out / "merges" / key / q._slug(cand.key)
+    out = study.out / "merges" / key / slug(cand.key)
     if not (out / "modules.json").is_file():
         recipe = out.with_suffix(".yml")
         recipe.parent.mkdir(parents=True, exist_ok=True)
         recipe.write_text(recipe_text(cand, list(members), study.base), encoding="utf-8")
-        q._timed(study, "merges", f"{key}/{q._slug(cand.key)}", lambda: merge_recipe(recipe, out, force=True))
+        timed(study, "merges", f"{key}/{slug(cand.key)}", lambda: merge_recipe(recipe, out, force=True))
     return out
 
 
-def run_tuned(q: ModuleType, study: Any, data: Path) -> None:
+def run_tuned(study: Study, data: Path) -> None:
     """Every regime of ``--tuned-regimes`` and seed of ``--seeds``: the rows of the module docstring."""
     from boom_merge.experiments import TRAIN_DOMAINS
-    from boom_merge.recipes import checkpoint_members
+    from boom_merge.recipe_writing import checkpoint_members
     from boom_merge.tune.select import choose
 
     args = study.args
-    tasks = (*TRAIN_DOMAINS, *q.OOD)
+    tasks = (*TRAIN_DOMAINS, *OOD)
     for regime in args.tuned_regimes:
-        part, config, bls_models = part_name(q, args, regime), _config(study, regime), []
+        part, config, bls_models = part_name(args, regime), _config(study, regime), []
         for seed in args.seeds:
             key = f"tuned/{regime}/seed-{seed}"
-            members = train_bag_keeping(q, study, key, data, config, seed)
-            bls = members[q.BLS_MEMBER]
+            members = train_bag_keeping(study, key, data, config, seed)
+            bls = members[BLS_MEMBER]
             bls_models.append(bls)
-            bls_steps = q._training_record(bls)["steps"]
-            bag_steps = q._bag_cost(study, key)["steps"]
+            bls_steps = training_record(bls)["steps"]
+            bag_steps = bag_cost(study, key)["steps"]
 
             def row(model: str, paths: Sequence[Path], steps: float, **extra: Any) -> None:
-                q.evaluate(study, part, model, seed, list(paths), tasks, train_cost=steps / bls_steps, **extra)
+                evaluate(study, part, model, seed, list(paths), tasks, train_cost=steps / bls_steps, **extra)
 
             row("BLS", [bls], bls_steps)
-            row("BOOM", [q.merge(study, f"{key}/boom", members, "boom", "equal", False)], bag_steps)
-            result, records = _tune(q, study, key, members), _records(study, key)
+            row("BOOM", [merge(study, f"{key}/boom", members, "boom", "equal", False)], bag_steps)
+            result, records = _tune(study, key, members), _records(study, key)
             for objective in OBJECTIVES:  # one search (balanced); each objective selects among its candidates
                 bags = [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")]
-                line = [(c, s) for c, s in result.candidates if _line(c, q.BLS_MEMBER)]
+                line = [(c, s) for c, s in result.candidates if _line(c, BLS_MEMBER)]
                 for label, pool, steps in ((f"BOOM tuned ({objective})", bags, bag_steps),
                                            (f"WiSE-FT of BLS tuned ({objective})", line, bls_steps)):
                     chosen = choose(pool, objective)
-                    model = _merge_candidate(q, study, key, chosen, members)
+                    model = _merge_candidate(study, key, chosen, members)
                     paid = result.candidates if label.startswith("BOOM") else pool  # what its selection scored
                     row(label, [model], steps, choice=chosen.describe([m.name for m in members]),
                         selection_candidates=len(paid), selection_s=round(sum(
                             (records[c.key].get("merge_s") or 0) + (records[c.key].get("eval_s") or 0)
                             for c, _ in paid), 1))
-            soup = q.merge(study, f"{key}/checkpoint-soup", checkpoint_members([bls]), "boom_linear", "equal", False)
+            soup = merge(study, f"{key}/checkpoint-soup", checkpoint_members([bls]), "boom_linear", "equal", False)
             row(CKPT_SOUP, [soup], bls_steps)
-            row(q.ENSEMBLE, members, bag_steps)
+            row(ENSEMBLE, members, bag_steps)
         if len(bls_models) > 1:
-            soup = q.merge(study, f"tuned/{regime}/seed-soup", bls_models, "boom_linear", "equal", False)
-            steps = [q._training_record(m)["steps"] for m in bls_models]
-            q.evaluate(study, part, SEED_SOUP, None, [soup], tasks, train_cost=sum(steps) / fmean(steps),
+            soup = merge(study, f"tuned/{regime}/seed-soup", bls_models, "boom_linear", "equal", False)
+            steps = [training_record(m)["steps"] for m in bls_models]
+            evaluate(study, part, SEED_SOUP, None, [soup], tasks, train_cost=sum(steps) / fmean(steps),
                        seeds_merged=list(args.seeds))
 
 
@@ -186,7 +186,7 @@ def _rows(rows: Sequence[dict[str, Any]], part: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["part"] == part]
 
 
-def tuned_section(q: ModuleType, study: Any, part: str) -> str:
+def tuned_section(study: Study, part: str) -> str:
     """The cost table of one regime (the score table is quality.py's part table); the figure once."""
     rows = _rows(study.rows, part)
     if not rows:
@@ -203,29 +203,29 @@ def tuned_section(q: ModuleType, study: Any, part: str) -> str:
         cands = [r["selection_candidates"] for r in mine if "selection_candidates" in r]
         walls = [r["selection_s"] for r in mine if "selection_s" in r]
         choices = "; ".join(f"{r['seed']}: {r['choice']}" for r in mine if "choice" in r)
-        deltas = ", ".join(f"{d[0]:+.2f} / {d[1]:+.2f}" for d in _deltas(q, rows, model, "BLS").values())
+        deltas = ", ".join(f"{d[0]:+.2f} / {d[1]:+.2f}" for d in _deltas(rows, model, "BLS").values())
         lines.append(f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | "
                      + (f"{fmean(cands):.0f} | {fmean(walls):.0f} |" if cands else "0 | 0 |")
                      + f" {deltas if model != 'BLS' else ''} | {choices} |")
     lines += ["", "Tuned alike: BOOM tuned minus WiSE-FT of BLS tuned, same seed and objective, x100 "
               "(per seed, then mean ± std):\n", "| objective | Δ ID avg | Δ OOD avg |", "|---|---|---|"]
     for objective in OBJECTIVES:
-        paired = _deltas(q, rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
+        paired = _deltas(rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
         if paired:
             lines.append(f"| {objective} | " + " | ".join(
                 _spread([d[i] for d in paired.values()]) for i in (0, 1)) + " |")
     parts = [p for p in dict.fromkeys(r["part"] for r in study.rows) if p.startswith("tuned")]
     text = "\n".join(lines) + "\n"
     if part == parts[-1]:
-        plot_tuned(q, study.rows, parts, study.out / "tuned.png")
+        plot_tuned(study.rows, parts, study.out / "tuned.png")
         text += "\n![ID test vs OOD test per model and regime](tuned.png)\n"
     return text
 
 
-def _deltas(q: ModuleType, rows: Sequence[dict[str, Any]], model: str, against: str) -> dict[int, tuple[float, float]]:
+def _deltas(rows: Sequence[dict[str, Any]], model: str, against: str) -> dict[int, tuple[float, float]]:
     """Seed -> (ID avg, OOD avg) of ``model`` minus ``against`` of the same seed, x100; seeds both have."""
     def by_seed(name: str) -> dict[int, dict[str, float]]:
-        return {r["seed"]: q._averages(r) for r in rows if r["model"] == name and r["seed"] is not None}
+        return {r["seed"]: averages(r) for r in rows if r["model"] == name and r["seed"] is not None}
 
     mine, other = by_seed(model), by_seed(against)
     return {seed: (100 * (mine[seed]["ID avg"] - other[seed]["ID avg"]),
@@ -247,7 +247,7 @@ _STYLES = {"BLS": ("black", "o", True), "BOOM": ("tab:blue", "s", True), CKPT_SO
            **{f"WiSE-FT of BLS tuned ({o})": ("tab:orange", m, False) for o, m in _OBJECTIVE_MARKERS.items()}}
 
 
-def plot_tuned(q: ModuleType, rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path) -> None:
+def plot_tuned(rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path) -> None:
     """ID-test avg (x) vs OOD-test avg (y) per model, one panel per regime, error bars = std over seeds."""
     import matplotlib
 
@@ -261,7 +261,7 @@ def plot_tuned(q: ModuleType, rows: Sequence[dict[str, Any]], parts: Sequence[st
         models = sorted(dict.fromkeys(r["model"] for r in mine), key=lambda m: _ORDER.index(m) if m in _ORDER else 99)
         for model in models:
             colour, marker, filled = _STYLES.get(model) or ("grey", next(others, "."), True)
-            values = [q._averages(r) for r in mine if r["model"] == model]
+            values = [averages(r) for r in mine if r["model"] == model]
             xs, ys = [100 * v["ID avg"] for v in values], [100 * v["OOD avg"] for v in values]
             ax.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0, yerr=stdev(ys) if len(ys) > 1 else 0,
                         fmt=marker, capsize=3, markersize=8, label=model, color=colour, elinewidth=1.2,

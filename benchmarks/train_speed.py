@@ -97,7 +97,8 @@ def plain_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tup
 def boom_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tuple[float, float]:
     """``boom-merge train --ratios 100 --member 0`` as a library call; returns (wall s, train s)."""
     from boom_merge.data.sampling import plan_members
-    from boom_merge.training import MANIFEST_NAME, TrainConfig, train_member
+    from boom_merge.lineage import MEMBER_FILE
+    from boom_merge.training import TrainConfig, train_member
 
     config = TrainConfig(
         batch_size=args.batch_size, group_size=args.group_size, max_steps=args.steps, max_seq_length=args.max_seq_length
@@ -105,7 +106,7 @@ def boom_run(data: Path, base: str, out: Path, args: argparse.Namespace) -> tupl
     start = time.perf_counter()
     path = train_member(data, base, plan_members("100", seed=42)[0], out, config)
     wall = time.perf_counter() - start
-    return wall, json.loads((path / MANIFEST_NAME).read_text())["training_result"]["train_runtime_s"]
+    return wall, json.loads((path / MEMBER_FILE).read_text())["training_result"]["train_runtime_s"]
 
 
 def _status_kib(field: str) -> int:
@@ -122,14 +123,15 @@ def loss_run(data: Path, base: str, out: Path, loss: str, batch: int, mini: int,
     from sentence_transformers import SentenceTransformer
 
     from boom_merge.data.sampling import plan_members
-    from boom_merge.training import MANIFEST_NAME, TrainConfig, train_member
+    from boom_merge.lineage import MEMBER_FILE
+    from boom_merge.training import TrainConfig, train_member
 
     SentenceTransformer(base, device="cpu")  # what loading costs, so the rise is training's own
     loaded = _status_kib("VmRSS")
     config = TrainConfig(loss=loss, batch_size=batch, mini_batch_size=mini, max_steps=steps, max_seq_length=length,
                          save_steps=10_000, warmup_ratio=0.0)  # fmt: skip
     path = train_member(data, base, plan_members("100", seed=42)[0], out, config)
-    runtime = json.loads((path / MANIFEST_NAME).read_text())["training_result"]["train_runtime_s"]
+    runtime = json.loads((path / MEMBER_FILE).read_text())["training_result"]["train_runtime_s"]
     peak = _status_kib("VmHWM")
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"loss": loss, "batch": batch, "mini": mini, "steps": steps, "examples": steps * batch,

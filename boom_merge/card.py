@@ -36,6 +36,7 @@ from boom_merge.card_body import BOOM_CITATION, END, START, boom_sections
 from boom_merge.card_eval import Score, eval_results, read_scores
 from boom_merge.errors import BoomError
 from boom_merge.lineage import (
+    MAX_DEPTH,
     Lineage,
     MemberManifest,
     copied_manifests,
@@ -124,7 +125,7 @@ def _readme_licence(readme: Path | None) -> str | None:
 
 def _spec_licences(spec: str | None, depth: int) -> set[str | None]:
     """Licences of a model named in a record: a local dir's README (or what it derives from), a cached Hub card."""
-    if not spec or depth > 16:
+    if not spec or depth > MAX_DEPTH:
         return {None}
     path = Path(spec)
     if path.is_dir():
@@ -303,12 +304,10 @@ def build_model_card(
     inputs: Sequence[str] | None = None,
     recipe_yaml: str | None = None,
     method: str | None = None,
-    model_id: str | None = None,
 ) -> ModelCard:
     """Build the card of the model in ``model_dir`` from its records.
 
-    ``title`` names the model in the heading and usage snippet (default: the dir's name;
-    ``model_id`` is its old spelling). ``results_dir`` is an ``eval --out`` folder: its
+    ``title`` names the model in the heading and usage snippet (default: the dir's name). ``results_dir`` is an ``eval --out`` folder: its
     scores go into the body, and uncapped ones (all with ``include_capped``) into
     ``model-index``. ``inputs``, ``recipe_yaml`` and ``method`` default to what the dir records.
     """
@@ -316,7 +315,7 @@ def build_model_card(
     if not model_dir.is_dir():
         raise BoomError("model directory not found", path=model_dir)
     facts = model_facts(model_dir, inputs=inputs, recipe_yaml=recipe_yaml, method=method)
-    title = title or model_id or model_dir.resolve().name
+    title = title or model_dir.resolve().name
     scores: list[Score] = read_scores(results_dir, model_dir) if results_dir is not None else []
     text = _trainer_card(model_dir, facts, title)
     if text is None:

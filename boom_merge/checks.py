@@ -186,13 +186,3 @@ def _finite(tensor: torch.Tensor) -> bool:
         return True
     wide = tensor.float() if tensor.element_size() == 1 else tensor  # torch has no isfinite for float8
     return bool(torch.isfinite(wide).all())
-
-
-def check_inputs(paths: list[str | Path], *, allow_pickle: bool = False, finite: bool = True) -> list[ModelFiles]:
-    """All checks for a merge's local inputs, cheapest first."""
-    models = [model_files(p, allow_pickle=allow_pickle) for p in paths]
-    check_same_tensors(models)
-    if finite:
-        for model in models:
-            check_finite(model)
-    return models

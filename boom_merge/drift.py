@@ -257,7 +257,10 @@ def _agreement(before: np.ndarray, after: np.ndarray, k: int) -> float:
 
 
 def _serving(queries: np.ndarray, docs: np.ndarray, qrels: list[dict[str, int]], doc_ids: list[str]) -> Serving:
-    """recall@10 and nDCG@10 (gain = relevance, log2 discount; as pytrec_eval/MTEB) of a cosine ranking."""
+    """recall@10 and nDCG@10 (gain = relevance, log2 discount; as pytrec_eval/MTEB) of a cosine ranking.
+
+    Not sentence-transformers' ``InformationRetrievalEvaluator``: binary relevance, and it encodes the queries.
+    """
     top = _top_k(queries @ docs.T, min(K, len(doc_ids)))
     recalls, ndcgs = [], []
     for ranking, relevance in zip(top, qrels):

@@ -64,7 +64,8 @@ def output_lock(out: str | Path) -> Iterator[Path]:
 
     A second holder fails fast with ``another boom-merge is writing OUT``; the same
     process may re-enter. The lock dies with its process (``flock``), so a killed run
-    never blocks the next one.
+    never blocks the next one. Not ``filelock.FileLock(timeout=0)``: it leaves the lock file
+    beside OUT on release and cannot say which pid holds it.
     """
     real = real_path(Path(os.fspath(out)).expanduser())
     created = make_parents(real.parent)

@@ -1,9 +1,8 @@
 """Steps shared by the quickstart and the study (``benchmarks/quality.py``).
 
-Owns: the embedded default's domain lists and ratios, a training-data directory holding
+Owns: the embedded default's domain lists and ratios, its built corpus, a training-data directory holding
 chosen domains of a built corpus, re-saving a base with today's sentence-transformers,
-which member of a ratio spec is the full-data (BLS) model, and the study's tables (mean ±
-std over training seeds, differences paired by seed). It may not train, merge or evaluate
+which member of a ratio spec is the full-data (BLS) model. It may not train, merge or evaluate
 (``training``, ``merging`` and ``evaluation`` do); it only arranges their inputs and reads
 their numbers.
 """
@@ -11,9 +10,9 @@ their numbers.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from statistics import fmean, stdev
+from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir
@@ -37,6 +36,16 @@ def full_data_member(ratios: str) -> int:
     if not full:
         raise BoomError(f"ratio spec {ratios!r} has no 100 % member (the BLS model)")
     return full[0]
+
+
+def installed_corpus(sources: Sequence[str], *, max_train: int | None, max_test_queries: int | None) -> Any:
+    """The built corpus of ``sources`` (the builder caches it); a source not installed is refused."""
+    from boom_merge.data.corpora import build_corpora
+
+    corpus = build_corpora(sources=sources, seed=0, max_train=max_train, max_test_queries=max_test_queries)
+    if missing := [name for name in sources if name in corpus.missing]:
+        raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+    return corpus
 
 
 def training_data_dir(corpus: str | Path, target: str | Path, domains: Sequence[str]) -> Path:
@@ -85,52 +94,3 @@ def keep_hub_identity(source: str | Path, copy: Path, *, hub_id: str | None = No
     bases = [resolved.hub_id or hub_id] if resolved.hub_id or hub_id else hub_bases(resolved.path)
     if len(bases) == 1:
         write_source(copy, hub_id=bases[0], revision=resolved.revision, source=str(source))
-
-
-# --- tables over training seeds -----------------------------------------------------
-
-
-def spread(values: Sequence[float]) -> str:
-    """``mean ± std`` x100 (the std needs two or more values)."""
-    mean = 100 * fmean(values)
-    return f"{mean:.2f} ± {100 * stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
-def paired_deltas(
-    values: Mapping[int | None, Mapping[str, float]],
-    reference: Mapping[int | None, Mapping[str, float]],
-    column: str,
-) -> list[float]:
-    """``values[seed][column] - reference[seed][column]`` for every seed both have."""
-    return [values[s][column] - reference[s][column] for s in values if s is not None and s in reference]
-
-
-def seed_table(
-    rows: Sequence[Mapping[str, object]],
-    columns: Sequence[str],
-    *,
-    reference: str | None = "BLS",
-    delta_columns: Sequence[str] = (),
-    names: Mapping[str, str] | None = None,
-) -> str:
-    """Markdown: one line per model (in order of appearance), mean ± std over seeds per column.
-
-    Each row is ``{"model", "seed", "values": {column: score}}``. With ``reference`` and
-    ``delta_columns``, each model's difference from the reference model of the same seed
-    follows (mean ± std over the seeds both have). ``names`` relabels column headers.
-    """
-    names = names or {}
-    by_model: dict[str, dict[int | None, Mapping[str, float]]] = {}
-    for row in rows:
-        by_model.setdefault(str(row["model"]), {})[row["seed"]] = row["values"]  # type: ignore[index]
-    ref = by_model.get(reference) if reference else None
-    deltas = list(delta_columns) if ref else []
-    header = ["model", "seeds", *(names.get(c, c) for c in columns), *(f"Δ {names.get(c, c)} vs {reference}" for c in deltas)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, seeds in by_model.items():
-        cells = [model, str(len(seeds)), *(spread([v[c] for v in seeds.values()]) for c in columns)]
-        for column in deltas:
-            paired = paired_deltas(seeds, ref, column) if model != reference else []
-            cells.append(spread(paired) if paired else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

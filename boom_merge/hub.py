@@ -56,7 +56,7 @@ class PushPlan:
     portable: dict[str, bytes] = field(default_factory=dict)
 
 
-def model_files(model_dir: Path) -> list[str]:
+def upload_files(model_dir: Path) -> list[str]:
     """Files of a model directory to upload, relative, sorted; hidden paths and the old card skipped."""
     files = []
     for path in model_dir.rglob("*"):
@@ -100,7 +100,7 @@ def plan_push(
         raise BoomError("not a model directory (no modules.json or config.json)", path=model_dir)
     check_model(model_dir)  # never publish NaN weights, a truncated file or a model without its tokenizer
     card = build_model_card(model_dir, results_dir=results_dir, title=repo_id, include_capped=include_capped)
-    files = tuple(sorted([*model_files(model_dir), CARD_FILE]))
+    files = tuple(sorted([*upload_files(model_dir), CARD_FILE]))
     portable = portable_provenance(model_dir, files)
     return PushPlan(repo_id, model_dir, files, str(card), private, revision, portable=portable)
 

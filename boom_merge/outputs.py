@@ -44,7 +44,6 @@ from boom_merge.durable import (
     umask,
 )
 from boom_merge.errors import BoomError
-from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE
 
 __all__ = [
     "OUTPUT_MARKER", "atomic_output_dir", "check_output", "check_output_file", "is_boom_output", "mark_output",
@@ -54,8 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OUTPUT_MARKER = ".boom-merge-output"
-# files by which earlier versions' outputs are recognised (besides the marker)
-_LEGACY_FILES = (LINEAGE_FILE, MEMBER_FILE, "quickstart.json")
 
 
 def _as_path(item: Any) -> Path | None:
@@ -70,25 +67,8 @@ def _shown(given: Path, real: Path) -> str:
 
 
 def is_boom_output(directory: str | Path) -> bool:
-    """Whether boom-merge wrote ``directory``: our marker, or the files of earlier versions'
-    outputs (lineage, member manifest, quickstart record, corpus manifest, eval summary)."""
-    path = Path(directory)
-    if not path.is_dir():
-        return False
-    if (path / OUTPUT_MARKER).is_file() or any((path / name).is_file() for name in _LEGACY_FILES):
-        return True
-    corpus = _read_json(path / "manifest.json")
-    if isinstance(corpus, dict) and {"builder_version", "sources"} <= corpus.keys():
-        return True
-    summary = _read_json(path / "summary.json")
-    return isinstance(summary, dict) and "model_paths" in summary
-
-
-def _read_json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
-    except (OSError, ValueError):
-        return None
+    """Whether boom-merge wrote ``directory`` (it holds our marker)."""
+    return (Path(directory) / OUTPUT_MARKER).is_file()
 
 
 def mark_output(directory: str | Path) -> Path:
@@ -99,23 +79,6 @@ def mark_output(directory: str | Path) -> Path:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }) + "\n", encoding="utf-8")
     return marker
-
-
-def _nested_model(directory: Path) -> Path | None:
-    """A model or output of its own below ``directory`` (up to three levels), if any."""
-    base = len(directory.parts)
-    for root, dirs, files in os.walk(directory):
-        here = Path(root)
-        if len(here.parts) - base >= 3:
-            dirs.clear()
-        if here == directory:
-            continue
-        if {"modules.json", OUTPUT_MARKER, *_LEGACY_FILES} & set(files):
-            return here
-        config = _read_json(here / "config.json") if "config.json" in files else None
-        if isinstance(config, dict) and ("model_type" in config or "architectures" in config):
-            return here
-    return None
 
 
 def _check_inputs(given: Path, real: Path, inputs: Iterable[Any]) -> None:
@@ -146,11 +109,6 @@ def _check_existing(given: Path, real: Path, force: bool) -> None:
     if not is_boom_output(real):
         raise BoomError(f"output {shown} exists and was not written by boom-merge; --force replaces only "
                         "boom-merge outputs: remove it yourself or write elsewhere")
-    if not any((real / name).is_file() for name in (OUTPUT_MARKER, "quickstart.json")):
-        # an earlier version's model or report (a quickstart run holds its own models): no other model inside
-        nested = _nested_model(real)
-        if nested is not None:
-            raise BoomError(f"output {shown} holds another model ({nested}); --force will not delete it")
 
 
 def _empty(directory: Path) -> bool:

@@ -43,7 +43,8 @@ from typing import Any, Literal
 
 from boom_merge.errors import BoomError
 from boom_merge.experiments import (
-    OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, resave_model, training_data_dir,
+    OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, installed_corpus, resave_model,
+    training_data_dir,
 )
 from boom_merge.lineage import read_member_manifest
 from boom_merge.outputs import check_output, mark_output
@@ -171,10 +172,9 @@ def run_quickstart(
     ``profile`` is a named profile or explicit sizes; ``base_model`` replaces the
     bundled MiniLM (tests use a tiny model).
     """
-    from boom_merge.data.corpora import build_corpora
     from boom_merge.evaluation import evaluate_models
     from boom_merge.merging import merge_recipe
-    from boom_merge.recipes import write_recipe
+    from boom_merge.recipe_writing import write_recipe
     from boom_merge.training import TrainConfig, train_members
 
     if isinstance(profile, Profile):
@@ -190,11 +190,7 @@ def run_quickstart(
 
     with _stage(result, "corpora", echo):
         sources = [*TRAIN_DOMAINS, *OOD_SOURCES, *OOD_DEV_SOURCES]
-        corpus = build_corpora(sources=sources, seed=0, max_train=sizes.max_train,
-                               max_test_queries=sizes.max_test_queries)
-        missing = [name for name in sources if name in corpus.missing]
-        if missing:
-            raise BoomError(f"sources not installed: {', '.join(missing)}; run scripts/install-data-sources.sh")
+        corpus = installed_corpus(sources, max_train=sizes.max_train, max_test_queries=sizes.max_test_queries)
         train_dir = training_data_dir(corpus.path, out / "data" / "train", TRAIN_DOMAINS)
     base = out / "base"
     resave_model(base_model or bundled_base_model(), base, hub_id=None if base_model else BUNDLED_HUB_ID)
@@ -214,7 +210,7 @@ def run_quickstart(
     result.tune, tuned_model = tuned, tuned.out / "model"
     with _stage(result, "evaluate base / BLS / BOOM / BOOM tuned", echo):
         result.summary = evaluate_models(
-            [base, members[bls], boom, tuned_model], out / "eval", corpus_dir=corpus.path,
+            [base, members[bls], boom, tuned_model], out / "eval", corpus=corpus.path,
             tasks=[*TRAIN_DOMAINS, *OOD_SOURCES], in_domain=TRAIN_DOMAINS,
             max_queries=sizes.max_test_queries, max_corpus=sizes.eval_corpus, force=True,
             labels=["base", "BLS", "BOOM", "BOOM tuned"],

@@ -1,51 +1,30 @@
-"""Read mergekit recipes strictly, and write them for bag members.
+"""Read mergekit recipes strictly.
 
-Owns: strict recipe reading and the recipes written for members. It never reads model weights
-and never merges (:mod:`boom_merge.merging` does).
+Owns: strict recipe reading and validation (the merge pipeline's first step) and the output
+dtypes a recipe may ask for. It never reads model weights, never writes a recipe
+(:mod:`boom_merge.recipe_writing` does) and never merges (:mod:`boom_merge.merging` does).
 
 :func:`load_recipe` / :func:`validate_recipe` / :func:`validate_config` are the merge
 pipeline's first step (:mod:`boom_merge.merging`, also under plain ``mergekit-yaml``):
 unknown keys and method parameters are refused naming the valid ones, weights must be
 finite, non-negative, with a positive sum, ``models`` neither empty nor repeating a
 model; every error names the recipe file. Nothing here reads model weights.
-
-:func:`write_recipe` turns a list of trained members into a runnable recipe for
-``boom-merge merge`` or plain ``mergekit-yaml``: BOOM itself or one of the paper's
-baselines. Weights are equal or proportional to each member's sampling ratio (read
-from the ``boom_member.json`` manifest the trainer writes).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from boom_merge.errors import BoomError
-from boom_merge.lineage import MEMBER_FILE
 
-Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
-METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
-WeightScheme = Literal["equal", "ratio"]
 # output dtypes a recipe or merge may ask for (default: the inputs' own dtype)
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
-_NEEDS_BASE = {"task_arithmetic", "ties"}
-_IGNORES_BASE = {"linear"}  # mergekit's linear would ask for a weight for the base
-
-_FORMULAS = {
-    "boom": "Multi-SLERP of the members (of their deltas from base_model when given): "
-    "direction = normalise(sum_i w_i t_i/|t_i|), norm = sum_i w_i |t_i|",
-    "boom_linear": "weighted average of the members: sum_i w_i t_i / sum_i w_i",
-    "linear": "weighted average of the members: sum_i w_i t_i / sum_i w_i (mergekit linear)",
-    "multislerp": "mergekit's Multi-SLERP of the members (of their deltas from base_model when given)",
-    "task_arithmetic": "base + sum_i w_i (t_i - base); weights sum to 1, so this is the mean task vector",
-    "ties": "base + TIES(trim to `density`, elect signs, disjoint mean) of the task vectors t_i - base",
-}
-
 
 def ordered_references(config: Any) -> list[Any]:
     """A config's input ``ModelReference``s in recipe order, base last, no repeats.
@@ -59,52 +38,6 @@ def ordered_references(config: Any) -> list[Any]:
     if config.base_model is not None:
         refs.append(config.base_model)
     return list(dict.fromkeys(refs))
-
-
-def _manifest(member: str | Path) -> Any:
-    """A member's ``boom_member.json`` (a dir or Hub id), read by :mod:`boom_merge.lineage`."""
-    from boom_merge.lineage import read_member_manifest
-    from boom_merge.models import resolve_model
-
-    path = resolve_model(member).path
-    manifest = read_member_manifest(path)
-    if manifest is None:
-        raise BoomError("no member manifest; train it with `boom-merge train` or use --weights equal",
-                        path=path / MEMBER_FILE)
-    return manifest
-
-
-def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """A member's ``boom_member.json`` as a dict."""
-    return dict(_manifest(model_dir).data)
-
-
-def checkpoint_members(members: Sequence[str | Path]) -> list[Path]:
-    """The kept checkpoints (``train --keep-checkpoints K``) of each member, in step order: a checkpoint soup."""
-    from boom_merge.training.keep import kept_checkpoints
-
-    found = []
-    for member in members:
-        kept = kept_checkpoints(member)
-        if not kept:
-            raise BoomError("no kept checkpoints (train it with --keep-checkpoints K)", path=member)
-        found.extend(kept)
-    return found
-
-
-def member_weights(members: Sequence[str | Path], scheme: WeightScheme) -> list[float]:
-    """Normalised weights: equal, or proportional to each manifest's ``sample_ratio``."""
-    if scheme == "equal":
-        raw = [1.0] * len(members)
-    else:
-        raw = []
-        for member in members:
-            manifest = _manifest(member)
-            if manifest.sample_ratio is None:
-                raise BoomError("the member manifest has no sample_ratio; use --weights equal", path=manifest.file)
-            raw.append(manifest.sample_ratio)
-    total = sum(raw)
-    return [round(w / total, 6) for w in raw]
 
 
 # ---------------------------------------------------------------- strict reading
@@ -257,14 +190,24 @@ def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
         raise BoomError(f"the models' weights sum to {sum(weights)}; they must sum to a positive number", path=recipe)
 
 
-def validate_config(config: Any, recipe: Path | None = None) -> None:
-    """Known method, known and valid parameters, sane weights and model list; errors name ``recipe``."""
+def _registered() -> dict[str, Any]:
+    """mergekit's merge methods by name, BOOM's included."""
     from mergekit.merge_methods import registered_methods
 
     from boom_merge.mergekit_compat import ensure_applied
 
     ensure_applied()
-    methods = {m.spec.name: m for m in registered_methods()}
+    return {m.spec.name: m for m in registered_methods()}
+
+
+def base_policy(method: str) -> str:
+    """``required``, ``optional`` or ``ignored``: what ``method`` does with a base model (its mergekit contract)."""
+    return _registered()[{"boom_linear": "boom"}.get(method, method)].spec.contract.base.value
+
+
+def validate_config(config: Any, recipe: Path | None = None) -> None:
+    """Known method, known and valid parameters, sane weights and model list; errors name ``recipe``."""
+    methods = _registered()
     method = methods.get(config.merge_method)
     if method is None:
         raise BoomError(f"unknown merge_method {config.merge_method!r}; valid: {', '.join(sorted(methods))}",
@@ -279,81 +222,3 @@ def validate_config(config: Any, recipe: Path | None = None) -> None:
                                 f"valid: {', '.join(sorted(valid)) or 'none'}", path=recipe)
             _check_value(config.merge_method, valid[name], value, where, recipe)
     _check_models(config, method, recipe)
-
-
-# ---------------------------------------------------------------- writing recipes for members
-
-
-def build_recipe(
-    members: Sequence[str | Path],
-    *,
-    method: Method = "boom",
-    weights: WeightScheme = "equal",
-    base: str | Path | None = None,
-    density: float = 0.5,
-    dtype: str | None = None,
-) -> dict[str, Any]:
-    """A mergekit recipe (as a dict) merging ``members`` with ``method``.
-
-    No ``dtype`` is written by default: the merge keeps the inputs' dtype (arithmetic in
-    float32); ``dtype`` sets the output's (``out_dtype``).
-    """
-    if not members:
-        raise BoomError("at least one member model is needed")
-    if method not in METHODS:
-        raise BoomError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    if method in _NEEDS_BASE and base is None:
-        raise BoomError(f"method {method} merges task vectors and needs --base BASE")
-    values = member_weights(members, weights)
-    models = []
-    for member, weight in zip(members, values):
-        parameters: dict[str, Any] = {"weight": weight}
-        if method == "ties":
-            parameters["density"] = density
-        models.append({"model": str(member), "parameters": parameters})
-    recipe: dict[str, Any] = {
-        "merge_method": {"boom_linear": "boom"}.get(method, method),
-        "models": models,
-    }
-    if dtype is not None:
-        if dtype not in DTYPES:
-            raise BoomError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-        recipe["out_dtype"] = dtype
-    if base is not None and method not in _IGNORES_BASE:
-        recipe["base_model"] = str(base)
-    if method in ("boom", "boom_linear"):
-        recipe["parameters"] = {"interpolation": "linear" if method == "boom_linear" else "slerp"}
-    elif method in _NEEDS_BASE:
-        recipe["parameters"] = {"normalize": False}
-    return recipe
-
-
-def recipe_yaml(recipe: dict[str, Any], *, method: str, weights: str) -> str:
-    """Render a recipe with a header saying what it computes."""
-    header = (
-        f"# Written by `boom-merge recipe` ({method}, {weights} weights).\n"
-        f"# {_FORMULAS[method]}\n"
-        "# Run: boom-merge merge THIS.yml OUT   (or: mergekit-yaml THIS.yml OUT)\n"
-    )
-    return header + yaml.safe_dump(recipe, sort_keys=False)
-
-
-def write_recipe(
-    members: Sequence[str | Path],
-    out: str | Path,
-    *,
-    method: Method = "boom",
-    weights: WeightScheme = "equal",
-    base: str | Path | None = None,
-    force: bool = False,
-    **options: Any,
-) -> Path:
-    """Write a runnable recipe to ``out`` atomically; refuse to overwrite without ``force``."""
-    from boom_merge.outputs import write_output_file
-
-    text = recipe_yaml(
-        build_recipe(members, method=method, weights=weights, base=base, **options),
-        method=method,
-        weights=weights,
-    )
-    return write_output_file(out, text, inputs=[*members, base], force=force, parents=True)

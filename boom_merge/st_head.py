@@ -295,7 +295,10 @@ def _load_weights(path: Path) -> dict[str, Any]:
 
 
 def _merge_module_weights(plan: HeadPlan, module: ModuleInfo, target: Path) -> None:
-    """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method."""
+    """Merge one weighted module (e.g. Dense) tensor by tensor with the recipe's method.
+
+    Not mergekit's ``merge_state_dicts``: one parameter set for all tensors, and its own dtype rule.
+    """
     from mergekit.merge_methods import get, merge_tensors
     import torch
     from mergekit.parameter_resolver import resolve_parameters

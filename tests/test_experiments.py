@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from statistics import fmean, stdev
 
 import pytest
 
 from boom_merge.errors import BoomError
-from boom_merge.experiments import full_data_member, paired_deltas, seed_table, spread, training_data_dir
+from boom_merge.experiments import full_data_member, training_data_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from study import paired_deltas, seed_table, spread  # noqa: E402  (benchmarks/study.py: the study's tables)
 
 
 @pytest.mark.parametrize(("ratios", "index"), [("40,60,80,100", 3), ("100,50", 0), ("paper5", 4)])

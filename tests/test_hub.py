@@ -329,7 +329,7 @@ def test_pushed_recipe_runs_next_to_copies_of_its_inputs(
     from safetensors.torch import load_file
 
     from boom_merge.merging import merge_recipe
-    from boom_merge.recipes import write_recipe
+    from boom_merge.recipe_writing import write_recipe
 
     base, members = tiny_bag
     recipe = write_recipe(members[:2], tmp_path / "recipe.yml", base=base)

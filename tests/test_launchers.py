@@ -50,7 +50,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_ray_members_equal_in_process_training(corpus: Path, tiny_bert_base: Path, tmp_path: Path) -> None:
     import ray  # noqa: F401  (the ray extra; scripts/setup.sh installs it)
-    from boom_merge.launchers import ray_train_members
+    from boom_merge.training.launchers import ray_train_members
 
     config = TrainConfig(**TINY)
     paths = ray_train_members(corpus, str(tiny_bert_base), RATIOS, tmp_path / "ray", config, seed=7)
@@ -72,7 +72,7 @@ def test_ray_members_equal_in_process_training(corpus: Path, tiny_bert_base: Pat
 
 def test_ray_failures_name_each_member(corpus: Path, tiny_bert_base: Path, tmp_path: Path) -> None:
     import ray  # noqa: F401  (the ray extra; scripts/setup.sh installs it)
-    from boom_merge.launchers import ray_train_members
+    from boom_merge.training.launchers import ray_train_members
 
     bad = tmp_path / "bad"
     shutil.copytree(corpus, bad)

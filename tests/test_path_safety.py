@@ -108,17 +108,16 @@ def test_force_replaces_only_what_boom_merge_wrote(tmp_path) -> None:
     members = tmp_path / "members"  # the user's trained models, not an input of this run
     _model(members / "m0")
     _model(members / "m1")
-    legacy = _model(tmp_path / "legacy")  # a merge written before the marker existed
-    (legacy / LINEAGE_FILE).write_text("{}")
-    holder = _model(tmp_path / "holder")
-    (holder / LINEAGE_FILE).write_text("{}")
-    _model(holder / "inner")
+    legacy = _model(tmp_path / "legacy")  # a merge whose marker is there
+    mark_output(legacy)
+    unmarked = _model(tmp_path / "unmarked")  # a lineage file alone does not make it ours
+    (unmarked / LINEAGE_FILE).write_text("{}")
     (tmp_path / "file").write_text("data")
     before = tree_sha256(tmp_path)
     _refused(plain, "already exists; pass --force")
     _refused(plain, "not written by boom-merge", force=True)
     _refused(members, "not written by boom-merge", force=True)
-    _refused(holder, "holds another model", force=True)
+    _refused(unmarked, "not written by boom-merge", force=True)
     _refused(tmp_path / "file", "not a directory", force=True)
     assert tree_sha256(tmp_path) == before and not strays(tmp_path)
     assert is_boom_output(legacy) and not is_boom_output(plain)

@@ -25,11 +25,10 @@ from boom_merge.cli import main
 from boom_merge.data.loading import Example, load_training_data, scan_training_data
 from boom_merge.data.sampling import MemberSpec, ids_sha256, plan_members
 from boom_merge.errors import BoomError
+from boom_merge.lineage import MEMBER_FILE, model_sha256
 from boom_merge.training import (
-    MANIFEST_NAME,
     TrainConfig,
     build_train_dataset,
-    model_sha256,
     train_member,
     train_members,
     train_update,
@@ -196,7 +195,7 @@ def test_members_train_and_loss_falls(trained: Path, corpus: Path, tiny_bert_bas
 
 
 def test_manifest_is_complete(trained: Path, corpus: Path, tiny_bert_base: Path) -> None:
-    manifest = json.loads((trained / "member-0-r50" / MANIFEST_NAME).read_text())
+    manifest = json.loads((trained / "member-0-r50" / MEMBER_FILE).read_text())
     for key in (
         "sample_ratio",
         "base_model",
@@ -218,7 +217,7 @@ def test_manifest_is_complete(trained: Path, corpus: Path, tiny_bert_base: Path)
     assert manifest["training_args"]["max_steps"] == 30 and manifest["schedule"] == "bls"
     assert manifest["training_result"]["steps"] == 30
     assert {"torch", "transformers", "sentence-transformers", "boom-merge"} <= set(manifest["package_versions"])
-    other = json.loads((trained / "member-1-r100" / MANIFEST_NAME).read_text())
+    other = json.loads((trained / "member-1-r100" / MEMBER_FILE).read_text())
     assert other["seed"] == 4 and other["sample_ratio"] == 1.0
     for file in sorted(corpus.glob("*.jsonl")):
         lines = len(file.read_text().splitlines())
@@ -347,7 +346,7 @@ def test_resume_after_interruption_matches_uninterrupted(corpus: Path, tiny_bert
     assert not (tmp_path / "a" / spec.name).exists()
     assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["checkpoint-3"]
     resumed = train_member(corpus, str(tiny_bert_base), spec, tmp_path / "a", config)
-    manifest = json.loads((resumed / MANIFEST_NAME).read_text())
+    manifest = json.loads((resumed / MEMBER_FILE).read_text())
     assert manifest["training_result"]["resumed_from"] == "checkpoint-3" and manifest["training_result"]["steps"] == 8
     assert not work.exists()
     straight = train_member(corpus, str(tiny_bert_base), spec, tmp_path / "b", config)
@@ -373,7 +372,7 @@ def test_checkpoints_of_another_run_are_refused(corpus: Path, tiny_bert_base: Pa
     path = train_member(
         corpus, str(tiny_bert_base), spec, tmp_path, TrainConfig(max_steps=5, save_steps=1, **TINY), force=True
     )
-    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    manifest = json.loads((path / MEMBER_FILE).read_text())
     assert manifest["mode"] == "bootstrap" and manifest["training_result"]["resumed_from"] is None
 
 
@@ -383,7 +382,7 @@ def test_lora_resumes_and_is_merged_into_full_weights(corpus: Path, tiny_bert_ba
     with pytest.raises(_Interrupt):
         train_member(corpus, str(tiny_bert_base), spec, tmp_path / "a", config, callbacks=[_StopAt(4)])
     path = train_member(corpus, str(tiny_bert_base), spec, tmp_path / "a", config)
-    assert json.loads((path / MANIFEST_NAME).read_text())["training_result"]["resumed_from"] == "checkpoint-3"
+    assert json.loads((path / MEMBER_FILE).read_text())["training_result"]["resumed_from"] == "checkpoint-3"
     straight = _state(train_member(corpus, str(tiny_bert_base), spec, tmp_path / "b", config))
     assert not (path / "adapter_config.json").exists()
     state, base = _state(path), _state(tiny_bert_base)
@@ -421,7 +420,7 @@ def test_train_update_cli(corpus: Path, tiny_bert_base: Path, tmp_path: Path) ->
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest = json.loads((out / MEMBER_FILE).read_text())
     assert manifest["kind"] == "update" and manifest["init"] == "base"
     assert manifest["init_model_sha256"] == manifest["base_model_sha256"] == model_sha256(tiny_bert_base)
     assert manifest["new_data"]["datasets"]["qa"]["sampled"] == len(QA)
@@ -448,7 +447,7 @@ def test_update_from_existing_model(corpus: Path, tiny_bert_base: Path, trained:
         init="existing",
         existing=str(existing),
     )
-    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    manifest = json.loads((path / MEMBER_FILE).read_text())
     assert manifest["init"] == "existing" and manifest["init_model_sha256"] == model_sha256(existing)
     assert manifest["base_model_sha256"] == model_sha256(tiny_bert_base)
 
@@ -460,7 +459,7 @@ def test_cli_train_one_member_and_config_errors(corpus: Path, tiny_bert_base: Pa
     )
     assert result.exit_code == 0, result.output
     assert [p.name for p in tmp_path.iterdir()] == ["member-1-r50"]
-    manifest = json.loads((tmp_path / "member-1-r50" / MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / "member-1-r50" / MEMBER_FILE).read_text())
     assert manifest["mode"] == "complement" and manifest["complement_part"] == 1
     assert SentenceTransformer(str(tmp_path / "member-1-r50"), device="cpu").prompts["query"] == "Q: "
     bad = CliRunner().invoke(main, common + ["--batch-size", "1", "--temperature", "0"])
@@ -506,7 +505,7 @@ def test_same_command_under_torchrun(corpus: Path, tiny_bert_base: Path, tmp_pat
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["member-0-r50"]
-    manifest = json.loads((tmp_path / "member-0-r50" / MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / "member-0-r50" / MEMBER_FILE).read_text())
     assert manifest["training_result"]["processes"] == 2
     assert manifest["training_result"]["examples_seen"] == 3 * 4 * 2
     state, base = _state(tmp_path / "member-0-r50"), _state(tiny_bert_base)

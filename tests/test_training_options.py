@@ -27,7 +27,8 @@ from boom_merge.cli import main
 from boom_merge.data.loading import Example
 from boom_merge.data.sampling import plan_members
 from boom_merge.errors import BoomError
-from boom_merge.training import MANIFEST_NAME, TrainConfig, train_member, train_members, training_rows
+from boom_merge.lineage import MEMBER_FILE
+from boom_merge.training import TrainConfig, train_member, train_members, training_rows
 from boom_merge.training.trainer import build_loss, training_arguments
 from tests.test_models import SHA, place_in_cache
 from tests.test_training import QA, TINY, _state, _write_jsonl, corpus  # noqa: F401  (corpus: fixture)
@@ -62,14 +63,14 @@ def test_hub_id_base_trains_and_is_recorded(
     out = tmp_path / "m"
     paths = train_members(corpus, "acme/tiny-bert", "50,100", out, config, seed=1)
     for path in paths:
-        manifest = json.loads((path / MANIFEST_NAME).read_text())
+        manifest = json.loads((path / MEMBER_FILE).read_text())
         assert manifest["base_model"] == "acme/tiny-bert" and manifest["base_model_revision"] == SHA
         assert manifest["base_model_sha256"] == manifest_module.model_sha256(tiny_bert_base)
         assert str(hub_cache) not in json.dumps(manifest)
         card = ModelCard.load(path / "README.md")  # the card sentence-transformers wrote after training
         assert card.data.base_model == "acme/tiny-bert" and f"at revision {SHA}" in card.text
     at_rev = train_member(corpus, f"acme/tiny-bert@{SHA}", plan_members("50", seed=1)[0], tmp_path / "r", config)
-    assert json.loads((at_rev / MANIFEST_NAME).read_text())["base_model_revision"] == SHA
+    assert json.loads((at_rev / MEMBER_FILE).read_text())["base_model_revision"] == SHA
 
     import boom_merge.models as models_module
 
@@ -217,7 +218,7 @@ def test_cli_options_are_the_config_fields(corpus: Path, tiny_bert_base: Path, t
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     member = out / "member-0-r100"
-    recorded = json.loads((member / MANIFEST_NAME).read_text())["training_args"]
+    recorded = json.loads((member / MEMBER_FILE).read_text())["training_args"]
     assert recorded["loss"] == "cached-mnrl" and recorded["mini_batch_size"] == 3
     assert recorded["temperature"] == 0.02 and recorded["group_size"] == 3 and recorded["gradient_checkpointing"]
     assert recorded["learning_rate"] == 1e-3 and recorded["instructions"] == {"qa": "Answer the question"}
@@ -257,11 +258,11 @@ def test_eval_steps_on_the_dev_split_and_held_out_pairs(corpus: Path, tiny_bert_
     spec = plan_members("50", seed=0)[0]
     config = TrainConfig(max_steps=4, eval_steps=2, **TINY)
     member = train_member(root / "train", str(tiny_bert_base), spec, tmp_path / "a", config)  # default ../dev
-    dev = json.loads((member / MANIFEST_NAME).read_text())["dev"]
+    dev = json.loads((member / MEMBER_FILE).read_text())["dev"]
     assert dev["kind"] == "retrieval" and dev["datasets"] == ["qa"] and dev["last"]["step"] == 4
     assert dev["last"]["eval_dev_qa_cosine_ndcg@10"] == pytest.approx(_ndcg10(member), abs=1e-6)
     pairs = train_member(corpus, str(tiny_bert_base), spec, tmp_path / "b", config, dev=corpus)
-    dev = json.loads((pairs / MANIFEST_NAME).read_text())["dev"]
+    dev = json.loads((pairs / MEMBER_FILE).read_text())["dev"]
     assert dev["kind"] == "pairs" and {"eval_qa_loss", "eval_modules_loss"} <= set(dev["last"])
     with pytest.raises(BoomError, match="--eval-steps needs a dev split"):
         train_member(corpus, str(tiny_bert_base), spec, tmp_path / "c", config)
@@ -283,10 +284,10 @@ def test_keep_checkpoints_survive_a_resume(corpus: Path, tiny_bert_base: Path, t
         torch.testing.assert_close(states[-1][key], final[key], rtol=0, atol=0)
     assert any(not torch.equal(states[0][k], states[1][k]) for k in final)
     for path, step in zip(kept, (2, 4, 6), strict=True):
-        record = json.loads((path / MANIFEST_NAME).read_text())
+        record = json.loads((path / MEMBER_FILE).read_text())
         assert record["checkpoint"] == {"step": step, "steps": 6} and record["kind"] == "member"
         assert "training_result" not in record and record["datasets"] == json.loads(
-            (member / MANIFEST_NAME).read_text())["datasets"]  # fmt: skip
+            (member / MEMBER_FILE).read_text())["datasets"]  # fmt: skip
     soup = tmp_path / "soup.yml"
     written = CliRunner().invoke(main, ["recipe", "--checkpoints", str(member), "-o", str(soup), "--method",
                                         "boom_linear"])  # fmt: skip

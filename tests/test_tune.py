@@ -312,7 +312,7 @@ def test_tune_help_has_examples_and_the_library_defaults() -> None:
 
 def test_seed_soup_recipe_is_the_uniform_average(tiny_bag, tmp_path: Path) -> None:
     from boom_merge.merging import merge_recipe
-    from boom_merge.recipes import write_recipe
+    from boom_merge.recipe_writing import write_recipe
 
     _, seeds = tiny_bag  # stand-ins for full-data models trained with different seeds
     recipe = write_recipe(seeds[:3], tmp_path / "soup.yml", method="boom_linear", weights="equal")

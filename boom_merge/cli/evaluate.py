@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from boom_merge.adapter import DEFAULT_FIT_TEXTS
 from boom_merge.cli._options import comma_names, device_option
 
 _CORPUS_HELP = "Built corpus folder (default: the one `boom-merge data build` writes)."
@@ -125,7 +126,7 @@ def eval_command(
                    "sentence-transformers model whose queries search the OLD index.")
 @click.option("--adapter", type=click.Choice(["orthogonal", "affine"]), default=None,
               help="Adapter map: orthogonal Procrustes (default with --fit-adapter) or affine with a ridge.")
-@click.option("--fit-texts", type=click.IntRange(min=2), default=2000, show_default=True,
+@click.option("--fit-texts", type=click.IntRange(min=2), default=DEFAULT_FIT_TEXTS, show_default=True,
               help="Train-split texts the adapter is fitted on.")
 @click.option("--force", is_flag=True, help="Replace an existing --fit-adapter output or --json file.")
 def drift_command(

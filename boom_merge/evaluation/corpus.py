@@ -35,7 +35,7 @@ SPLITS: tuple[Split, ...] = ("test", "dev")
 
 
 @dataclass(frozen=True)
-class Source:
+class BuiltSource:
     """One dataset of the corpus, as the manifest describes it."""
 
     name: str
@@ -95,7 +95,7 @@ def find_corpus_dir(corpus_dir: str | Path | None, *, required: bool = True) -> 
     return path
 
 
-def read_sources(corpus_dir: Path) -> dict[str, Source]:
+def read_sources(corpus_dir: Path) -> dict[str, BuiltSource]:
     """The sources listed in ``manifest.json``, by name."""
     path = corpus_dir / "manifest.json"
     manifest = _read_json(path)
@@ -109,7 +109,7 @@ def read_sources(corpus_dir: Path) -> dict[str, Source]:
             raise BoomError(f'source {name!r}: "task" must be "retrieval" or "sts", got {task!r}', path=path)
         licence = str(info.get("licence", ""))
         splits = tuple(map(str, info.get("splits") or ()))
-        out[name] = Source(name, task, str(info.get("domain", "")), licence, _mteb_meta(name, info, path), splits)
+        out[name] = BuiltSource(name, task, str(info.get("domain", "")), licence, _mteb_meta(name, info, path), splits)
     return out
 
 

@@ -64,7 +64,6 @@ def evaluate_models(
     progress: bool = True,
     labels: Sequence[str] | None = None,
     ensembles: Mapping[str, Sequence[str | Path]] | None = None,
-    corpus_dir: str | Path | None = None,
 ) -> Summary:
     """Evaluate ``models`` (dirs or Hub ids) with MTEB and write results and summary under ``out``.
 
@@ -78,7 +77,7 @@ def evaluate_models(
     ``labels`` name the rows (default: the models' Hub or directory names, made unique);
     ``model_names`` the models in ``model_meta.json`` (default: the Hub id, else
     ``boom-merge/LABEL``). ``ensembles`` adds rows, label -> member models, each the
-    embedding ensemble of its members. ``corpus_dir`` is the old name of ``corpus``.
+    embedding ensemble of its members.
     Returns the summary.
     """
     from boom_merge.models import resolve_model
@@ -89,7 +88,7 @@ def evaluate_models(
     resolved = [resolve_model(model) for model in models]
     groups = {label: [resolve_model(m) for m in members] for label, members in (ensembles or {}).items()}
     rows = _rows(resolved, groups, labels, model_names)
-    corpus_path = find_corpus_dir(corpus if corpus is not None else corpus_dir, required=tasks is None)
+    corpus_path = find_corpus_dir(corpus, required=tasks is None)
     everything = list(dict.fromkeys(m for row in rows for m in row.models))
     inputs = [m.path for m in everything] + ([corpus_path] if corpus_path else [])
     check_output(out, inputs=inputs, force=force)  # refuse OUT before the slow checks and loads

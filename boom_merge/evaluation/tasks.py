@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from boom_merge.errors import BoomError
 from boom_merge.evaluation.corpus import (
-    Source,
+    BuiltSource,
     Split,
     capped_ids,
     read_retrieval,
@@ -137,7 +137,7 @@ def local_tasks(corpus_dir: Path, caps: Caps, *, split: Split = "test") -> dict[
     }
 
 
-def make_task(source: Source, corpus_dir: Path, revision: str, caps: Caps, split: Split = "test") -> AbsTask:
+def make_task(source: BuiltSource, corpus_dir: Path, revision: str, caps: Caps, split: Split = "test") -> AbsTask:
     """An MTEB task instance reading one source's ``split`` from ``corpus_dir``."""
     from mteb import TaskMetadata
     from mteb.abstasks import AbsTaskRetrieval, AbsTaskSTS

@@ -32,18 +32,15 @@ This package only re-exports.
 from __future__ import annotations
 
 from boom_merge.training.config import LOSSES, PRECISIONS, SCHEDULES, TrainConfig
-from boom_merge.training.manifest import MANIFEST_NAME, model_sha256
 from boom_merge.training.members import train_member, train_members, train_update
 from boom_merge.training.rows import build_train_dataset, training_rows
 
 __all__ = [
     "LOSSES",
-    "MANIFEST_NAME",
     "PRECISIONS",
     "SCHEDULES",
     "TrainConfig",
     "build_train_dataset",
-    "model_sha256",
     "train_member",
     "train_members",
     "train_update",

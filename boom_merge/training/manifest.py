@@ -17,15 +17,12 @@ from dataclasses import asdict
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from boom_merge.lineage import FORMAT_VERSION, MEMBER_FILE, hub_bases, location, model_sha256, now
+from boom_merge.lineage import FORMAT_VERSION, hub_bases, location, model_sha256, now
 from boom_merge.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from boom_merge.models import ResolvedModel
 
-__all__ = ["MANIFEST_NAME", "base_record", "common_manifest", "identity", "location", "model_sha256", "package_versions"]
-
-MANIFEST_NAME = MEMBER_FILE
 _VERSIONED_PACKAGES = ("boom-merge", "torch", "transformers", "sentence-transformers", "datasets", "accelerate", "peft")
 # keys that say whether a finished member (or checkpoints) belong to the run a command asks for
 _IDENTITY_KEYS = ("kind", "base_model_sha256", "datasets", "training_args", "schedule", "seed", "mode", "sample_ratio")

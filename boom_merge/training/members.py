@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from boom_merge.data.loading import DataSpec, LoadedDataset, OnBadLine, is_datasets_id, scan_training_data
 from boom_merge.data.sampling import MemberSpec, member_sample, plan_members, sample_ids
 from boom_merge.errors import BoomError
-from boom_merge.lineage import read_member_manifest
+from boom_merge.lineage import MEMBER_FILE, location, read_member_manifest
 from boom_merge.training.config import TrainConfig
 from boom_merge.training.dev import DevSet, default_dev, load_dev
-from boom_merge.training.manifest import MANIFEST_NAME, base_record, common_manifest, location
+from boom_merge.training.manifest import base_record, common_manifest
 from boom_merge.training.rows import Part, sizes
 from boom_merge.training.runner import output_guard, run_identity, run_training
 
@@ -132,7 +132,7 @@ def _train_loaded_member(
         "data": _where(data),
         "datasets": part.report(),
     }
-    done = read_member_manifest(target) if (target / MANIFEST_NAME).is_file() and not force else None
+    done = read_member_manifest(target) if (target / MEMBER_FILE).is_file() and not force else None
     if done is not None:
         if not _same_run(done.data, manifest, lambda: base.full().get("base_model_sha256")):
             raise BoomError("exists with different settings; pass --force to retrain it", path=target)

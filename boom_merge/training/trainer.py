@@ -139,7 +139,10 @@ def merge_lora(model: SentenceTransformer) -> None:
 
 
 def _trainer_class(lora: bool) -> type[SentenceTransformerTrainer]:
-    """The stock trainer, or for LoRA one that restores the adapter-only checkpoints it writes."""
+    """The stock trainer, or for LoRA one that restores the adapter-only checkpoints it writes.
+
+    Not yet ``add_adapter``: unchecked whether the stock resume (reloads the whole model) restores these.
+    """
     from sentence_transformers import SentenceTransformerTrainer
 
     if not lora:

@@ -36,7 +36,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock
-from boom_merge.recipes import member_weights, read_manifest
+from boom_merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
 )
