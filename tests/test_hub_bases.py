@@ -148,3 +148,40 @@ def test_a_sharded_hub_base_merges_like_the_hand_merge(tmp_path: Path, hub_cache
     assert np.abs(got - expected).max() <= 1e-5
     inspected = CliRunner().invoke(main, ["inspect", *map(str, members), "--base", "acme/sharded", "--device", "cpu"])
     assert inspected.exit_code == 0, inspected.output
+
+
+def test_the_rule_comes_from_the_model_class(minilm_path: str, tmp_path: Path) -> None:
+    """Buffers the class keeps non-persistent (under a prefix or at an old place too) are unloaded; weights never."""
+    from boom_merge.model_class import load_rule, unloaded_tensors
+
+    bert = load_rule(minilm_path)
+    assert bert is not None and bert.class_name == "BertModel"
+    assert bert.unloaded(BUFFER) and bert.unloaded(f"bert.{BUFFER}") and bert.unloaded("embeddings.token_type_ids")
+    assert not any(bert.unloaded(name) for name in _names(Path(minilm_path)) - {BUFFER})
+    qwen = load_rule(make_tiny_st(tmp_path / "qwen", arch="qwen3", pooling="lasttoken"))
+    assert qwen is not None and qwen.unloaded("layers.0.self_attn.rotary_emb.inv_freq")
+    assert not qwen.unloaded("layers.0.self_attn.q_proj.weight")
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "config.json").write_text(json.dumps({"model_type": "acme-remote", "auto_map": {}}))
+    assert load_rule(tmp_path / "remote") is None  # never runs a repository's code: nothing is ignored
+    assert unloaded_tensors(tmp_path / "remote", [BUFFER]) == frozenset()
+
+
+def test_members_saved_by_old_transformers_merge_without_the_buffer(tiny_bert_base: Path, tmp_path: Path) -> None:
+    """Members that carry ``position_ids`` (saved by transformers 4.x) beside a base without it, no recipe base:
+    plain mergekit would copy the buffer into the output; the output holds what a model saved today holds."""
+    import torch
+    from safetensors.torch import save_file
+
+    members = [make_tiny_st(tmp_path / f"m{i}", seed=i + 1, perturb_from=tiny_bert_base) for i in range(2)]
+    for member in members:
+        state = load_file(str(member / "model.safetensors"))
+        state[BUFFER] = torch.arange(128).unsqueeze(0)
+        save_file(state, str(member / "model.safetensors"), metadata={"format": "pt"})
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "boom", "models": [{"model": str(m)} for m in members]}))
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["merge", str(recipe), str(out)]).exit_code == 0
+    assert _names(out) == _names(tiny_bert_base)
+    expected = hand_merged_embeddings(members, lambda a: np_multislerp(a, [1, 1]), TEXTS)
+    assert np.abs(SentenceTransformer(str(out), device="cpu").encode(TEXTS) - expected).max() <= 1e-5
