@@ -86,10 +86,11 @@ def test_inspect_with_the_hub_base(members: list[Path]) -> None:
     assert "overall" in result.output
 
 
-def test_merge_with_the_hub_base_equals_the_hand_merge(members: list[Path], served: Path, tmp_path: Path) -> None:
+def test_recipe_and_merge_with_the_hub_base_equal_the_hand_merge(members: list[Path], served: Path, tmp_path: Path) -> None:
     recipe = tmp_path / "r.yml"
-    recipe.write_text(yaml.safe_dump({"merge_method": "boom", "base_model": HUB_ID,
-                                      "models": [{"model": str(m)} for m in members]}))
+    result = CliRunner().invoke(main, ["recipe", *map(str, members), "-o", str(recipe), "--base", HUB_ID])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(recipe.read_text())["base_model"] in (HUB_ID, f"{HUB_ID}@{SHA}")
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["merge", str(recipe), str(out)])
     assert result.exit_code == 0, result.output
