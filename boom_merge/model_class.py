@@ -79,7 +79,8 @@ def load_rule(config: Any) -> LoadRule | None:
         except (OSError, UnicodeDecodeError, ValueError):
             return None  # the config checks name this file; nothing is ignored here
         return _rule(text)
-    return _rule(config.to_json_string(use_diff=False))
+    to_json = getattr(config, "to_json_string", None)
+    return _rule(to_json(use_diff=False)) if callable(to_json) else None
 
 
 def unloaded_tensors(model_dir: str | Path, names: Iterable[str]) -> frozenset[str]:
