@@ -9,7 +9,8 @@ missing config, missing/truncated/corrupt safetensors, headers that lie (a byte
 length that does not fit the dtype and shape, tensors sharing bytes, a tensor that is
 floating in one input and integer in another), pickled weights (refused unless
 allowed: unpickling runs arbitrary code), tensor name or shape mismatches between
-models, and NaN/Inf weights. Tensors are read one at a time, so checking never holds
+models (on the tensors transformers would load: a Hub base's old ``position_ids`` buffer
+is no mismatch), and NaN/Inf weights. Tensors are read one at a time, so checking never holds
 a whole model in memory. Used by the merge pipeline and :mod:`boom_merge.models`; it
 writes nothing.
 """
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from boom_merge.errors import BoomError
+from boom_merge.model_class import unloaded_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -130,14 +132,27 @@ def _is_float(info: TensorInfo) -> bool:
     return info.dtype.startswith(("F", "BF"))
 
 
-def check_same_tensors(models: list[ModelFiles]) -> None:
-    """Every model must have the same tensor names and shapes as the first, floating where it is."""
+def loaded_tensors(model: ModelFiles) -> dict[str, TensorInfo]:
+    """``model``'s tensors less those its transformers class neither saves nor loads
+    (:mod:`boom_merge.model_class`: old checkpoints' ``position_ids`` and the like)."""
+    ignored = unloaded_tensors(model.path, model.tensors)
+    return {name: info for name, info in model.tensors.items() if name not in ignored}
+
+
+def check_same_tensors(models: list[ModelFiles]) -> list[str]:
+    """Every model must have the same tensor names and shapes as the first, floating where it is.
+
+    Models are compared on the tensors transformers would load: when the names differ, those
+    the model class neither saves nor loads are left out first. Returns the names compared.
+    """
     reference = models[0]
     if not reference.tensors:
-        return
-    for other in models[1:]:
-        if not other.tensors:
-            continue
+        return []
+    others = [other for other in models[1:] if other.tensors]
+    if any(set(other.tensors) != set(reference.tensors) for other in others):
+        reference, others = (replace(reference, tensors=loaded_tensors(reference)),
+                             [replace(other, tensors=loaded_tensors(other)) for other in others])
+    for other in others:
         for name in sorted(set(reference.tensors) | set(other.tensors)):
             mine, theirs = reference.tensors.get(name), other.tensors.get(name)
             if mine is None or theirs is None:
@@ -157,6 +172,7 @@ def check_same_tensors(models: list[ModelFiles]) -> None:
                     f"but {list(theirs.shape)} in {other.path}",
                     path=other.path,
                 )
+    return list(reference.tensors)
 
 
 def check_finite(model: ModelFiles, *, label: str | None = None) -> None:

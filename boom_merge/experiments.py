@@ -1,8 +1,9 @@
 """Steps shared by the quickstart and the study (``benchmarks/quality.py``).
 
-Owns: the embedded default's domain lists and ratios, its built corpus, a training-data directory holding
-chosen domains of a built corpus, re-saving a base with today's sentence-transformers,
-which member of a ratio spec is the full-data (BLS) model. It may not train, merge or evaluate
+Owns: the embedded default's domain lists and ratios, its built corpus, a training-data directory
+holding chosen domains of a built corpus, a base copied with its Hub id (the quickstart's) or
+re-saved with today's sentence-transformers (the study's, to change its truncation), which member
+of a ratio spec is the full-data (BLS) model. It may not train, merge or evaluate
 (``training``, ``merging`` and ``evaluation`` do); it only arranges their inputs and reads
 their numbers.
 """
@@ -66,9 +67,8 @@ def resave_model(
 ) -> Path:
     """``target``: ``source`` as today's sentence-transformers saves it (once).
 
-    A base saved by an old version (the bundled MiniLM has an ``embeddings.position_ids``
-    buffer and no ``2_Normalize`` folder) differs in files and tensors from members trained
-    today, which mergekit's task arithmetic / TIES / multislerp refuse beside each other.
+    Not needed for a base saved by an old version (the bundled MiniLM's ``embeddings.position_ids``
+    is left out wherever models are compared or merged; see :mod:`boom_merge.model_class`);
     ``max_seq_length`` changes only the truncation (weights unchanged). The copy keeps the
     Hub id ``source`` carries (or ``hub_id``, for a copy of a Hub model shipped otherwise).
     """
@@ -81,6 +81,22 @@ def resave_model(
             model.max_seq_length = max_seq_length
         with atomic_output_dir(target, inputs=[source], force=target.exists()) as tmp:
             model.save(str(tmp))
+            keep_hub_identity(source, tmp, hub_id=hub_id)
+    return target
+
+
+def hub_copy(source: str | Path, target: str | Path, *, hub_id: str | None = None) -> Path:
+    """``target``: ``source``'s files unchanged (once), keeping the Hub id it carries (or ``hub_id``).
+
+    Not a re-save: a Hub base as served (the bundled MiniLM's ``embeddings.position_ids``
+    included) is read beside members trained today as it is.
+    """
+    from boom_merge.models import resolve_model
+
+    target = Path(target)
+    if not (target / "modules.json").is_file():
+        with atomic_output_dir(target, inputs=[source], force=target.exists()) as tmp:
+            shutil.copytree(resolve_model(source).path, tmp, dirs_exist_ok=True)
             keep_hub_identity(source, tmp, hub_id=hub_id)
     return target
 

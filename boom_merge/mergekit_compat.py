@@ -10,6 +10,10 @@ outputs are :mod:`boom_merge.merging`'s, the recipe rules :mod:`boom_merge.recip
    weights it is given carry their aliases as :class:`ListConcatenableAliases`: still
    the same (hashable, equal) tuple, which a list can also be added to. mergekit's own
    code runs unchanged. ``tests/test_mergekit_compat.py`` fails when upstream fixes it.
+   The same wrapper leaves out an optional weight that the output's model class neither
+   saves nor loads (:mod:`boom_merge.model_class`): mergekit writes any optional weight one
+   input has, so a Hub base saved by transformers 4.x put its ``embeddings.position_ids``
+   into a merge of members trained today, which lack it.
 2. mergekit's model card asks the Hub whether a local directory whose path has at
    most one slash (``members/m0``) is also a Hub repo; offline that raises a
    connection error after the merge is done. A path that is a local directory is
@@ -29,9 +33,11 @@ owns the adaptations only: what the pipeline checks and writes lives in merging.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any, Callable
 
+logger = logging.getLogger(__name__)
 _PATCHED = "__boom_merge_patched__"
 
 
@@ -58,8 +64,22 @@ def _concatenable(weight: Any) -> Any:
     return weight.model_copy(update={"aliases": ListConcatenableAliases(aliases)})
 
 
+def _unloaded(out_config: Any, weight: Any) -> bool:
+    """An optional weight that the output's model class neither saves nor loads."""
+    from boom_merge.model_class import load_rule
+
+    if not weight.optional or out_config is None:
+        return False
+    rule = load_rule(out_config)
+    if rule is None or not rule.unloaded(weight.name):
+        return False
+    logger.info("leaving out %s: %s neither saves nor loads it", weight.name, rule.class_name)
+    return True
+
+
 def fix_plan_tensor() -> None:
-    """Wrap ``MergePlanner.plan_tensor`` so that its inputs' aliases can be added to a list."""
+    """Wrap ``MergePlanner.plan_tensor``: its inputs' aliases can be added to a list, and
+    optional weights the output's class does not load are left out."""
     from mergekit.plan import MergePlanner
 
     original = MergePlanner.plan_tensor
@@ -68,6 +88,8 @@ def fix_plan_tensor() -> None:
 
     @functools.wraps(original)
     def plan_tensor(self, weight, weights_in, models, cfg_reader):
+        if _unloaded(getattr(self, "out_model_config", None), weight):
+            return None
         return original(self, weight, [_concatenable(w) for w in weights_in], models, cfg_reader)
 
     MergePlanner.plan_tensor = _mark(plan_tensor)

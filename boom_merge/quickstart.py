@@ -14,7 +14,7 @@ test splits of the training domains (in-domain) and held-out ones (OOD). Output 
 (what ``recipes/*.yml`` expect when run from the repository root with the default
 ``--out runs/quickstart``)::
 
-    OUT/base/                  the bundled all-MiniLM-L6-v2, re-saved
+    OUT/base/                  the bundled all-MiniLM-L6-v2, its files unchanged (a copy with its Hub id)
     OUT/data/train/NAME.jsonl  the four training domains
     OUT/members/member-I-rRR/  the members; member-3-r100 is the BLS model
     OUT/boom.yml, OUT/boom/    the BOOM recipe and merged model
@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from boom_merge.errors import BoomError
 from boom_merge.experiments import (
-    OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, installed_corpus, resave_model,
+    OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, hub_copy, installed_corpus,
     training_data_dir,
 )
 from boom_merge.lineage import read_member_manifest
@@ -193,7 +193,8 @@ def run_quickstart(
         corpus = installed_corpus(sources, max_train=sizes.max_train, max_test_queries=sizes.max_test_queries)
         train_dir = training_data_dir(corpus.path, out / "data" / "train", TRAIN_DOMAINS)
     base = out / "base"
-    resave_model(base_model or bundled_base_model(), base, hub_id=None if base_model else BUNDLED_HUB_ID)
+    # a byte copy, not a re-save: it only carries the bundled model's Hub id (its site-packages dir has none)
+    hub_copy(base_model or bundled_base_model(), base, hub_id=None if base_model else BUNDLED_HUB_ID)
     config = TrainConfig(batch_size=sizes.batch_size, max_seq_length=sizes.max_seq_length,
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
     with _stage(result, TRAIN_STAGE, echo):

@@ -127,10 +127,10 @@ def member_similarity(
     device = check_device(device)
     members = [_files(m) for m in models]
     base_files = _files(base) if base is not None else None
-    check_same_tensors(members + ([base_files] if base_files else []))
+    compared = check_same_tensors(members + ([base_files] if base_files else []))
     m = len(members)
     grams: dict[str, torch.Tensor] = {}
-    names = [n for n, info in members[0].tensors.items() if info.dtype.startswith(("F", "BF"))]
+    names = [n for n in compared if members[0].tensors[n].dtype.startswith(("F", "BF"))]
     for name in tqdm(names, desc="comparing members", unit="tensor"):
         stacked = torch.stack([_load(files, name, device) for files in members])
         origin = _load(base_files, name, device) if base_files else stacked.mean(0)

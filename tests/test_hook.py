@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import pytest
 
 
 def _python(code: str) -> str:
@@ -86,6 +89,35 @@ def test_importing_the_kernels_first_works() -> None:
     out = _python("from boom_merge.merge_methods import boom_merge; from mergekit.merge_methods import get; "
                   "print(get('boom') is boom_merge)")
     assert out == "True"
+
+
+_REGISTERED_ONCE = (
+    "import importlib, boom_merge.merge_methods as bm, mergekit.merge_methods as mm; "
+    "bm.register_methods(); bm.register_methods(); "  # again, after whatever the import order did
+    "from mergekit.merge_methods import registered_methods; "
+    "names = [m.spec.name for m in registered_methods()]; "
+    "print(names.count('boom'), names.count('boom_incremental'), mm.get('boom').spec.name)"
+)
+
+
+@pytest.mark.parametrize(("first", "hook"), [
+    ("import sentence_transformers.base.merging; import mergekit.merge_methods; import boom_merge", True),
+    ("import boom_merge.merge_methods; import sentence_transformers.base.merging; import mergekit.merge_methods", True),
+    ("from sentence_transformers import SentenceTransformer; import boom_merge.merging", True),
+    ("import mergekit.merge_methods; import boom_merge.mergekit_compat as c; c.ensure_applied(); c.ensure_applied()",
+     True),
+    ("import sentence_transformers.base.merging; import boom_merge.mergekit_compat as c; c.ensure_applied()", False),
+])
+def test_registering_twice_is_harmless_in_any_import_order(first: str, hook: bool) -> None:
+    """mergekit 0.1.5's ``register`` raises on a duplicate name: every order registers BOOM exactly once
+    (also with the hook off, where boom-merge's own merges register through ``ensure_applied``)."""
+    env = {key: value for key, value in os.environ.items() if key != "BOOM_MERGE_DISABLE_HOOK"}
+    if not hook:
+        env["BOOM_MERGE_DISABLE_HOOK"] = "1"
+    result = subprocess.run([sys.executable, "-c", f"{first}; {_REGISTERED_ONCE}"], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "1 1 boom"
 
 
 _EACH_MODULE_ALONE = """

@@ -1,9 +1,10 @@
-"""Merge-stage commands: ``merge``, ``recipe``, ``incremental``, ``inspect``.
+"""Merge-stage commands: ``merge``, ``recipe``, ``incremental``, ``inspect``, ``card``.
 
-Owns: the ``merge``, ``recipe``, ``incremental`` and ``inspect`` commands (flags, help, what is
-echoed). It may not merge, write recipes or score anything itself: :mod:`boom_merge.merging`,
-:mod:`boom_merge.recipes`, :mod:`boom_merge.incremental`, :mod:`boom_merge.update_weight`,
-:mod:`boom_merge.drift` and :mod:`boom_merge.similarity` do.
+Owns: the ``merge``, ``recipe``, ``incremental``, ``inspect`` and ``card`` commands (flags, help,
+what is echoed). It may not merge, write recipes, cards or score anything itself:
+:mod:`boom_merge.merging`, :mod:`boom_merge.recipes`, :mod:`boom_merge.incremental`,
+:mod:`boom_merge.update_weight`, :mod:`boom_merge.drift`, :mod:`boom_merge.similarity` and
+:mod:`boom_merge.merged_elsewhere` do.
 """
 
 from __future__ import annotations
@@ -236,4 +237,28 @@ def inspect_command(models: tuple[str, ...], base: str | None, plot: Path | None
         click.echo(f"heatmap written to {report.plot(plot)}")
 
 
-COMMANDS = [merge_command, recipe_command, incremental_command, inspect_command]
+@click.command("card", epilog="""Examples:
+
+\b
+  # merged in Python with sentence-transformers, then described as boom-merge would have:
+  #   SentenceTransformer.merge(members, method="boom", base_model=BASE).save_pretrained("merged")
+  boom-merge card merged/ --recipe boom.yml
+  boom-merge push merged/ --repo-id USER/my-boom-model   # pushes a truthful card
+""")
+@click.argument("model", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--recipe", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The mergekit recipe MODEL was merged with (same models, method and parameters).")
+def card_command(model: Path, recipe: Path) -> None:
+    """Write boom-merge's recipe copy, lineage and card into MODEL, a model merged elsewhere.
+
+    For models merged with sentence-transformers' SentenceTransformer.merge or plain mergekit:
+    the RECIPE's inputs are checked as a merge checks them and must match MODEL (same tensors,
+    same sentence-transformers head); MODEL may not be one of them. Only boom_recipe.yml,
+    boom_lineage.json, boom_members/ and README.md of MODEL are (re)written, each atomically.
+    """
+    from boom_merge.merged_elsewhere import write_card
+
+    click.echo(f"card written to {write_card(model, recipe)}")
+
+
+COMMANDS = [merge_command, recipe_command, incremental_command, inspect_command, card_command]

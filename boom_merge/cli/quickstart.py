@@ -5,7 +5,7 @@ stage itself (:mod:`boom_merge.quickstart` does).
 
 Output layout (OUT = ``--out``)::
 
-    OUT/base/, OUT/members/    the re-saved base and the members (member-3-r100 = BLS)
+    OUT/base/, OUT/members/    the base (a copy) and the members (member-3-r100 = BLS)
     OUT/boom.yml, OUT/boom/    the BOOM recipe and merged model
     OUT/tune/recipe.yml        the tuned recipe (balanced, chosen on dev splits only)
     OUT/tune/candidates.md     every candidate's dev scores (and .json); OUT/tune/pareto.png

@@ -146,12 +146,24 @@ def _run(
         manifest["dev"] = dev.report() | {"eval_steps": config.eval_steps, "last": _last_eval(trainer)}
     if main_process:
         with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
-            model.save(str(tmp))
+            save_trained(model, tmp)
             write_member_manifest(tmp, manifest)
             move_kept(work, tmp, manifest, trainer.state.max_steps)
         shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def save_trained(model: Any, path: str | Path) -> None:
+    """Save as sentence-transformers does; a card naming its base model also says ``base_model_relation:
+    finetune`` (sentence-transformers writes no relation, which the Hub then guesses)."""
+    from huggingface_hub import metadata_load, metadata_save
+
+    model.save(str(path))
+    card = Path(path) / "README.md"
+    metadata = metadata_load(card) if card.is_file() else None
+    if metadata and metadata.get("base_model"):
+        metadata_save(card, {**metadata, "base_model_relation": "finetune"})
 
 
 def _last_eval(trainer: Any) -> dict[str, Any] | None:

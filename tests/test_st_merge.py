@@ -1,0 +1,142 @@
+"""The sentence-transformers door: ``SentenceTransformer.merge(..., method="boom")`` equals
+``boom-merge merge`` of the same recipe, and ``boom-merge card`` gives such a model our lineage and card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from huggingface_hub import ModelCard
+from sentence_transformers import SentenceTransformer
+
+from boom_merge.card_body import START
+from boom_merge.cli import main
+from boom_merge.errors import BoomError
+from boom_merge.merge_methods import register_methods
+from boom_merge.merged_elsewhere import write_card
+from boom_merge.merging import merge_recipe
+from tests.test_bad_input import _fails
+
+register_methods()  # as the hook does when mergekit loads (a no-op if it already has)
+
+TEXTS = ["An apple a day.", "def main(): return 0", "The quick brown fox", "query: who wrote Hamlet"]
+
+
+def _recipe(path: Path, method: str, models: list[Path], base: Path | None, parameters: dict) -> Path:
+    recipe = {"merge_method": method, "models": [{"model": str(m)} for m in models]}
+    if base is not None:
+        recipe["base_model"] = str(base)
+    if parameters:
+        recipe["parameters"] = parameters
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _st_merged(method: str, models: list[Path], base: Path | None, parameters: dict) -> SentenceTransformer:
+    """The one call a sentence-transformers >= 6.2 user makes (OLD is both input and base for boom_incremental)."""
+    inputs = [base, *models] if method == "boom_incremental" else models
+    return SentenceTransformer.merge([str(m) for m in inputs], method=method,
+                                     base_model=str(base) if base is not None else None, parameters=parameters)
+
+
+CASES = {
+    "boom-with-base": ("boom", True, {}),
+    "boom-without-base": ("boom", False, {}),
+    "boom-with-base-and-scale": ("boom", True, {"scale": 0.5}),
+    "boom_incremental": ("boom_incremental", True, {"update_weight": 0.3}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sentence_transformers_merge_equals_boom_merge(tiny_bag, tmp_path: Path, case: str) -> None:
+    method, with_base, parameters = CASES[case]
+    base, members = tiny_bag
+    models = members[:1] if method == "boom_incremental" else members[:3]
+    base = (members[1] if method == "boom_incremental" else base) if with_base else None  # OLD: another member
+    out = merge_recipe(_recipe(tmp_path / "r.yml", method, models, base, parameters), tmp_path / "out")
+    ours = SentenceTransformer(str(out), device="cpu")
+    theirs = _st_merged(method, models, base, parameters)
+    assert ours.dtype == theirs.dtype == torch.float32
+    for prompt in (None, "query"):
+        a = ours.encode(TEXTS, prompt_name=prompt, convert_to_numpy=True)
+        b = theirs.encode(TEXTS, prompt_name=prompt, convert_to_numpy=True)
+        assert a.dtype == b.dtype == np.float32
+        assert np.abs(a - b).max() <= 1e-6, case
+    single = members[0]
+    assert np.abs(ours.encode(TEXTS) - SentenceTransformer(str(single), device="cpu").encode(TEXTS)).max() > 1e-4
+
+
+# --- boom-merge card MODEL --recipe RECIPE ------------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def merged_in_python(tiny_bag, tmp_path: Path) -> tuple[Path, Path]:
+    """A model merged with sentence-transformers' API and saved, and the recipe that describes it."""
+    base, members = tiny_bag
+    recipe = _recipe(tmp_path / "boom.yml", "boom", members[:3], base, {"scale": 0.5})
+    model = tmp_path / "merged"
+    _st_merged("boom", members[:3], base, {"scale": 0.5}).save_pretrained(str(model))
+    return model, recipe
+
+
+def test_card_writes_our_lineage_and_card_and_leaves_the_weights(merged_in_python, tiny_bag, tmp_path: Path) -> None:
+    model, recipe = merged_in_python
+    base, members = tiny_bag
+    before = _files(model)
+    result = CliRunner().invoke(main, ["card", str(model), "--recipe", str(recipe)])
+    assert result.exit_code == 0, result.output
+    after = _files(model)
+    written = {"README.md", "boom_lineage.json", "boom_recipe.yml"}
+    assert {k for k in after if not k.startswith("boom_members/")} == set(before) | written
+    assert all(after[k] == v for k, v in before.items() if k != "README.md")  # weights and settings untouched
+    lineage = json.loads((model / "boom_lineage.json").read_text())
+    assert lineage["kind"] == "merge" and lineage["method"] == "boom"
+    roles = [(Path(i["path"]).name, i["role"]) for i in lineage["inputs"]]
+    assert sorted(roles) == sorted([*((m.name, "member") for m in members[:3]), (base.name, "base")])
+    assert (model / "boom_recipe.yml").read_text() == recipe.read_text()
+    card = ModelCard.load(model / "README.md")
+    assert START in card.text and "boom-merge" in card.data.tags
+    assert not list(tmp_path.glob(".merged.*"))  # no stage, no lock left
+    # the card equals the one boom-merge merge writes for the same recipe (one card writer)
+    ours = merge_recipe(recipe, tmp_path / "ours")
+    strip = lambda text: text.replace("ours", "merged")  # noqa: E731 - the title is the dir name
+    assert strip((ours / "README.md").read_text()) == (model / "README.md").read_text()
+    # a second run replaces the records
+    assert write_card(model, recipe) == model / "README.md"
+
+
+def test_card_refuses_bad_input_and_writes_nothing(merged_in_python, tiny_bag, tiny_bert_base: Path,
+                                                   tmp_path: Path) -> None:
+    model, recipe = merged_in_python
+    base, members = tiny_bag
+    before = _files(model)
+    _fails(["card", tmp_path / "absent", "--recipe", recipe], "absent", "model directory not found")
+    garbage = tmp_path / "garbage.yml"
+    garbage.write_text("merge_method: [boom\n")
+    _fails(["card", model, "--recipe", garbage], str(garbage))
+    other = _recipe(tmp_path / "other.yml", "boom", [tiny_bert_base, tiny_bert_base.parent / "twin"], None, {})
+    import shutil
+
+    shutil.copytree(tiny_bert_base, tiny_bert_base.parent / "twin", dirs_exist_ok=True)
+    _fails(["card", model, "--recipe", other], str(model), "do not match")
+    own = _recipe(tmp_path / "own.yml", "boom", [model, members[0]], None, {})
+    _fails(["card", model, "--recipe", own], "is the input")
+    assert _files(model) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    with pytest.raises(BoomError, match="model directory not found"):
+        write_card(tmp_path / "absent", recipe)
+
+
+def test_card_help_has_examples() -> None:
+    result = CliRunner().invoke(main, ["card", "--help"])
+    assert result.exit_code == 0 and "Examples:" in result.output and "--recipe" in result.output
