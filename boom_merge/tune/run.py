@@ -119,6 +119,7 @@ class _Search:
     def full_score(self, cand: Candidate) -> Scores:
         """The candidate's scores on the full caps."""
         if cand.key not in self.full:
+            cand = self.scored.get(cand.key, (cand,))[0]  # the first of equal recipes keeps its place in the search
             self.full[cand.key] = (cand, self._scores(cand, "full"))
         return self.full[cand.key][1]
 
@@ -225,6 +226,8 @@ def _racing_report(search: _Search, marks: dict[str, RaceMark]) -> dict[str, Any
     rows = {}
     for cand, scores in search.scored.values():
         mark = marks[cand.key]
+        if cand.key in search.full and not mark.kept:
+            mark = RaceMark(True, mark.behind, mark.margin, "scored on the full caps for the search's bag choice")
         rows[cand.key] = {"slice_id_dev": scores.id_dev, "slice_ood_dev": scores.ood_dev,
                           "slice_objective": objective_value(scores, search.objective),
                           "behind": mark.behind, "margin": mark.margin,
