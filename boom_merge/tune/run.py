@@ -14,13 +14,21 @@ The search (fixed, staged so that its cost stays small):
 
 Every candidate is merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
 OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
-(:func:`boom_merge.tune.scoring.dev_scorer`: MTEB on the ID dev splits of the training
-domains and the OOD dev sources), and deleted. Scores are cached by candidate key in the
-work dir (an interrupted run resumes) and in ``OUT/candidates.json`` (a finished run
-re-selects with ``--force`` without scoring again). The selection rule
-(:mod:`boom_merge.tune.select`) picks the candidate; OUT gets ``recipe.yml``,
-``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``, ``model/``. OUT's lock is
-held from the first candidate to the last file, so a second tune into OUT fails at once.
+(:class:`boom_merge.tune.scoring.DevScorer`: MTEB on the ID dev splits of the training
+domains and the OOD dev sources, its tasks, texts and tokenization held for the whole
+search), and deleted.
+
+Racing (the default; ``racing=False`` / ``--no-racing`` is the exhaustive search): steps 1-5
+run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of step 2 (and the
+bag-or-soup of step 3) is decided on the full scores of the group's candidates within the
+racing margin on the slice; then :func:`boom_merge.tune.race.race` drops the candidates
+clearly behind the slice leader, the rest are scored on the full caps, and the selection rule
+(:mod:`boom_merge.tune.select`) picks among the candidates with full scores. Scores are
+cached per stage and candidate key in the work dir (an interrupted run resumes) and in
+``OUT/candidates.json`` (a finished run re-selects with ``--force`` without scoring again).
+OUT gets ``recipe.yml``, ``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``,
+``model/``. OUT's lock is held from the first candidate to the last file, so a second tune
+into OUT fails at once.
 """
 
 from __future__ import annotations
