@@ -152,7 +152,7 @@ class DevScorer:
                                                                   "show_progress_bar": False}, timer=timer)
             name = task.metadata.name
             scores[name] = float(result["default"]["main_score"])
-            per_query[devset.side_of[name]][name] = dict(task.per_query)
+            per_query[devset.side_of[name]][name] = dict(getattr(task, "per_query", {}))  # retrieval tasks only
         total = time.perf_counter() - evaluating
         phase = {name: sum(p["end"] - p["start"] for p in timer.phases if p["name"] == name)
                  for name in ("Encoding queries", "Searching corpus", "Scoring")}
@@ -183,9 +183,8 @@ def _timed(encoder: Any) -> list[float]:
     return seconds
 
 
-def dev_scorer(corpus: Path, tasks: DevTasks, *, work: Path | None = None, max_queries: int | None,
-               max_corpus: int | None, device: str | None = None, batch_size: int = 32,
-               spec: SliceSpec = SliceSpec()) -> DevScorer:
-    """The dev scorer of a search (``work`` is accepted for callers of the old per-candidate scorer)."""
+def dev_scorer(corpus: Path, tasks: DevTasks, *, max_queries: int | None, max_corpus: int | None,
+               device: str | None = None, batch_size: int = 32, spec: SliceSpec = SliceSpec()) -> DevScorer:
+    """The dev scorer of a search: the dev set is built on its first score and held to the end."""
     return DevScorer(corpus, tasks, max_queries=max_queries, max_corpus=max_corpus, device=device,
                      batch_size=batch_size, spec=spec)
