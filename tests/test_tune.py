@@ -228,8 +228,10 @@ def _recipe_identity(model: Path) -> tuple:
     return (names, params["interpolation"] if len(names) > 1 else "-", scheme, params["scale"])
 
 
-def test_the_search_follows_its_stages(setup, tmp_path: Path) -> None:
-    """Scores by hand: the soup of the two best members wins the bag, so the scale grid goes to the soup."""
+@pytest.fixture()
+def three_members(setup, tmp_path: Path) -> tuple[Path, list[Path], Path, dict]:
+    """A third member and each candidate's dev objective by hand: the soup of the two best members
+    beats the bag, so the scale grid goes to the soup."""
     base, members, corpus = setup
     third = make_tiny_st(tmp_path / "member-2", seed=9, perturb_from=base, perturb_scale=0.03)
     (third / "boom_member.json").write_text(json.dumps({"kind": "member", "sample_ratio": 0.75,
@@ -244,13 +246,19 @@ def test_the_search_follows_its_stages(setup, tmp_path: Path) -> None:
         (m0 | m1, "slerp", "ratio", 0.5): 0.70,  # the scale grid on the soup: chosen
         (m1, "-", "equal", 0.5): 0.62,           # the WiSE-FT line
     }
+    return base, [*members, third], corpus, table
+
+
+def test_the_search_follows_its_stages(three_members, tmp_path: Path) -> None:
+    """The exhaustive search scores exactly the candidates of its stages, and the soup at t = 0.5 wins."""
+    base, members, corpus, table = three_members
     seen = []
 
-    def scorer(model: Path) -> Scores:
+    def scorer(model: Path) -> Scores:  # no slice: the exhaustive search
         seen.append(_recipe_identity(model))
         return Scores(table[seen[-1]], table[seen[-1]], {})
 
-    result = tune([*members, third], tmp_path / "out", base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer,
+    result = tune(members, tmp_path / "out", base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer,
                   progress=False)
     assert sorted(map(str, seen)) == sorted(map(str, table)) and len(seen) == len(table)
     assert result.label == "soup slerp ratio t=0.5 [member-0+member-1]"
@@ -424,24 +432,6 @@ class TableScorer:
 
     def slice(self, model: Path) -> Scores:
         return self._scores(model, "slice")
-
-
-@pytest.fixture()
-def three_members(setup, tmp_path: Path) -> tuple[Path, list[Path], Path, dict]:
-    base, members, corpus = setup
-    third = make_tiny_st(tmp_path / "member-2", seed=9, perturb_from=base, perturb_scale=0.03)
-    (third / "boom_member.json").write_text(json.dumps({"kind": "member", "sample_ratio": 0.75,
-                                                        "datasets": {name: {} for name in TRAIN}}))
-    m0, m1, m2 = (frozenset([name]) for name in ("member-0", "member-1", "member-2"))
-    every = m0 | m1 | m2
-    table = {
-        ("base",): 0.1, (m0, "-", "equal", 1.0): 0.5, (m1, "-", "equal", 1.0): 0.6, (m2, "-", "equal", 1.0): 0.4,
-        (every, "slerp", "equal", 1.0): 0.55, (every, "slerp", "ratio", 1.0): 0.56,
-        (every, "linear", "equal", 1.0): 0.50, (every, "linear", "ratio", 1.0): 0.52,
-        (m0 | m1, "slerp", "ratio", 1.0): 0.65, (every, "slerp", "ratio", 1.0, "soup"): 0.0,
-        (m0 | m1, "slerp", "ratio", 0.5): 0.70, (m1, "-", "equal", 0.5): 0.62,
-    }
-    return base, [*members, third], corpus, table
 
 
 def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(three_members, tmp_path: Path) -> None:
