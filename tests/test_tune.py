@@ -434,13 +434,20 @@ class TableScorer:
         return self._scores(model, "slice")
 
 
-def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(three_members, tmp_path: Path) -> None:
+def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(three_members, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    import boom_merge.merging
+
     base, members, corpus, table = three_members
     options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
     exhaustive = TableScorer(table)
     everything = tune(members, tmp_path / "all", scorer=exhaustive, racing=False, **options)
+    merges = []
+    run_recipe = boom_merge.merging.run_recipe
+    monkeypatch.setattr(boom_merge.merging, "run_recipe", lambda *a, **k: merges.append(a[1]) or run_recipe(*a, **k))
     raced_scorer = TableScorer(table)
     raced = tune(members, tmp_path / "raced", scorer=raced_scorer, **options)
+    assert len(merges) == len(everything.candidates)  # the slice's merges are kept for the full stage
     assert raced.chosen.key == everything.chosen.key and raced.label == "soup slerp ratio t=0.5 [member-0+member-1]"
     assert (raced.scores.id_dev, raced.scores.ood_dev) == (everything.scores.id_dev, everything.scores.ood_dev)
     out = {c.describe(["member-0", "member-1", "member-2"]) for c, _ in raced.raced_out}

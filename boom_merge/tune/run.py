@@ -33,6 +33,7 @@ into OUT fails at once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -58,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_FILE = "scores.json"
 CANDIDATES_FILE = "candidates.json"
+#: racing keeps the slice stage's merges on disk for the full stage up to this many bytes (a
+#: quickstart's 15 MiniLM merges, not a 7B model's): below it a survivor is not merged twice
+KEEP_MERGED_BYTES = 2 * 1024**3
 #: dev caps per source: sized so that the default search on the quickstart's 4 members fits
 #: 10 minutes on 2 CPU cores (see docs of ``boom-merge tune``)
 DEFAULT_MAX_QUERIES = 100
@@ -147,18 +151,26 @@ class _Search:
         return objective_value(self.score(cand), self.objective)
 
     def _merge_and_score(self, cand: Candidate, stage: str) -> dict[str, Any]:
+        """Merge (or take the merge kept from the slice stage), score at ``stage``, then delete or keep it."""
         from boom_merge.merging import load_recipe, run_recipe
 
-        recipe = self.work / "candidate.yml"
-        recipe.write_text(recipe_text(cand, self.members, self.base), encoding="utf-8")
+        kept = self.work / "kept" / hashlib.sha1(f"{self.cache['setup']}|{cand.key}".encode()).hexdigest()[:20]
         model = self.work / "model"
         shutil.rmtree(model, ignore_errors=True)
         start = time.perf_counter()
-        config, text = load_recipe(recipe)
-        run_recipe(config, model, recipe_text=text)
+        if stage == "full" and kept.is_dir():
+            kept.rename(model)  # merged for the slice: no second merge
+        else:
+            recipe = self.work / "candidate.yml"
+            recipe.write_text(recipe_text(cand, self.members, self.base), encoding="utf-8")
+            config, text = load_recipe(recipe)
+            run_recipe(config, model, recipe_text=text)
         merged = time.perf_counter()
         try:
             scores = self.scorer(model) if stage == "full" else self.scorer.slice(model)  # type: ignore[attr-defined]
+            if stage == "slice" and self._room_for(model):
+                kept.parent.mkdir(exist_ok=True)
+                model.rename(kept)  # whole merges only: a rename, after the merge finished
         finally:
             shutil.rmtree(model, ignore_errors=True)
         record = {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
@@ -167,6 +179,13 @@ class _Search:
         if stage == "slice":
             record["per_query"] = scores.per_query
         return record
+
+    def _room_for(self, model: Path) -> bool:
+        """Whether ``model`` may stay on disk until the full stage (within :data:`KEEP_MERGED_BYTES`)."""
+        def size(folder: Path) -> int:
+            return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+        return size(self.work / "kept") + size(model) <= KEEP_MERGED_BYTES
 
     def best(self, candidates: Sequence[Candidate]) -> Candidate:
         """The rule's pick among ``candidates``; with racing, on the full scores of the group's survivors."""
