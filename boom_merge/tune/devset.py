@@ -6,7 +6,7 @@ It never merges, selects, or writes files.
 
 Everything here is the same for every candidate, so a search builds it once (:class:`DevSet`)
 instead of once per candidate: the dev texts read from disk, the MTEB task objects with their
-data and qrels loaded, and the tokenized batches (:func:`cache_tokenization`; every candidate
+data and qrels loaded (computing the main score's cut-off only: :func:`_main_k`), and the tokenized batches (:func:`cache_tokenization`; every candidate
 shares the members' tokenizer, and sentence-transformers batches texts by length, so a
 candidate's batches are the previous candidate's, bit for bit).
 
@@ -66,6 +66,18 @@ class _PerQuery:
         return super().task_specific_scores(scores, *args, **kwargs)  # type: ignore[misc]
 
 
+def _main_k(task: AbsTask) -> tuple[int, ...]:
+    """The cut-offs a dev task computes: the main score's and 1 (MTEB's score dict reads Recall@1).
+
+    MTEB computes every metric at k = 1, 3, 5, 10, 20, 100, 1000 and, for each, three nAUC
+    abstention scores (105 sklearn AUCs per task; 30 with k = 1, 10), a fixed cost per task and
+    candidate that no choice here reads. The ranking searched (``_top_k``, sized from the
+    class's own k values) stays as it is, so the main score is the same number.
+    """
+    main = task.metadata.main_score
+    return tuple(sorted({1, int(main.rsplit("_at_", 1)[1])})) if "_at_" in main else tuple(task.k_values)
+
+
 def slice_ids(source: str, query_ids: Sequence[str], doc_ids: Sequence[str], qrels: dict[str, dict[str, int]],
               spec: SliceSpec) -> tuple[list[str], list[str]]:
     """The queries and documents of ``source``'s slice (module docstring), in their given order."""
@@ -96,10 +108,12 @@ class DevSet:
                 if name not in available:
                     raise BoomError(f"no dev split of {name}", path=corpus / "dev")
                 recording = type(type(available[name]).__name__, (_PerQuery, type(available[name])), {})
-                full = recording()
+                full, cheap = recording(), recording()
                 full.load_data()
+                for task in (full, cheap):  # after __init__, which sized the search (_top_k) from the class's k
+                    task.k_values = _main_k(task)
                 self.full.append(full)
-                self.slice.append(_sliced(recording(), full, name, spec))
+                self.slice.append(_sliced(cheap, full, name, spec))
                 self.side_of[full.metadata.name] = side
         self.prepare_s = time.perf_counter() - start
 
