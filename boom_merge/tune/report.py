@@ -149,15 +149,15 @@ def _pareto(path: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: Cand
         for t, s in line:
             ax.annotate(f"t={t:g}", (100 * s.id_dev, 100 * s.ood_dev), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
+    faded = [s for _, s in raced_out if s.id_dev is not None and s.ood_dev is not None]
+    if faded:
+        ax.scatter([100 * s.id_dev for s in faded], [100 * s.ood_dev for s in faded], marker="x", color="grey",
+                   alpha=0.5, label="raced out (slice score)")
     best = [s for c, s in points if c.key == chosen.key]
     if best:
         ax.scatter([100 * best[0].id_dev], [100 * best[0].ood_dev], marker="*", s=250, c="red", zorder=5,
                    label=f"chosen: {chosen.describe(names)}")
         _level_line(ax, 100 * best[0].id_dev, 100 * best[0].ood_dev, objective)
-    faded = [s for _, s in raced_out if s.id_dev is not None and s.ood_dev is not None]
-    if faded:
-        ax.scatter([100 * s.id_dev for s in faded], [100 * s.ood_dev for s in faded], marker="x", color="grey",
-                   alpha=0.35, label="raced out (slice score)")
     ax.set_xlabel("ID dev average (x100)")
     ax.set_ylabel("OOD dev average (x100)")
     ax.set_title("boom-merge tune: dev scores of every candidate")
