@@ -510,7 +510,7 @@ def test_no_racing_flag_scores_every_candidate_on_the_full_caps(setup, tmp_path:
     assert all("racing" in row for row in data["candidates"]) and data["slice"]
     plain = CliRunner().invoke(main, [*args, "--no-racing", "-o", str(tmp_path / "plain")])
     assert plain.exit_code == 0, plain.output
-    assert "racing" not in plain.output
+    assert "Racing (fixed" not in plain.output and "racing (fixed" not in plain.output
     data = json.loads((tmp_path / "plain" / "candidates.json").read_text())
     assert data["racing"] is None and all(row["objective"] is not None for row in data["candidates"])
 
