@@ -463,12 +463,13 @@ def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(thr
     assert len(rows) == len(everything.candidates) and data["racing"]["fraction"] == 0.25
     dropped = rows["member-2"]
     assert dropped["racing"]["raced_out"] and dropped["objective"] is None
+    assert (dropped["racing"]["last_stage"], rows["base"]["racing"]["last_stage"]) == ("slice0.25s0", "full")
     assert dropped["racing"]["slice_objective"] == pytest.approx(0.41)
     assert dropped["racing"]["behind"] > dropped["racing"]["margin"] > 0
     assert not rows["base"]["racing"]["raced_out"] and rows["base"]["racing"]["reason"] == "the base"
     assert rows["base"]["objective"] == pytest.approx(0.1) and set(rows["base"]["profile"]) >= {"merge", "encode"}
     md = (tmp_path / "raced" / "candidates.md").read_text()
-    assert "| member-2 | n/a | n/a | n/a | 41.00 |" in md and "raced out: behind by more than the margin" in md
+    assert "| member-2 | n/a | n/a | n/a | 41.00 |" in md and "raced out after the 25% slice: behind by more than the margin" in md
     assert "Racing (fixed before scoring)" in md and "merge s | load s | tokenize s | encode s" in md
     all_rows = json.loads((tmp_path / "all" / "candidates.json").read_text())["candidates"]
     assert all("racing" not in row and row["objective"] is not None for row in all_rows)

@@ -101,7 +101,7 @@ def _markdown(rows: list[dict[str, Any]], chosen: Candidate, rule: str, soup: li
         cells = [mark, row["label"], _fmt(row["id_dev"]), _fmt(row["ood_dev"]), _fmt(row["objective"])]
         if racing:
             race = row.get("racing", {})
-            out = "raced out" if race.get("raced_out") else "full"
+            out = f"raced out after the {100 * racing['fraction']:g}% slice" if race.get("raced_out") else "full"
             cells += [_fmt(race.get("slice_objective")),
                       f"{_fmt(race.get('behind'))} ({_fmt(race.get('margin'))})" if race else "",
                       f"{out}: {race.get('reason', '')}" if race else ""]

@@ -258,7 +258,8 @@ def _racing_report(search: _Search, marks: dict[str, RaceMark]) -> dict[str, Any
         rows[cand.key] = {"slice_id_dev": scores.id_dev, "slice_ood_dev": scores.ood_dev,
                           "slice_objective": objective_value(scores, search.objective),
                           "behind": mark.behind, "margin": mark.margin,
-                          "raced_out": cand.key not in search.full, "reason": mark.reason}
+                          "raced_out": cand.key not in search.full, "reason": mark.reason,
+                          "last_stage": search.racing.spec.tag if cand.key not in search.full else "full"}
     return {"slice": search.racing.spec.tag, "fraction": search.racing.spec.fraction, "z": search.racing.z,
             "keep": search.racing.keep, "rule": racing_rule(search.racing), "candidates": rows}
 
