@@ -106,6 +106,7 @@ def _tune(study: Study, key: str, members: Sequence[Path]) -> Any:
     out.parent.mkdir(parents=True, exist_ok=True)
     run = partial(tune, list(members), out, base=study.base, corpus=study.corpus, in_domain=list(TRAIN_DOMAINS),
                   objective="balanced", max_queries=args.tune_queries, max_corpus=args.tune_corpus, force=True,
+                  racing=False,  # the id / ood rows re-select among every candidate: all need full dev scores
                   progress=False, echo=logger.info)
     if (out / "candidates.json").is_file():  # finished: nothing is scored again
         return run()

@@ -8,7 +8,7 @@ One call runs the whole pipeline on real offline data: build the corpora (traini
 domains, OOD test sources, OOD dev sources), train the BLS model and the BOOM members
 ({40,60,80,100}%, the 100% member being the BLS model), merge the members through the
 same mergekit path as ``mergekit-yaml recipes/boom.yml``, tune the merge with
-``boom-merge tune`` (objective ``balanced``, dev splits only: the OOD test sources are
+``boom-merge tune`` (objective ``balanced``, racing, dev splits only: the OOD test sources are
 never read for the choice), and evaluate base / BLS / BOOM / BOOM tuned with MTEB on the
 test splits of the training domains (in-domain) and held-out ones (OOD). Output layout
 (what ``recipes/*.yml`` expect when run from the repository root with the default
@@ -154,7 +154,8 @@ def _tune_record(result: TuneResult) -> dict[str, Any]:
     """What tune chose, for ``quickstart.json``."""
     return {"objective": TUNE_OBJECTIVE, "chosen": result.label, "key": result.chosen.key,
             "id_dev": result.scores.id_dev, "ood_dev": result.scores.ood_dev,
-            "candidates": len(result.candidates), "scored_now": result.scored_now, "rule": result.rule}
+            "candidates": len(result.candidates), "raced_out": len(result.raced_out), "scored_now": result.scored_now,
+            "rule": result.rule}
 
 
 def run_quickstart(

@@ -158,7 +158,7 @@ def auto_update_weight(
         work.mkdir(parents=True, exist_ok=True)
         setup = setup_fingerprint([old, update], base.path if base else old, corpus, tasks, max_queries, max_corpus)
         cache = load_score_cache(work, out / REPORT_DIR, setup)  # tune's cache: work dir, then candidates.json
-        scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
+        scorer = scorer or dev_scorer(corpus, tasks, max_queries=max_queries, max_corpus=max_corpus,
                                       device=device, batch_size=batch_size)
         table, scored_now = [], 0
         for weight in weights:

@@ -352,3 +352,21 @@ def test_bad_inputs_are_one_line_errors(corpus: Path, tiny_bert_base: Path, tmp_
         evaluate_models([tiny_bert_base], tiny_bert_base / "eval", corpus_dir=corpus)
     with pytest.raises(BoomError, match="no manifest.json"):
         evaluate_models([tiny_bert_base], tmp_path / "o5", corpus_dir=tmp_path)
+
+
+def test_scores_chart_draws_differences_from_bls(tmp_path: Path) -> None:
+    """scores.png shows each model minus BLS per task and average (points x100), not bars from 0."""
+    from boom_merge.evaluation.summary import Summary, differences, plot_scores
+
+    tasks = ["A", "B", "C"]
+    models = ["base", "BLS", "BOOM"]
+    scores = {"base": {"A": 0.50, "B": 0.60, "C": 0.70}, "BLS": {"A": 0.60, "B": 0.62, "C": 0.69},
+              "BOOM": {"A": 0.605, "B": 0.618, "C": 0.702}}
+    summary = Summary(models, tasks, {t: "ndcg_at_10" for t in tasks}, scores, {m: frozenset({"A", "B"}) for m in models})
+    gaps = differences(summary)
+    assert set(gaps) == {"base", "BOOM"}
+    assert gaps["BOOM"] == pytest.approx({"A": 0.5, "B": -0.2, "C": 1.2, ID_AVG: 0.15, OOD_AVG: 1.2})
+    assert gaps["base"]["A"] == pytest.approx(-10.0)
+    assert differences(summary, "base")["BLS"]["C"] == pytest.approx(-1.0)
+    plot_scores(summary, tmp_path / "scores.png")
+    assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")

@@ -135,15 +135,22 @@ def test_tuned_model_is_the_balanced_choice_on_dev_splits_only(quickstart_run) -
     data = json.loads((out / "tune/candidates.json").read_text())
     rows = data["candidates"]
     assert data["objective"] == "balanced" and len(rows) >= 10  # base, 4 members, bags, soups, scales, WiSE-FT
+    full = [row for row in rows if not row["racing"]["raced_out"]]  # racing: the rest has slice scores only
+    raced = [row for row in rows if row["racing"]["raced_out"]]
+    assert all(row["objective"] is None and row["racing"]["behind"] > row["racing"]["margin"] for row in raced)
     ood_tests = set(quickstart_run.summary.tasks) - set(quickstart_run.summary.in_domain["BLS"])
-    for row in rows:  # 4 ID dev + 4 OOD dev splits, never an OOD test source
+    for row in full:  # 4 ID dev + 4 OOD dev splits, never an OOD test source
         assert len(row["tasks"]) == len(TRAIN_DOMAINS) + len(OOD_DEV_SOURCES)
         assert not set(row["tasks"]) & ood_tests
-    chosen = _balanced_choice(rows)
+    for record in data["slice"].values():  # the slice reads the same dev splits
+        assert len(record["tasks"]) == len(TRAIN_DOMAINS) + len(OOD_DEV_SOURCES)
+        assert not set(record["tasks"]) & ood_tests
+    chosen = _balanced_choice(full)
     assert data["chosen"] == chosen["key"]
     tune = json.loads((out / "quickstart.json").read_text())["tune"]
     assert (tune["chosen"], tune["id_dev"], tune["ood_dev"]) == (chosen["label"], chosen["id_dev"], chosen["ood_dev"])
-    assert tune["candidates"] == len(rows) == len(quickstart_run.tune.candidates)
+    assert tune["candidates"] == len(full) == len(quickstart_run.tune.candidates)
+    assert tune["raced_out"] == len(raced) == len(quickstart_run.tune.raced_out)
     assert quickstart_run.tune.label == chosen["label"]
 
 

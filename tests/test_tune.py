@@ -228,8 +228,10 @@ def _recipe_identity(model: Path) -> tuple:
     return (names, params["interpolation"] if len(names) > 1 else "-", scheme, params["scale"])
 
 
-def test_the_search_follows_its_stages(setup, tmp_path: Path) -> None:
-    """Scores by hand: the soup of the two best members wins the bag, so the scale grid goes to the soup."""
+@pytest.fixture()
+def three_members(setup, tmp_path: Path) -> tuple[Path, list[Path], Path, dict]:
+    """A third member and each candidate's dev objective by hand: the soup of the two best members
+    beats the bag, so the scale grid goes to the soup."""
     base, members, corpus = setup
     third = make_tiny_st(tmp_path / "member-2", seed=9, perturb_from=base, perturb_scale=0.03)
     (third / "boom_member.json").write_text(json.dumps({"kind": "member", "sample_ratio": 0.75,
@@ -244,13 +246,19 @@ def test_the_search_follows_its_stages(setup, tmp_path: Path) -> None:
         (m0 | m1, "slerp", "ratio", 0.5): 0.70,  # the scale grid on the soup: chosen
         (m1, "-", "equal", 0.5): 0.62,           # the WiSE-FT line
     }
+    return base, [*members, third], corpus, table
+
+
+def test_the_search_follows_its_stages(three_members, tmp_path: Path) -> None:
+    """The exhaustive search scores exactly the candidates of its stages, and the soup at t = 0.5 wins."""
+    base, members, corpus, table = three_members
     seen = []
 
-    def scorer(model: Path) -> Scores:
+    def scorer(model: Path) -> Scores:  # no slice: the exhaustive search
         seen.append(_recipe_identity(model))
         return Scores(table[seen[-1]], table[seen[-1]], {})
 
-    result = tune([*members, third], tmp_path / "out", base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer,
+    result = tune(members, tmp_path / "out", base=base, corpus=corpus, scales=(0.5, 1.0), scorer=scorer,
                   progress=False)
     assert sorted(map(str, seen)) == sorted(map(str, table)) and len(seen) == len(table)
     assert result.label == "soup slerp ratio t=0.5 [member-0+member-1]"
@@ -351,3 +359,207 @@ def test_members_and_base_as_hub_ids_tune_like_the_dirs(setup, tmp_path: Path, h
         assert str(hub_cache) not in (tmp_path / "by-id" / name).read_text(), name
     a, b = _tensors(tmp_path / "by-dir" / "model"), _tensors(tmp_path / "by-id" / "model")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# --- racing: the margin, the rule, and a raced search against the exhaustive one --------
+
+from boom_merge.tune.race import paired_margin, race  # noqa: E402
+
+
+def _per_query(values: list[float], side: str = "id", task: str = "T") -> dict:
+    return {side: {task: {f"q{i}": v for i, v in enumerate(values)}}}
+
+
+def test_paired_margin_against_a_hand_computation() -> None:
+    leader = Scores(0.6, 0.5, per_query={**_per_query([0.9, 0.7, 0.5, 0.3]), **_per_query([1.0, 0.0], "ood", "U")})
+    other = Scores(0.5, 0.4, per_query={**_per_query([0.8, 0.7, 0.3, 0.3]), **_per_query([0.5, 0.3], "ood", "U")})
+    # ID diffs .1 0 .2 0: variance (ddof 1) = .009167; OOD diffs .5 -.3: variance .32
+    id_var, ood_var = np.var([0.1, 0, 0.2, 0], ddof=1) / 4, np.var([0.5, -0.3], ddof=1) / 2
+    assert paired_margin(leader, other, "balanced", z=2) == pytest.approx(2 * np.sqrt(0.25 * id_var + 0.25 * ood_var))
+    assert paired_margin(leader, other, "id", z=1) == pytest.approx(np.sqrt(id_var))
+    assert paired_margin(leader, Scores(0.5, 0.4), "balanced") == 0.0  # no per-query scores: no margin
+
+
+def test_race_drops_only_the_clearly_behind_outside_the_top_third_and_the_guarded() -> None:
+    noise = [0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.0]
+
+    def scores(level: float, wobble: float = 1.0) -> Scores:
+        values = [level + wobble * n for n in noise]
+        return Scores(level, level, per_query={**_per_query(values), **_per_query(values, "ood", "U")})
+
+    table = [
+        (candidate("base", [1], scale=0.0, order=0), scores(0.30)),           # far behind, guarded
+        (candidate("member", [0], order=1), scores(0.40)),                    # far behind: out
+        (candidate("member", [1], order=2), scores(0.35)),                    # far behind, guarded
+        (candidate("bag", [0, 1], order=3), scores(0.45)),                    # far behind, guarded
+        (candidate("bag", [0, 1], weights="ratio", order=4), scores(0.60)),   # the leader
+        (candidate("bag", [0, 1], scale=0.5, order=5), scores(0.595)),        # second: the top share
+        (candidate("bag", [0, 1], scale=0.75, order=6), scores(0.592, -1.0)),  # close behind: within the margin
+        (candidate("wise_ft", [1], scale=0.5, order=7), scores(0.35)),        # far behind: out
+    ]
+    guarded = {table[0][0].key: "the base", table[3][0].key: "the plain bag", table[2][0].key: "the best WiSE-FT point"}
+    marks = race(table, "balanced", keep=0.2, guarded=guarded)  # the top 2 of 8
+    kept = {c.describe(["a", "b"]): marks[c.key].kept for c, _ in table}
+    assert kept == {"base": True, "a": False, "b": True, "bag slerp equal t=1 [a+b]": True,
+                    "bag slerp ratio t=1 [a+b]": True, "bag slerp equal t=0.5 [a+b]": True,
+                    "bag slerp equal t=0.75 [a+b]": True, "WiSE-FT b t=0.5": False}
+    reasons = [marks[c.key].reason for c, _ in table]
+    assert reasons == ["the base", "behind by more than the margin", "the best WiSE-FT point", "the plain bag",
+                       "the slice leader", "top 2 on the slice", "within the margin", "behind by more than the margin"]
+    close = marks[table[6][0].key]
+    assert close.behind == pytest.approx(0.008) and close.margin > close.behind
+    assert marks[table[1][0].key].behind == pytest.approx(0.2) and marks[table[1][0].key].margin < 0.05
+    assert race(table, "balanced", keep=0.2, guarded={})[table[0][0].key].kept is False  # unguarded: out
+
+
+class TableScorer:
+    """A racing scorer from a table of full objectives: the slice adds 0.01 (an easier task) and
+    per-query wobble that differs by candidate, so the margins are real; counts every call."""
+
+    def __init__(self, table: dict) -> None:
+        self.table, self.calls = table, []
+
+    def _scores(self, model: Path, stage: str) -> Scores:
+        identity = _recipe_identity(model)
+        self.calls.append((stage, identity))
+        value = self.table[identity] + (0.01 if stage == "slice" else 0.0)
+        phase = (sum(map(ord, str(identity))) % 13) / 13
+        per_query = [value + 0.01 * np.sin(i + 7 * phase) for i in range(20)]
+        return Scores(value, value, {}, per_query={**_per_query(per_query), **_per_query(per_query, "ood", "U")})
+
+    def __call__(self, model: Path) -> Scores:
+        return self._scores(model, "full")
+
+    def slice(self, model: Path) -> Scores:
+        return self._scores(model, "slice")
+
+
+def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(three_members, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    import boom_merge.merging
+
+    base, members, corpus, table = three_members
+    options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
+    exhaustive = TableScorer(table)
+    everything = tune(members, tmp_path / "all", scorer=exhaustive, racing=False, **options)
+    merges = []
+    run_recipe = boom_merge.merging.run_recipe
+    monkeypatch.setattr(boom_merge.merging, "run_recipe", lambda *a, **k: merges.append(a[1]) or run_recipe(*a, **k))
+    raced_scorer = TableScorer(table)
+    raced = tune(members, tmp_path / "raced", scorer=raced_scorer, **options)
+    assert len(merges) == len(everything.candidates)  # the slice's merges are kept for the full stage
+    assert raced.chosen.key == everything.chosen.key and raced.label == "soup slerp ratio t=0.5 [member-0+member-1]"
+    assert (raced.scores.id_dev, raced.scores.ood_dev) == (everything.scores.id_dev, everything.scores.ood_dev)
+    out = {c.describe(["member-0", "member-1", "member-2"]) for c, _ in raced.raced_out}
+    assert {"member-0", "member-2", "bag linear equal t=1 [member-0+member-1+member-2]"} <= out
+    assert {"base", "bag slerp equal t=1 [member-0+member-1+member-2]", "WiSE-FT member-1 t=0.5"}.isdisjoint(out)
+    full_calls = [call for call in raced_scorer.calls if call[0] == "full"]
+    assert len(full_calls) == len(raced.candidates) < len(everything.candidates)
+    assert len(raced.candidates) + len(raced.raced_out) == len(everything.candidates)
+    assert len(raced_scorer.calls) == len(raced.candidates) + len(everything.candidates)  # each stage once
+    # the report: every candidate, raced-out ones marked with their slice scores, the profile columns
+    data = json.loads((tmp_path / "raced" / "candidates.json").read_text())
+    rows = {row["label"]: row for row in data["candidates"]}
+    assert len(rows) == len(everything.candidates) and data["racing"]["fraction"] == 0.25
+    dropped = rows["member-2"]
+    assert dropped["racing"]["raced_out"] and dropped["objective"] is None
+    assert (dropped["racing"]["last_stage"], rows["base"]["racing"]["last_stage"]) == ("slice0.25s0", "full")
+    assert dropped["racing"]["slice_objective"] == pytest.approx(0.41)
+    assert dropped["racing"]["behind"] > dropped["racing"]["margin"] > 0
+    assert not rows["base"]["racing"]["raced_out"] and rows["base"]["racing"]["reason"] == "the base"
+    assert rows["base"]["objective"] == pytest.approx(0.1) and set(rows["base"]["profile"]) >= {"merge", "encode"}
+    md = (tmp_path / "raced" / "candidates.md").read_text()
+    assert "| member-2 | n/a | n/a | n/a | 41.00 |" in md and "raced out after the 25% slice: behind by more than the margin" in md
+    assert "Racing (fixed before scoring)" in md and "merge s | load s | tokenize s | encode s" in md
+    all_rows = json.loads((tmp_path / "all" / "candidates.json").read_text())["candidates"]
+    assert all("racing" not in row and row["objective"] is not None for row in all_rows)
+
+
+def test_racing_is_deterministic_and_resumes(three_members, tmp_path: Path) -> None:
+    base, members, corpus, table = three_members
+    options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
+    first = tune(members, tmp_path / "one", scorer=TableScorer(table), **options)
+
+    class Interrupted(TableScorer):
+        def _scores(self, model: Path, stage: str) -> Scores:
+            if stage == "full" and sum(call[0] == "full" for call in self.calls) == 3:
+                raise KeyboardInterrupt  # in the full-cap stage, after the slice work
+            return super()._scores(model, stage)
+
+    stopped = Interrupted(table)
+    with pytest.raises(KeyboardInterrupt):
+        tune(members, tmp_path / "two", scorer=stopped, **options)
+    resumed = TableScorer(table)
+    second = tune(members, tmp_path / "two", scorer=resumed, **options)
+    assert len(stopped.calls) - 1 + len(resumed.calls) == second.scored_now + len(stopped.calls) - 1
+    assert not any(call in stopped.calls[:-1] for call in resumed.calls)  # nothing scored twice
+    assert second.chosen.key == first.chosen.key
+    one, two = (json.loads((tmp_path / name / "candidates.json").read_text()) for name in ("one", "two"))
+    strip = ("merge_s", "eval_s", "profile")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in one["candidates"]] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in two["candidates"]]
+
+
+def test_no_racing_flag_scores_every_candidate_on_the_full_caps(setup, tmp_path: Path) -> None:
+    base, members, corpus = setup
+    args = ["tune", *map(str, members), "--base", str(base), "--corpus", str(corpus), "--scales", "1",
+            "--max-queries", "8", "--max-corpus", "10", "--device", "cpu"]
+    raced = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "raced")])
+    assert raced.exit_code == 0, raced.output
+    assert "racing (fixed before scoring)" in raced.output and "raced out on the slice" in raced.output
+    data = json.loads((tmp_path / "raced" / "candidates.json").read_text())
+    assert all("racing" in row for row in data["candidates"]) and data["slice"]
+    plain = CliRunner().invoke(main, [*args, "--no-racing", "-o", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert "Racing (fixed" not in plain.output and "racing (fixed" not in plain.output
+    data = json.loads((tmp_path / "plain" / "candidates.json").read_text())
+    assert data["racing"] is None and all(row["objective"] is not None for row in data["candidates"])
+
+
+# --- the dev scorer: MTEB's numbers, once-per-search data, the slice -----------------
+
+
+def test_dev_scorer_equals_eval_and_reuses_tokenization(setup, tmp_path: Path) -> None:
+    """Scores equal `boom-merge eval`'s on the dev splits (an independent path: mteb.evaluate, files);
+    a second model with the same tokenizer tokenizes nothing; the slice is a seeded subset."""
+    from statistics import fmean
+
+    from boom_merge.evaluation import evaluate_models
+    from boom_merge.tune.scoring import dev_scorer, dev_tasks
+
+    base, members, corpus = setup
+    tasks = dev_tasks(corpus, members, None, need_ood=True)
+    scorer = dev_scorer(corpus, tasks, max_queries=8, max_corpus=10, device="cpu")
+    first, second = scorer(members[0]), scorer(members[1])
+    again = scorer(members[0])
+    assert again.tasks == first.tasks and first.profile["tokenize"] > 0 and again.profile["tokenize"] == 0
+    summary = evaluate_models(members, tmp_path / "eval", corpus=corpus, split="dev", tasks=["alpha", "beta", "gamma"],
+                              in_domain=["alpha", "beta"], max_queries=8, max_corpus=10, labels=["m0", "m1"],
+                              progress=False, device="cpu")
+    assert first.tasks == summary.scores["m0"] and second.tasks == summary.scores["m1"]
+    assert set(first.per_query) == {"id", "ood"} and len(first.per_query["id"]["BoomAlphaRetrieval"]) == 8
+    for side in first.per_query.values():  # the task score is the mean of its per-query scores
+        for task, per_query in side.items():
+            assert fmean(per_query.values()) == pytest.approx(first.tasks[task], abs=1e-5)
+    cheap = scorer.slice(members[0])
+    assert len(cheap.per_query["id"]["BoomAlphaRetrieval"]) == 2  # ceil(8 / 4)
+    assert set(cheap.per_query["id"]["BoomAlphaRetrieval"]) <= set(first.per_query["id"]["BoomAlphaRetrieval"])
+    assert {"load", "tokenize", "encode", "scoring", "mteb"} <= set(cheap.profile)
+
+
+def test_slice_ids_are_seeded_subsets_that_keep_the_relevant_documents() -> None:
+    from boom_merge.tune.devset import SliceSpec, slice_ids
+
+    queries = [f"q{i}" for i in range(40)]
+    docs = [f"d{i}" for i in range(200)]
+    qrels = {f"q{i}": {f"d{2 * i}": 1, f"d{2 * i + 1}": 1} for i in range(40)}
+    spec = SliceSpec(0.25, seed=0)
+    kept_q, kept_d = slice_ids("alpha", queries, docs, qrels, spec)
+    assert (len(kept_q), len(kept_d)) == (10, 50)
+    assert kept_q == sorted(kept_q, key=queries.index) and kept_d == sorted(kept_d, key=docs.index)
+    assert {doc for q in kept_q for doc in qrels[q]} <= set(kept_d)
+    assert slice_ids("alpha", queries, docs, qrels, spec) == (kept_q, kept_d)
+    assert slice_ids("beta", queries, docs, qrels, spec)[0] != kept_q  # each source its own draw
+    assert slice_ids("alpha", queries, docs, qrels, SliceSpec(0.25, seed=1))[0] != kept_q
+    with pytest.raises(BoomError, match="fraction"):
+        SliceSpec(0.0)

@@ -17,6 +17,7 @@ Examples:
   boom-merge tune runs/quickstart/members/member-* --base runs/quickstart/base \\
       --corpus ~/.cache/boom-merge/corpora/HASH -o runs/tune
   boom-merge tune members/* --base base/ --corpus CORPUS --objective ood -o tune-ood/ --merge
+  boom-merge tune members/* --base base/ --corpus CORPUS --no-racing -o tune-all/   # every candidate, full caps
   mergekit-yaml runs/tune/recipe.yml runs/tuned      # the chosen recipe, plain mergekit
 """
 
@@ -51,14 +52,19 @@ def _scales(value: str) -> tuple[float, ...]:
               help="The full-data (BLS) member for the WiSE-FT line (default: the one with sample_ratio 1).")
 @click.option("--full-grid", is_flag=True,
               help="Score the bag at every interpolation x weights x scale (default: scale grid on the best only).")
+@click.option("--racing/--no-racing", default=True, show_default=True,
+              help="Racing: score every candidate on a seeded slice of each dev source first and only those not "
+                   "clearly behind on the full caps; --no-racing scores every candidate on the full caps.")
+@click.option("--slice", "slice_fraction", type=click.FloatRange(0, 1, min_open=True), default=0.25,
+              show_default=True, help="Racing: the share of each dev source's queries and documents in the slice.")
 @click.option("--merge", "merge", is_flag=True, help="Also merge the chosen recipe into OUT/model.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT (its cached scores are reused).")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Encoding batch size.")
 def tune_command(
     members: tuple[Path, ...], base: Path, corpus: Path, out: Path, in_domain: tuple[str, ...], objective: str,
-    max_queries: int, max_corpus: int, scales: str, full: Path | None, full_grid: bool, merge: bool, force: bool,
-    device: str | None, batch_size: int,
+    max_queries: int, max_corpus: int, scales: str, full: Path | None, full_grid: bool, racing: bool,
+    slice_fraction: float, merge: bool, force: bool, device: str | None, batch_size: int,
 ) -> None:
     """Choose how to merge MEMBER... (dirs or Hub ids org/name[@REV]) on dev splits only: scale,
     interpolation, weights, greedy soup.
@@ -66,18 +72,23 @@ def tune_command(
     Every candidate is merged into a temporary dir, scored with MTEB on the dev splits of
     the training domains (ID) and of the OOD dev sources, and removed; the single-member
     WiSE-FT line (full-data member + base at each scale) is scored as the baseline.
-    Interrupted runs resume from their cached scores.
+    With racing (the default) candidates clearly behind on a small dev slice are dropped
+    before the full dev scoring (candidates.md says which, and why). Interrupted runs
+    resume from their cached scores.
     """
     from boom_merge.tune import tune
 
     result = tune(list(members), out, base=base, corpus=corpus, in_domain=comma_names(in_domain),
                   objective=objective, max_queries=max_queries, max_corpus=max_corpus, scales=_scales(scales),
-                  full=full, full_grid=full_grid, merge=merge, force=force, device=device, batch_size=batch_size,
+                  full=full, full_grid=full_grid, racing=racing, slice_fraction=slice_fraction, merge=merge,
+                  force=force, device=device, batch_size=batch_size,
                   echo=click.echo)
     scores = result.scores
     click.echo(f"chosen: {result.label} (ID dev {100 * scores.id_dev:.2f}"
                + (f", OOD dev {100 * scores.ood_dev:.2f}" if scores.ood_dev is not None else "") + ")")
-    click.echo(f"{len(result.candidates)} candidates ({result.scored_now} scored now); written to {result.out}")
+    raced = f", {len(result.raced_out)} more raced out on the slice" if racing else ""
+    click.echo(f"{len(result.candidates)} candidates on the full caps{raced} ({result.scored_now} scored now); "
+               f"written to {result.out}")
 
 
 COMMANDS = [tune_command]

@@ -4,7 +4,8 @@ Owns: the :class:`Summary` table, its renderings and chart, and the ``summary.js
 It never runs MTEB and imports no other boom-merge module.
 
 The library returns a :class:`Summary`; :func:`to_markdown` and :func:`to_text` render
-it (best per column in bold / with ``*``), :func:`plot_scores` draws the PNG chart.
+it (best per column in bold / with ``*``), :func:`plot_scores` draws the PNG chart
+(differences from the reference row per task, and ID against OOD average).
 ``summary.json`` (:data:`SUMMARY_FILE`) is :meth:`Summary.to_dict` plus what ``run`` adds
 (model paths and metadata); :func:`split_averages` is the ID / OOD mean over chosen
 sources that the study uses.
@@ -164,35 +165,91 @@ def to_text(summary: Summary) -> str:
     return "\n".join(lines) + "\n" + _legend(summary, "*") + "\n"
 
 
-def plot_scores(summary: Summary, path: Path) -> None:
-    """Grouped bar chart (``scores.png``): one group per column, one bar per model.
+def _reference(summary: Summary) -> str:
+    """The row the chart measures against: ``BLS`` when there is one, else the first model."""
+    return "BLS" if "BLS" in summary.models else summary.models[0]
 
-    In-domain bars are hatched.
+
+def differences(summary: Summary, reference: str | None = None) -> dict[str, dict[str, float]]:
+    """Each other model's score minus ``reference``'s (default: :func:`_reference`) per column, x100;
+    columns where either side has no value are left out."""
+    reference = reference or _reference(summary)
+    out: dict[str, dict[str, float]] = {}
+    for model in summary.models:
+        if model == reference:
+            continue
+        pairs = {c: (summary.value(model, c), summary.value(reference, c)) for c in summary.columns}
+        out[model] = {c: 100 * (mine - theirs) for c, (mine, theirs) in pairs.items()
+                      if mine is not None and theirs is not None}
+    return out
+
+
+def plot_scores(summary: Summary, path: Path) -> None:
+    """``scores.png``: what a reader compares, in points (x100).
+
+    Left: each model's difference from the reference (``BLS`` when there is one, else the
+    first model) per task and for the ID / OOD averages, 0 marked; the base (a row named
+    ``base``) is left out there when other models remain (its gap would set the scale), and
+    drawn on the right. Right: ID average against OOD average of every model (as tune's
+    ``pareto.png``), the base a square, the reference a circle. ``(ID)``: in-domain for the
+    reference.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reference = _reference(summary)
+    gaps = differences(summary, reference)
+    shown = [m for m in gaps if m != "base"] or list(gaps)
     columns = summary.columns
-    width = 0.8 / max(1, len(summary.models))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) * max(1, len(summary.models)) ** 0.5 + 2), 4.5))
-    for index, model in enumerate(summary.models):
-        values = [summary.value(model, column) for column in columns]
-        bars = ax.bar(
-            [x + (index - (len(summary.models) - 1) / 2) * width for x in range(len(columns))],
-            [0.0 if v is None else v for v in values],
-            width,
-            label=model,
-        )
-        for bar, column in zip(bars, columns):
-            if column in summary.tasks and summary.is_in_domain(model, column):
-                bar.set_hatch("//")
-    ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("main score")
-    ax.set_title("boom-merge eval (hatched: in-domain)")
-    ax.legend(fontsize=8)
+    labels = [f"{c} (ID)" if c in summary.tasks and summary.is_in_domain(reference, c) else c for c in columns]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.45 * len(columns) + 2)),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    colours = {model: f"C{i}" for i, model in enumerate(summary.models)}
+    step = 0.8 / max(1, len(shown))
+    for index, model in enumerate(shown):
+        rows = [row for row, column in enumerate(columns) if column in gaps[model]]
+        ys = [row + (index - (len(shown) - 1) / 2) * step for row in rows]
+        xs = [gaps[model][columns[row]] for row in rows]
+        left.hlines(ys, 0, xs, color=colours[model], linewidth=2, alpha=0.6)
+        left.scatter(xs, ys, color=colours[model], zorder=3, label=f"{model} - {reference}")
+        for x, y in zip(xs, ys):
+            left.annotate(f"{x:+.2f}", (x, y), xytext=(4 if x >= 0 else -4, 0), textcoords="offset points",
+                          ha="left" if x >= 0 else "right", va="center", fontsize=7)
+    left.axvline(0, color="black", linewidth=1)
+    for row in range(len(summary.tasks), len(columns)):  # the averages: shaded
+        left.axhspan(row - 0.5, row + 0.5, color="grey", alpha=0.12)
+    left.set_yticks(range(len(columns)))
+    left.set_yticklabels(labels, fontsize=8)
+    left.invert_yaxis()
+    span = max([abs(x) for model in shown for x in gaps[model].values()] + [0.05])
+    left.set_xlim(-1.3 * span, 1.3 * span)
+    left.set_xlabel(f"difference from {reference} (main score x100)")
+    left.set_title(f"per task: each model minus {reference}")
+    left.grid(axis="x", alpha=0.3)
+    left.legend(fontsize=8, loc="lower right")
+    _id_ood(right, summary, reference, colours)
+    fig.suptitle("boom-merge eval")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _id_ood(ax: Any, summary: Summary, reference: str, colours: dict[str, str]) -> None:
+    """ID average (x) against OOD average (y) per model, x100; the base a square, the reference a circle."""
+    points = [(m, summary.value(m, ID_AVG), summary.value(m, OOD_AVG)) for m in summary.models]
+    points = [(m, 100 * x, 100 * y) for m, x, y in points if x is not None and y is not None]
+    if not points:
+        ax.text(0.5, 0.5, "ID / OOD averages need in-domain and OOD tasks", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    for model, x, y in points:
+        marker = "s" if model == "base" else "o" if model == reference else "^"
+        ax.scatter([x], [y], color=colours[model], marker=marker, s=70, zorder=3)
+        ax.annotate(model, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    ax.set_xlabel(f"{ID_AVG} (x100)")
+    ax.set_ylabel(f"{OOD_AVG} (x100)")
+    ax.set_title("ID vs OOD average (up and right is better)")
+    ax.grid(alpha=0.3)
+    ax.margins(0.15)

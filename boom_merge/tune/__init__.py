@@ -4,8 +4,10 @@ Owns: the ``tune`` stage's public names.
 
 - :mod:`.candidates`: one ``boom`` recipe per candidate (members, interpolation, weights, scale);
 - :mod:`.select`: the selection rule and the greedy soup (pure functions over scores);
+- :mod:`.devset`: the dev data held once per search (tasks, the racing slice, tokenization);
 - :mod:`.scoring`: which dev splits judge, and the MTEB scorer;
-- :mod:`.run`: the search, the cache, the outputs (:func:`tune`);
+- :mod:`.race`: the racing margin and rule (pure functions over slice scores);
+- :mod:`.run`: the search, racing, the cache, the outputs (:func:`tune`);
 - :mod:`.report`: ``candidates.json`` / ``.md`` and ``pareto.png``.
 """
 

@@ -14,23 +14,32 @@ The search (fixed, staged so that its cost stays small):
 
 Every candidate is merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
 OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
-(:func:`boom_merge.tune.scoring.dev_scorer`: MTEB on the ID dev splits of the training
-domains and the OOD dev sources), and deleted. Scores are cached by candidate key in the
-work dir (an interrupted run resumes) and in ``OUT/candidates.json`` (a finished run
-re-selects with ``--force`` without scoring again). The selection rule
-(:mod:`boom_merge.tune.select`) picks the candidate; OUT gets ``recipe.yml``,
-``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``, ``model/``. OUT's lock is
-held from the first candidate to the last file, so a second tune into OUT fails at once.
+(:class:`boom_merge.tune.scoring.DevScorer`: MTEB on the ID dev splits of the training
+domains and the OOD dev sources, its tasks, texts and tokenization held for the whole
+search), and deleted.
+
+Racing (the default; ``racing=False`` / ``--no-racing`` is the exhaustive search): steps 1-5
+run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of step 2 (and the
+bag-or-soup of step 3) is decided on the full scores of the group's candidates within the
+racing margin on the slice; then :func:`boom_merge.tune.race.race` drops the candidates
+clearly behind the slice leader, the rest are scored on the full caps, and the selection rule
+(:mod:`boom_merge.tune.select`) picks among the candidates with full scores. Scores are
+cached per stage and candidate key in the work dir (an interrupted run resumes) and in
+``OUT/candidates.json`` (a finished run re-selects with ``--force`` without scoring again).
+OUT gets ``recipe.yml``, ``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``,
+``model/``. OUT's lock is held from the first candidate to the last file, so a second tune
+into OUT fails at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,8 @@ from boom_merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
 )
+from boom_merge.tune.devset import SliceSpec
+from boom_merge.tune.race import DEFAULT_KEEP, DEFAULT_Z, RaceMark, protected, race
 from boom_merge.tune.report import write_report
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, dev_tasks, setup_fingerprint
 from boom_merge.tune.select import Objective, Scores, SoupStep, choose, greedy_soup, objective_value, selection_rule
@@ -48,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_FILE = "scores.json"
 CANDIDATES_FILE = "candidates.json"
+#: racing keeps the slice stage's merges on disk for the full stage up to this many bytes (a
+#: quickstart's 15 MiniLM merges, not a 7B model's): below it a survivor is not merged twice
+KEEP_MERGED_BYTES = 2 * 1024**3
 #: dev caps per source: sized so that the default search on the quickstart's 4 members fits
 #: 10 minutes on 2 CPU cores (see docs of ``boom-merge tune``)
 DEFAULT_MAX_QUERIES = 100
@@ -66,6 +80,8 @@ class TuneResult:
     candidates: list[tuple[Candidate, Scores]]
     soup_steps: list[SoupStep]
     scored_now: int
+    #: candidates raced out on the slice (never scored on the full caps), with their slice scores
+    raced_out: list[tuple[Candidate, Scores]] = field(default_factory=list)
 
 
 def full_data_member(members: Sequence[Path]) -> int:
@@ -90,52 +106,102 @@ def _weight_schemes(members: Sequence[Path]) -> list[str]:
 
 
 class _Search:
-    """Scores candidates once each (merge, score, delete), with the cache on disk."""
+    """Scores candidates (merge, score, delete), each stage once, with the cache on disk.
+
+    ``stage`` is what the search's own decisions read: ``full`` (exhaustive) or ``slice`` (racing).
+    With racing, :meth:`best` races its group first: the bags within the racing margin of the
+    group's slice leader are scored on the full caps and the best full score wins.
+    """
 
     def __init__(self, members: list[str | Path], base: str | Path, work: Path, scorer: Scorer,
-                 cache: dict[str, Any], objective: Objective, progress: Any) -> None:
+                 cache: dict[str, Any], objective: Objective, progress: Any, *, racing: Racing | None) -> None:
         self.members, self.base, self.work, self.scorer = members, base, work, scorer
-        self.cache, self.objective, self.progress = cache, objective, progress
-        self.scored: dict[str, tuple[Candidate, Scores]] = {}
+        self.cache, self.objective, self.progress, self.racing = cache, objective, progress, racing
+        self.stage = "slice" if racing else "full"
+        self.scored: dict[str, tuple[Candidate, Scores]] = {}  # at the search's stage, in search order
+        self.full: dict[str, tuple[Candidate, Scores]] = {}
         self.scored_now = 0
 
     def score(self, cand: Candidate) -> Scores:
-        if cand.key in self.scored:
-            return self.scored[cand.key][1]
-        record = self.cache["scores"].get(cand.key)
+        """The candidate's scores at the search's stage."""
+        if cand.key not in self.scored:
+            self.scored[cand.key] = (cand, self._scores(cand, self.stage))
+        return self.scored[cand.key][1]
+
+    def full_score(self, cand: Candidate) -> Scores:
+        """The candidate's scores on the full caps."""
+        if cand.key not in self.full:
+            cand = self.scored.get(cand.key, (cand,))[0]  # the first of equal recipes keeps its place in the search
+            self.full[cand.key] = (cand, self._scores(cand, "full"))
+        return self.full[cand.key][1]
+
+    def _scores(self, cand: Candidate, stage: str) -> Scores:
+        bucket, key = ("scores", cand.key) if stage == "full" else ("slice", f"{self.racing.spec.tag}|{cand.key}")
+        record = self.cache[bucket].get(key)
         if record is None:
-            record = self._merge_and_score(cand)
-            self.cache["scores"][cand.key] = record
+            record = self._merge_and_score(cand, stage)
+            self.cache[bucket][key] = record
             write_json_atomic(self.work / CACHE_FILE, self.cache)
             self.scored_now += 1
-        scores = Scores(record["id_dev"], record["ood_dev"], record["tasks"])
-        self.scored[cand.key] = (cand, scores)
         self.progress.update(1)
-        return scores
+        return Scores(record["id_dev"], record["ood_dev"], record["tasks"], record.get("per_query", {}),
+                      record.get("profile", {}))
 
     def value(self, cand: Candidate) -> float:
         return objective_value(self.score(cand), self.objective)
 
-    def _merge_and_score(self, cand: Candidate) -> dict[str, Any]:
+    def _merge_and_score(self, cand: Candidate, stage: str) -> dict[str, Any]:
+        """Merge (or take the merge kept from the slice stage), score at ``stage``, then delete or keep it."""
         from boom_merge.merging import load_recipe, run_recipe
 
-        recipe = self.work / "candidate.yml"
-        recipe.write_text(recipe_text(cand, self.members, self.base), encoding="utf-8")
+        kept = self.work / "kept" / hashlib.sha1(f"{self.cache['setup']}|{cand.key}".encode()).hexdigest()[:20]
         model = self.work / "model"
         shutil.rmtree(model, ignore_errors=True)
         start = time.perf_counter()
-        config, text = load_recipe(recipe)
-        run_recipe(config, model, recipe_text=text)
+        if stage == "full" and kept.is_dir():
+            kept.rename(model)  # merged for the slice: no second merge
+        else:
+            recipe = self.work / "candidate.yml"
+            recipe.write_text(recipe_text(cand, self.members, self.base), encoding="utf-8")
+            config, text = load_recipe(recipe)
+            run_recipe(config, model, recipe_text=text)
         merged = time.perf_counter()
         try:
-            scores = self.scorer(model)
+            scores = self.scorer(model) if stage == "full" else self.scorer.slice(model)  # type: ignore[attr-defined]
+            if stage == "slice" and self._room_for(model):
+                kept.parent.mkdir(exist_ok=True)
+                model.rename(kept)  # whole merges only: a rename, after the merge finished
         finally:
             shutil.rmtree(model, ignore_errors=True)
-        return {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
-                "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2)}
+        record = {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
+                  "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2),
+                  "profile": {"merge": round(merged - start, 3), **scores.profile}}
+        if stage == "slice":
+            record["per_query"] = scores.per_query
+        return record
+
+    def _room_for(self, model: Path) -> bool:
+        """Whether ``model`` may stay on disk until the full stage (within :data:`KEEP_MERGED_BYTES`)."""
+        def size(folder: Path) -> int:
+            return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+        return size(self.work / "kept") + size(model) <= KEEP_MERGED_BYTES
 
     def best(self, candidates: Sequence[Candidate]) -> Candidate:
-        return choose([(c, self.score(c)) for c in candidates], self.objective)
+        """The rule's pick among ``candidates``; with racing, on the full scores of the group's survivors."""
+        if self.racing is None:
+            return choose([(c, self.score(c)) for c in candidates], self.objective)
+        marks = race([(c, self.score(c)) for c in candidates], self.objective, z=self.racing.z, keep=0.0)
+        return choose([(c, self.full_score(c)) for c in candidates if marks[c.key].kept], self.objective)
+
+
+@dataclass(frozen=True)
+class Racing:
+    """Racing settings: the slice, the margin's z, the share always kept (:mod:`.race`)."""
+
+    spec: SliceSpec = SliceSpec()
+    z: float = DEFAULT_Z
+    keep: float = DEFAULT_KEEP
 
 
 def _run_search(search: _Search, full: int, scales: Sequence[float], schemes: Sequence[str],
@@ -172,6 +238,44 @@ def _run_search(search: _Search, full: int, scales: Sequence[float], schemes: Se
     return steps
 
 
+def racing_rule(racing: Racing) -> str:
+    """The racing rule in words, printed before scoring."""
+    return (f"racing (fixed before scoring): every candidate first on a seeded {racing.spec.fraction:.0%} slice of "
+            f"each dev source's queries and documents; the search's choices of bag setting are made on the full "
+            f"scores of the bags within the margin on the slice, its other steps on slice scores; then only "
+            f"candidates behind the slice leader by more than {racing.z:g} standard errors of the paired per-query "
+            f"difference, outside the top {racing.keep:.0%} and not the base, the plain bag or the best WiSE-FT "
+            f"point are dropped; the rest are scored on the full caps and the selection rule picks among them")
+
+
+def _racing_report(search: _Search, marks: dict[str, RaceMark]) -> dict[str, Any]:
+    """Each candidate's slice scores and racing outcome, for the report."""
+    rows = {}
+    for cand, scores in search.scored.values():
+        mark = marks[cand.key]
+        if cand.key in search.full and not mark.kept:
+            mark = RaceMark(True, mark.behind, mark.margin, "scored on the full caps for the search's bag choice")
+        rows[cand.key] = {"slice_id_dev": scores.id_dev, "slice_ood_dev": scores.ood_dev,
+                          "slice_objective": objective_value(scores, search.objective),
+                          "behind": mark.behind, "margin": mark.margin,
+                          "raced_out": cand.key not in search.full, "reason": mark.reason,
+                          "last_stage": search.racing.spec.tag if cand.key not in search.full else "full"}
+    return {"slice": search.racing.spec.tag, "fraction": search.racing.spec.fraction, "z": search.racing.z,
+            "keep": search.racing.keep, "rule": racing_rule(search.racing), "candidates": rows}
+
+
+def _final_race(search: _Search, members: int, full: int) -> dict[str, RaceMark]:
+    """Race every candidate on its slice scores; score the survivors on the full caps."""
+    racing = search.racing
+    slice_scored = list(search.scored.values())
+    guarded = protected(slice_scored, search.objective, members, full)
+    marks = race(slice_scored, search.objective, z=racing.z, keep=racing.keep, guarded=guarded)
+    for cand, _ in slice_scored:
+        if marks[cand.key].kept or cand.key in search.full:
+            search.full_score(cand)
+    return marks
+
+
 def _planned(members: int, scales: int, schemes: int, full_grid: bool) -> int:
     """An upper bound on the number of candidates (the progress bar's total)."""
     if members == 1:
@@ -181,8 +285,12 @@ def _planned(members: int, scales: int, schemes: int, full_grid: bool) -> int:
 
 
 def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
-    """Scores of earlier runs with the same setup: the work dir's cache, then OUT's candidates."""
-    cache: dict[str, Any] = {"setup": setup, "scores": {}}
+    """Scores of earlier runs with the same setup: the work dir's cache, then OUT's candidates.
+
+    ``scores``: full-cap records by candidate key; ``slice``: racing-slice records by
+    ``SLICE_TAG|KEY`` (:attr:`SliceSpec.tag`).
+    """
+    cache: dict[str, Any] = {"setup": setup, "scores": {}, "slice": {}}
     for file in (out / CANDIDATES_FILE, work / CACHE_FILE):
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -192,6 +300,7 @@ def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, 
             logger.warning("%s: scores of another setup; not reused", file)
             continue
         cache["scores"].update(data.get("scores", {}))
+        cache["slice"].update(data.get("slice", {}))
     return cache
 
 
@@ -243,12 +352,16 @@ def tune(
     batch_size: int = 32,
     progress: bool = True,
     scorer: Scorer | None = None,
+    racing: bool = True,
+    slice_fraction: float = SliceSpec.fraction,
     echo: Callable[[str], None] = logger.info,
 ) -> TuneResult:
     """Tune the merge of ``members`` (trained from ``base``) on the dev splits of ``corpus``.
 
     Members, base and ``full`` are local dirs or Hub ids (``org/name[@REV]``); recipes name a Hub
-    model ``org/name@COMMIT``.
+    model ``org/name@COMMIT``. ``racing`` (default) scores every candidate on a ``slice_fraction``
+    slice of each dev source first and only the survivors on the full caps (:mod:`.race`);
+    ``racing=False`` is the exhaustive search. A ``scorer`` without a ``slice`` method cannot race.
     """
     from tqdm.auto import tqdm
 
@@ -271,27 +384,35 @@ def tune(
         if full_path.resolve() not in resolved:
             raise BoomError("--full must be one of the members", path=Path(full))
         full_index = resolved.index(full_path.resolve())
+    settings = Racing(SliceSpec(slice_fraction)) if racing else None
     inputs = [*members, base, corpus]
     check_output(out, inputs=inputs, force=force)
     tasks: DevTasks = dev_tasks(corpus, members, in_domain, need_ood=objective != "id")
     setup = setup_fingerprint(members, base, corpus, tasks, max_queries, max_corpus)
     echo(rule)
+    if settings is not None:
+        echo(racing_rule(settings))
     echo(f"ID dev: {', '.join(tasks.in_domain)}; OOD dev: {', '.join(tasks.out_of_domain) or 'none'}")
     with output_lock(out):  # held for the whole search: a second tune into OUT fails fast, never shares the work dir
         work = out.parent / f".{out.name}.tune-work"
         work.mkdir(parents=True, exist_ok=True)
         cache = load_score_cache(work, out, setup)
-        scorer = scorer or dev_scorer(corpus, tasks, work=work, max_queries=max_queries, max_corpus=max_corpus,
-                                      device=device, batch_size=batch_size)
+        scorer = scorer or dev_scorer(corpus, tasks, max_queries=max_queries, max_corpus=max_corpus,
+                                      device=device, batch_size=batch_size, spec=SliceSpec(slice_fraction))
+        if settings is not None and not hasattr(scorer, "slice"):
+            logger.warning("the scorer has no slice: exhaustive search (no racing)")
+            settings = None
         schemes = _weight_schemes(members)
-        bar = tqdm(total=_planned(len(members), len(scales), len(schemes), full_grid), desc="tune",
-                   unit="candidate", disable=not progress)
-        search = _Search(refs, base_ref, work, scorer, cache, objective, bar)
+        planned = _planned(len(members), len(scales), len(schemes), full_grid)
+        bar = tqdm(total=planned + (planned // 2 if settings else 0), desc="tune", unit="score", disable=not progress)
+        search = _Search(refs, base_ref, work, scorer, cache, objective, bar, racing=settings)
         with bar:
             steps = _run_search(search, full_index, scales, schemes, full_grid)
+            marks = _final_race(search, len(members), full_index) if settings else {}
             bar.total = bar.n  # the planned count is an upper bound (equal recipes are scored once)
             bar.refresh()
-        scored = list(search.scored.values())
+        scored = list(search.full.values()) if settings else list(search.scored.values())
+        raced_out = [pair for pair in search.scored.values() if pair[0].key not in search.full] if settings else []
         chosen = choose(scored, objective)
         names = [name for _, _, name in tuned]
         with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
@@ -300,12 +421,13 @@ def tune(
             text = recipe_text(chosen, refs, base_ref, header)
             (tmp / "recipe.yml").write_text(text, encoding="utf-8")
             write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
-                         setup=setup, cache=cache["scores"])
+                         setup=setup, cache=cache, racing=_racing_report(search, marks) if settings else None,
+                         raced_out=raced_out)
             if merge:
                 from boom_merge.merging import load_recipe, run_recipe
 
                 config, loaded = load_recipe(tmp / "recipe.yml")
                 run_recipe(config, tmp / "model", recipe_text=loaded)
         shutil.rmtree(work, ignore_errors=True)
-        return TuneResult(out, rule, chosen, chosen.describe(names), search.scored[chosen.key][1], scored, steps,
-                          search.scored_now)
+        return TuneResult(out, rule, chosen, chosen.describe(names), dict(scored)[chosen], scored, steps,
+                          search.scored_now, raced_out)

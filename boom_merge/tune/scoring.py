@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
+from boom_merge.tune.devset import DevSet, SliceSpec, TokenCache
 from boom_merge.tune.select import Scores
 
 #: a scorer maps a merged model dir to its dev scores
@@ -90,24 +91,100 @@ def setup_fingerprint(members: Sequence[Path], base: Path, corpus: Path, tasks: 
     }
 
 
-def dev_scorer(corpus: Path, tasks: DevTasks, *, work: Path, max_queries: int | None, max_corpus: int | None,
-               device: str | None = None, batch_size: int = 32) -> Scorer:
-    """A scorer running :func:`boom_merge.evaluation.evaluate_models` on the dev splits."""
-    from boom_merge.evaluation import evaluate_models
-    from boom_merge.evaluation.summary import ID_AVG, OOD_AVG
+class DevScorer:
+    """Scores a model on the dev splits with MTEB: the full caps (``scorer(model)``) or the racing
+    slice (``scorer.slice(model)``); the tasks, texts, qrels and tokenization are held for the search.
 
-    def score(model: Path) -> Scores:
-        out = work / "eval"
-        shutil.rmtree(out, ignore_errors=True)
+    Each task runs through MTEB's own evaluator (``task.evaluate``: encoding, search, pytrec_eval),
+    the step ``mteb.evaluate`` runs per task; what is skipped is its per-candidate bookkeeping
+    (result files, model meta, summary, chart), which decides nothing here. The scores equal
+    :func:`boom_merge.evaluation.evaluate_models`' (``tests/test_tune.py`` checks it). Each
+    :class:`Scores` carries per-query scores (for racing margins) and a profile in seconds:
+    ``load`` (check and load the model), ``tokenize`` (cache misses), ``encode`` (the forward
+    passes), ``scoring`` (similarity search and pytrec_eval's metrics), ``mteb`` (the rest of
+    ``task.evaluate``: data loaders, dataset conversion, bookkeeping).
+    """
+
+    def __init__(self, corpus: Path, tasks: DevTasks, *, max_queries: int | None, max_corpus: int | None,
+                 device: str | None = None, batch_size: int = 32, spec: SliceSpec = SliceSpec()) -> None:
+        self.corpus, self.dev_tasks, self.spec = corpus, tasks, spec
+        self.max_queries, self.max_corpus, self.device, self.batch_size = max_queries, max_corpus, device, batch_size
+        self._devset: DevSet | None = None
+        self.tokens = TokenCache()
+
+    @property
+    def devset(self) -> DevSet:
+        """The dev tasks, built on first use (once per search)."""
+        if self._devset is None:
+            self._devset = DevSet(self.corpus, {"id": self.dev_tasks.in_domain, "ood": self.dev_tasks.out_of_domain},
+                                  max_queries=self.max_queries, max_corpus=self.max_corpus, spec=self.spec)
+        return self._devset
+
+    def __call__(self, model: Path) -> Scores:
+        return self.score(model, "full")
+
+    def slice(self, model: Path) -> Scores:
+        """Scores on the racing slice."""
+        return self.score(model, "slice")
+
+    def score(self, model: Path, stage: str) -> Scores:
+        """Scores of ``model`` on the ``full`` caps or the ``slice``, with per-query scores and a profile."""
+        from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+        from mteb.timing import TimingStack
+
+        from boom_merge.evaluation.summary import ID_AVG, OOD_AVG, split_averages
+        from boom_merge.models import load_sentence_transformer
+
+        devset = self.devset
+        start = time.perf_counter()
+        loaded = load_sentence_transformer(Path(model), device=self.device)
+        self.tokens.attach(loaded, Path(model))
+        encoder = SentenceTransformerEncoderWrapper(loaded)
+        encoding = _timed(encoder)
+        profile = {"load": time.perf_counter() - start}
+        tokenized, timer = self.tokens.seconds, TimingStack()
+        scores: dict[str, float] = {}
+        per_query: dict[str, dict[str, dict[str, float]]] = {"id": {}, "ood": {}}
+        evaluating = time.perf_counter()
+        for task in devset.tasks(stage):
+            split = task.metadata.eval_splits[0]
+            result = task.evaluate(encoder, split, encode_kwargs={"batch_size": self.batch_size,
+                                                                  "show_progress_bar": False}, timer=timer)
+            name = task.metadata.name
+            scores[name] = float(result["default"]["main_score"])
+            per_query[devset.side_of[name]][name] = dict(getattr(task, "per_query", {}))  # retrieval tasks only
+        total = time.perf_counter() - evaluating
+        phase = {name: sum(p["end"] - p["start"] for p in timer.phases if p["name"] == name)
+                 for name in ("Encoding queries", "Searching corpus", "Scoring")}
+        profile["tokenize"] = self.tokens.seconds - tokenized
+        profile["encode"] = encoding[0] - profile["tokenize"]
+        # similarity search: the search phases less the corpus encoding inside them
+        search = max(0.0, phase["Encoding queries"] + phase["Searching corpus"] - encoding[0])
+        profile["scoring"] = search + phase["Scoring"]
+        profile["mteb"] = max(0.0, total - encoding[0] - profile["scoring"])
+        averages = split_averages(scores, list(per_query["id"]), list(per_query["ood"]))
+        return Scores(averages[ID_AVG], averages[OOD_AVG], scores, per_query=per_query,
+                      profile={k: round(v, 3) for k, v in profile.items()})
+
+
+def _timed(encoder: Any) -> list[float]:
+    """Route ``encoder.encode`` through a clock; the returned list's one item sums its seconds."""
+    seconds = [0.0]
+    own = encoder.encode
+
+    def encode(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
         try:
-            summary = evaluate_models(
-                [model], out, corpus=corpus, split="dev", tasks=[*tasks.in_domain, *tasks.out_of_domain],
-                in_domain=list(tasks.in_domain), max_queries=max_queries, max_corpus=max_corpus,
-                labels=["candidate"], progress=False, device=device, batch_size=batch_size,
-            )
+            return own(*args, **kwargs)
         finally:
-            shutil.rmtree(out, ignore_errors=True)
-        return Scores(summary.value("candidate", ID_AVG), summary.value("candidate", OOD_AVG),
-                      dict(summary.scores["candidate"]))
+            seconds[0] += time.perf_counter() - start
 
-    return score
+    encoder.encode = encode
+    return seconds
+
+
+def dev_scorer(corpus: Path, tasks: DevTasks, *, max_queries: int | None, max_corpus: int | None,
+               device: str | None = None, batch_size: int = 32, spec: SliceSpec = SliceSpec()) -> DevScorer:
+    """The dev scorer of a search: the dev set is built on its first score and held to the end."""
+    return DevScorer(corpus, tasks, max_queries=max_queries, max_corpus=max_corpus, device=device,
+                     batch_size=batch_size, spec=spec)

@@ -36,11 +36,17 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Scores:
-    """Dev scores of one candidate: the two averages and the main score of every task."""
+    """Dev scores of one candidate: the two averages and the main score of every task.
+
+    ``per_query``: side (``id`` / ``ood``) -> task -> query id -> score, for racing margins;
+    ``profile``: seconds per part of the scoring (:class:`boom_merge.tune.scoring.DevScorer`).
+    """
 
     id_dev: float | None
     ood_dev: float | None
     tasks: dict[str, float] = field(default_factory=dict)
+    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    profile: dict[str, float] = field(default_factory=dict)
 
 
 def selection_rule(objective: Objective) -> str:
