@@ -24,12 +24,20 @@ float64 (:func:`tensor_norm`): torch's float32 reduction over a whole embedding 
 
 With a base, ``scale`` (t) scales the merged delta: ``base + t * merge(members - base)``
 (WiSE-FT of the merge; with one member, WiSE-FT of that member). t = 1 skips the step.
+
+Both kernels refuse non-finite input (:class:`NonFiniteInputError`, naming the tensor and the
+input's id), whichever door calls them: ``boom-merge merge``, plain ``mergekit-yaml``, mergekit's
+in-memory API, ``SentenceTransformer.merge``. NaN and Inf propagate into every merged element
+they touch, so the kernel checks its *output* with one float32 sum (:func:`_refuse_non_finite`)
+and looks for the culprit among the inputs only when that sum is not finite; an input returned
+as it is (one member, alpha = 0 or 1) is that output, and an input a kernel leaves out (the
+updates at alpha = 0, the existing model at alpha = 1) is not read. The inputs are not read again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import torch
@@ -47,6 +55,32 @@ from typing_extensions import Annotated
 Interpolation = Literal["slerp", "linear"]
 EPS = 1e-8
 NORM_BLOCK = 1024
+
+
+class NonFiniteInputError(ValueError):
+    """An input tensor of a BOOM kernel holds NaN or Inf: ``tensor`` (its name, when mergekit
+    gives one) of the input whose id is ``input_id`` (mergekit's ``ModelReference`` under
+    ``run_merge``, the input's index under ``merge_tensors`` / ``merge_state_dicts``)."""
+
+    def __init__(self, tensor: str | None, input_id: Hashable):
+        self.tensor, self.input_id = tensor, input_id
+        super().__init__(f"tensor {tensor!r} of input {input_id} contains NaN or Inf values")
+
+
+def _refuse_non_finite(group: TensorGroup, result: torch.Tensor) -> torch.Tensor:
+    """``result``, unless it is not finite because an input is not: then raise naming that input.
+
+    One float32 sum over the output (a NaN or Inf in any input reaches it); the inputs are
+    searched element-wise only when that sum is not finite. Finite inputs whose merge overflows
+    are returned as they are.
+    """
+    if not result.is_floating_point() or bool(torch.isfinite(result.sum(dtype=torch.float32))):
+        return result
+    for entry in (*group.non_base, *((group.base,) if group.base is not None else ())):
+        tensor = entry.tensor.float() if entry.tensor.element_size() == 1 else entry.tensor
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteInputError(group.metadata.name, entry.id)
+    return result
 
 
 def tensor_norm(tensor: torch.Tensor) -> float:
@@ -164,10 +198,9 @@ def boom_merge(
     if scale != 1.0 and origin is None:
         raise ValueError(f"boom: scale={scale} needs a base_model (output = base + scale * merged delta)")
     if len(members) == 1 and scale == 1.0:
-        return members[0].tensor
-    return combine(
-        [entry.tensor for entry in members], weight.values_for(members), interpolation, origin, scale
-    )
+        return _refuse_non_finite(group, members[0].tensor)
+    merged = combine([entry.tensor for entry in members], weight.values_for(members), interpolation, origin, scale)
+    return _refuse_non_finite(group, merged)
 
 
 @merge_method(
@@ -190,17 +223,14 @@ def boom_incremental_merge(
     existing = group.base.tensor
     updates = group.non_base
     if update_weight == 0.0:
-        return existing
+        return _refuse_non_finite(group, existing)
     shares = [update_weight * w for w in _normalised(weight.values_for(updates))]
     if update_weight == 1.0:
         if len(updates) == 1:
-            return updates[0].tensor
-        return combine([entry.tensor for entry in updates], shares, interpolation)
-    return combine(
-        [existing, *(entry.tensor for entry in updates)],
-        [1.0 - update_weight, *shares],
-        interpolation,
-    )
+            return _refuse_non_finite(group, updates[0].tensor)
+        return _refuse_non_finite(group, combine([entry.tensor for entry in updates], shares, interpolation))
+    merged = combine([existing, *(entry.tensor for entry in updates)], [1.0 - update_weight, *shares], interpolation)
+    return _refuse_non_finite(group, merged)
 
 
 BOOM_METHODS: tuple[MergeMethod, ...] = (boom_merge, boom_incremental_merge)

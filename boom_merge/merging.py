@@ -152,14 +152,56 @@ def plan_merge(
     check_output(out, inputs=[m.path for m in models], force=force, into_existing=into_existing)
     files = [model_files(_transformer_dir(m.path), allow_pickle=allow_pickle) for m in models]
     check_same_tensors(files)
-    for model in models:
-        check_model(model.path, allow_pickle=allow_pickle)
+    for model in models:  # a BOOM kernel checks the weights it reads (no pass of its own)
+        check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not _kernel_checks_finite(config))
     config = _with_dtypes(config, stored_dtype(files[0]), dtype)
     head = plan_head(config, [m.path for m in models])
     return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
 
 
-# ---------------------------------------------------------------- 4. finish (step 3 is mergekit)
+def _kernel_checks_finite(config: Any) -> bool:
+    """Whether every tensor goes through a kernel that refuses NaN/Inf input (the BOOM methods')."""
+    from boom_merge.merge_methods import BOOM_METHODS
+
+    return config.merge_method in {m.spec.name for m in BOOM_METHODS} and not config.modules
+
+
+# ---------------------------------------------------------------- 3. mergekit
+
+
+def _non_finite_input(job: MergeJob, error: Any) -> BoomError:
+    """The kernel's refusal as the one-line error the up-front check gave: the input's weight file
+    holding the tensor (its directory when the name is not found), the tensor, the problem."""
+    where: Path | None = None
+    input_path = getattr(getattr(error.input_id, "model", None), "path", None)
+    for model in job.models:
+        if input_path is not None and Path(input_path).resolve() == Path(model.path).resolve():
+            where = _transformer_dir(Path(model.path))
+            tensors = model_files(where).tensors
+            name = error.tensor or ""
+            info = tensors.get(name) or next((t for key, t in tensors.items()
+                                              if name.endswith("." + key) or key.endswith("." + name)), None)
+            where = info.file if info is not None else where
+    return BoomError(f"tensor {error.tensor!r} contains NaN or Inf values", path=where or str(error.input_id))
+
+
+def _mergekit(run: Callable[[], Any], job: MergeJob) -> Any:
+    """Run mergekit; its many exception types become one line."""
+    from boom_merge.merge_methods import NonFiniteInputError
+
+    try:
+        return run()
+    except BoomError:
+        raise
+    except NonFiniteInputError as error:
+        raise _non_finite_input(job, error) from None
+    except Exception as error:  # noqa: BLE001
+        logger.debug("mergekit failed", exc_info=True)
+        text = str(error).strip()
+        raise BoomError(f"merge failed: {text.splitlines()[0] if text else type(error).__name__}") from None
+
+
+# ---------------------------------------------------------------- 4. finish
 
 
 def finish_merge(job: MergeJob, out_dir: str | Path, *, recipe_text: str | None, title: str) -> None:
@@ -186,18 +228,6 @@ def _parameter_count(size: str) -> int:
         return int(parse_kmb(size))
     except (ValueError, TypeError):
         raise BoomError(f"invalid shard size {size!r}; use a count such as 250M or 1B") from None
-
-
-def _mergekit(run: Callable[[], Any]) -> None:
-    """Run mergekit; its many exception types become one line."""
-    try:
-        run()
-    except BoomError:
-        raise
-    except Exception as error:  # noqa: BLE001
-        logger.debug("mergekit failed", exc_info=True)
-        text = str(error).strip()
-        raise BoomError(f"merge failed: {text.splitlines()[0] if text else type(error).__name__}") from None
 
 
 def run_recipe(
@@ -236,7 +266,7 @@ def run_recipe(
                 (tmp / name).write_bytes(content)
             else:
                 (tmp / name).write_text(content, encoding="utf-8")
-        _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options, config_source=recipe_text))
+        _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options, config_source=recipe_text), job)
         finish_merge(job, tmp, recipe_text=recipe_text, title=Path(out).name)
     return Path(out)
 
@@ -263,12 +293,31 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
 
     An existing ``out`` that is not an input is written into, as mergekit does, under
     ``out``'s lock (:func:`boom_merge.outputs.output_lock`); pickled
-    weights need ``BOOM_MERGE_ALLOW_PICKLE=1``.
+    weights need ``BOOM_MERGE_ALLOW_PICKLE=1``. When a BOOM kernel refuses a NaN/Inf input
+    midway, what mergekit had written (shards flushed before) is removed: OUT itself if this
+    run made it, else the entries it added.
     """
+    from boom_merge.merge_methods import NonFiniteInputError
     from boom_merge.outputs import output_lock
 
     job = plan_merge(config, out, into_existing=True, allow_pickle=os.environ.get(ALLOW_PICKLE_ENV) == "1")
-    with output_lock(out):  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
-        result = upstream(job.config, out, options, config_source)
+    with output_lock(out) as real:  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
+        before = set(os.listdir(real)) if real.is_dir() else None
+        try:
+            result = upstream(job.config, out, options, config_source)
+        except NonFiniteInputError as error:
+            _remove_added(real, before)
+            raise _non_finite_input(job, error) from None
         finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
     return result
+
+
+def _remove_added(out: Path, before: set[str] | None) -> None:
+    """Remove what a failed run wrote into ``out``: all of it if it did not exist, else the new entries."""
+    import shutil
+
+    if not out.is_dir():
+        return
+    added = [out] if before is None else [out / name for name in set(os.listdir(out)) - before]
+    for path in added:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
