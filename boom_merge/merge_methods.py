@@ -116,15 +116,21 @@ def linear_combination(
     """``origin + scale * sum_i w_i (t_i - origin)`` with normalised weights, in float32 or wider."""
     weights = _normalised(weights)
     dtype = _accumulation_dtype(tensors[0])
+    wide_origin = None if origin is None else origin.to(dtype)
     result = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
     for tensor, weight in zip(tensors, weights):
-        delta = tensor.to(dtype) if origin is None else tensor.to(dtype) - origin.to(dtype)
-        result.add_(delta, alpha=weight)
-    if origin is not None:
+        result.add_(_delta(tensor, wide_origin, dtype), alpha=weight)
+    if wide_origin is not None:
         if scale != 1.0:
             result.mul_(scale)
-        result.add_(origin.to(dtype))
+        result.add_(wide_origin)
     return result.to(tensors[0].dtype)
+
+
+def _delta(tensor: torch.Tensor, wide_origin: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor - origin`` in ``dtype`` (one widened copy of ``tensor`` at a time)."""
+    wide = tensor.to(dtype)
+    return wide if wide_origin is None else (wide.sub_(wide_origin) if wide is not tensor else wide - wide_origin)
 
 
 def spherical_combination(
@@ -142,10 +148,11 @@ def spherical_combination(
     """
     weights = _normalised(weights)
     dtype = _accumulation_dtype(tensors[0])
+    wide_origin = None if origin is None else origin.to(dtype)
     direction = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
     mean_norm = 0.0
     for tensor, weight in zip(tensors, weights):
-        delta = tensor.to(dtype) if origin is None else tensor.to(dtype) - origin.to(dtype)
+        delta = _delta(tensor, wide_origin, dtype)
         norm = tensor_norm(delta)
         direction.add_(delta, alpha=weight / (norm + eps))
         mean_norm += weight * norm
@@ -153,10 +160,10 @@ def spherical_combination(
     if direction_norm < eps:
         return linear_combination(tensors, weights, origin, scale)
     result = direction.mul_(mean_norm / direction_norm)
-    if origin is not None and scale != 1.0:
+    if wide_origin is not None and scale != 1.0:
         result.mul_(scale)
-    if origin is not None:
-        result.add_(origin.to(dtype))
+    if wide_origin is not None:
+        result.add_(wide_origin)
     return result.to(tensors[0].dtype)
 
 

@@ -93,12 +93,16 @@ def stored_dtype(files: Any) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def _with_dtypes(config: Any, stored: str | None, dtype: str | None) -> Any:
-    """The inputs' dtype out, float32 arithmetic, ``dtype`` overriding the output's."""
+def _with_dtypes(config: Any, stored: str | None, dtype: str | None, *, kernel_widens: bool = False) -> Any:
+    """The inputs' dtype out, float32 arithmetic, ``dtype`` overriding the output's.
+
+    ``kernel_widens``: the kernel does the arithmetic in float32 itself (the BOOM methods), so
+    mergekit hands it the stored tensors instead of M float32 copies.
+    """
     if dtype is not None and dtype not in DTYPES:
         raise BoomError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     updates: dict[str, str] = {}
-    if config.dtype is None and stored != "float64":
+    if config.dtype is None and stored != "float64" and not kernel_widens:
         updates["dtype"] = "float32"
     out = dtype or config.out_dtype or (stored if config.dtype is None else None)
     if out is not None and out != (updates.get("dtype") or config.dtype):
@@ -152,15 +156,17 @@ def plan_merge(
     check_output(out, inputs=[m.path for m in models], force=force, into_existing=into_existing)
     files = [model_files(_transformer_dir(m.path), allow_pickle=allow_pickle) for m in models]
     check_same_tensors(files)
+    boom = _boom_kernels_only(config)
     for model in models:  # a BOOM kernel checks the weights it reads (no pass of its own)
-        check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not _kernel_checks_finite(config))
-    config = _with_dtypes(config, stored_dtype(files[0]), dtype)
+        check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not boom)
+    config = _with_dtypes(config, stored_dtype(files[0]), dtype, kernel_widens=boom)
     head = plan_head(config, [m.path for m in models])
     return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
 
 
-def _kernel_checks_finite(config: Any) -> bool:
-    """Whether every tensor goes through a kernel that refuses NaN/Inf input (the BOOM methods')."""
+def _boom_kernels_only(config: Any) -> bool:
+    """Whether every tensor goes through a BOOM kernel: it refuses NaN/Inf input and widens each
+    input to float32 one at a time as it reads it (so mergekit need not cast all M first)."""
     from boom_merge.merge_methods import BOOM_METHODS
 
     return config.merge_method in {m.spec.name for m in BOOM_METHODS} and not config.modules
