@@ -18,10 +18,13 @@ wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_compat`).
 2. :func:`plan_merge`: the output rule (:func:`boom_merge.outputs.check_output`: never
    into, over or around an input), inputs resolved (Hub ids through
    :func:`boom_merge.models.resolve_model`) and checked (config, tokenizer, honest
-   safetensors headers, same tensors, finite weights, no pickles unless allowed), the
+   safetensors headers, same tensors, finite weights, no pickles unless allowed; a BOOM
+   merge's kernel checks the transformer's weights as the merge reads them, so they are
+   read once, and its refusal is mapped back to the input's file by :func:`_mergekit`), the
    sentence-transformers head planned (:func:`boom_merge.st_head.plan_head`: inputs that
    embed differently are refused), and the dtype rule applied: the output keeps the
-   inputs' dtype, the arithmetic runs in float32, ``dtype`` overrides the output's.
+   inputs' dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
+   ``dtype`` overrides the output's.
 3. mergekit's own ``run_merge``, unpatched.
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
    lineage (:func:`boom_merge.lineage.write_lineage`) and the card
