@@ -28,8 +28,10 @@ With a base, ``scale`` (t) scales the merged delta: ``base + t * merge(members -
 Both kernels refuse non-finite input (:class:`NonFiniteInputError`, naming the tensor and the
 input's id), whichever door calls them: ``boom-merge merge``, plain ``mergekit-yaml``, mergekit's
 in-memory API, ``SentenceTransformer.merge``. NaN and Inf propagate into every merged element
-they touch, so the kernel checks its *output* with one float32 sum (:func:`_refuse_non_finite`)
-and looks for the culprit among the inputs only when that sum is not finite; an input returned
+they touch, so a Multi-SLERP needs no extra pass (the norms it computes over every input
+element are finite exactly when the inputs are, up to float32 overflow), a linear merge checks
+its *output* with one float32 sum (:func:`_refuse_non_finite`), and the culprit is looked for
+among the inputs only when a norm or that sum is not finite; an input returned
 as it is (one member, alpha = 0 or 1) is that output, and an input a kernel leaves out (the
 updates at alpha = 0, the existing model at alpha = 1) is not read. The inputs are not read again.
 """
@@ -67,20 +69,46 @@ class NonFiniteInputError(ValueError):
         super().__init__(f"tensor {tensor!r} of input {input_id} contains NaN or Inf values")
 
 
-def _refuse_non_finite(group: TensorGroup, result: torch.Tensor) -> torch.Tensor:
+class _NonFiniteNorm(ArithmeticError):
+    """A norm of a Multi-SLERP is not finite (an input holds NaN/Inf, or overflows float32)."""
+
+
+def _refuse_non_finite(group: TensorGroup, result: torch.Tensor | None) -> torch.Tensor:
     """``result``, unless it is not finite because an input is not: then raise naming that input.
 
     One float32 sum over the output (a NaN or Inf in any input reaches it); the inputs are
-    searched element-wise only when that sum is not finite. Finite inputs whose merge overflows
-    are returned as they are.
+    searched element-wise only when that sum is not finite (or there is no ``result``: a norm
+    was not). Finite inputs whose merge overflows are returned as they are.
     """
-    if not result.is_floating_point() or bool(torch.isfinite(result.sum(dtype=torch.float32))):
+    if result is not None and (not result.is_floating_point()
+                               or bool(torch.isfinite(result.sum(dtype=torch.float32)))):
         return result
     for entry in (*group.non_base, *((group.base,) if group.base is not None else ())):
         tensor = entry.tensor.float() if entry.tensor.element_size() == 1 else entry.tensor
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteInputError(group.metadata.name, entry.id)
+    if result is None:
+        raise ValueError(f"tensor {group.metadata.name!r}: its norms overflow float32")
     return result
+
+
+def _checked_combine(
+    group: TensorGroup,
+    tensors: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    interpolation: Interpolation,
+    origin: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """:func:`combine`, refusing NaN/Inf input: a Multi-SLERP's norms see every input element
+    (a free check); otherwise one sum over the output (:func:`_refuse_non_finite`)."""
+    try:
+        merged = combine(tensors, weights, interpolation, origin, scale)
+    except _NonFiniteNorm:
+        return _refuse_non_finite(group, None)
+    if interpolation == "slerp" and len(tensors) > 1:
+        return merged
+    return _refuse_non_finite(group, merged)
 
 
 def tensor_norm(tensor: torch.Tensor) -> float:
@@ -157,6 +185,8 @@ def spherical_combination(
         direction.add_(delta, alpha=weight / (norm + eps))
         mean_norm += weight * norm
     direction_norm = tensor_norm(direction)
+    if not math.isfinite(mean_norm + direction_norm):
+        raise _NonFiniteNorm(f"Multi-SLERP norms {mean_norm}, {direction_norm}")
     if direction_norm < eps:
         return linear_combination(tensors, weights, origin, scale)
     result = direction.mul_(mean_norm / direction_norm)
@@ -206,8 +236,8 @@ def boom_merge(
         raise ValueError(f"boom: scale={scale} needs a base_model (output = base + scale * merged delta)")
     if len(members) == 1 and scale == 1.0:
         return _refuse_non_finite(group, members[0].tensor)
-    merged = combine([entry.tensor for entry in members], weight.values_for(members), interpolation, origin, scale)
-    return _refuse_non_finite(group, merged)
+    return _checked_combine(group, [entry.tensor for entry in members], weight.values_for(members), interpolation,
+                            origin, scale)
 
 
 @merge_method(
@@ -235,9 +265,9 @@ def boom_incremental_merge(
     if update_weight == 1.0:
         if len(updates) == 1:
             return _refuse_non_finite(group, updates[0].tensor)
-        return _refuse_non_finite(group, combine([entry.tensor for entry in updates], shares, interpolation))
-    merged = combine([existing, *(entry.tensor for entry in updates)], [1.0 - update_weight, *shares], interpolation)
-    return _refuse_non_finite(group, merged)
+        return _checked_combine(group, [entry.tensor for entry in updates], shares, interpolation)
+    return _checked_combine(group, [existing, *(entry.tensor for entry in updates)], [1.0 - update_weight, *shares],
+                            interpolation)
 
 
 BOOM_METHODS: tuple[MergeMethod, ...] = (boom_merge, boom_incremental_merge)
