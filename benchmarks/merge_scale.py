@@ -224,10 +224,22 @@ def _recipe(work: Path, members: list[Path], method: str, interpolation: str | N
     return path
 
 
-def commands(work: Path, members: list[Path], out: Path, passes: Path) -> dict[str, list[str]]:
+def commands(work: Path, members: list[Path], out: Path, passes: Path, before: Path | None = None) -> dict[str, list[str]]:
     me = [sys.executable, __file__, "--work", str(work)]
     inputs = [str(m) for m in members]
     plain = shutil.which("mergekit-yaml") or "mergekit-yaml"
+    runs = _commands(me, inputs, plain, work, members, out, passes)
+    if before is None:
+        return runs
+    interleaved = {}
+    for label, command in runs.items():
+        interleaved[label] = command
+        if label.startswith(("boom-merge", "mergekit-yaml boom")):
+            interleaved[f"{label} (before)"] = ["env", f"PYTHONPATH={before}", *command]
+    return interleaved
+
+
+def _commands(me, inputs, plain, work, members, out, passes) -> dict[str, list[str]]:
     return {
         "floor": [*me, "--run-floor", str(out), *inputs],
         "boom-merge boom slerp": [*me, "--run-timed", str(_recipe(work, members, "boom", "slerp")), str(out), str(passes)],
@@ -262,6 +274,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, nargs="+", default=[4])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), help=f"a subset of: {', '.join(RUNS)}")
+    parser.add_argument("--before", type=Path, help="a checkout of older boom-merge code: its boom-merge and "
+                        "mergekit-yaml runs are interleaved with this code's, labelled (before)")
     parser.add_argument("--memory-limit", type=float, default=22.0, help="GiB of anonymous memory before a run is killed")
     parser.add_argument("--run-floor", nargs="+", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-timed", nargs=3, type=Path, help=argparse.SUPPRESS)
@@ -280,8 +294,8 @@ def main() -> None:
     for m in args.members:
         key = f"{args.shape} x {m}"
         out, passes = args.work / "out", args.work / "passes.json"
-        runs = {label: command for label, command in commands(args.work, members[:m], out, passes).items()
-                if label in args.runs}
+        runs = {label: command for label, command in commands(args.work, members[:m], out, passes, args.before).items()
+                if label.removesuffix(" (before)") in args.runs}
         rows: dict[str, list[dict]] = {label: [] for label in runs}
         dropped = True
         for _ in range(args.repeats):
