@@ -98,11 +98,12 @@ def eager_merge(models: list[Path], out: Path) -> None:
     save_file(merged, str(out / "model.safetensors"))
 
 
-def peak_memory(command: list[str], interval: float = 0.05) -> dict[str, float]:
+def peak_memory(command: list[str], interval: float = 0.05, limit_gib: float | None = None) -> dict[str, float]:
     """Peak memory (GiB) of ``command`` and its children, polled from /proc, and wall seconds.
 
     ``rss`` counts file-backed pages of memory-mapped safetensors (page cache the kernel
-    can drop); ``anon`` is the memory the process really holds (RssAnon).
+    can drop); ``anon`` is the memory the process really holds (RssAnon). A command whose
+    anonymous memory passes ``limit_gib`` is killed (SystemExit: out of memory).
     """
     import psutil
 
@@ -119,6 +120,11 @@ def peak_memory(command: list[str], interval: float = 0.05) -> dict[str, float]:
             totals["rss"] += int(status.get("VmRSS", "0 kB").split()[0])
             totals["anon"] += int(status.get("RssAnon", "0 kB").split()[0])
         peak = {key: max(peak[key], totals[key] / 1024**2) for key in peak}
+        if limit_gib is not None and peak["anon"] > limit_gib:
+            for proc in [*process.children(recursive=True), process]:
+                proc.kill()
+            process.wait()
+            raise SystemExit(f"out of memory: anonymous memory passed {limit_gib} GiB after {time.time() - start:.0f} s")
         time.sleep(interval)
     if process.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()[-2000:]}")

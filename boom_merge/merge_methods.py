@@ -24,12 +24,22 @@ float64 (:func:`tensor_norm`): torch's float32 reduction over a whole embedding 
 
 With a base, ``scale`` (t) scales the merged delta: ``base + t * merge(members - base)``
 (WiSE-FT of the merge; with one member, WiSE-FT of that member). t = 1 skips the step.
+
+Both kernels refuse non-finite input (:class:`NonFiniteInputError`, naming the tensor and the
+input's id), whichever door calls them: ``boom-merge merge``, plain ``mergekit-yaml``, mergekit's
+in-memory API, ``SentenceTransformer.merge``. NaN and Inf propagate into every merged element
+they touch, so a Multi-SLERP needs no extra pass (the norms it computes over every input
+element are finite exactly when the inputs are, up to float32 overflow), a linear merge checks
+its *output* with one float32 sum (:func:`_refuse_non_finite`), and the culprit is looked for
+among the inputs only when a norm or that sum is not finite; an input returned
+as it is (one member, alpha = 0 or 1) is that output, and an input a kernel leaves out (the
+updates at alpha = 0, the existing model at alpha = 1) is not read. The inputs are not read again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import torch
@@ -47,6 +57,58 @@ from typing_extensions import Annotated
 Interpolation = Literal["slerp", "linear"]
 EPS = 1e-8
 NORM_BLOCK = 1024
+
+
+class NonFiniteInputError(ValueError):
+    """An input tensor of a BOOM kernel holds NaN or Inf: ``tensor`` (its name, when mergekit
+    gives one) of the input whose id is ``input_id`` (mergekit's ``ModelReference`` under
+    ``run_merge``, the input's index under ``merge_tensors`` / ``merge_state_dicts``)."""
+
+    def __init__(self, tensor: str | None, input_id: Hashable):
+        self.tensor, self.input_id = tensor, input_id
+        super().__init__(f"tensor {tensor!r} of input {input_id} contains NaN or Inf values")
+
+
+class _NonFiniteNorm(ArithmeticError):
+    """A norm of a Multi-SLERP is not finite (an input holds NaN/Inf, or overflows float32)."""
+
+
+def _refuse_non_finite(group: TensorGroup, result: torch.Tensor | None) -> torch.Tensor:
+    """``result``, unless it is not finite because an input is not: then raise naming that input.
+
+    One float32 sum over the output (a NaN or Inf in any input reaches it); the inputs are
+    searched element-wise only when that sum is not finite (or there is no ``result``: a norm
+    was not). Finite inputs whose merge overflows are returned as they are.
+    """
+    if result is not None and (not result.is_floating_point()
+                               or bool(torch.isfinite(result.sum(dtype=torch.float32)))):
+        return result
+    for entry in (*group.non_base, *((group.base,) if group.base is not None else ())):
+        tensor = entry.tensor.float() if entry.tensor.element_size() == 1 else entry.tensor
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteInputError(group.metadata.name, entry.id)
+    if result is None:
+        raise ValueError(f"tensor {group.metadata.name!r}: its norms overflow float32")
+    return result
+
+
+def _checked_combine(
+    group: TensorGroup,
+    tensors: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    interpolation: Interpolation,
+    origin: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """:func:`combine`, refusing NaN/Inf input: a Multi-SLERP's norms see every input element
+    (a free check); otherwise one sum over the output (:func:`_refuse_non_finite`)."""
+    try:
+        merged = combine(tensors, weights, interpolation, origin, scale)
+    except _NonFiniteNorm:
+        return _refuse_non_finite(group, None)
+    if interpolation == "slerp" and len(tensors) > 1:
+        return merged
+    return _refuse_non_finite(group, merged)
 
 
 def tensor_norm(tensor: torch.Tensor) -> float:
@@ -82,15 +144,21 @@ def linear_combination(
     """``origin + scale * sum_i w_i (t_i - origin)`` with normalised weights, in float32 or wider."""
     weights = _normalised(weights)
     dtype = _accumulation_dtype(tensors[0])
+    wide_origin = None if origin is None else origin.to(dtype)
     result = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
     for tensor, weight in zip(tensors, weights):
-        delta = tensor.to(dtype) if origin is None else tensor.to(dtype) - origin.to(dtype)
-        result.add_(delta, alpha=weight)
-    if origin is not None:
+        result.add_(_delta(tensor, wide_origin, dtype), alpha=weight)
+    if wide_origin is not None:
         if scale != 1.0:
             result.mul_(scale)
-        result.add_(origin.to(dtype))
+        result.add_(wide_origin)
     return result.to(tensors[0].dtype)
+
+
+def _delta(tensor: torch.Tensor, wide_origin: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor - origin`` in ``dtype`` (one widened copy of ``tensor`` at a time)."""
+    wide = tensor.to(dtype)
+    return wide if wide_origin is None else (wide.sub_(wide_origin) if wide is not tensor else wide - wide_origin)
 
 
 def spherical_combination(
@@ -108,21 +176,24 @@ def spherical_combination(
     """
     weights = _normalised(weights)
     dtype = _accumulation_dtype(tensors[0])
+    wide_origin = None if origin is None else origin.to(dtype)
     direction = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
     mean_norm = 0.0
     for tensor, weight in zip(tensors, weights):
-        delta = tensor.to(dtype) if origin is None else tensor.to(dtype) - origin.to(dtype)
+        delta = _delta(tensor, wide_origin, dtype)
         norm = tensor_norm(delta)
         direction.add_(delta, alpha=weight / (norm + eps))
         mean_norm += weight * norm
     direction_norm = tensor_norm(direction)
+    if not math.isfinite(mean_norm + direction_norm):
+        raise _NonFiniteNorm(f"Multi-SLERP norms {mean_norm}, {direction_norm}")
     if direction_norm < eps:
         return linear_combination(tensors, weights, origin, scale)
     result = direction.mul_(mean_norm / direction_norm)
-    if origin is not None and scale != 1.0:
+    if wide_origin is not None and scale != 1.0:
         result.mul_(scale)
-    if origin is not None:
-        result.add_(origin.to(dtype))
+    if wide_origin is not None:
+        result.add_(wide_origin)
     return result.to(tensors[0].dtype)
 
 
@@ -164,10 +235,9 @@ def boom_merge(
     if scale != 1.0 and origin is None:
         raise ValueError(f"boom: scale={scale} needs a base_model (output = base + scale * merged delta)")
     if len(members) == 1 and scale == 1.0:
-        return members[0].tensor
-    return combine(
-        [entry.tensor for entry in members], weight.values_for(members), interpolation, origin, scale
-    )
+        return _refuse_non_finite(group, members[0].tensor)
+    return _checked_combine(group, [entry.tensor for entry in members], weight.values_for(members), interpolation,
+                            origin, scale)
 
 
 @merge_method(
@@ -190,17 +260,14 @@ def boom_incremental_merge(
     existing = group.base.tensor
     updates = group.non_base
     if update_weight == 0.0:
-        return existing
+        return _refuse_non_finite(group, existing)
     shares = [update_weight * w for w in _normalised(weight.values_for(updates))]
     if update_weight == 1.0:
         if len(updates) == 1:
-            return updates[0].tensor
-        return combine([entry.tensor for entry in updates], shares, interpolation)
-    return combine(
-        [existing, *(entry.tensor for entry in updates)],
-        [1.0 - update_weight, *shares],
-        interpolation,
-    )
+            return _refuse_non_finite(group, updates[0].tensor)
+        return _checked_combine(group, [entry.tensor for entry in updates], shares, interpolation)
+    return _checked_combine(group, [existing, *(entry.tensor for entry in updates)], [1.0 - update_weight, *shares],
+                            interpolation)
 
 
 BOOM_METHODS: tuple[MergeMethod, ...] = (boom_merge, boom_incremental_merge)

@@ -18,10 +18,13 @@ wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_compat`).
 2. :func:`plan_merge`: the output rule (:func:`boom_merge.outputs.check_output`: never
    into, over or around an input), inputs resolved (Hub ids through
    :func:`boom_merge.models.resolve_model`) and checked (config, tokenizer, honest
-   safetensors headers, same tensors, finite weights, no pickles unless allowed), the
+   safetensors headers, same tensors, finite weights, no pickles unless allowed; a BOOM
+   merge's kernel checks the transformer's weights as the merge reads them, so they are
+   read once, and its refusal is mapped back to the input's file by :func:`_mergekit`), the
    sentence-transformers head planned (:func:`boom_merge.st_head.plan_head`: inputs that
    embed differently are refused), and the dtype rule applied: the output keeps the
-   inputs' dtype, the arithmetic runs in float32, ``dtype`` overrides the output's.
+   inputs' dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
+   ``dtype`` overrides the output's.
 3. mergekit's own ``run_merge``, unpatched.
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
    lineage (:func:`boom_merge.lineage.write_lineage`) and the card
@@ -93,12 +96,16 @@ def stored_dtype(files: Any) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def _with_dtypes(config: Any, stored: str | None, dtype: str | None) -> Any:
-    """The inputs' dtype out, float32 arithmetic, ``dtype`` overriding the output's."""
+def _with_dtypes(config: Any, stored: str | None, dtype: str | None, *, kernel_widens: bool = False) -> Any:
+    """The inputs' dtype out, float32 arithmetic, ``dtype`` overriding the output's.
+
+    ``kernel_widens``: the kernel does the arithmetic in float32 itself (the BOOM methods), so
+    mergekit hands it the stored tensors instead of M float32 copies.
+    """
     if dtype is not None and dtype not in DTYPES:
         raise BoomError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     updates: dict[str, str] = {}
-    if config.dtype is None and stored != "float64":
+    if config.dtype is None and stored != "float64" and not kernel_widens:
         updates["dtype"] = "float32"
     out = dtype or config.out_dtype or (stored if config.dtype is None else None)
     if out is not None and out != (updates.get("dtype") or config.dtype):
@@ -152,14 +159,58 @@ def plan_merge(
     check_output(out, inputs=[m.path for m in models], force=force, into_existing=into_existing)
     files = [model_files(_transformer_dir(m.path), allow_pickle=allow_pickle) for m in models]
     check_same_tensors(files)
-    for model in models:
-        check_model(model.path, allow_pickle=allow_pickle)
-    config = _with_dtypes(config, stored_dtype(files[0]), dtype)
+    boom = _boom_kernels_only(config)
+    for model in models:  # a BOOM kernel checks the weights it reads (no pass of its own)
+        check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not boom)
+    config = _with_dtypes(config, stored_dtype(files[0]), dtype, kernel_widens=boom)
     head = plan_head(config, [m.path for m in models])
     return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
 
 
-# ---------------------------------------------------------------- 4. finish (step 3 is mergekit)
+def _boom_kernels_only(config: Any) -> bool:
+    """Whether every tensor goes through a BOOM kernel: it refuses NaN/Inf input and widens each
+    input to float32 one at a time as it reads it (so mergekit need not cast all M first)."""
+    from boom_merge.merge_methods import BOOM_METHODS
+
+    return config.merge_method in {m.spec.name for m in BOOM_METHODS} and not config.modules
+
+
+# ---------------------------------------------------------------- 3. mergekit
+
+
+def _non_finite_input(job: MergeJob, error: Any) -> BoomError:
+    """The kernel's refusal as the one-line error the up-front check gave: the input's weight file
+    holding the tensor (its directory when the name is not found), the tensor, the problem."""
+    where: Path | None = None
+    input_path = getattr(getattr(error.input_id, "model", None), "path", None)
+    for model in job.models:
+        if input_path is not None and Path(input_path).resolve() == Path(model.path).resolve():
+            where = _transformer_dir(Path(model.path))
+            tensors = model_files(where).tensors
+            name = error.tensor or ""
+            info = tensors.get(name) or next((t for key, t in tensors.items()
+                                              if name.endswith("." + key) or key.endswith("." + name)), None)
+            where = info.file if info is not None else where
+    return BoomError(f"tensor {error.tensor!r} contains NaN or Inf values", path=where or str(error.input_id))
+
+
+def _mergekit(run: Callable[[], Any], job: MergeJob) -> Any:
+    """Run mergekit; its many exception types become one line."""
+    from boom_merge.merge_methods import NonFiniteInputError
+
+    try:
+        return run()
+    except BoomError:
+        raise
+    except NonFiniteInputError as error:
+        raise _non_finite_input(job, error) from None
+    except Exception as error:  # noqa: BLE001
+        logger.debug("mergekit failed", exc_info=True)
+        text = str(error).strip()
+        raise BoomError(f"merge failed: {text.splitlines()[0] if text else type(error).__name__}") from None
+
+
+# ---------------------------------------------------------------- 4. finish
 
 
 def finish_merge(job: MergeJob, out_dir: str | Path, *, recipe_text: str | None, title: str) -> None:
@@ -186,18 +237,6 @@ def _parameter_count(size: str) -> int:
         return int(parse_kmb(size))
     except (ValueError, TypeError):
         raise BoomError(f"invalid shard size {size!r}; use a count such as 250M or 1B") from None
-
-
-def _mergekit(run: Callable[[], Any]) -> None:
-    """Run mergekit; its many exception types become one line."""
-    try:
-        run()
-    except BoomError:
-        raise
-    except Exception as error:  # noqa: BLE001
-        logger.debug("mergekit failed", exc_info=True)
-        text = str(error).strip()
-        raise BoomError(f"merge failed: {text.splitlines()[0] if text else type(error).__name__}") from None
 
 
 def run_recipe(
@@ -236,7 +275,7 @@ def run_recipe(
                 (tmp / name).write_bytes(content)
             else:
                 (tmp / name).write_text(content, encoding="utf-8")
-        _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options, config_source=recipe_text))
+        _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options, config_source=recipe_text), job)
         finish_merge(job, tmp, recipe_text=recipe_text, title=Path(out).name)
     return Path(out)
 
@@ -263,12 +302,31 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
 
     An existing ``out`` that is not an input is written into, as mergekit does, under
     ``out``'s lock (:func:`boom_merge.outputs.output_lock`); pickled
-    weights need ``BOOM_MERGE_ALLOW_PICKLE=1``.
+    weights need ``BOOM_MERGE_ALLOW_PICKLE=1``. When a BOOM kernel refuses a NaN/Inf input
+    midway, what mergekit had written (shards flushed before) is removed: OUT itself if this
+    run made it, else the entries it added.
     """
+    from boom_merge.merge_methods import NonFiniteInputError
     from boom_merge.outputs import output_lock
 
     job = plan_merge(config, out, into_existing=True, allow_pickle=os.environ.get(ALLOW_PICKLE_ENV) == "1")
-    with output_lock(out):  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
-        result = upstream(job.config, out, options, config_source)
+    with output_lock(out) as real:  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
+        before = set(os.listdir(real)) if real.is_dir() else None
+        try:
+            result = upstream(job.config, out, options, config_source)
+        except NonFiniteInputError as error:
+            _remove_added(real, before)
+            raise _non_finite_input(job, error) from None
         finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
     return result
+
+
+def _remove_added(out: Path, before: set[str] | None) -> None:
+    """Remove what a failed run wrote into ``out``: all of it if it did not exist, else the new entries."""
+    import shutil
+
+    if not out.is_dir():
+        return
+    added = [out] if before is None else [out / name for name in set(os.listdir(out)) - before]
+    for path in added:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

@@ -177,13 +177,16 @@ def _modules(model_dir: Path) -> list[dict[str, Any]]:
 
 
 def check_model(
-    path: str | Path, *, tokenizer: bool = True, finite: bool = True, allow_pickle: bool = False
+    path: str | Path, *, tokenizer: bool = True, finite: bool = True, allow_pickle: bool = False,
+    transformer_finite: bool = True,
 ) -> None:
     """Refuse a model dir that cannot give right results; one line naming the file and problem.
 
     Checks: config.json, tokenizer files (``tokenizer``), every safetensors file of the
     transformer and of the sentence-transformers modules readable with an honest header, and
-    every floating tensor finite (``finite``; reads each tensor once).
+    every floating tensor finite (``finite``; reads each tensor once). ``transformer_finite=False``
+    leaves the transformer's own weights to a reader that checks them as it reads (a BOOM merge's
+    kernel) and checks only the modules' (Dense).
     """
     model_dir = Path(path)
     transformer = transformer_dir(model_dir)
@@ -191,7 +194,8 @@ def check_model(
     if tokenizer:
         check_tokenizer(transformer)
     heads = [model_dir / m["path"] for m in _modules(model_dir) if m.get("path")]
-    modules = [weights] + [_module_files(d) for d in heads if d.resolve() != transformer.resolve()]
+    modules = [weights] if transformer_finite else []
+    modules += [_module_files(d) for d in heads if d.resolve() != transformer.resolve()]
     if finite:
         hub_id, _ = cache_identity(model_dir.resolve())  # a Hub model's bar shows its id, not the snapshot hash
         for files in modules:
