@@ -224,6 +224,19 @@ def _tuned_model(spec: str | Path) -> tuple[Path, str | Path, str]:
     return path, path, path.name
 
 
+def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = False) -> None:
+    """Every member and the base pass the checks of a merge of them all (config, tokenizer, honest
+    headers, finite weights, same tensors, sentence-transformers heads alike) before anything is
+    scored: a refused input fails in seconds and leaves no work dir."""
+    from mergekit.config import MergeConfiguration
+
+    from boom_merge.merging import plan_merge
+
+    models = [{"model": str(ref), "parameters": {"weight": 1.0}} for ref in dict.fromkeys(map(str, refs))]
+    plan_merge(MergeConfiguration.model_validate({"merge_method": "linear", "models": models, "dtype": "float32"}),
+               out, force=force)
+
+
 def tune(
     members: Sequence[str | Path],
     out: str | Path,
@@ -273,6 +286,7 @@ def tune(
         full_index = resolved.index(full_path.resolve())
     inputs = [*members, base, corpus]
     check_output(out, inputs=inputs, force=force)
+    check_tuned_models([*refs, base_ref], out, force=force)
     tasks: DevTasks = dev_tasks(corpus, members, in_domain, need_ood=objective != "id")
     setup = setup_fingerprint(members, base, corpus, tasks, max_queries, max_corpus)
     echo(rule)
