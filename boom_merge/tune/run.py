@@ -286,11 +286,11 @@ def tune(
         full_index = resolved.index(full_path.resolve())
     inputs = [*members, base, corpus]
     check_output(out, inputs=inputs, force=force)
-    check_tuned_models([*refs, base_ref], out, force=force)
     tasks: DevTasks = dev_tasks(corpus, members, in_domain, need_ood=objective != "id")
     setup = setup_fingerprint(members, base, corpus, tasks, max_queries, max_corpus)
     echo(rule)
     echo(f"ID dev: {', '.join(tasks.in_domain)}; OOD dev: {', '.join(tasks.out_of_domain) or 'none'}")
+    check_tuned_models([*refs, base_ref], out, force=force)
     with output_lock(out):  # held for the whole search: a second tune into OUT fails fast, never shares the work dir
         work = out.parent / f".{out.name}.tune-work"
         work.mkdir(parents=True, exist_ok=True)
