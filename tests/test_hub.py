@@ -374,18 +374,19 @@ def test_unreadable_provenance_is_one_line_and_nothing_is_sent(hub: FakeHub, mem
 
 def test_provenance_yaml_is_rewritten_in_place_or_re_dumped(tmp_path: Path) -> None:
     """Paths are replaced in the recipe's text (comments kept); a path the text match cannot see
-    (a YAML escape) falls back to a re-dump that keeps the header comments and loses no path."""
+    (a YAML escape) falls back to a re-dump that keeps the header comments and loses no path. (The
+    paths are under a root this machine lacks, so only the provenance rule finds them.)"""
     from boom_merge.hub import portable_upload
 
-    plain = ("# Written by `boom-merge recipe`\nmerge_method: boom\nbase_model: /home/me/runs/base  # the base\n"
-             "models:\n  - model: /home/me/runs/member-0\n  - model: '/home/me/runs/member-1'\n")
-    escaped = plain.replace("'/home/me/runs/member-1'", '"/home/me/runs/member\\x2d1"')
+    plain = ("# Written by `boom-merge recipe`\nmerge_method: boom\nbase_model: /no-such-root/me/runs/base  # the base\n"
+             "models:\n  - model: /no-such-root/me/runs/member-0\n  - model: '/no-such-root/me/runs/member-1'\n")
+    escaped = plain.replace("'/no-such-root/me/runs/member-1'", '"/no-such-root/me/runs/member\\x2d1"')
     expected = {"merge_method": "boom", "base_model": "base",
                 "models": [{"model": "member-0"}, {"model": "member-1"}]}
     for text, in_place in ((plain, True), (escaped, False)):
         (tmp_path / "boom_recipe.yml").write_text(text)
         new = portable_upload(tmp_path, ["boom_recipe.yml"]).rewritten["boom_recipe.yml"].decode()
-        assert yaml.safe_load(new) == expected and "/home/me" not in new
+        assert yaml.safe_load(new) == expected and "/no-such-root/me" not in new
         assert new.startswith("# Written by `boom-merge recipe`\n")
         assert ("# the base" in new) == in_place  # in place keeps every comment; the re-dump only the header
 
