@@ -240,7 +240,8 @@ def recipe_mutants(draw: st.DrawFn, first: str, second: str) -> tuple[Any, str |
         path = draw(st.sampled_from(_paths(recipe)))
         kind = draw(st.sampled_from(["value", "value", "odd", "delete", "add", "rename", "nest", "method"]))
         if kind == "method":
-            recipe["merge_method"] = draw(st.sampled_from(METHODS) | st.text(max_size=10))
+            if isinstance(recipe, dict):  # (an earlier step may have replaced the whole recipe)
+                recipe["merge_method"] = draw(st.sampled_from(METHODS) | st.text(max_size=10))
             continue
         if not path:
             if kind in ("value", "odd"):
