@@ -12,7 +12,9 @@ The search (fixed, staged so that its cost stays small):
 4. the ``scale`` grid on the best bag or soup of steps 2-3;
 5. the WiSE-FT line: the full-data member and the base at every t of the grid.
 
-Every candidate is merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
+Every member and the base first pass a merge's input checks (:func:`check_tuned_models`), so a
+refused input fails before anything is scored and leaves no work dir. Every candidate is
+merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
 OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
 (:func:`boom_merge.tune.scoring.dev_scorer`: MTEB on the ID dev splits of the training
 domains and the OOD dev sources), and deleted. Scores are cached by candidate key in the
