@@ -205,7 +205,10 @@ def _numbers(value: Any) -> Iterator[float]:
     if isinstance(value, bool):
         return
     if isinstance(value, (int, float)):
-        yield float(value)
+        try:
+            yield float(value)
+        except OverflowError:  # an integer beyond float64 (YAML reads 1e400 written out as an int)
+            yield math.inf if value > 0 else -math.inf
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _numbers(item)

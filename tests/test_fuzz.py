@@ -330,3 +330,14 @@ def test_a_second_merge_in_one_process_reads_an_input_rewritten_since(world: dic
         file.write_bytes(world["original"])
         for name in ("before", "after"):
             shutil.rmtree(root / name, ignore_errors=True)
+
+
+@pytest.mark.parametrize("where", ["models", "parameters"])
+def test_an_integer_beyond_float64_is_one_error_naming_the_recipe(world: dict[str, Any], where: str) -> None:
+    """Found by the recipe fuzzer: `weight: 1000...0` (400 digits) raised OverflowError in the recipe check."""
+    models = [{"model": str(world["first"]), "parameters": {"weight": 10**400 if where == "models" else 1.0}},
+              {"model": str(world["mutant"])}]
+    recipe = {"merge_method": "linear", "models": models, **({"parameters": {"weight": -(10**400)}}
+                                                            if where == "parameters" else {})}
+    outcome = check_recipe_mutant(world, recipe, None)
+    assert str(world["root"] / "recipe.yml") in outcome and "weight" in outcome and "must be finite" in outcome
