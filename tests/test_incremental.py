@@ -459,3 +459,25 @@ def test_a_failure_after_new_is_written_removes_it(tmp_path, tiny_bag, monkeypat
     assert result.exit_code == 1 and seen == [(tmp_path / "new").absolute()], result.output
     assert "updated model written" not in result.output
     assert not (tmp_path / "new").exists() and not (tmp_path / "adapter").exists()
+
+
+def test_auto_refuses_a_nan_update_before_scoring_anything(tmp_path, tiny_bag, monkeypatch) -> None:
+    """As tune (issue 22.6): a refused input fails before the first score and leaves no work dir."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from boom_merge import update_weight
+
+    _, (old, update, *_) = tiny_bag
+    broken = Path(shutil.copytree(update, tmp_path / "update"))
+    state = load_file(str(broken / "model.safetensors"))
+    state["embeddings.LayerNorm.weight"][0] = float("nan")
+    save_file(state, str(broken / "model.safetensors"))
+    corpus = _stub_dev_corpus(tmp_path, monkeypatch)
+    seen = []
+    with pytest.raises(BoomError, match="NaN or Inf") as error:
+        update_weight.auto_update_weight(old, broken, tmp_path / "new", corpus=corpus, grid=[0.5],
+                                         scorer=lambda model: seen.append(model))
+    assert str(broken) in str(error.value)
+    assert seen == [] and not (tmp_path / ".new.weight-work").exists() and not (tmp_path / "new").exists()
