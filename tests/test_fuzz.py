@@ -13,6 +13,7 @@ explicit regression case at the end of this file.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -47,8 +48,9 @@ METHODS = ["boom", "boom_incremental", "linear", "multislerp", "task_arithmetic"
 ODD_NUMBERS = [0, 1, -1, 0.5, 2, 3, 1e-45, 1e308, -1e308, 10**400, -(10**400), 2**63, 2**64, math.inf, -math.inf,
                math.nan, True, False, None, "1", "0.5", "", "ü", "nan", [], {}, [1, 2], {"weight": 1}]
 
+odd_numbers = st.sampled_from(ODD_NUMBERS).map(copy.deepcopy)  # a private copy: mutants are edited in place
 json_leaves = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-               | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8) | st.sampled_from(ODD_NUMBERS))
+               | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8) | odd_numbers)
 json_values = st.recursive(json_leaves, lambda children: st.lists(children, max_size=4)
                            | st.dictionaries(st.text(max_size=6), children, max_size=3), max_leaves=8)
 
@@ -251,7 +253,7 @@ def recipe_mutants(draw: st.DrawFn, first: str, second: str) -> tuple[Any, str |
         if kind == "value":
             parent[last] = draw(json_values)
         elif kind == "odd":
-            parent[last] = draw(st.sampled_from(ODD_NUMBERS))
+            parent[last] = draw(odd_numbers)
         elif kind == "delete":
             del parent[last]
         elif kind == "add" and isinstance(parent, dict):
@@ -261,7 +263,8 @@ def recipe_mutants(draw: st.DrawFn, first: str, second: str) -> tuple[Any, str |
         elif kind == "rename" and isinstance(parent, dict):
             parent[draw(st.text(min_size=1, max_size=10))] = parent.pop(last)
         elif kind == "nest":
-            parent[last] = draw(st.sampled_from([[parent[last]], {"value": parent[last]}, {last: parent[last]}]))
+            parent[last] = draw(st.sampled_from(["list", "value", "key"])
+                                .map(lambda how, old=parent[last]: {"list": [old], "value": {"value": old}}.get(how, {last: old})))
     text = None
     if draw(st.integers(min_value=0, max_value=9)) == 0:  # the YAML text itself: cut, or a character put in
         text = yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False)
@@ -341,3 +344,13 @@ def test_an_integer_beyond_float64_is_one_error_naming_the_recipe(world: dict[st
                                                             if where == "parameters" else {})}
     outcome = check_recipe_mutant(world, recipe, None)
     assert str(world["root"] / "recipe.yml") in outcome and "weight" in outcome and "must be finite" in outcome
+
+
+@pytest.mark.parametrize("value", [[False], ["slerp", "linear"], {"value": ["slerp"], "filter": "mlp"}])
+def test_a_list_for_a_text_parameter_is_one_error_naming_the_recipe(world: dict[str, Any], value: Any) -> None:
+    """Found by the recipe fuzzer: `interpolation: [False]` passed the recipe check (only scalars were
+    validated) and failed inside mergekit as `merge failed: ...`, naming no file."""
+    recipe = {"merge_method": "boom", "models": [{"model": str(world["first"])}, {"model": str(world["mutant"])}],
+              "parameters": {"interpolation": value}}
+    outcome = check_recipe_mutant(world, recipe, None)
+    assert outcome.startswith(f"{world['root'] / 'recipe.yml'}: ") and "interpolation" in outcome
