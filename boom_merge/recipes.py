@@ -253,6 +253,11 @@ def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
     if not merged and contract.min_non_base:
         raise BoomError(f"every model in models: is the base_model {config.base_model}; "
                         f"{config.merge_method} needs at least one other model to merge into it", path=recipe)
+    fewest, most = contract.min_non_base or 0, contract.max_non_base
+    if not config.slices and (len(merged) < fewest or (most is not None and len(merged) > most)):
+        wanted = f"exactly {most}" if fewest == most else f"at least {fewest}" if most is None else f"{fewest} to {most}"
+        raise BoomError(f"{config.merge_method} merges {wanted} models besides the base_model; got {len(merged)}",
+                        path=recipe)
     specs = {p.name: p for p in method.spec.input_parameters}
     shared = config.parameters or {}
     weights = []

@@ -354,3 +354,13 @@ def test_a_list_for_a_text_parameter_is_one_error_naming_the_recipe(world: dict[
               "parameters": {"interpolation": value}}
     outcome = check_recipe_mutant(world, recipe, None)
     assert outcome.startswith(f"{world['root'] / 'recipe.yml'}: ") and "interpolation" in outcome
+
+
+def test_too_few_models_for_the_method_is_one_error_naming_the_recipe(world: dict[str, Any]) -> None:
+    """Found by the recipe fuzzer: nuslerp with its base_model among 2 models has 1 to merge (it needs
+    exactly 2): mergekit's `merge failed: Merge method requires at least 2 non-base inputs`, naming no file."""
+    first, mutant = str(world["first"]), str(world["mutant"])
+    recipe = {"merge_method": "nuslerp", "base_model": first, "models": [{"model": first, "parameters": {"weight": 1.0}},
+                                                                         {"model": mutant, "parameters": {"weight": 2.0}}]}
+    outcome = check_recipe_mutant(world, recipe, None)
+    assert outcome == f"{world['root'] / 'recipe.yml'}: nuslerp merges exactly 2 models besides the base_model; got 1"
