@@ -35,7 +35,7 @@ from tests.tiny_models import make_tiny_st
 
 _ENV = "BOOM_FUZZ_EXAMPLES"
 FUZZ = settings(
-    max_examples=int(os.environ.get(_ENV, "200")),
+    max_examples=int(os.environ.get(_ENV, "150")),
     deadline=None,
     database=None,  # nothing written into the checkout
     derandomize=_ENV not in os.environ,  # the default run is the same every time
