@@ -364,3 +364,11 @@ def test_too_few_models_for_the_method_is_one_error_naming_the_recipe(world: dic
                                                                          {"model": mutant, "parameters": {"weight": 2.0}}]}
     outcome = check_recipe_mutant(world, recipe, None)
     assert outcome == f"{world['root'] / 'recipe.yml'}: nuslerp merges exactly 2 models besides the base_model; got 1"
+
+
+def test_a_line_break_in_a_recipe_key_still_gives_one_line(world: dict[str, Any]) -> None:
+    """Found by the recipe fuzzer: a parameter named "\\n" made pydantic's message (which quotes the
+    key) span two lines; every BoomError is now one line whatever the input held."""
+    models = [{"model": str(world["first"])}, {"model": str(world["mutant"]), "parameters": {"weight": 2.0, "\n": None}}]
+    outcome = check_recipe_mutant(world, {"merge_method": "boom", "models": models}, None)
+    assert outcome.startswith(f"{world['root'] / 'recipe.yml'}: ") and "\n" not in outcome
