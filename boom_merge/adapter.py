@@ -95,6 +95,10 @@ def fit_texts(corpus: str | Path, *, limit: int = DEFAULT_FIT_TEXTS, seed: int =
                             texts[text] = None
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
             raise BoomError(f"unreadable training file ({type(error).__name__})", path=file) from None
+    if len(texts) < 2:
+        found = "no text" if not texts else "only 1 distinct text"
+        raise BoomError(f"train split ({', '.join(f.name for f in files)}) holds {found} (query or pos) to fit "
+                        "an adapter on; it needs at least 2", path=corpus)
     chosen = list(texts)
     random.Random(seed).shuffle(chosen)
     return chosen[:limit]

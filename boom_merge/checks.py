@@ -70,12 +70,12 @@ def _read_header(file: Path) -> dict[str, TensorInfo]:
     ranges = []
     for name, entry in header.items():
         try:
-            begin, stop = (int(offset) for offset in entry["data_offsets"])
-            shape = tuple(int(d) for d in entry["shape"])
-            dtype = str(entry["dtype"])
+            begin, stop = _naturals(entry["data_offsets"], length=2)
+            shape = _naturals(entry["shape"])
+            dtype = entry["dtype"]
         except (KeyError, TypeError, ValueError):
             raise BoomError(f"corrupt safetensors header entry for tensor {name!r}", path=file) from None
-        if dtype not in _DTYPE_BYTES:
+        if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
             raise BoomError(f"corrupt safetensors: tensor {name!r} has unknown dtype {dtype!r}", path=file)
         numel = 1
         for dim in shape:
@@ -95,7 +95,31 @@ def _read_header(file: Path) -> dict[str, TensorInfo]:
             f"truncated safetensors file: {size} bytes, header declares {8 + header_len + end}",
             path=file,
         )
+    _parse_as_safetensors(file)
     return tensors
+
+
+def _naturals(value: object, *, length: int | None = None) -> tuple[int, ...]:
+    """A JSON list of non-negative integers (not strings, floats or booleans), as the format requires."""
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise TypeError(value)
+    if not all(type(item) is int and item >= 0 for item in value):
+        raise ValueError(value)
+    return tuple(value)
+
+
+def _parse_as_safetensors(file: Path) -> None:
+    """The safetensors library's own header parse (what mergekit and transformers read with), so a
+    fault the checks above do not name (a gap between tensors, bytes after the last one, bad
+    metadata) is still one line here instead of a traceback later."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="np"):
+            pass
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise BoomError(f"corrupt safetensors file ({reason})", path=file) from None
 
 
 def read_header(file: str | Path) -> dict[str, TensorInfo]:

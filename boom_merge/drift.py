@@ -35,7 +35,9 @@ import numpy as np
 
 from boom_merge.adapter import Adapter, AdapterKind, fit_adapter, fit_texts, save_adapter_model
 from boom_merge.errors import BoomError
-from boom_merge.evaluation.corpus import check_limits, find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path
+from boom_merge.evaluation.corpus import (
+    RetrievalSplit, STSPairs, check_limits, find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path,
+)
 from boom_merge.models import load_sentence_transformer, resolve_model
 
 if TYPE_CHECKING:
@@ -158,14 +160,14 @@ def drift_report(
     given) fits a query adapter on up to ``fit_limit`` texts of the corpus' train split;
     ``save_adapter`` writes it as a sentence-transformers model (NEW + Dense + Normalize).
     """
-    from boom_merge.adapter import DEFAULT_FIT_TEXTS
-
     check_limits(max_queries=max_queries, max_corpus=max_corpus, batch_size=batch_size)
-    corpus = find_corpus_dir(data_dir)
+    if save_adapter is not None:
+        adapter = adapter or "orthogonal"
+    corpus, splits, texts = read_drift_inputs(data_dir, max_queries=max_queries, max_corpus=max_corpus,
+                                              fit=adapter is not None, fit_limit=fit_limit)
     if save_adapter is not None:
         from boom_merge.outputs import check_output
 
-        adapter = adapter or "orthogonal"
         check_output(save_adapter, inputs=(*_local(old_model, new_model), corpus), force=force)
     old, new = (_load(spec, device) for spec in (old_model, new_model))
     if old.get_embedding_dimension() != new.get_embedding_dimension():
@@ -184,20 +186,14 @@ def drift_report(
             raise BoomError("the model produced NaN or Inf embeddings (overflow in its dtype?)", path=spec)
         return embeddings
 
-    fitted, texts = None, []
+    fitted = None
     if adapter is not None:
-        texts = fit_texts(corpus, limit=fit_limit or DEFAULT_FIT_TEXTS)
         logger.info("fitting a %s query adapter on %d train texts", adapter, len(texts))
         fitted = fit_adapter(encode(old, texts), encode(new, texts), kind=adapter)
-        if save_adapter is not None:
-            info = {"old_model": str(old_model), "corpus": str(corpus), "fit_texts": len(texts)}
-            save_adapter_model(resolve_model(new_model).path, fitted, save_adapter, force=force,
-                               inputs=(*_local(old_model), corpus), info=info)
     datasets = []
-    for name, source in read_sources(corpus).items():
+    for name, split in splits.items():
         logger.info("drift on %s", name)
-        if source.task == "retrieval":
-            split = read_retrieval(corpus, name, max_queries=max_queries, max_corpus=max_corpus)
+        if isinstance(split, RetrievalSplit):
             queries = list(split.queries.values())
             docs = [f"{d['title']} {d['text']}".strip() for d in split.corpus.values()]
             datasets.append(
@@ -207,10 +203,31 @@ def drift_report(
                 )
             )
         else:
-            pairs = read_sts(sts_path(corpus, name))
-            texts_sts = sorted(set(pairs.text1) | set(pairs.text2))
+            texts_sts = sorted(set(split.text1) | set(split.text2))
             datasets.append(_cosines(name, encode(old, texts_sts), encode(new, texts_sts), queries=0, recall=None))
+    if save_adapter is not None and fitted is not None:  # last: a failure above leaves no adapter behind
+        info = {"old_model": str(old_model), "corpus": str(corpus), "fit_texts": len(texts)}
+        save_adapter_model(resolve_model(new_model).path, fitted, save_adapter, force=force,
+                           inputs=(*_local(old_model), corpus), info=info)
     return DriftReport(str(old_model), str(new_model), datasets, threshold, adapter, len(texts))
+
+
+def read_drift_inputs(
+    data_dir: str | Path | None, *, max_queries: int | None = 100, max_corpus: int | None = 1000,
+    fit: bool = False, fit_limit: int | None = None,
+) -> tuple[Path, dict[str, RetrievalSplit | STSPairs], list[str]]:
+    """Everything a drift report reads from the corpus, read (and so checked) before anything is
+    encoded or written: the corpus dir, each source's test split, and with ``fit`` up to
+    ``fit_limit`` train texts an adapter is fitted on (else none)."""
+    from boom_merge.adapter import DEFAULT_FIT_TEXTS
+
+    corpus = find_corpus_dir(data_dir)
+    splits: dict[str, RetrievalSplit | STSPairs] = {}
+    for name, source in read_sources(corpus).items():
+        splits[name] = (read_retrieval(corpus, name, max_queries=max_queries, max_corpus=max_corpus)
+                        if source.task == "retrieval" else read_sts(sts_path(corpus, name)))
+    texts = fit_texts(corpus, limit=fit_limit or DEFAULT_FIT_TEXTS) if fit else []
+    return corpus, splits, texts
 
 
 def _local(*specs: str | Path) -> list[Path]:

@@ -17,4 +17,6 @@ class BoomError(Exception):
 
     def __init__(self, message: str, *, path: str | Path | None = None):
         self.path = str(path) if path is not None else None
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        text = f"{self.path}: {message}" if self.path else message
+        # one line whatever the input held (a recipe key or a file name with a line break in it)
+        super().__init__(" ".join(part.strip() for part in text.splitlines() if part.strip()) or text)

@@ -8,11 +8,13 @@ lineage included) plus ``README.md`` built by :mod:`boom_merge.card`, titled wit
 in memory, so the local model is never modified.
 
 Local paths do not travel: in the uploaded copies of the provenance files (recipe, lineage,
-member manifests) an absolute path of this machine is written as a Hub id and commit when it
-is a Hub cache snapshot, else as its shortest trailing part that tells it apart from the other
-local paths of the upload (``/home/me/runs/bag/member-0-r40`` -> ``member-0-r40``), so the
-uploaded recipe runs with plain ``mergekit-yaml`` next to copies of its inputs, and no home
-directory or mount point is published. The local files stay as they are. The token comes from the argument, ``HF_TOKEN`` or
+member manifests), of every other text file (reports such as ``update_weight/candidates.json``,
+adapter records) and of the card, an absolute path of this machine is written as a Hub id and
+commit when it is a Hub cache snapshot, else as its shortest trailing part that tells it apart
+from the other local paths of the upload (``/home/me/runs/bag/member-0-r40`` -> ``member-0-r40``),
+so the uploaded recipe runs with plain ``mergekit-yaml`` next to copies of its inputs, and no home
+directory or mount point is published; a file that still names one after the rewrite (a binary
+file) is left out. The local files stay as they are. The token comes from the argument, ``HF_TOKEN`` or
 the saved login (``hf auth login``) and is never printed or logged: it is scrubbed from
 error messages too.
 """
@@ -42,8 +44,9 @@ _MODEL_MARKERS = ("modules.json", "config.json")
 class PushPlan:
     """What a push uploads: ``files`` are paths in the repo (sorted, card included).
 
-    ``portable`` holds the uploaded bytes of the provenance files whose local paths were
-    rewritten (see the module docstring); every other file is uploaded as it is on disk.
+    ``portable`` holds the uploaded bytes of the files whose local paths were rewritten (see the
+    module docstring), ``left_out`` the files not uploaded because they name a local path that
+    cannot be rewritten; every other file is uploaded as it is on disk.
     """
 
     repo_id: str
@@ -54,6 +57,7 @@ class PushPlan:
     revision: str | None = None
     commit_url: str | None = None
     portable: dict[str, bytes] = field(default_factory=dict)
+    left_out: tuple[str, ...] = ()
 
 
 def upload_files(model_dir: Path) -> list[str]:
@@ -100,9 +104,11 @@ def plan_push(
         raise BoomError("not a model directory (no modules.json or config.json)", path=model_dir)
     check_model(model_dir)  # never publish NaN weights, a truncated file or a model without its tokenizer
     card = build_model_card(model_dir, results_dir=results_dir, title=repo_id, include_capped=include_capped)
-    files = tuple(sorted([*upload_files(model_dir), CARD_FILE]))
-    portable = portable_provenance(model_dir, files)
-    return PushPlan(repo_id, model_dir, files, str(card), private, revision, portable=portable)
+    portable = portable_upload(model_dir, upload_files(model_dir), card=str(card))
+    files = tuple(sorted({*upload_files(model_dir), CARD_FILE} - set(portable.left_out)))
+    card_text = portable.rewritten.get(CARD_FILE, str(card).encode("utf-8")).decode("utf-8")
+    return PushPlan(repo_id, model_dir, files, card_text, private, revision, portable=portable.rewritten,
+                    left_out=portable.left_out)
 
 
 def _is_provenance(name: str) -> bool:
@@ -148,49 +154,132 @@ def portable_names(paths: Iterable[str]) -> dict[str, str]:
     return names
 
 
+_STRUCTURED = (".json", ".yml", ".yaml")
+_WEIGHTS = (".safetensors",)
+_SCAN_LIMIT = 64 * 2**20  # bytes of another binary file searched for a local path (a plot, an archive)
+
+
+def _local_roots() -> str:
+    """A regex of this machine's top-level dirs (``/home``, ``/tmp``, ...): where a local path starts."""
+    try:
+        roots = sorted(entry.name for entry in Path("/").iterdir() if entry.is_dir())
+    except OSError:
+        roots = []
+    return "|".join(re.escape(root) for root in roots) or r"(?!)"
+
+
+def _embedded_paths(text: str, roots: str) -> list[str]:
+    """Absolute paths of this machine inside a text (``/ROOT/...``, at least two parts deep)."""
+    pattern = rf"(?<![\w:/.~-])/(?:{roots})/[^\s'\"`,;|()<>\[\]{{}}*]*[^\s'\"`,;|()<>\[\]{{}}*.:]"
+    return re.findall(pattern, text)
+
+
+def _rewrite_text(text: str, names: dict[str, str]) -> str:
+    """``text`` with each local path (a whole path, not a prefix of a longer one) replaced."""
+    for path in sorted(names, key=len, reverse=True):
+        if path in text:
+            pattern = rf"(?<![\w./~-]){re.escape(path)}(?![\w./-])"
+            text = re.sub(pattern, lambda _, new=names[path]: new, text)
+    return text
+
+
 def _rewrite(value: Any, names: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return names.get(value, value)
+        return names.get(value) or _rewrite_text(value, names)
     if isinstance(value, dict):
-        return {key: _rewrite(item, names) for key, item in value.items()}
+        return {_rewrite(key, names): _rewrite(item, names) for key, item in value.items()}
     if isinstance(value, list):
         return [_rewrite(item, names) for item in value]
     return value
 
 
-def _rewritten_yaml(text: str, names: dict[str, str]) -> str:
-    """The recipe with its paths replaced in place (comments and layout kept)."""
-    for path in sorted(names, key=len, reverse=True):
-        pattern = rf"(?<![\w./~-]){re.escape(path)}(?![\w./-])"
-        text = re.sub(pattern, lambda _: names[path], text)
-    return text
+@dataclass(frozen=True)
+class _Read:
+    """One uploaded file as read for the path scan: its text and parsed data, or (``text`` None)
+    the bytes of a binary file searched."""
+
+    text: str | None
+    data: Any = None
+    parsed: bool = False
 
 
-def portable_provenance(model_dir: Path, files: Iterable[str]) -> dict[str, bytes]:
-    """The provenance files among ``files`` that name local paths, as they are uploaded."""
-    texts = {}
-    for name in files:
-        if _is_provenance(name) and (model_dir / name).is_file():
-            text = (model_dir / name).read_text(encoding="utf-8")
-            try:
-                texts[name] = (text, _load(name, text))
-            except (ValueError, yaml.YAMLError):
-                raise BoomError("not valid JSON/YAML; nothing was uploaded", path=model_dir / name) from None
-    found = [s for _, data in texts.values() for s in _strings(data) if s.startswith("/")]
-    names = portable_names(found)
-    portable = {}
-    for name, (text, data) in texts.items():
-        if not any(s in names for s in _strings(data)):
+def _read_for_scan(file: Path, name: str) -> _Read:
+    if name.endswith(_WEIGHTS):  # only the header can name a path; the tensors are not scanned
+        with file.open("rb") as handle:
+            head = handle.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else 0
+            raw = handle.read(min(length, _SCAN_LIMIT))
+        return _Read(None, raw)
+    if file.stat().st_size > _SCAN_LIMIT and not _is_provenance(name):
+        return _Read(None, b"")
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Read(None, raw)
+    if name.endswith(_STRUCTURED):
+        try:
+            return _Read(text, _load(name, text), True)
+        except (ValueError, yaml.YAMLError):
+            if _is_provenance(name):
+                raise BoomError("not valid JSON/YAML; nothing was uploaded", path=file) from None
+    return _Read(text)
+
+
+def _local_paths(name: str, read: _Read, roots: str) -> list[str]:
+    """The local paths one text file names (see :func:`portable_upload`)."""
+    if read.text is None:
+        return []
+    whole = [s for s in _strings(read.data) if s.startswith("/")] if read.parsed and _is_provenance(name) else []
+    return whole + _embedded_paths(read.text, roots)
+
+
+@dataclass(frozen=True)
+class Portable:
+    """What a push sends instead of the local files that name local paths."""
+
+    rewritten: dict[str, bytes]
+    left_out: tuple[str, ...]
+
+
+def portable_upload(model_dir: Path, files: Iterable[str], *, card: str | None = None) -> Portable:
+    """The files among ``files`` that name a local path, rewritten (see the module docstring), or
+    left out where no rewrite can be trusted (a binary file that holds one).
+
+    Found: every string of a provenance file that starts with ``/``, and in any text file
+    (JSON and YAML values included) a path under one of this machine's top-level dirs. ``card``,
+    the card built in memory, is scanned and rewritten as ``README.md``.
+    """
+    roots = _local_roots()
+    reads = {name: _read_for_scan(model_dir / name, name) for name in files if (model_dir / name).is_file()}
+    if card is not None:
+        reads[CARD_FILE] = _Read(card)
+    names = portable_names(path for name, read in reads.items() for path in _local_paths(name, read, roots))
+    rewritten, left_out = {}, []
+    for name, read in reads.items():
+        if read.text is None:
+            if any(path.encode() in read.data for path in names):
+                left_out.append(name)
             continue
-        if name.endswith(".json"):
-            new = json.dumps(_rewrite(data, names), indent=2) + "\n"
+        if not any(path in read.text for path in names):
+            continue
+        if read.parsed and name.endswith(".json"):
+            new = json.dumps(_rewrite(read.data, names), indent=2, ensure_ascii=False) + "\n"
+        elif read.parsed:
+            new = _rewrite_text(read.text, names)
+            if _load(name, new) != _rewrite(read.data, names):  # a path quoted in a way the text match missed
+                header = "".join(line for line in read.text.splitlines(keepends=True) if line.startswith("#"))
+                new = header + yaml.safe_dump(_rewrite(read.data, names), sort_keys=False, allow_unicode=True)
         else:
-            new = _rewritten_yaml(text, names)
-            if _load(name, new) != _rewrite(data, names):  # a path quoted in a way the text match missed
-                header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
-                new = header + yaml.safe_dump(_rewrite(data, names), sort_keys=False)
-        portable[name] = new.encode("utf-8")
-    return portable
+            new = _rewrite_text(read.text, names)
+        again = _Read(new, _load(name, new) if read.parsed else None, read.parsed)
+        if _local_paths(name, again, roots):  # never upload what the rewrite missed
+            left_out.append(name)
+            continue
+        rewritten[name] = new.encode("utf-8")
+    for name in left_out:
+        logger.warning("%s names a local path that cannot be rewritten: not uploaded", name)
+    return Portable(rewritten, tuple(left_out))
 
 
 def _reason(error: BaseException, token: str | None) -> str:

@@ -24,6 +24,11 @@ outputs are :mod:`boom_merge.merging`'s, the recipe rules :mod:`boom_merge.recip
    and every command built with ``add_merge_options`` (``mergekit-yaml`` among them)
    validates its recipe file strictly and prints a refusal as one ``Error:`` line
    (exit 1) instead of a traceback.
+4. mergekit keeps every model's tensor loader (its shard index and an open safetensors handle)
+   in a class-level ``LoaderCache`` for the life of the process, so a second merge in the same
+   process (tune, ``--update-weight auto``, a notebook) read a model whose files changed since
+   through the old header's offsets: garbage, NaN. Each run gets fresh loaders
+   (``tests/test_fuzz.py``, the rewritten-input regression case).
 
 The import hook (``_hook.py``) applies each right after mergekit's module has been
 executed; all are idempotent and marked with ``__boom_merge_patched__``. This module
@@ -111,10 +116,31 @@ def treat_local_dirs_as_local() -> None:
 
 
 def upstream_run_merge() -> Callable[..., Any]:
-    """mergekit's own ``run_merge``, whether or not it is wrapped."""
+    """mergekit's own ``run_merge``, whether or not it is wrapped (with fresh loaders, fix 4)."""
     import mergekit.merge as merge
 
-    return getattr(merge.run_merge, "__wrapped__", merge.run_merge)
+    return _fresh_loaders(getattr(merge.run_merge, "__wrapped__", merge.run_merge))
+
+
+def _fresh_loaders(run: Callable[..., Any]) -> Callable[..., Any]:
+    """``run`` with mergekit's tensor loaders forgotten before and after it (fix 4)."""
+
+    def forget() -> None:
+        from mergekit.io.tasks import LoaderCache
+
+        cache = LoaderCache()
+        cache.flush_all()  # closes the open safetensors handles
+        cache.loaders.clear()  # a class-level dict: every later merge in this process would share it
+
+    @functools.wraps(run)
+    def fresh(*args: Any, **kwargs: Any) -> Any:
+        forget()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            forget()
+
+    return fresh
 
 
 def route_run_merge() -> None:
@@ -130,7 +156,7 @@ def route_run_merge() -> None:
         from boom_merge.merging import merge_in_place
 
         return merge_in_place(merge_config, out_path, options=options, config_source=config_source,
-                              upstream=original)
+                              upstream=_fresh_loaders(original))
 
     merge.run_merge = _mark(run_merge)
 

@@ -46,8 +46,8 @@ from boom_merge.durable import (
 from boom_merge.errors import BoomError
 
 __all__ = [
-    "OUTPUT_MARKER", "atomic_output_dir", "check_output", "check_output_file", "is_boom_output", "mark_output",
-    "output_lock", "write_output_file",
+    "OUTPUT_MARKER", "atomic_output_dir", "check_apart", "check_output", "check_output_file", "discard_output",
+    "is_boom_output", "mark_output", "output_lock", "write_output_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,22 @@ def check_output(out: str | Path, *, inputs: Iterable[Any] = (), force: bool = F
         _check_existing(given, real, force)
     _check_parent(given, real)
     return real
+
+
+def check_apart(first: str | Path, second: str | Path) -> None:
+    """Two outputs of one command neither equal nor contain each other (whether or not they exist yet)."""
+    a, b = (real_path(_as_path(out)) for out in (first, second))  # type: ignore[arg-type]
+    if a == b or a in b.parents or b in a.parents:
+        raise BoomError(f"outputs {first} and {second} overlap (one would overwrite the other); write them apart")
+
+
+def discard_output(out: str | Path) -> None:
+    """Remove an output this run has just written, when a later step of the same command failed
+    (all or nothing); only a directory boom-merge wrote is removed."""
+    path = Path(out)
+    if path.is_dir() and not path.is_symlink() and is_boom_output(path):
+        logger.warning("%s: removed (a later step failed)", path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_output_file(

@@ -133,31 +133,42 @@ def _settings(config: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
         yield f"modules.{name}.parameters", module.parameters or {}, None
 
 
-def _numbers(value: Any) -> Iterator[float]:
-    """Every number in a parameter setting (scalars, gradients, conditional values)."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, (int, float)):
-        yield float(value)
-    elif isinstance(value, (list, tuple)):
+def _leaves(value: Any) -> Iterator[Any]:
+    """Every scalar of a parameter setting (a scalar, a gradient list, conditional values)."""
+    if isinstance(value, (list, tuple)):
         for item in value:
-            yield from _numbers(item)
+            yield from _leaves(item)
     elif hasattr(value, "value"):  # mergekit's ConditionalParameter
-        yield from _numbers(value.value)
+        yield from _leaves(value.value)
+    else:
+        yield value
+
+
+def _as_float(number: int | float) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an integer beyond float64 (YAML reads 1e400 written out as an int)
+        return math.inf if number > 0 else -math.inf
 
 
 def _check_value(method: Any, spec: Any, value: Any, where: str, recipe: Path | None) -> None:
-    for number in _numbers(value):
-        if not math.isfinite(number):
-            raise BoomError(f"{spec.name} in {where} must be finite, got {number}", path=recipe)
-        if spec.name == "weight" and number < 0:
-            raise BoomError(f"weight in {where} must be non-negative, got {number}", path=recipe)
-    if isinstance(value, (int, float, str, bool)):
+    if value is None:  # unset: the method's default
+        return
+    scalar = isinstance(value, (int, float, str, bool))
+    for leaf in _leaves(value):
+        number = not isinstance(leaf, bool) and isinstance(leaf, (int, float))
+        if not scalar and not number:  # mergekit interpolates a list as a gradient: numbers only
+            raise BoomError(f"{spec.name} in {where} for {method}: a list (gradient) holds numbers only, "
+                            f"got {leaf!r}", path=recipe)
+        if number and not math.isfinite(_as_float(leaf)):
+            raise BoomError(f"{spec.name} in {where} must be finite, got {_as_float(leaf)}", path=recipe)
+        if number and spec.name == "weight" and leaf < 0:
+            raise BoomError(f"weight in {where} must be non-negative, got {leaf}", path=recipe)
         try:
-            spec.validate(value)
+            spec.validate(leaf)
         except (ValueError, TypeError) as error:
             message = str(error).strip().splitlines()[-1].strip()
-            raise BoomError(f"invalid {spec.name}={value!r} in {where} for {method}: {message}", path=recipe) from None
+            raise BoomError(f"invalid {spec.name}={leaf!r} in {where} for {method}: {message}", path=recipe) from None
 
 
 def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
@@ -175,6 +186,11 @@ def _check_models(config: Any, method: Any, recipe: Path | None) -> None:
     if not merged and contract.min_non_base:
         raise BoomError(f"every model in models: is the base_model {config.base_model}; "
                         f"{config.merge_method} needs at least one other model to merge into it", path=recipe)
+    fewest, most = contract.min_non_base or 0, contract.max_non_base
+    if not config.slices and (len(merged) < fewest or (most is not None and len(merged) > most)):
+        wanted = f"exactly {most}" if fewest == most else f"at least {fewest}" if most is None else f"{fewest} to {most}"
+        raise BoomError(f"{config.merge_method} merges {wanted} models besides the base_model; got {len(merged)}",
+                        path=recipe)
     specs = {p.name: p for p in method.spec.input_parameters}
     shared = config.parameters or {}
     weights = []

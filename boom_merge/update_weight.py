@@ -32,7 +32,7 @@ from typing import Any
 from boom_merge.errors import BoomError
 from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs, incremental_merge
 from boom_merge.outputs import output_lock
-from boom_merge.tune.run import load_score_cache, write_json_atomic
+from boom_merge.tune.run import check_tuned_models, load_score_cache, write_json_atomic
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
 
@@ -153,6 +153,7 @@ def auto_update_weight(
     rule = weight_rule(mode, max_old_loss)
     echo(rule)
     echo(f"old-domain dev: {', '.join(tasks.in_domain)}; new-domain dev: {', '.join(tasks.out_of_domain)}")
+    check_tuned_models([old_in.ref, update_in.ref], out, force=force)  # a refused model: before any scoring
     with output_lock(out):  # held for the whole search: a second run into OUT fails fast, never shares the work dir
         work = out.parent / f".{out.name}.weight-work"
         work.mkdir(parents=True, exist_ok=True)

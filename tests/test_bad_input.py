@@ -95,6 +95,21 @@ def _lie_about_dtype(member: Path) -> None:
     file.write_bytes(data[:8] + text + data[8 + length:])
 
 
+def _edit_header(member: Path, change) -> None:
+    """Rewrite the safetensors header of ``member`` through ``change`` (the data bytes stay)."""
+    file = member / "model.safetensors"
+    data = file.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    change(header)
+    text = json.dumps(header).encode()
+    file.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+
+
+def _string_offsets(header: dict) -> None:
+    header[_BAD_TENSOR]["data_offsets"] = [str(o) for o in header[_BAD_TENSOR]["data_offsets"]]
+
+
 def _edit_json(file: Path, change) -> None:
     data = json.loads(file.read_text())
     change(data)
@@ -117,6 +132,8 @@ _VARIANTS = {  # a copy of member 1 with one defect
     "liar": _lie_about_dtype,
     "truncated": lambda m: (m / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes()[:-100]),
     "malformed": lambda m: (m / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all"),
+    "stroffsets": lambda m: _edit_header(m, _string_offsets),
+    "trailing": lambda m: (m / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes() + b"\0" * 8),
     "noconfig": lambda m: (m / "config.json").unlink(),
     "notokenizer": lambda m: [(m / name).unlink() for name in ("tokenizer.json", "vocab.txt") if (m / name).exists()],
     "pickled": _pickle,
@@ -150,6 +167,10 @@ CASES = {
     "lying dtype header": Case(_models("m0", "liar"), needles=("{W}/liar/model.safetensors", _BAD_TENSOR, "I32")),
     "truncated": Case(_models("m0", "truncated"), needles=("{W}/truncated/model.safetensors", "truncated")),
     "malformed header": Case(_models("m0", "malformed"), needles=("{W}/malformed/model.safetensors", "corrupt")),
+    "string data_offsets": Case(_models("m0", "stroffsets"),
+                                needles=("{W}/stroffsets/model.safetensors", _BAD_TENSOR, "corrupt")),
+    "bytes after the last tensor": Case(_models("m0", "trailing"),
+                                        needles=("{W}/trailing/model.safetensors", "corrupt")),
     "missing config": Case(_models("m0", "noconfig"), needles=("{W}/noconfig", "config.json")),
     "missing tokenizer": Case(_models("m0", "notokenizer"), needles=("{W}/notokenizer", "tokenizer")),
     "pickled weights": Case(_models("m0", "pickled"), needles=("{W}/pickled", "pickled", "--allow-pickle")),

@@ -332,3 +332,19 @@ def test_train_on_a_file_and_a_cached_datasets_id(
     refused = CliRunner().invoke(main, inside)
     assert refused.exit_code == 1 and "lies inside the input" in refused.output
     assert not (tmp_path / "more" / "members").exists()
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_ragged_rows_are_one_error_naming_file_and_line(tmp_path: Path, suffix: str, sep: str) -> None:
+    """An unquoted delimiter inside a text shifts the columns: refused, never silently truncated."""
+    file = tmp_path / f"faq{suffix}"
+    body = f"query{sep}positive\nwhat is a lake{sep}still water\n\"a quoted\nrow\"{sep}fine\n"
+    file.write_text(body + f"what is a river{sep} really{sep}a river is moving water\n", encoding="utf-8")
+    with pytest.raises(BoomError) as error:
+        load_training_data(file)
+    assert str(error.value).startswith(f"{file}: line 5: 3 fields, the header has 2")
+    file.write_text(body + "just one field\n", encoding="utf-8")
+    with pytest.raises(BoomError, match=r"line 5: 1 fields, the header has 2"):
+        load_training_data(file)
+    file.write_text(body + "\n", encoding="utf-8")  # a blank line is no row
+    assert [e.query for e in load_training_data(file)["faq"]] == ["what is a lake", "a quoted\nrow"]

@@ -264,3 +264,24 @@ def test_cli_fit_adapter(rotated, corpus: Path, corpus_with_train: Path, tmp_pat
     no_train = CliRunner().invoke(main, ["drift", str(old), str(new), "--corpus", str(corpus),
                                          "--fit-adapter", str(tmp_path / "b")])
     assert "no train split" in no_train.output and not (tmp_path / "b").exists()
+
+
+def test_fit_adapter_is_all_or_nothing(rotated, corpus_with_train: Path, tmp_path: Path) -> None:
+    """Issue 22.3: a corrupt test split (read after the fit) leaves no adapter behind."""
+    old, new, _ = rotated
+    root = Path(shutil.copytree(corpus_with_train, tmp_path / "corpus"))
+    (root / "sts" / "wordsim353.tsv").write_text("word1\tword2\tscore\ncat\tdog\tnot a number\n")
+    with pytest.raises(BoomError, match=r"wordsim353.tsv: bad score"):
+        drift_report(old, new, root, save_adapter=tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists() and not list(tmp_path.glob(".adapter*"))
+
+
+def test_an_empty_train_split_names_the_corpus(rotated, corpus: Path, tmp_path: Path) -> None:
+    """Issue 22.2: not 'paired embeddings, got shapes (0,) and (0,)'."""
+    old, new, _ = rotated
+    root = Path(shutil.copytree(corpus, tmp_path / "corpus"))
+    (root / "train").mkdir()
+    (root / "train" / "mix.jsonl").write_text("\n")
+    with pytest.raises(BoomError) as error:
+        drift_report(old, new, root, adapter="orthogonal")
+    assert str(error.value).startswith(f"{root}: train split (mix.jsonl) holds no text (query or pos)")

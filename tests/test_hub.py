@@ -374,17 +374,92 @@ def test_unreadable_provenance_is_one_line_and_nothing_is_sent(hub: FakeHub, mem
 
 def test_provenance_yaml_is_rewritten_in_place_or_re_dumped(tmp_path: Path) -> None:
     """Paths are replaced in the recipe's text (comments kept); a path the text match cannot see
-    (a YAML escape) falls back to a re-dump that keeps the header comments and loses no path."""
-    from boom_merge.hub import portable_provenance
+    (a YAML escape) falls back to a re-dump that keeps the header comments and loses no path. (The
+    paths are under a root this machine lacks, so only the provenance rule finds them.)"""
+    from boom_merge.hub import portable_upload
 
-    plain = ("# Written by `boom-merge recipe`\nmerge_method: boom\nbase_model: /home/me/runs/base  # the base\n"
-             "models:\n  - model: /home/me/runs/member-0\n  - model: '/home/me/runs/member-1'\n")
-    escaped = plain.replace("'/home/me/runs/member-1'", '"/home/me/runs/member\\x2d1"')
+    plain = ("# Written by `boom-merge recipe`\nmerge_method: boom\nbase_model: /no-such-root/me/runs/base  # the base\n"
+             "models:\n  - model: /no-such-root/me/runs/member-0\n  - model: '/no-such-root/me/runs/member-1'\n")
+    escaped = plain.replace("'/no-such-root/me/runs/member-1'", '"/no-such-root/me/runs/member\\x2d1"')
     expected = {"merge_method": "boom", "base_model": "base",
                 "models": [{"model": "member-0"}, {"model": "member-1"}]}
     for text, in_place in ((plain, True), (escaped, False)):
         (tmp_path / "boom_recipe.yml").write_text(text)
-        new = portable_provenance(tmp_path, ["boom_recipe.yml"])["boom_recipe.yml"].decode()
-        assert yaml.safe_load(new) == expected and "/home/me" not in new
+        new = portable_upload(tmp_path, ["boom_recipe.yml"]).rewritten["boom_recipe.yml"].decode()
+        assert yaml.safe_load(new) == expected and "/no-such-root/me" not in new
         assert new.startswith("# Written by `boom-merge recipe`\n")
         assert ("# the base" in new) == in_place  # in place keeps every comment; the re-dump only the header
+
+
+def _uploaded_bytes(hub: FakeHub) -> dict[str, bytes]:
+    assert hub.files, "nothing was uploaded"
+    return dict(hub.files)
+
+
+def test_no_local_path_travels_from_auto_update_or_adapter_outputs(
+    hub: FakeHub, tiny_bag: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22.4: every uploaded byte of an `--update-weight auto` output (its update_weight/ report
+    included) is free of this test's temp dirs, and so is a query adapter's record; --dry-run names
+    the rewritten files."""
+    import numpy as np
+
+    from boom_merge import update_weight
+    from boom_merge.adapter import Adapter, save_adapter_model
+    from boom_merge.hub import portable_upload, upload_files
+    from boom_merge.tune.scoring import DevTasks
+    from boom_merge.tune.select import Scores
+
+    base, (old, update, *_) = tiny_bag
+    corpus = tmp_path / "corpus"
+    (corpus / "dev").mkdir(parents=True)
+    (corpus / "manifest.json").write_text("{}")
+    monkeypatch.setattr(update_weight, "dev_sources", lambda *a: DevTasks(("old",), ("new",)))
+
+    def scorer(model: Path) -> Scores:
+        return Scores(0.8, 0.6, {"old": 0.8, "new": 0.6})
+
+    auto = update_weight.auto_update_weight(old, update, tmp_path / "new", corpus=corpus, grid=[0.5], scorer=scorer)
+    candidates = (auto.result.path / "update_weight" / "candidates.json").read_text()
+    assert str(old) in candidates and str(corpus) in candidates  # what the fix must keep off the Hub
+    adapter = save_adapter_model(auto.result.path, Adapter(np.eye(16), None, "orthogonal"), tmp_path / "adapter",
+                                 info={"old_model": str(old), "corpus": str(corpus)})
+    local = [str(tmp_path), str(base.parent), str(old.parent), str(Path(tmp_path).resolve())]
+    for model in (auto.result.path,):
+        before = _checksums(model)
+        dry = _push(str(model), "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path / "h")
+        assert dry.returncode == 0, dry.stderr
+        rewritten = next(line for line in dry.stdout.splitlines() if line.startswith("local paths written"))
+        hub.files.clear()
+        result = _push(str(model), "--repo-id", REPO, endpoint=hub.url, home=tmp_path / "home")
+        assert result.returncode == 0, result.stderr
+        assert _checksums(model) == before
+        for name, data in _uploaded_bytes(hub).items():
+            for path in local:
+                assert path.encode() not in data, (name, path)
+            assert b'"/tmp/' not in data and b" /tmp/" not in data, name
+        assert "update_weight/candidates.json" in rewritten and "boom_lineage.json" in rewritten
+        data = json.loads(hub.files["update_weight/candidates.json"])
+        assert [row["weight"] for row in data["candidates"]] == [0.0, 0.5]
+    # an adapter has no card of its own (push refuses it), but its record is held to the same rule
+    portable = portable_upload(adapter, upload_files(adapter))
+    record = json.loads(portable.rewritten["boom_adapter.json"])
+    assert record["old_model"] == old.name and record["corpus"] == "corpus" and record["new_model"] == "new"
+    assert portable.left_out == () and not [p for p in local if p in json.dumps(record)]
+
+
+def test_a_binary_file_naming_a_local_path_is_left_out(hub: FakeHub, member: Path, tmp_path: Path) -> None:
+    """Issue 22.4: what cannot be rewritten does not travel, and --dry-run says so."""
+    import shutil
+
+    model = Path(shutil.copytree(member, tmp_path / "model"))
+    (model / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + f"tEXtSource\x00{tmp_path}/runs/x".encode() + b"\x00\xff")
+    (model / "notes.md").write_text(f"trained in {tmp_path / 'runs' / 'x'} on 2 CPUs\n")
+    dry = _push(str(model), "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path / "h")
+    assert dry.returncode == 0, dry.stderr
+    assert "left out (they name a local path that cannot be rewritten): plot.png" in dry.stdout
+    assert "  plot.png\n" not in dry.stdout and "  notes.md\n" in dry.stdout
+    result = _push(str(model), "--repo-id", REPO, endpoint=hub.url, home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert "plot.png" not in hub.files and hub.files["notes.md"] == b"trained in x on 2 CPUs\n"
+    assert not [name for name, data in hub.files.items() if str(tmp_path).encode() in data]

@@ -395,3 +395,89 @@ def test_hub_ids_merge_like_the_dirs_and_the_lineage_names_id_and_commit(tmp_pat
     assert (lineage["old"]["hub_id"], lineage["old"]["revision"]) == ("acme/m0", OLD_SHA)
     assert yaml.safe_load((tmp_path / "both" / "boom_recipe.yml").read_text())["base_model"] == f"acme/m0@{OLD_SHA}"
     assert {i["role"] for i in lineage["inputs"]} == {"old", "update"}
+
+
+def _corpus_with_train(root: Path, train: bytes | None) -> Path:
+    """The evaluation fixture corpus; ``train``: the bytes of ``train/mix.jsonl`` (None: no train split)."""
+    from tests.test_evaluation import write_corpus
+
+    corpus = write_corpus(root)
+    if train is not None:
+        (corpus / "train").mkdir()
+        (corpus / "train" / "mix.jsonl").write_bytes(train)
+    return corpus
+
+
+_FIT_ROWS = "".join(json.dumps({"query": f"query {i}", "pos": [f"text {i}"]}) + "\n" for i in range(40)).encode()
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("no train split", ["corpus", "no train split"]),
+    ("empty train split", ["corpus", "train split (mix.jsonl) holds no text", "at least 2"]),
+    ("non-UTF-8 train file", ["mix.jsonl", "unreadable training file"]),
+    ("corrupt test split", ["queries.jsonl"]),
+    ("adapter is -o", ["overlap"]),
+    ("adapter inside -o", ["overlap"]),
+])
+def test_fit_adapter_inputs_are_checked_before_new_is_written(tmp_path, tiny_bag, case, needles) -> None:
+    """Issue 22.1/22.2: every input of `incremental --fit-adapter` is checked before NEW's first byte."""
+    _, (old, update, *_) = tiny_bag
+    train = {"no train split": None, "empty train split": b"", "non-UTF-8 train file": b"\xff\xfe{}\n"}.get(case, _FIT_ROWS)
+    corpus = _corpus_with_train(tmp_path / "corpus", train)
+    if case == "corrupt test split":
+        (next((corpus / "test").iterdir()) / "queries.jsonl").write_text('{"_id": "q0", "text": \n')
+    new, adapter = tmp_path / "new", {"adapter is -o": tmp_path / "new",
+                                      "adapter inside -o": tmp_path / "new" / "q"}.get(case, tmp_path / "adapter")
+    before = _snapshot(old)
+    result = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(new), "--corpus", str(corpus),
+                                       "--fit-adapter", str(adapter), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert not new.exists() and not adapter.exists() and not (tmp_path / "adapter").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".new")] and _snapshot(old) == before
+
+
+def test_a_failure_after_new_is_written_removes_it(tmp_path, tiny_bag, monkeypatch) -> None:
+    """Issue 22.1: all or nothing: when the drift report (or the adapter) fails after the merge, NEW goes too."""
+    from boom_merge import drift
+
+    _, (old, update, *_) = tiny_bag
+    corpus = _corpus_with_train(tmp_path / "corpus", _FIT_ROWS)
+    seen = []
+
+    def failing(old_model, new_model, *args, **kwargs):
+        seen.append(Path(new_model))
+        assert (Path(new_model) / "model.safetensors").is_file()  # NEW was written
+        raise BoomError("the model produced NaN or Inf embeddings", path=new_model)
+
+    monkeypatch.setattr(drift, "drift_report", failing)
+    result = CliRunner().invoke(main, ["incremental", str(old), str(update), "-o", str(tmp_path / "new"),
+                                       "--corpus", str(corpus), "--fit-adapter", str(tmp_path / "adapter")])
+    assert result.exit_code == 1 and seen == [(tmp_path / "new").absolute()], result.output
+    assert "updated model written" not in result.output
+    assert not (tmp_path / "new").exists() and not (tmp_path / "adapter").exists()
+
+
+def test_auto_refuses_a_nan_update_before_scoring_anything(tmp_path, tiny_bag, monkeypatch) -> None:
+    """As tune (issue 22.6): a refused input fails before the first score and leaves no work dir."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from boom_merge import update_weight
+
+    _, (old, update, *_) = tiny_bag
+    broken = Path(shutil.copytree(update, tmp_path / "update"))
+    state = load_file(str(broken / "model.safetensors"))
+    state["embeddings.LayerNorm.weight"][0] = float("nan")
+    save_file(state, str(broken / "model.safetensors"))
+    corpus = _stub_dev_corpus(tmp_path, monkeypatch)
+    seen = []
+    with pytest.raises(BoomError, match="NaN or Inf") as error:
+        update_weight.auto_update_weight(old, broken, tmp_path / "new", corpus=corpus, grid=[0.5],
+                                         scorer=lambda model: seen.append(model))
+    assert str(broken) in str(error.value)
+    assert seen == [] and not (tmp_path / ".new.weight-work").exists() and not (tmp_path / "new").exists()

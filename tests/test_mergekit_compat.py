@@ -94,7 +94,7 @@ def test_patches_are_idempotent_and_wrap_once() -> None:
                     mergekit.options.add_merge_options):
         assert getattr(patched, "__boom_merge_patched__", False)
         assert not getattr(patched.__wrapped__, "__boom_merge_patched__", False)
-    assert mergekit_compat.upstream_run_merge() is mergekit.merge.run_merge.__wrapped__
+    assert mergekit_compat.upstream_run_merge().__wrapped__ is mergekit.merge.run_merge.__wrapped__  # fresh loaders around it
 
 
 def test_merge_commands_print_refusals_as_one_line(tmp_path) -> None:

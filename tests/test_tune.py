@@ -563,3 +563,30 @@ def test_slice_ids_are_seeded_subsets_that_keep_the_relevant_documents() -> None
     assert slice_ids("alpha", queries, docs, qrels, SliceSpec(0.25, seed=1))[0] != kept_q
     with pytest.raises(BoomError, match="fraction"):
         SliceSpec(0.0)
+
+
+@pytest.mark.parametrize("defect", ["nan member", "member without tokenizer", "nan base"])
+def test_a_refused_input_fails_before_scoring_and_leaves_no_work_dir(setup, tmp_path: Path, defect: str) -> None:
+    """Issue 22.6: every member and the base are checked before the first candidate is scored."""
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    base, members, corpus = setup
+    broken = Path(shutil.copytree(base if defect == "nan base" else members[1], tmp_path / "broken"))
+    if defect == "member without tokenizer":
+        for name in ("tokenizer.json", "vocab.txt"):
+            (broken / name).unlink(missing_ok=True)
+    else:
+        state = load_file(str(broken / "model.safetensors"))
+        state["embeddings.LayerNorm.weight"][0] = np.nan
+        save_file(state, str(broken / "model.safetensors"))
+    if defect != "nan base":
+        (broken / "boom_member.json").write_text((members[1] / "boom_member.json").read_text())
+    given = [members[0], broken] if defect != "nan base" else members
+    seen = []
+    with pytest.raises(BoomError) as error:
+        tune(given, tmp_path / "o", base=broken if defect == "nan base" else base, corpus=corpus,
+             scorer=lambda model: seen.append(model), progress=False)
+    assert str(broken) in str(error.value) and ("NaN" in str(error.value) or "tokenizer" in str(error.value))
+    assert seen == [] and not (tmp_path / ".o.tune-work").exists() and not (tmp_path / "o").exists()

@@ -55,6 +55,8 @@ def push(
             click.echo(f"  {name}")
         if plan.portable:
             click.echo(f"local paths written as names or Hub ids in the uploaded {', '.join(sorted(plan.portable))}")
+        if plan.left_out:
+            click.echo(f"left out (they name a local path that cannot be rewritten): {', '.join(plan.left_out)}")
         click.echo("\n--- README.md ---")
         click.echo(plan.card)
     else:

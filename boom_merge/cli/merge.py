@@ -181,13 +181,14 @@ def incremental_command(
     weight = _update_weight(update_weight)
     if (weight == "auto" or fit_adapter is not None) and data is None:
         raise click.UsageError("--update-weight auto and --fit-adapter need --corpus CORPUS")
-    if data is not None:  # a bad corpus fails before NEW is written
-        from boom_merge.evaluation.corpus import find_corpus_dir
+    if data is not None:  # a bad corpus (test splits, the adapter's train split) fails before NEW is written
+        from boom_merge.drift import read_drift_inputs
 
-        find_corpus_dir(data)
+        read_drift_inputs(data, fit=fit_adapter is not None)
     if fit_adapter is not None:
-        from boom_merge.outputs import check_output
+        from boom_merge.outputs import check_apart, check_output
 
+        check_apart(fit_adapter, output)
         check_output(fit_adapter, inputs=(old, update, data, output), force=force)
     options = dict(mode=mode, interpolation=interpolation, update_base=update_base, force=force, cuda=cuda,
                    allow_pickle=allow_pickle, out_shard_size=out_shard_size)
@@ -201,12 +202,21 @@ def incremental_command(
                    f"table and plot in {result.path / 'update_weight'}")
     else:
         result = incremental_merge(old, update, output, update_weight=weight, **options)  # type: ignore[arg-type]
-    click.echo(f"updated model written to {result.path} (lineage in boom_lineage.json)")
+    report = None
     if data is not None:
-        from boom_merge.drift import drift_report, format_drift
+        from boom_merge.drift import drift_report
+        from boom_merge.outputs import discard_output
 
-        report = drift_report(old, result.path, data, device=device, batch_size=batch_size,
-                              adapter=adapter if fit_adapter else None, save_adapter=fit_adapter, force=force)
+        try:
+            report = drift_report(old, result.path, data, device=device, batch_size=batch_size,
+                                  adapter=adapter if fit_adapter else None, save_adapter=fit_adapter, force=force)
+        except BaseException:  # all or nothing: no NEW without its report and adapter
+            discard_output(result.path)
+            raise
+    click.echo(f"updated model written to {result.path} (lineage in boom_lineage.json)")
+    if report is not None:
+        from boom_merge.drift import format_drift
+
         click.echo(format_drift(report))
         if fit_adapter is not None:
             click.echo(f"query adapter written to {fit_adapter}")

@@ -173,12 +173,20 @@ def csv_records(path: Path) -> tuple[list[str], Records]:
         start = data.rfind(b"\n", 0, error.start) + 1
         raise BoomError(f"line {line}: {_utf8_error(error, data, start)}", path=path) from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+    rows = []  # (first line of the row in the file, its fields)
     try:
-        rows = list(reader)
+        line = 1
+        for values in reader:
+            rows.append((line, values))
+            line = reader.line_num + 1
     except csv.Error as error:
         raise BoomError(f"line {reader.line_num}: not readable as CSV ({error})", path=path) from None
-    header, body = (rows[0], rows[1:]) if rows else ([], [])
-    records = ((n, dict(zip(header, values, strict=False))) for n, values in enumerate(body) if any(values))
+    header = rows[0][1] if rows else []
+    for line, values in rows[1:]:
+        if any(values) and len(values) != len(header):  # a comma in an unquoted text would shift the columns
+            raise BoomError(f"line {line}: {len(values)} fields, the header has {len(header)} (quote a field "
+                            "that holds the delimiter)", path=path)
+    records = ((n, dict(zip(header, values, strict=True))) for n, (_, values) in enumerate(rows[1:]) if any(values))
     return header, records
 
 

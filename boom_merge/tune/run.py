@@ -12,7 +12,9 @@ The search (fixed, staged so that its cost stays small):
 4. the ``scale`` grid on the best bag or soup of steps 2-3;
 5. the WiSE-FT line: the full-data member and the base at every t of the grid.
 
-Every candidate is merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
+Every member and the base first pass a merge's input checks (:func:`check_tuned_models`), so a
+refused input fails before anything is scored and leaves no work dir. Every candidate is
+merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
 OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
 (:class:`boom_merge.tune.scoring.DevScorer`: MTEB on the ID dev splits of the training
 domains and the OOD dev sources, its tasks, texts and tokenization held for the whole
@@ -333,6 +335,19 @@ def _tuned_model(spec: str | Path) -> tuple[Path, str | Path, str]:
     return path, path, path.name
 
 
+def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = False) -> None:
+    """Every member and the base pass the checks of a merge of them all (config, tokenizer, honest
+    headers, finite weights, same tensors, sentence-transformers heads alike) before anything is
+    scored: a refused input fails in seconds and leaves no work dir."""
+    from mergekit.config import MergeConfiguration
+
+    from boom_merge.merging import plan_merge
+
+    models = [{"model": str(ref), "parameters": {"weight": 1.0}} for ref in dict.fromkeys(map(str, refs))]
+    plan_merge(MergeConfiguration.model_validate({"merge_method": "linear", "models": models, "dtype": "float32"}),
+               out, force=force)
+
+
 def tune(
     members: Sequence[str | Path],
     out: str | Path,
@@ -393,6 +408,7 @@ def tune(
     if settings is not None:
         echo(racing_rule(settings))
     echo(f"ID dev: {', '.join(tasks.in_domain)}; OOD dev: {', '.join(tasks.out_of_domain) or 'none'}")
+    check_tuned_models([*refs, base_ref], out, force=force)
     with output_lock(out):  # held for the whole search: a second tune into OUT fails fast, never shares the work dir
         work = out.parent / f".{out.name}.tune-work"
         work.mkdir(parents=True, exist_ok=True)
