@@ -163,9 +163,9 @@ def floor(members: list[Path], out: Path) -> None:
 def timed_merge(recipe: Path, out: Path, passes_file: Path) -> None:
     """``boom-merge merge``'s library call, each pass timed by wrapping the function that runs it."""
     import boom_merge.lineage as lineage
-    import boom_merge.merging as merging
-    import boom_merge.mergekit_compat as compat
-    from boom_merge.st_head import HeadPlan
+    import boom_merge.merge.pipeline as merging
+    import boom_merge.merge.mergekit_compat as compat
+    from boom_merge.merge.st_head import HeadPlan
 
     seconds: dict[str, float] = {}
 
@@ -186,7 +186,7 @@ def timed_merge(recipe: Path, out: Path, passes_file: Path) -> None:
     compat.upstream_run_merge = lambda: _timed_call(upstream, seconds, "merge (mergekit)")
     timed(HeadPlan, "write", "head")
     timed(lineage, "write_lineage", "lineage")
-    import boom_merge.card as card
+    import boom_merge.card.build as card
 
     timed(card, "write_model_card", "card")
     timed(merging, "merge_recipe", "total")

@@ -114,7 +114,7 @@ def kernel_times(repeats: int) -> dict[str, dict[str, float]]:
     """Best-of-``repeats`` seconds and relative error (vs float64) of each Multi-SLERP kernel."""
     from mergekit.merge_methods import merge_tensors
 
-    import boom_merge.merge_methods as boom
+    import boom_merge.merge.methods as boom
 
     boom.register_methods()
     generator = torch.Generator().manual_seed(0)

@@ -55,9 +55,9 @@ from typing import Any
 
 import quality_chain  # benchmarks/quality_chain.py, beside this script
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
-from boom_merge.experiments import OOD_SOURCES as OOD
+from boom_merge.embedded_default import OOD_SOURCES as OOD
 from boom_merge.errors import BoomError
-from boom_merge.experiments import TRAIN_DOMAINS, installed_corpus, resave_model
+from boom_merge.embedded_default import TRAIN_DOMAINS, installed_corpus, resave_model
 from study import BLS_MEMBER, ENSEMBLE, OLD_DOMAINS, Study, averages, bag_cost, data_dir, evaluate, logger, merge
 from study import seed_table, slug, timed, train_bag, training_record
 
@@ -156,7 +156,7 @@ def run_regime(study: Study, data: Path) -> None:
 
 def run_incremental(study: Study) -> None:
     """Existing BOOM on three domains + Python code: update-and-merge vs full retraining."""
-    from boom_merge.incremental import incremental_merge
+    from boom_merge.incremental.update import incremental_merge
     from boom_merge.training import train_update
 
     tasks = (*OLD_DOMAINS, NEW_DOMAIN, *OOD)

@@ -77,7 +77,7 @@ def add_arguments(parser: Any) -> None:
 
 def check_arguments(parser: Any, args: Any) -> None:
     """Refuse chain settings that would read an OOD test source or make no sense."""
-    from boom_merge.experiments import OOD_SOURCES
+    from boom_merge.embedded_default import OOD_SOURCES
 
     if bad := set(args.chain_domains) & set(OOD_SOURCES):
         parser.error(f"--chain-domains may not use OOD test sources: {sorted(bad)}")
@@ -152,7 +152,7 @@ def run_chain(study: Study) -> None:
 def _adapter_drift(study: Study, seed: int, label: str, old: Path, new: Path) -> None:
     """``boom-merge drift OLD NEW --fit-adapter``'s serving figures: the mean over the corpus' retrieval
     datasets (what the table shows) and each dataset's own (``per_dataset``, kept in the records)."""
-    from boom_merge.drift import drift_report
+    from boom_merge.incremental.drift import drift_report
 
     key = f"seed-{seed}/{label}"
     if key in study.timings.get("adapter", {}):
@@ -179,8 +179,8 @@ def _adapter_drift(study: Study, seed: int, label: str, old: Path, new: Path) ->
 def _fold(study: Study, key: str, current: Path, update: Path, merged: Path, mode: str,
           auto: bool) -> float:
     """Merge ``update`` into ``current`` as ``merged`` (reused when there); the weight used."""
-    from boom_merge.incremental import incremental_merge
-    from boom_merge.update_weight import auto_update_weight
+    from boom_merge.incremental.update import incremental_merge
+    from boom_merge.incremental.update_weight import auto_update_weight
 
     args = study.args
     if (merged / "modules.json").is_file():

@@ -65,7 +65,7 @@ def check_arguments(parser: Any, args: Any) -> None:
 
 def sources(args: Any) -> list[str]:
     """The corpus sources the part needs beyond quality.py's own: the OOD dev sources."""
-    from boom_merge.experiments import OOD_DEV_SOURCES
+    from boom_merge.embedded_default import OOD_DEV_SOURCES
 
     return list(OOD_DEV_SOURCES) if "tuned" in args.parts else []
 
@@ -98,7 +98,7 @@ def train_bag_keeping(study: Study, key: str, data: Path, config: Any, seed: int
 
 def _tune(study: Study, key: str, members: Sequence[Path]) -> Any:
     """``boom-merge tune`` (balanced) on dev splits; re-run over a finished dir, it re-selects from its scores."""
-    from boom_merge.experiments import TRAIN_DOMAINS
+    from boom_merge.embedded_default import TRAIN_DOMAINS
     from boom_merge.tune import tune
 
     args = study.args
@@ -125,7 +125,7 @@ def _line(cand: Any, full: int) -> bool:
 
 
 def _merge_candidate(study: Study, key: str, cand: Any, members: Sequence[Path]) -> Path:
-    from boom_merge.merging import merge_recipe
+    from boom_merge.merge.pipeline import merge_recipe
     from boom_merge.tune.candidates import recipe_text
 
     out = study.out / "merges" / key / slug(cand.key)
@@ -139,8 +139,8 @@ def _merge_candidate(study: Study, key: str, cand: Any, members: Sequence[Path])
 
 def run_tuned(study: Study, data: Path) -> None:
     """Every regime of ``--tuned-regimes`` and seed of ``--seeds``: the rows of the module docstring."""
-    from boom_merge.experiments import TRAIN_DOMAINS
-    from boom_merge.recipe_writing import checkpoint_members
+    from boom_merge.embedded_default import TRAIN_DOMAINS
+    from boom_merge.merge.recipe_writing import checkpoint_members
     from boom_merge.tune.select import choose
 
     args = study.args

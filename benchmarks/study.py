@@ -22,8 +22,8 @@ from statistics import fmean, stdev
 from typing import Any
 
 from boom_merge.evaluation.summary import split_averages
-from boom_merge.experiments import OOD_SOURCES as OOD
-from boom_merge.experiments import RATIOS, TRAIN_DOMAINS, full_data_member, training_data_dir
+from boom_merge.embedded_default import OOD_SOURCES as OOD
+from boom_merge.embedded_default import RATIOS, TRAIN_DOMAINS, full_data_member, training_data_dir
 from boom_merge.outputs import write_output_file
 
 logger = logging.getLogger("quality")
@@ -108,8 +108,8 @@ def train_bag(study: Study, key: str, data: Path, config: Any, seed: int, member
 
 def merge(study: Study, key: str, members: Sequence[Path], method: str, weights: str, with_base: bool) -> Path:
     """A merged model at ``OUT/merges/KEY`` (reused when already there)."""
-    from boom_merge.merging import merge_recipe
-    from boom_merge.recipe_writing import write_recipe
+    from boom_merge.merge.pipeline import merge_recipe
+    from boom_merge.merge.recipe_writing import write_recipe
 
     out = study.out / "merges" / key
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boom_merge.experiments import TRAIN_DOMAINS
+from boom_merge.embedded_default import TRAIN_DOMAINS
 from boom_merge.tune import DEFAULT_SCALES, tune
 from boom_merge.tune.scoring import DevTasks, dev_scorer, dev_tasks
 from boom_merge.tune.select import Scores, objective_value
@@ -112,7 +112,7 @@ def _run(case: Case, out: Path, **options: Any) -> dict[str, Any]:
 
 def _noise(case: Case, work: Path, keys: tuple[str, str], out: Path) -> dict[str, float]:
     """Full-dev difference of two chosen candidates and its paired standard error (both merged and scored here)."""
-    from boom_merge.merging import merge_recipe
+    from boom_merge.merge.pipeline import merge_recipe
     from boom_merge.tune.race import paired_margin
 
     data = json.loads((out / "candidates.json").read_text())

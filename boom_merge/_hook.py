@@ -2,7 +2,7 @@
 
 Owns: the start-up finder and the one table of watched modules and their callbacks
 (``_CALLBACKS``). It may not patch mergekit or register methods itself
-(:mod:`boom_merge.mergekit_compat` and :mod:`boom_merge.merge_methods` do), and it never imports
+(:mod:`boom_merge.merge.mergekit_compat` and :mod:`boom_merge.merge.methods` do), and it never imports
 anything at start-up.
 
 mergekit has no plugin entry point, so ``boom_merge_hook.pth`` (installed into
@@ -11,12 +11,12 @@ front of ``sys.meta_path``; it imports nothing itself (not even ``importlib``: e
 Python program of the environment pays for what this module imports). When a watched
 module has finished executing, its callback runs:
 
-* ``mergekit.merge_methods`` and ``boom_merge.merge_methods``: register ``boom`` and
+* ``mergekit.merge_methods`` and ``boom_merge.merge.methods``: register ``boom`` and
   ``boom_incremental`` (whichever finishes last; registering from inside
-  ``mergekit.merge_methods`` while ``boom_merge.merge_methods`` is still importing it
+  ``mergekit.merge_methods`` while ``boom_merge.merge.methods`` is still importing it
   would be a circular import);
 * ``mergekit.plan``, ``mergekit.card``, ``mergekit.merge``, ``mergekit.options``:
-  apply :mod:`boom_merge.mergekit_compat`.
+  apply :mod:`boom_merge.merge.mergekit_compat`.
 
 Every callback is guarded: one that fails logs one warning and leaves mergekit as it
 was. This module owns nothing else; what the callbacks do lives in their modules.
@@ -25,15 +25,15 @@ was. This module owns nothing else; what the callbacks do lives in their modules
 import os
 import sys
 
-_METHODS = "boom_merge.merge_methods"
+_METHODS = "boom_merge.merge.methods"
 # module -> "package.module:function" run once that module has been executed
 _CALLBACKS = {
     "mergekit.merge_methods": f"{_METHODS}:register_methods",
     _METHODS: f"{_METHODS}:register_methods",
-    "mergekit.plan": "boom_merge.mergekit_compat:apply_plan_fixes",
-    "mergekit.card": "boom_merge.mergekit_compat:apply_card_fixes",
-    "mergekit.merge": "boom_merge.mergekit_compat:apply_merge_fixes",
-    "mergekit.options": "boom_merge.mergekit_compat:apply_cli_fixes",
+    "mergekit.plan": "boom_merge.merge.mergekit_compat:apply_plan_fixes",
+    "mergekit.card": "boom_merge.merge.mergekit_compat:apply_card_fixes",
+    "mergekit.merge": "boom_merge.merge.mergekit_compat:apply_merge_fixes",
+    "mergekit.options": "boom_merge.merge.mergekit_compat:apply_cli_fixes",
 }
 
 

@@ -1,7 +1,7 @@
 """Embedding bases: a plain transformer made a sentence-transformers model that ``train --base`` takes.
 
 Owns: ``boom-merge base``: reading FROM (a model dir, a Hub id ``org/name[@REV]`` resolved by
-:mod:`boom_merge.models`, or a ``.gguf`` file, dequantized), refusing what is no plain transformer,
+:mod:`boom_merge.model_refs`, or a ``.gguf`` file, dequantized), refusing what is no plain transformer,
 and the modules and settings of the base: pooling, ``Normalize``, bidirectional attention, max
 length, prompts, pad token and padding side, and the card's ``base_model``. It never modifies
 FROM and never trains; the provenance record is written by :mod:`boom_merge.lineage`, the output
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import hub_bases, location, write_source
-from boom_merge.models import cache_identity, check_model, first_line, resolve_model
+from boom_merge.model_refs import cache_identity, check_model, first_line, resolve_model
 from boom_merge.outputs import atomic_output_dir, check_output
 
 if TYPE_CHECKING:

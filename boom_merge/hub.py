@@ -3,7 +3,7 @@
 Owns: publishing to the Hub (the upload plan, the token, the commit).
 
 The upload is one commit of the model directory's files (recipe, manifests and
-lineage included) plus ``README.md`` built by :mod:`boom_merge.card`, titled with the repo id
+lineage included) plus ``README.md`` built by :mod:`boom_merge.card.build`, titled with the repo id
 (a trained member keeps the card sentence-transformers wrote, extended). The card is built
 in memory, so the local model is never modified.
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from boom_merge.card import CARD_FILE, RECIPE_FILES, build_model_card
+from boom_merge.card.build import CARD_FILE, RECIPE_FILES, build_model_card
 from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR
 
@@ -96,7 +96,7 @@ def plan_push(
     ``results_dir`` (``boom-merge eval --out``) puts scores in the card; capped ones go into
     ``model-index`` only with ``include_capped``.
     """
-    from boom_merge.models import check_model, resolve_model
+    from boom_merge.model_refs import check_model, resolve_model
 
     _check_repo_id(repo_id)
     model_dir = resolve_model(model_dir).path
@@ -134,7 +134,7 @@ def _load(name: str, text: str) -> Any:
 
 def portable_names(paths: Iterable[str]) -> dict[str, str]:
     """Absolute local paths -> what the upload writes instead (see the module docstring)."""
-    from boom_merge.models import cache_identity
+    from boom_merge.model_refs import cache_identity
 
     names: dict[str, str] = {}
     local = []

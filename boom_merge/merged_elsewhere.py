@@ -4,11 +4,11 @@ Owns: giving a model merged outside boom-merge (sentence-transformers' ``Sentenc
 plain mergekit without the import hook) the records a ``boom-merge merge`` output carries:
 ``boom_recipe.yml``, ``boom_lineage.json`` (with ``boom_members/``) and the card. It never merges
 and never touches MODEL's weights or settings; the lineage is written by
-:func:`boom_merge.lineage.write_lineage` and the card by :func:`boom_merge.card.write_model_card`,
+:func:`boom_merge.lineage.write_lineage` and the card by :func:`boom_merge.card.build.write_model_card`,
 the writers the merge pipeline uses.
 
 Everything that can refuse comes first, through the merge pipeline's own checks
-(:func:`boom_merge.merging.plan_merge`: a strict recipe, inputs resolved and checked, MODEL
+(:func:`boom_merge.merge.pipeline.plan_merge`: a strict recipe, inputs resolved and checked, MODEL
 never one of them, nor inside or around one), then MODEL is compared with the inputs (the same
 tensors, the same sentence-transformers head): a recipe that does not describe MODEL is
 refused. The records are built in a staging dir beside MODEL (MODEL's own files linked in, so
@@ -23,11 +23,11 @@ import os
 import shutil
 from pathlib import Path
 
-from boom_merge.card import CARD_FILE, write_model_card
+from boom_merge.card.build import CARD_FILE, write_model_card
 from boom_merge.durable import fsync_path
 from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE, MEMBERS_DIR, write_lineage
-from boom_merge.merging import RECIPE_FILE, load_recipe, plan_merge
+from boom_merge.merge.pipeline import RECIPE_FILE, load_recipe, plan_merge
 from boom_merge.outputs import output_lock
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ WRITTEN = (RECIPE_FILE, LINEAGE_FILE, MEMBERS_DIR, CARD_FILE)
 
 def _check_matches(model: Path, inputs: list[Path]) -> None:
     """MODEL has the inputs' tensors and embeds as they do; else the recipe does not describe it."""
-    from boom_merge.checks import check_same_tensors, model_files
-    from boom_merge.models import check_model, transformer_dir
-    from boom_merge.st_head import check_compatible, read_head
+    from boom_merge.merge.checks import check_same_tensors, model_files
+    from boom_merge.model_refs import check_model, transformer_dir
+    from boom_merge.merge.st_head import check_compatible, read_head
 
     check_model(model)
     try:

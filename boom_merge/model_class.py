@@ -12,8 +12,8 @@ The class is the one sentence-transformers loads (``AutoModel`` for the checkpoi
 built on the ``meta`` device (no memory, no weights), once per config. A stored tensor is
 *unloaded* when the class does not save it and it is one of the class's non-persistent
 buffers (by name, or as the same buffer under a prefix or at an old place) or matches one of
-its ignore patterns. Input checks compare models without these (:mod:`boom_merge.checks`),
-and merged outputs never contain them (:mod:`boom_merge.mergekit_compat`): an output then
+its ignore patterns. Input checks compare models without these (:mod:`boom_merge.merge.checks`),
+and merged outputs never contain them (:mod:`boom_merge.merge.mergekit_compat`): an output then
 holds what a model trained today holds.
 """
 

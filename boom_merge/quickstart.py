@@ -42,10 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from boom_merge.errors import BoomError
-from boom_merge.experiments import (
-    OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, hub_copy, installed_corpus,
-    training_data_dir,
-)
+from boom_merge.embedded_default import OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, hub_copy
+from boom_merge.embedded_default import installed_corpus, training_data_dir
 from boom_merge.lineage import read_member_manifest
 from boom_merge.outputs import check_output, mark_output
 from boom_merge.tune import DEFAULT_MAX_CORPUS, DEFAULT_MAX_QUERIES, DEFAULT_SCALES, TuneResult, tune
@@ -174,8 +172,8 @@ def run_quickstart(
     bundled MiniLM (tests use a tiny model).
     """
     from boom_merge.evaluation import evaluate_models
-    from boom_merge.merging import merge_recipe
-    from boom_merge.recipe_writing import write_recipe
+    from boom_merge.merge.pipeline import merge_recipe
+    from boom_merge.merge.recipe_writing import write_recipe
     from boom_merge.training import TrainConfig, train_members
 
     if isinstance(profile, Profile):

@@ -11,7 +11,7 @@ from scipy.linalg import orthogonal_procrustes
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Dense, Normalize
 
-from boom_merge.adapter import fit_adapter, fit_affine, fit_procrustes, fit_texts, save_adapter_model
+from boom_merge.incremental.adapter import fit_adapter, fit_affine, fit_procrustes, fit_texts, save_adapter_model
 from boom_merge.errors import BoomError
 
 TEXTS = ["a domestic cat", "the kernel schedules processes", "In the beginning God created the heaven",
@@ -102,7 +102,7 @@ def test_saved_model_embeds_as_w_times_new(rotated, tmp_path) -> None:
     _, new_path, _ = rotated
     rng = np.random.default_rng(4)
     weight, bias = rng.normal(size=(16, 32)), rng.normal(size=16)
-    from boom_merge.adapter import Adapter
+    from boom_merge.incremental.adapter import Adapter
 
     out = save_adapter_model(new_path, Adapter(weight, bias, "affine"), tmp_path / "a")
     new_e = SentenceTransformer(str(new_path), device="cpu").encode(TEXTS, normalize_embeddings=True)

@@ -10,7 +10,7 @@ import yaml
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
 
-from boom_merge.merging import merge_recipe
+from boom_merge.merge.pipeline import merge_recipe
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
 from tests.tiny_models import make_tiny_st
 

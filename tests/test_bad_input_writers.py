@@ -167,7 +167,7 @@ def test_plain_mergekit_yaml_while_another_run_writes_the_same_out(tmp_path, tin
     """The hook's path (merge_in_place) takes OUT's lock too: mergekit never starts writing."""
     import fcntl
 
-    from boom_merge.merging import load_recipe, merge_in_place
+    from boom_merge.merge.pipeline import load_recipe, merge_in_place
 
     members = _models(tiny_bag, tmp_path, "m0", "m1")
     config, text = load_recipe(_recipe(tmp_path / "boom.yml", members))

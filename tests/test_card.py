@@ -16,11 +16,11 @@ from huggingface_hub.repocard import metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from sentence_transformers import SentenceTransformer
 
-from boom_merge.card import build_model_card, write_model_card
-from boom_merge.card_body import BOOM_CITATION, START
+from boom_merge.card.build import build_model_card, write_model_card
+from boom_merge.card.body import BOOM_CITATION, START
 from boom_merge.errors import BoomError
-from boom_merge.incremental import incremental_merge
-from boom_merge.merging import merge_recipe
+from boom_merge.incremental.update import incremental_merge
+from boom_merge.merge.pipeline import merge_recipe
 from boom_merge.training.manifest import base_record
 from tests.tiny_models import make_tiny_bert_st
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from boom_merge.drift import drift_report, format_drift
+from boom_merge.incremental.drift import drift_report, format_drift
 from boom_merge.errors import BoomError
 from tests.test_evaluation import RETRIEVAL, WORDSIM, read_split, write_corpus
 from tests.test_models import OLD_SHA, place_in_cache

@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 from boom_merge.cli import main
 from boom_merge.embedding_base import BaseSettings, make_base
 from boom_merge.lineage import hub_bases, read_lineage, read_member_manifest
-from boom_merge.models import check_model
+from boom_merge.model_refs import check_model
 from tests.test_models import SHA, place_in_cache
 from tests.tiny_models import make_tiny_lm, make_tiny_st, write_tiny_gguf
 
@@ -119,7 +119,7 @@ def test_a_gguf_file_is_dequantized_into_a_base(tmp_path) -> None:
 
 
 def test_hub_base_is_named_by_members_and_their_merge(lms, hub_cache, tmp_path) -> None:
-    from boom_merge.merging import merge_recipe
+    from boom_merge.merge.pipeline import merge_recipe
     from boom_merge.training import TrainConfig, train_members
 
     place_in_cache(lms["qwen3"], hub_cache, "acme/tiny-lm")

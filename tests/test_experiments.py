@@ -9,7 +9,7 @@ from statistics import fmean, stdev
 import pytest
 
 from boom_merge.errors import BoomError
-from boom_merge.experiments import full_data_member, training_data_dir
+from boom_merge.embedded_default import full_data_member, training_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from study import paired_deltas, seed_table, spread  # noqa: E402  (benchmarks/study.py: the study's tables)
@@ -74,7 +74,7 @@ def test_seed_table_against_a_hand_computation() -> None:
 def test_source_lists_follow_the_registry_roles() -> None:
     """The default's domain lists are the registry's roles: OOD dev sources are neither trained on nor OOD tests."""
     from boom_merge.data.corpora import sources_with_role
-    from boom_merge.experiments import OOD_DEV_SOURCES, OOD_SOURCES, TRAIN_DOMAINS
+    from boom_merge.embedded_default import OOD_DEV_SOURCES, OOD_SOURCES, TRAIN_DOMAINS
 
     assert set(OOD_DEV_SOURCES) == set(sources_with_role("ood_dev"))
     assert set(OOD_SOURCES) <= set(sources_with_role("ood_test"))

@@ -2,7 +2,7 @@
 
 Every mutant (types, offsets, dtypes, shapes, truncations and JSON shapes of a safetensors
 header; keys, types, values, nesting, unicode and huge numbers of a recipe) goes through
-:func:`boom_merge.merging.merge_recipe` in-process. The only allowed outcomes: a merge whose
+:func:`boom_merge.merge.pipeline.merge_recipe` in-process. The only allowed outcomes: a merge whose
 weights are all finite, or exactly one one-line :class:`BoomError` naming the file; never
 another exception, never a half-written output, never a changed input.
 
@@ -28,9 +28,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boom_merge.checks import read_header
+from boom_merge.merge.checks import read_header
 from boom_merge.errors import BoomError
-from boom_merge.merging import merge_recipe
+from boom_merge.merge.pipeline import merge_recipe
 from tests.tiny_models import make_tiny_st
 
 _ENV = "BOOM_FUZZ_EXAMPLES"

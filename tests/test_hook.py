@@ -58,7 +58,7 @@ def _python_isolated(code: str) -> str:
 def test_a_failing_callback_warns_once_and_leaves_mergekit_as_it_was() -> None:
     result = subprocess.run([sys.executable, "-c", (
         "import boom_merge._hook as hook; "
-        "hook._CALLBACKS['mergekit.plan'] = 'boom_merge.mergekit_compat:no_such_fix'; "
+        "hook._CALLBACKS['mergekit.plan'] = 'boom_merge.merge.mergekit_compat:no_such_fix'; "
         "import mergekit.plan as plan; "
         "print(getattr(plan.MergePlanner.plan_tensor, '__boom_merge_patched__', False))")],
         capture_output=True, text=True, timeout=120)
@@ -85,14 +85,14 @@ def test_importing_the_registry_submodule_first_works_too() -> None:
 
 
 def test_importing_the_kernels_first_works() -> None:
-    """boom_merge.merge_methods imports mergekit.merge_methods, whose callback registers it: no circle."""
-    out = _python("from boom_merge.merge_methods import boom_merge; from mergekit.merge_methods import get; "
+    """boom_merge.merge.methods imports mergekit.merge_methods, whose callback registers it: no circle."""
+    out = _python("from boom_merge.merge.methods import boom_merge; from mergekit.merge_methods import get; "
                   "print(get('boom') is boom_merge)")
     assert out == "True"
 
 
 _REGISTERED_ONCE = (
-    "import importlib, boom_merge.merge_methods as bm, mergekit.merge_methods as mm; "
+    "import importlib, boom_merge.merge.methods as bm, mergekit.merge_methods as mm; "
     "bm.register_methods(); bm.register_methods(); "  # again, after whatever the import order did
     "from mergekit.merge_methods import registered_methods; "
     "names = [m.spec.name for m in registered_methods()]; "
@@ -102,11 +102,11 @@ _REGISTERED_ONCE = (
 
 @pytest.mark.parametrize(("first", "hook"), [
     ("import sentence_transformers.base.merging; import mergekit.merge_methods; import boom_merge", True),
-    ("import boom_merge.merge_methods; import sentence_transformers.base.merging; import mergekit.merge_methods", True),
-    ("from sentence_transformers import SentenceTransformer; import boom_merge.merging", True),
-    ("import mergekit.merge_methods; import boom_merge.mergekit_compat as c; c.ensure_applied(); c.ensure_applied()",
+    ("import boom_merge.merge.methods; import sentence_transformers.base.merging; import mergekit.merge_methods", True),
+    ("from sentence_transformers import SentenceTransformer; import boom_merge.merge.pipeline", True),
+    ("import mergekit.merge_methods; import boom_merge.merge.mergekit_compat as c; c.ensure_applied(); c.ensure_applied()",
      True),
-    ("import sentence_transformers.base.merging; import boom_merge.mergekit_compat as c; c.ensure_applied()", False),
+    ("import sentence_transformers.base.merging; import boom_merge.merge.mergekit_compat as c; c.ensure_applied()", False),
 ])
 def test_registering_twice_is_harmless_in_any_import_order(first: str, hook: bool) -> None:
     """mergekit 0.1.5's ``register`` raises on a duplicate name: every order registers BOOM exactly once

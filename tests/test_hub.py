@@ -328,8 +328,8 @@ def test_pushed_recipe_runs_next_to_copies_of_its_inputs(
 
     from safetensors.torch import load_file
 
-    from boom_merge.merging import merge_recipe
-    from boom_merge.recipe_writing import write_recipe
+    from boom_merge.merge.pipeline import merge_recipe
+    from boom_merge.merge.recipe_writing import write_recipe
 
     base, members = tiny_bag
     recipe = write_recipe(members[:2], tmp_path / "recipe.yml", base=base)
@@ -404,8 +404,8 @@ def test_no_local_path_travels_from_auto_update_or_adapter_outputs(
     the rewritten files."""
     import numpy as np
 
-    from boom_merge import update_weight
-    from boom_merge.adapter import Adapter, save_adapter_model
+    from boom_merge.incremental import update_weight
+    from boom_merge.incremental.adapter import Adapter, save_adapter_model
     from boom_merge.hub import portable_upload, upload_files
     from boom_merge.tune.scoring import DevTasks
     from boom_merge.tune.select import Scores

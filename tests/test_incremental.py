@@ -184,13 +184,13 @@ def test_interpolate_mode_is_the_default_bit_for_bit(tmp_path, tiny_bag) -> None
 
 
 def _table(rows):
-    from boom_merge.update_weight import WeightScore
+    from boom_merge.incremental.update_weight import WeightScore
 
     return [WeightScore(w, old / 100, new / 100, {}) for w, old, new in rows]
 
 
 def test_auto_rule_on_a_fixed_score_table() -> None:
-    from boom_merge.update_weight import choose_weight, weight_rule
+    from boom_merge.incremental.update_weight import choose_weight, weight_rule
 
     table = _table([(0.0, 80.0, 60.0), (0.25, 79.8, 66.0), (0.5, 79.6, 70.0), (0.75, 79.0, 74.0), (1.0, 75.0, 76.0)])
     # best mean is 0.75 (76.5), but it loses 1.0 point of the old domains: 0.5 is the best allowed
@@ -206,7 +206,7 @@ def test_auto_rule_on_a_fixed_score_table() -> None:
 
 def _stub_dev_corpus(tmp_path: Path, monkeypatch) -> Path:
     """An empty corpus whose dev sources are stubbed as old-domain "old" and new-domain "new"."""
-    from boom_merge import update_weight
+    from boom_merge.incremental import update_weight
     from boom_merge.tune.scoring import DevTasks
 
     corpus = tmp_path / "corpus"
@@ -218,7 +218,7 @@ def _stub_dev_corpus(tmp_path: Path, monkeypatch) -> Path:
 
 def test_auto_end_to_end_with_a_fixed_scorer(tmp_path, tiny_bag, monkeypatch) -> None:
     """The search merges each α, scores it, writes the table and plot, and merges the chosen α."""
-    from boom_merge import update_weight
+    from boom_merge.incremental import update_weight
     from boom_merge.tune.select import Scores
 
     _, (old, update, *_) = tiny_bag
@@ -255,7 +255,7 @@ def test_auto_while_another_run_writes_the_same_out(tmp_path, tiny_bag, monkeypa
     """The search holds NEW's lock from the start: a second run fails fast and scores nothing."""
     import fcntl
 
-    from boom_merge import update_weight
+    from boom_merge.incremental import update_weight
 
     _, (old, update, *_) = tiny_bag
     corpus = _stub_dev_corpus(tmp_path, monkeypatch)
@@ -442,7 +442,7 @@ def test_fit_adapter_inputs_are_checked_before_new_is_written(tmp_path, tiny_bag
 
 def test_a_failure_after_new_is_written_removes_it(tmp_path, tiny_bag, monkeypatch) -> None:
     """Issue 22.1: all or nothing: when the drift report (or the adapter) fails after the merge, NEW goes too."""
-    from boom_merge import drift
+    from boom_merge.incremental import drift
 
     _, (old, update, *_) = tiny_bag
     corpus = _corpus_with_train(tmp_path / "corpus", _FIT_ROWS)
@@ -467,7 +467,7 @@ def test_auto_refuses_a_nan_update_before_scoring_anything(tmp_path, tiny_bag, m
 
     from safetensors.torch import save_file
 
-    from boom_merge import update_weight
+    from boom_merge.incremental import update_weight
 
     _, (old, update, *_) = tiny_bag
     broken = Path(shutil.copytree(update, tmp_path / "update"))

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from boom_merge.errors import BoomError
-from boom_merge.incremental import incremental_merge
+from boom_merge.incremental.update import incremental_merge
 from boom_merge.lineage import (
     hub_bases,
     model_sha256,
@@ -22,7 +22,7 @@ from boom_merge.lineage import (
     write_member_manifest,
     write_source,
 )
-from boom_merge.merging import merge_recipe
+from boom_merge.merge.pipeline import merge_recipe
 
 HUB_ID = "someorg/tiny-base"
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -103,7 +103,7 @@ def test_hub_bases_of_members_merges_and_copies(tmp_path, tiny_bert_base, monkey
     assert hub_bases(member) == hub_bases(old_style) == hub_bases(snapshot) == [HUB_ID]
     assert hub_bases(local) == [] and hub_bases(tiny_bert_base) == []
 
-    from boom_merge.experiments import resave_model
+    from boom_merge.embedded_default import resave_model
 
     resaved = resave_model(HUB_ID, tmp_path / "resaved")  # as the quickstart re-saves its base
     assert read_lineage(resaved).data["source"] == {"hub_id": HUB_ID, "revision": REV, "path": HUB_ID}

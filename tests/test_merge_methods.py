@@ -9,7 +9,7 @@ import pytest
 import torch
 from mergekit.merge_methods import get, merge_state_dicts, merge_tensors
 
-from boom_merge.merge_methods import register_methods
+from boom_merge.merge.methods import register_methods
 from tests.reference_merges import np_linear, np_multislerp
 
 register_methods()

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from boom_merge import mergekit_compat
+from boom_merge.merge import mergekit_compat
 from boom_merge.errors import BoomError
 
 _BROKEN_SOURCE = """

@@ -1,4 +1,4 @@
-"""Models by name (boom_merge.models): Hub ids through a real Hugging Face cache, refusals.
+"""Models by name (boom_merge.model_refs): Hub ids through a real Hugging Face cache, refusals.
 
 The cache is laid out exactly as ``hf download`` leaves it (``models--org--name/refs/main``
 holding the commit, ``snapshots/SHA/<files>``); huggingface_hub itself resolves it. The
@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from boom_merge.errors import BoomError
-from boom_merge.models import check_model, check_tokenizer, default_device, load_sentence_transformer, resolve_model
+from boom_merge.model_refs import check_model, check_tokenizer, default_device, load_sentence_transformer, resolve_model
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD_SHA = "fedcba9876543210fedcba9876543210fedcba98"
@@ -97,7 +97,7 @@ def test_closed_port_names_model_and_connection(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_OFFLINE"))}
     env.update(HF_HUB_CACHE=str(tmp_path / "empty"), HF_ENDPOINT="http://127.0.0.1:9",
                HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2")
-    code = "from boom_merge.models import resolve_model\nresolve_model('acme/tiny-bert@main')"
+    code = "from boom_merge.model_refs import resolve_model\nresolve_model('acme/tiny-bert@main')"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
@@ -180,7 +180,7 @@ def test_old_style_transformer_subfolder(tiny_bert_base: Path, tmp_path: Path) -
 def test_device() -> None:
     assert default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        from boom_merge.models import check_device
+        from boom_merge.model_refs import check_device
 
         with pytest.raises(BoomError, match="^--device cuda: no CUDA device available"):
             check_device("cuda")
@@ -191,7 +191,7 @@ def test_device() -> None:
 def test_finite_check_agrees_with_the_element_check(dtype: torch.dtype) -> None:
     """The one-pass check (a finite sum proves no NaN/Inf) against torch.isfinite element by element,
     including sums that overflow although every value is finite, and Inf + -Inf (a NaN sum)."""
-    from boom_merge.checks import _finite
+    from boom_merge.merge.checks import _finite
 
     big = torch.finfo(dtype).max
     cases = {

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.cli import main
-from boom_merge.merge_methods import NonFiniteInputError, register_methods
+from boom_merge.merge.methods import NonFiniteInputError, register_methods
 
 register_methods()
 TENSOR = "encoder.layer.1.output.dense.weight"  # late in the file: shards may be written before it
@@ -138,7 +138,7 @@ def test_both_commands_refuse_in_one_line_with_nothing_written(tmp_path, tiny_ba
 def test_boom_merges_read_the_transformer_weights_once(tmp_path, tiny_bag, monkeypatch) -> None:
     """No finite pass over the transformer's weights before a BOOM merge (its kernel checks them);
     the modules' small weights (Dense) are still checked up front."""
-    import boom_merge.models as models
+    import boom_merge.model_refs as models
 
     checked: list[Path] = []
     original = models.check_finite

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.errors import BoomError
-from boom_merge.experiments import OOD_DEV_SOURCES
+from boom_merge.embedded_default import OOD_DEV_SOURCES
 from boom_merge.quickstart import OOD_SOURCES, TRAIN_DOMAINS, Profile, run_quickstart
 from tests.reference_merges import hand_merged_embeddings, np_multislerp
 from tests.test_evaluation import ndcg_at_10
@@ -155,7 +155,7 @@ def test_tuned_model_is_the_balanced_choice_on_dev_splits_only(quickstart_run) -
 
 
 def test_tuned_model_is_the_merge_of_its_recipe(quickstart_run, tmp_path: Path) -> None:
-    from boom_merge.merging import merge_recipe
+    from boom_merge.merge.pipeline import merge_recipe
 
     tuned = quickstart_run.out / "tune"
     again = merge_recipe(tuned / "recipe.yml", tmp_path / "again")

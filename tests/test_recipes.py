@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 from boom_merge.cli import main
-from boom_merge.merging import merge_recipe
-from boom_merge.recipe_writing import build_recipe, member_weights
+from boom_merge.merge.pipeline import merge_recipe
+from boom_merge.merge.recipe_writing import build_recipe, member_weights
 from tests.reference_merges import hand_merged_embeddings, np_linear, np_multislerp, np_ties
 
 REPO = Path(__file__).resolve().parents[1]

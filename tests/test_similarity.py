@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from boom_merge.cli import main
-from boom_merge.similarity import OVERALL, layer_of, member_similarity
+from boom_merge.inspection import OVERALL, layer_of, member_similarity
 from tests.test_drift import _broken, _one_error_line
 from tests.test_models import OLD_SHA, place_in_cache
 

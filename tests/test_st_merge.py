@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from huggingface_hub import ModelCard
 from sentence_transformers import SentenceTransformer
 
-from boom_merge.card_body import START
+from boom_merge.card.body import START
 from boom_merge.cli import main
 from boom_merge.errors import BoomError
-from boom_merge.merge_methods import register_methods
+from boom_merge.merge.methods import register_methods
 from boom_merge.merged_elsewhere import write_card
-from boom_merge.merging import merge_recipe
+from boom_merge.merge.pipeline import merge_recipe
 from tests.test_bad_input import _fails
 
 register_methods()  # as the hook does when mergekit loads (a no-op if it already has)

@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import ModelCard
 from sentence_transformers import SentenceTransformer
 
-from boom_merge.merging import merge_recipe
+from boom_merge.merge.pipeline import merge_recipe
 from tests.reference_merges import hand_merged_embeddings, np_linear, np_multislerp
 from tests.tiny_models import make_tiny_st
 
@@ -184,7 +184,7 @@ def test_settings_are_compared_as_sentence_transformers_reads_them(tmp_path, min
     import json as _json
 
     from boom_merge.errors import BoomError
-    from boom_merge.st_head import check_compatible, read_head
+    from boom_merge.merge.st_head import check_compatible, read_head
 
     member = make_tiny_st(tmp_path / "member", seed=1, perturb_from=minilm_path, perturb_scale=0.0)
     assert "pooling_mode" in _json.loads((member / "1_Pooling/config.json").read_text())

@@ -72,7 +72,7 @@ def test_hub_id_base_trains_and_is_recorded(
     at_rev = train_member(corpus, f"acme/tiny-bert@{SHA}", plan_members("50", seed=1)[0], tmp_path / "r", config)
     assert json.loads((at_rev / MEMBER_FILE).read_text())["base_model_revision"] == SHA
 
-    import boom_merge.models as models_module
+    import boom_merge.model_refs as models_module
 
     hashed, resolved = [], []
     real_hash, real_resolve = manifest_module.model_sha256, models_module.resolve_model

@@ -166,7 +166,7 @@ def _tensors(model: Path) -> dict[str, np.ndarray]:
 
 
 def test_recipe_runs_under_plain_mergekit_and_equals_boom_merge(tuned, tmp_path: Path) -> None:
-    from boom_merge.merging import merge_recipe
+    from boom_merge.merge.pipeline import merge_recipe
 
     _, out = tuned
     plain = tmp_path / "plain"
@@ -319,8 +319,8 @@ def test_tune_help_has_examples_and_the_library_defaults() -> None:
 
 
 def test_seed_soup_recipe_is_the_uniform_average(tiny_bag, tmp_path: Path) -> None:
-    from boom_merge.merging import merge_recipe
-    from boom_merge.recipe_writing import write_recipe
+    from boom_merge.merge.pipeline import merge_recipe
+    from boom_merge.merge.recipe_writing import write_recipe
 
     _, seeds = tiny_bag  # stand-ins for full-data models trained with different seeds
     recipe = write_recipe(seeds[:3], tmp_path / "soup.yml", method="boom_linear", weights="equal")
@@ -436,15 +436,15 @@ class TableScorer:
 
 def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(three_members, tmp_path: Path,
                                                                              monkeypatch) -> None:
-    import boom_merge.merging
+    import boom_merge.merge.pipeline
 
     base, members, corpus, table = three_members
     options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
     exhaustive = TableScorer(table)
     everything = tune(members, tmp_path / "all", scorer=exhaustive, racing=False, **options)
     merges = []
-    run_recipe = boom_merge.merging.run_recipe
-    monkeypatch.setattr(boom_merge.merging, "run_recipe", lambda *a, **k: merges.append(a[1]) or run_recipe(*a, **k))
+    run_recipe = boom_merge.merge.pipeline.run_recipe
+    monkeypatch.setattr(boom_merge.merge.pipeline, "run_recipe", lambda *a, **k: merges.append(a[1]) or run_recipe(*a, **k))
     raced_scorer = TableScorer(table)
     raced = tune(members, tmp_path / "raced", scorer=raced_scorer, **options)
     assert len(merges) == len(everything.candidates)  # the slice's merges are kept for the full stage

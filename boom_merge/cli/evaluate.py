@@ -1,7 +1,7 @@
 """Evaluation-stage commands: ``eval`` (MTEB) and ``drift`` (must the index be rebuilt?).
 
 Owns: the ``eval`` and ``drift`` commands (flags, help, what is echoed). It may not evaluate or
-compute drift itself (:mod:`boom_merge.evaluation`, :mod:`boom_merge.drift` do), and it writes
+compute drift itself (:mod:`boom_merge.evaluation`, :mod:`boom_merge.incremental.drift` do), and it writes
 ``drift --json`` only through :mod:`boom_merge.outputs`.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from boom_merge.adapter import DEFAULT_FIT_TEXTS
+from boom_merge.incremental.adapter import DEFAULT_FIT_TEXTS
 from boom_merge.cli._options import comma_names, device_option
 
 _CORPUS_HELP = "Built corpus folder (default: the one `boom-merge data build` writes)."
@@ -142,7 +142,7 @@ def drift_command(
     and on a re-encoded index (the ceiling), and says: keep the index, keep it with the
     adapter, or rebuild it.
     """
-    from boom_merge.drift import drift_report, format_drift
+    from boom_merge.incremental.drift import drift_report, format_drift
     from boom_merge.outputs import check_output_file, write_output_file
 
     if json_out is not None:  # refuse a bad --json path before encoding anything

@@ -2,8 +2,8 @@
 
 Owns: the ``merge``, ``recipe``, ``incremental``, ``inspect`` and ``card`` commands (flags, help,
 what is echoed). It may not merge, write recipes, cards or score anything itself:
-:mod:`boom_merge.merging`, :mod:`boom_merge.recipes`, :mod:`boom_merge.incremental`,
-:mod:`boom_merge.update_weight`, :mod:`boom_merge.drift`, :mod:`boom_merge.similarity` and
+:mod:`boom_merge.merge.pipeline`, :mod:`boom_merge.merge.recipes`, :mod:`boom_merge.incremental.update`,
+:mod:`boom_merge.incremental.update_weight`, :mod:`boom_merge.incremental.drift`, :mod:`boom_merge.inspection` and
 :mod:`boom_merge.merged_elsewhere` do.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from boom_merge.cli._options import allow_pickle_option, device_option, library_default
-from boom_merge.recipe_writing import METHODS
-from boom_merge.recipes import DTYPES
-from boom_merge.update_weight import DEFAULT_MAX_OLD_LOSS, auto_update_weight
+from boom_merge.merge.recipe_writing import METHODS
+from boom_merge.merge.recipes import DTYPES
+from boom_merge.incremental.update_weight import DEFAULT_MAX_OLD_LOSS, auto_update_weight
 
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
 _allow_pickle = allow_pickle_option
@@ -53,7 +53,7 @@ def merge_command(recipe: Path, out: Path | None, out_option: Path | None, force
     input is checked before anything is written, and OUT is written atomically; it is
     never an input model, inside one or around one.
     """
-    from boom_merge.merging import merge_recipe
+    from boom_merge.merge.pipeline import merge_recipe
 
     if (out is None) == (out_option is None):
         raise click.UsageError("give the output directory once: OUT or -o/--out")
@@ -88,7 +88,7 @@ def recipe_command(
     checkpoints: bool, dtype: str | None, force: bool,
 ) -> None:
     """Write a runnable mergekit recipe merging MEMBERS (model dirs or Hub ids)."""
-    from boom_merge.recipe_writing import checkpoint_members, write_recipe
+    from boom_merge.merge.recipe_writing import checkpoint_members, write_recipe
 
     models = checkpoint_members(members) if checkpoints else list(members)
     path = write_recipe(models, output, method=method, weights=weights, base=base, density=density,
@@ -176,13 +176,13 @@ def incremental_command(
     The recipe (boom_recipe.yml in the output) runs with plain mergekit-yaml; the lineage
     records the mode, the weight, and every input's hash.
     """
-    from boom_merge.incremental import incremental_merge
+    from boom_merge.incremental.update import incremental_merge
 
     weight = _update_weight(update_weight)
     if (weight == "auto" or fit_adapter is not None) and data is None:
         raise click.UsageError("--update-weight auto and --fit-adapter need --corpus CORPUS")
     if data is not None:  # a bad corpus (test splits, the adapter's train split) fails before NEW is written
-        from boom_merge.drift import read_drift_inputs
+        from boom_merge.incremental.drift import read_drift_inputs
 
         read_drift_inputs(data, fit=fit_adapter is not None)
     if fit_adapter is not None:
@@ -204,7 +204,7 @@ def incremental_command(
         result = incremental_merge(old, update, output, update_weight=weight, **options)  # type: ignore[arg-type]
     report = None
     if data is not None:
-        from boom_merge.drift import drift_report
+        from boom_merge.incremental.drift import drift_report
         from boom_merge.outputs import discard_output
 
         try:
@@ -215,7 +215,7 @@ def incremental_command(
             raise
     click.echo(f"updated model written to {result.path} (lineage in boom_lineage.json)")
     if report is not None:
-        from boom_merge.drift import format_drift
+        from boom_merge.incremental.drift import format_drift
 
         click.echo(format_drift(report))
         if fit_adapter is not None:
@@ -239,7 +239,7 @@ def inspect_command(models: tuple[str, ...], base: str | None, plot: Path | None
     MODELS and --base are model dirs or Hub ids (org/name or org/name@REVISION); --device
     is where the delta arithmetic runs.
     """
-    from boom_merge.similarity import member_similarity
+    from boom_merge.inspection import member_similarity
 
     report = member_similarity(list(models), base=base, device=device)
     click.echo(report.table())

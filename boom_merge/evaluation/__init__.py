@@ -10,7 +10,7 @@ not train, merge or tune, and it never writes lineage (it reads it).
 - :mod:`.summary` builds and renders the model x task table and chart;
 - :mod:`.run` is ``boom-merge eval`` as a function: :func:`evaluate_models`.
 
-Embedding drift between two models lives in :mod:`boom_merge.drift`.
+Embedding drift between two models lives in :mod:`boom_merge.incremental.drift`.
 """
 
 from __future__ import annotations

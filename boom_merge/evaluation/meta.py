@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mteb.models.model_meta import ModelMeta
     from sentence_transformers import SentenceTransformer
 
-    from boom_merge.models import ResolvedModel
+    from boom_merge.model_refs import ResolvedModel
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Owns: running MTEB and writing ``eval --out`` (results, ``summary.json``, ``summary.md``, the
 chart).
 
-Models are local dirs or Hub ids (:mod:`boom_merge.models` resolves and checks them);
+Models are local dirs or Hub ids (:mod:`boom_merge.model_refs` resolves and checks them);
 their MTEB ``model_meta.json`` (name, revision, size, licence, training datasets and base
 from :mod:`boom_merge.lineage`) is built in :mod:`.meta`. In-domain tagging compares each
 task's datasets with the models' training datasets. This module may not read or write
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
     from mteb.models.abs_encoder import AbsEncoder
 
-    from boom_merge.models import ResolvedModel
+    from boom_merge.model_refs import ResolvedModel
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def evaluate_models(
     embedding ensemble of its members.
     Returns the summary.
     """
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     if split not in SPLITS:
         raise BoomError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -156,7 +156,7 @@ def unique_labels(models: Sequence[ResolvedModel | Path]) -> list[str]:
 
 def _checked(model: ResolvedModel) -> None:
     """Refuse what would give wrong scores: not a sentence-transformers dir, no tokenizer, NaN weights."""
-    from boom_merge.models import check_model
+    from boom_merge.model_refs import check_model
 
     if not (model.path / "modules.json").is_file():
         raise BoomError("not a sentence-transformers model (no modules.json)", path=model.spec)
@@ -227,7 +227,7 @@ def _load_model(model: ResolvedModel, device: str | None) -> AbsEncoder:
     """A sentence-transformers model on ``device``, wrapped for MTEB."""
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
-    from boom_merge.models import load_sentence_transformer
+    from boom_merge.model_refs import load_sentence_transformer
 
     return SentenceTransformerEncoderWrapper(load_sentence_transformer(model, device=device))
 

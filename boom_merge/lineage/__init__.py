@@ -19,7 +19,7 @@ tagging), :func:`hub_bases` (``base_model`` of a card), :func:`model_sha256` (th
 model hash). A corrupt file is a one-line :class:`BoomError` naming it; a missing one means
 "unknown". The typed records and their validation are in :mod:`.records`; this package writes
 lineage and answers questions. It may not import the merge pipeline, training, evaluation or
-the card (it uses :mod:`boom_merge.models` to resolve Hub ids).
+the card (it uses :mod:`boom_merge.model_refs` to resolve Hub ids).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _unique_name(path: Path, taken: set[str]) -> str:
 
 def _identity(spec: str) -> tuple[str, str | None, str | None]:
     """``(path, hub id, commit)`` of a merge input: a local dir (maybe a cache snapshot) or a Hub id."""
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     if not Path(spec).is_dir() and not _HUB_ID.match(spec.partition("@")[0]):
         return spec, None, None
@@ -275,7 +275,7 @@ def _bases_of(model_dir: Path, depth: int) -> list[str]:
         for record in lineage.inputs:
             found += _record_bases(record, model_dir, depth)
         return found
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     hub_id = resolve_model(model_dir).hub_id
     return [hub_id] if hub_id else []
@@ -310,11 +310,11 @@ def _unique(items: Iterable[str]) -> list[str]:
 def model_sha256(model: str | Path) -> str:
     """The model hash: sha256 over the relative paths and contents of its (non-hidden) files.
 
-    A Hub id is resolved first (:func:`boom_merge.models.resolve_model`).
+    A Hub id is resolved first (:func:`boom_merge.model_refs.resolve_model`).
     """
     from tqdm.auto import tqdm
 
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     resolved = resolve_model(model)
     path = resolved.path

@@ -1,6 +1,6 @@
 """Train bagging members and update models with ``SentenceTransformerTrainer``.
 
-Owns: the training stage's public names. It may not import :mod:`boom_merge.merging`, tuning or
+Owns: the training stage's public names. It may not import :mod:`boom_merge.merge.pipeline`, tuning or
 the CLI; from evaluation it reads only dev splits (:mod:`boom_merge.evaluation.corpus`, in
 ``dev``), and it writes ``boom_member.json`` only through :mod:`boom_merge.lineage`.
 

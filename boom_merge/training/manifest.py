@@ -21,7 +21,7 @@ from boom_merge.lineage import FORMAT_VERSION, hub_bases, location, model_sha256
 from boom_merge.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from boom_merge.models import ResolvedModel
+    from boom_merge.model_refs import ResolvedModel
 
 _VERSIONED_PACKAGES = ("boom-merge", "torch", "transformers", "sentence-transformers", "datasets", "accelerate", "peft")
 # keys that say whether a finished member (or checkpoints) belong to the run a command asks for
@@ -34,7 +34,7 @@ def base_record(base: str | ResolvedModel, *, with_hash: bool = True) -> dict[st
 
     Compute it once per run and pass it to :func:`common_manifest` for every member.
     """
-    from boom_merge.models import ResolvedModel, resolve_model
+    from boom_merge.model_refs import ResolvedModel, resolve_model
 
     resolved = base if isinstance(base, ResolvedModel) else resolve_model(base)
     base = resolved.spec

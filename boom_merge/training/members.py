@@ -5,7 +5,7 @@ Owns: the entry points, which members are already trained, the base resolved and
 never writes (``training.runner`` does).
 
 Each resolves its base once (a local dir, or a Hub id ``org/name[@REV]`` through
-:func:`boom_merge.models.resolve_model`: downloaded when online, the cache when offline),
+:func:`boom_merge.model_refs.resolve_model`: downloaded when online, the cache when offline),
 decides per member whether it is already trained (same settings, same base id/revision),
 and hashes the base once per run, only when something is trained. Samples come from
 ``boom_merge.data.sampling``, rows from ``training.rows``, the run itself from
@@ -36,7 +36,7 @@ from boom_merge.training.runner import output_guard, run_identity, run_training
 if TYPE_CHECKING:
     from transformers import TrainerCallback
 
-    from boom_merge.models import ResolvedModel
+    from boom_merge.model_refs import ResolvedModel
 
 __all__ = ["train_member", "train_members", "train_update"]
 
@@ -48,7 +48,7 @@ class _Base:
     """A run's base: resolved once; its identity record (with the hash) computed at most once."""
 
     def __init__(self, spec: str | Path) -> None:
-        from boom_merge.models import check_model, resolve_model
+        from boom_merge.model_refs import check_model, resolve_model
 
         self.model: ResolvedModel = resolve_model(spec)
         check_model(self.model.path)  # no tokenizer / NaN weights: refused before anything is trained or written

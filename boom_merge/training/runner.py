@@ -29,7 +29,7 @@ from boom_merge.training.trainer import load_model, make_trainer, merge_lora
 if TYPE_CHECKING:
     from transformers import TrainerCallback
 
-    from boom_merge.models import ResolvedModel
+    from boom_merge.model_refs import ResolvedModel
     from boom_merge.training.dev import DevSet
 
 logger = logging.getLogger(__name__)

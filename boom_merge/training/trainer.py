@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import TrainerCallback
 
-    from boom_merge.models import ResolvedModel
+    from boom_merge.model_refs import ResolvedModel
     from boom_merge.training.dev import DevSet
 
 
@@ -103,7 +103,7 @@ def load_model(init_model: str | Path | ResolvedModel, config: TrainConfig) -> S
     """
     from sentence_transformers import SentenceTransformer
 
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     resolved = init_model if hasattr(init_model, "path") else resolve_model(init_model)
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from boom_merge.recipe_writing import build_recipe
+from boom_merge.merge.recipe_writing import build_recipe
 
 #: the default grid of ``scale`` (t) values; 1 is always included
 DEFAULT_SCALES: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25)

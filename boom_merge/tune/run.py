@@ -14,7 +14,7 @@ The search (fixed, staged so that its cost stays small):
 
 Every member and the base first pass a merge's input checks (:func:`check_tuned_models`), so a
 refused input fails before anything is scored and leaves no work dir. Every candidate is
-merged by :func:`boom_merge.merging.run_recipe` into a work dir beside
+merged by :func:`boom_merge.merge.pipeline.run_recipe` into a work dir beside
 OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
 (:class:`boom_merge.tune.scoring.DevScorer`: MTEB on the ID dev splits of the training
 domains and the OOD dev sources, its tasks, texts and tokenization held for the whole
@@ -47,7 +47,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock
-from boom_merge.recipe_writing import member_weights, read_manifest
+from boom_merge.merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
 )
@@ -154,7 +154,7 @@ class _Search:
 
     def _merge_and_score(self, cand: Candidate, stage: str) -> dict[str, Any]:
         """Merge (or take the merge kept from the slice stage), score at ``stage``, then delete or keep it."""
-        from boom_merge.merging import load_recipe, run_recipe
+        from boom_merge.merge.pipeline import load_recipe, run_recipe
 
         kept = self.work / "kept" / hashlib.sha1(f"{self.cache['setup']}|{cand.key}".encode()).hexdigest()[:20]
         model = self.work / "model"
@@ -320,7 +320,7 @@ def _tuned_model(spec: str | Path) -> tuple[Path, str | Path, str]:
     read from its snapshot, named ``org/name@COMMIT`` in recipes (never the cache path) and
     ``org/name`` in labels.
     """
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     path = Path(spec)
     if not path.is_dir():
@@ -341,7 +341,7 @@ def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = F
     scored: a refused input fails in seconds and leaves no work dir."""
     from mergekit.config import MergeConfiguration
 
-    from boom_merge.merging import plan_merge
+    from boom_merge.merge.pipeline import plan_merge
 
     models = [{"model": str(ref), "parameters": {"weight": 1.0}} for ref in dict.fromkeys(map(str, refs))]
     plan_merge(MergeConfiguration.model_validate({"merge_method": "linear", "models": models, "dtype": "float32"}),
@@ -440,7 +440,7 @@ def tune(
                          setup=setup, cache=cache, racing=_racing_report(search, marks) if settings else None,
                          raced_out=raced_out)
             if merge:
-                from boom_merge.merging import load_recipe, run_recipe
+                from boom_merge.merge.pipeline import load_recipe, run_recipe
 
                 config, loaded = load_recipe(tmp / "recipe.yml")
                 run_recipe(config, tmp / "model", recipe_text=loaded)

@@ -133,7 +133,7 @@ class DevScorer:
         from mteb.timing import TimingStack
 
         from boom_merge.evaluation.summary import ID_AVG, OOD_AVG, split_averages
-        from boom_merge.models import load_sentence_transformer
+        from boom_merge.model_refs import load_sentence_transformer
 
         devset = self.devset
         start = time.perf_counter()

@@ -13,7 +13,7 @@ The machinery is ``boom-merge tune``'s: its scorer (:func:`boom_merge.tune.scori
 MTEB on dev splits, old domains as ID and the new domain in the other average), its
 :class:`~boom_merge.tune.select.Scores`, its setup fingerprint and cache (an interrupted
 run resumes; ``--force`` over a finished NEW re-selects without scoring). Every
-candidate is merged into a work dir beside NEW by :func:`boom_merge.incremental.incremental_merge`,
+candidate is merged into a work dir beside NEW by :func:`boom_merge.incremental.update.incremental_merge`,
 scored and deleted. NEW gets ``update_weight/candidates.json`` / ``.md`` / ``.png``.
 """
 
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
-from boom_merge.incremental import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs, incremental_merge
+from boom_merge.incremental.update import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs
+from boom_merge.incremental.update import incremental_merge
 from boom_merge.outputs import output_lock
 from boom_merge.tune.run import check_tuned_models, load_score_cache, write_json_atomic
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
@@ -138,7 +139,7 @@ def auto_update_weight(
     **merge_options: Any,
 ) -> AutoResult:
     """Score the weights of ``grid`` on the dev splits of ``corpus``, merge the chosen one into ``out``."""
-    from boom_merge.incremental import check_weight, resolve_update_base
+    from boom_merge.incremental.update import check_weight, resolve_update_base
 
     out, corpus = Path(out).absolute(), Path(corpus)
     if max_old_loss < 0:

@@ -10,7 +10,7 @@ layers and Normalize. :func:`plan_head` checks that all inputs embed the same wa
 merged; :meth:`HeadPlan.write` then copies the settings into the output and merges
 every weighted module (e.g. ``Dense``) with the recipe's own method and parameters,
 so the output embeds exactly like the hand-merged model (in float32 arithmetic, stored in
-the output's dtype). The merge pipeline (:mod:`boom_merge.merging`) calls both; lineage
+the output's dtype). The merge pipeline (:mod:`boom_merge.merge.pipeline`) calls both; lineage
 and the model card are its business, not this module's.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
-from boom_merge.recipes import ordered_references
+from boom_merge.merge.recipes import ordered_references
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class HeadPlan:
 def plan_head(merge_config: Any, paths: list[Path] | None = None) -> HeadPlan | None:
     """Check a mergekit configuration's inputs; ``None`` unless all are sentence-transformers.
 
-    ``paths`` are the inputs' local dirs in :func:`~boom_merge.recipes.ordered_references`
+    ``paths`` are the inputs' local dirs in :func:`~boom_merge.merge.recipes.ordered_references`
     order (Hub ids resolved); default: the references' own paths.
     """
     refs = ordered_references(merge_config)

@@ -2,10 +2,10 @@
 
 Owns: strict recipe reading and validation (the merge pipeline's first step) and the output
 dtypes a recipe may ask for. It never reads model weights, never writes a recipe
-(:mod:`boom_merge.recipe_writing` does) and never merges (:mod:`boom_merge.merging` does).
+(:mod:`boom_merge.merge.recipe_writing` does) and never merges (:mod:`boom_merge.merge.pipeline` does).
 
 :func:`load_recipe` / :func:`validate_recipe` / :func:`validate_config` are the merge
-pipeline's first step (:mod:`boom_merge.merging`, also under plain ``mergekit-yaml``):
+pipeline's first step (:mod:`boom_merge.merge.pipeline`, also under plain ``mergekit-yaml``):
 unknown keys and method parameters are refused naming the valid ones, weights must be
 finite, non-negative, with a positive sum, ``models`` neither empty nor repeating a
 model; every error names the recipe file. Nothing here reads model weights.
@@ -210,7 +210,7 @@ def _registered() -> dict[str, Any]:
     """mergekit's merge methods by name, BOOM's included."""
     from mergekit.merge_methods import registered_methods
 
-    from boom_merge.mergekit_compat import ensure_applied
+    from boom_merge.merge.mergekit_compat import ensure_applied
 
     ensure_applied()
     return {m.spec.name: m for m in registered_methods()}

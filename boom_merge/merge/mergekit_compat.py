@@ -1,7 +1,7 @@
 """The one place where boom-merge adapts mergekit 0.1.5. Each fix here is temporary.
 
 Owns: every patch of mergekit 0.1.5. It may not check or write a merge itself: the checks and
-outputs are :mod:`boom_merge.merging`'s, the recipe rules :mod:`boom_merge.recipes`'.
+outputs are :mod:`boom_merge.merge.pipeline`'s, the recipe rules :mod:`boom_merge.merge.recipes`'.
 
 1. ``MergePlanner.plan_tensor`` evaluates ``[w_in.name] + (w_in.aliases or [])`` for
    optional weights; ``aliases`` is a tuple, so every BERT-family model (whose
@@ -19,8 +19,8 @@ outputs are :mod:`boom_merge.merging`'s, the recipe rules :mod:`boom_merge.recip
    connection error after the merge is done. A path that is a local directory is
    treated as local.
 3. Plain ``mergekit-yaml`` goes through boom-merge's merge pipeline
-   (:mod:`boom_merge.merging`): ``run_merge`` is wrapped so that it runs the pipeline's
-   checks first and finishes the output after (:func:`boom_merge.merging.merge_in_place`),
+   (:mod:`boom_merge.merge.pipeline`): ``run_merge`` is wrapped so that it runs the pipeline's
+   checks first and finishes the output after (:func:`boom_merge.merge.pipeline.merge_in_place`),
    and every command built with ``add_merge_options`` (``mergekit-yaml`` among them)
    validates its recipe file strictly and prints a refusal as one ``Error:`` line
    (exit 1) instead of a traceback.
@@ -153,7 +153,7 @@ def route_run_merge() -> None:
 
     @functools.wraps(original)
     def run_merge(merge_config, out_path, options=None, config_source=None):
-        from boom_merge.merging import merge_in_place
+        from boom_merge.merge.pipeline import merge_in_place
 
         return merge_in_place(merge_config, out_path, options=options, config_source=config_source,
                               upstream=_fresh_loaders(original))
@@ -178,7 +178,7 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             if "config_file" in kwargs and "out_path" in kwargs:
-                from boom_merge.recipes import load_recipe
+                from boom_merge.merge.recipes import load_recipe
 
                 load_recipe(kwargs["config_file"])
             return command(*args, **kwargs)
@@ -225,7 +225,7 @@ def apply_cli_fixes() -> None:
 
 def ensure_applied() -> None:
     """What boom-merge's own merges need, also with the hook disabled: methods, BERT fix, card fix."""
-    from boom_merge.merge_methods import register_methods
+    from boom_merge.merge.methods import register_methods
 
     register_methods()
     fix_plan_tensor()

@@ -1,12 +1,12 @@
 """BOOM's own sections of a model card, as Markdown: what the model is made from and how.
 
 Owns: the Markdown of BOOM's card sections and the BOOM citation. It never reads or writes
-files: :mod:`boom_merge.card` hands it the records and scores.
+files: :mod:`boom_merge.card.build` hands it the records and scores.
 
 Members with their sample ratios, seeds and sampled data; the merge recipe; the lineage
 (inputs with roles, weights, Hub ids, and the chain of incremental updates); dataset
 licences; the BOOM citation. Pure functions of the provenance records (:mod:`boom_merge.lineage`)
-and of evaluation scores (:mod:`boom_merge.card_eval`); they read no files.
+and of evaluation scores (:mod:`boom_merge.card.scores`); they read no files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from boom_merge.card_eval import Score, scores_table
+from boom_merge.card.scores import Score, scores_table
 from boom_merge.lineage import InputRecord, Lineage, MemberManifest
 
 #: markers around BOOM's sections, so that rebuilding a card replaces them instead of adding more

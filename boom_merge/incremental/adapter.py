@@ -5,7 +5,7 @@ Procrustes, or affine least squares with a ridge) on texts from a corpus' train 
 and saving it as a sentence-transformers model: NEW's modules, then a ``Dense`` module
 holding ``W`` (and the bias), then ``Normalize``. Queries encoded with that model search
 an index of OLD-encoded documents (Drift-Adapter, EMNLP 2025). Scoring the adapter
-against the index is :mod:`boom_merge.drift`'s job; this module never reads test splits.
+against the index is :mod:`boom_merge.incremental.drift`'s job; this module never reads test splits.
 """
 
 from __future__ import annotations

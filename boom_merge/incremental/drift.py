@@ -2,7 +2,7 @@
 
 Owns: the drift report (cosines, recall against OLD's own neighbours, serving quality) and the
 keep / adapt / rebuild verdict. It may not fit or save the adapter itself
-(:mod:`boom_merge.adapter` does) and writes nothing else.
+(:mod:`boom_merge.incremental.adapter` does) and writes nothing else.
 
 For each dataset of a built corpus (its test split), OLD and NEW encode the same
 texts (queries and documents). We report
@@ -16,7 +16,7 @@ texts (queries and documents). We report
 - serving quality against the qrels (recall@10 and nDCG@10) of four ways to answer
   queries: OLD on its own index (today), NEW queries on the OLD index, NEW queries
   through a query adapter on the OLD index (with ``adapter``: fitted here by
-  :mod:`boom_merge.adapter` on the corpus' *train* split, never on the texts scored),
+  :mod:`boom_merge.incremental.adapter` on the corpus' *train* split, never on the texts scored),
   and NEW on a re-encoded index (the ceiling); and the verdict: keep the index, keep it
   with the adapter, or rebuild it.
 
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from boom_merge.adapter import Adapter, AdapterKind, fit_adapter, fit_texts, save_adapter_model
+from boom_merge.incremental.adapter import Adapter, AdapterKind, fit_adapter, fit_texts, save_adapter_model
 from boom_merge.errors import BoomError
 from boom_merge.evaluation.corpus import (
     RetrievalSplit, STSPairs, check_limits, find_corpus_dir, read_retrieval, read_sources, read_sts, sts_path,
 )
-from boom_merge.models import load_sentence_transformer, resolve_model
+from boom_merge.model_refs import load_sentence_transformer, resolve_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -152,7 +152,7 @@ def drift_report(
     """Compare OLD and NEW on every dataset of the corpus at ``data_dir``.
 
     OLD and NEW are local dirs or Hub ids (``org/name[@REV]``), checked by
-    :func:`boom_merge.models.check_model` (tokenizer present, weights finite) and loaded on
+    :func:`boom_merge.model_refs.check_model` (tokenizer present, weights finite) and loaded on
     ``device`` (default: cuda when available). ``data_dir`` is a built corpus (default: the
     default corpus); queries and documents are capped as in ``boom-merge eval`` (first
     ``max_queries`` queries, their relevant documents plus others up to ``max_corpus``).
@@ -219,7 +219,7 @@ def read_drift_inputs(
     """Everything a drift report reads from the corpus, read (and so checked) before anything is
     encoded or written: the corpus dir, each source's test split, and with ``fit`` up to
     ``fit_limit`` train texts an adapter is fitted on (else none)."""
-    from boom_merge.adapter import DEFAULT_FIT_TEXTS
+    from boom_merge.incremental.adapter import DEFAULT_FIT_TEXTS
 
     corpus = find_corpus_dir(data_dir)
     splits: dict[str, RetrievalSplit | STSPairs] = {}

@@ -4,7 +4,7 @@ Owns: the recipes written for members (BOOM itself or one of the paper's baselin
 ``boom-merge merge`` or plain ``mergekit-yaml``), their weights (equal, or proportional to
 each member's sampling ratio read from its ``boom_member.json``) and a member's kept
 checkpoints as a soup. It never validates a recipe it did not write
-(:mod:`boom_merge.recipes` does) and never merges.
+(:mod:`boom_merge.merge.recipes` does) and never merges.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import MEMBER_FILE
-from boom_merge.recipes import DTYPES, base_policy
+from boom_merge.merge.recipes import DTYPES, base_policy
 
 Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
@@ -37,7 +37,7 @@ _FORMULAS = {
 def _manifest(member: str | Path) -> Any:
     """A member's ``boom_member.json`` (a dir or Hub id), read by :mod:`boom_merge.lineage`."""
     from boom_merge.lineage import read_member_manifest
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     path = resolve_model(member).path
     manifest = read_member_manifest(path)

@@ -1,7 +1,7 @@
 """Incremental BOOM updates: fold an update model into an existing model.
 
 Owns: incremental updates: their recipes (interpolate, add) and the update's own lineage fields
-(mode, weight, update base). It may not choose the weight (:mod:`boom_merge.update_weight`
+(mode, weight, update base). It may not choose the weight (:mod:`boom_merge.incremental.update_weight`
 does), and it never writes into OLD, UPDATE or BASE.
 
 The paper's cheap update: train an update model on the new data plus a small sample
@@ -16,11 +16,11 @@ modes, both written as recipes that plain ``mergekit-yaml`` runs:
   ``normalize: false`` (mergekit computes ``BASE + Σ wᵢ·(Mᵢ − BASE)``).
 
 OLD, UPDATE and BASE are local dirs or Hub ids (``org/name[@REV]``, resolved by
-:func:`boom_merge.models.resolve_model`); a Hub model is named in the recipe as
+:func:`boom_merge.model_refs.resolve_model`); a Hub model is named in the recipe as
 ``org/name@COMMIT`` and in the lineage by its id and commit, never by its cache path.
 The existing model is only read; the new model records its lineage (mode, weight,
 inputs with content hashes, and the existing model's own lineage). Choosing the weight
-on dev splits is :mod:`boom_merge.update_weight`'s job.
+on dev splits is :mod:`boom_merge.incremental.update_weight`'s job.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import yaml
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE, incremental_lineage, model_sha256, read_member_manifest
-from boom_merge.merging import DEFAULT_OUT_SHARD_SIZE
+from boom_merge.merge.pipeline import DEFAULT_OUT_SHARD_SIZE
 from boom_merge.outputs import check_output
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def resolve_update_base(update: Path, update_base: str | Path | None = None) -> 
     A recorded base whose content hash no longer matches the manifest is refused (the task
     vector would be wrong); an explicit ``update_base`` that differs is used with a warning.
     """
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     if update_base is None:
         spec, expected = recorded_base(update)
@@ -213,7 +213,7 @@ class InputModel:
 
 def resolve_input(model: str | Path | InputModel) -> InputModel:
     """A local dir as given, made absolute (a cache snapshot dir too); else a Hub id via ``resolve_model``."""
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     if isinstance(model, InputModel):
         return model
@@ -262,7 +262,7 @@ def incremental_merge(
     """
     from mergekit.config import MergeConfiguration
 
-    from boom_merge.merging import run_recipe
+    from boom_merge.merge.pipeline import run_recipe
 
     out = Path(out).absolute()
     weight = DEFAULT_WEIGHTS.get(mode, 0.5) if update_weight is None else float(update_weight)

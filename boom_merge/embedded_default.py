@@ -91,7 +91,7 @@ def hub_copy(source: str | Path, target: str | Path, *, hub_id: str | None = Non
     Not a re-save: a Hub base as served (the bundled MiniLM's ``embeddings.position_ids``
     included) is read beside members trained today as it is.
     """
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     target = Path(target)
     if not (target / "modules.json").is_file():
@@ -104,7 +104,7 @@ def hub_copy(source: str | Path, target: str | Path, *, hub_id: str | None = Non
 def keep_hub_identity(source: str | Path, copy: Path, *, hub_id: str | None = None) -> None:
     """A copy of a Hub model (or of a copy of one) keeps that model's id and commit in its lineage."""
     from boom_merge.lineage import hub_bases, write_source
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     resolved = resolve_model(source)
     bases = [resolved.hub_id or hub_id] if resolved.hub_id or hub_id else hub_bases(resolved.path)

@@ -6,7 +6,7 @@ optional plot.
 Bagging only helps if members differ. For each pair of members we compute the
 cosine between their deltas (from ``base`` when given, else from the members' mean),
 per layer and over the whole model, streaming one tensor name at a time. Models are dirs
-or Hub ids (:func:`boom_merge.models.resolve_model`), checked as every reader checks them
+or Hub ids (:func:`boom_merge.model_refs.resolve_model`), checked as every reader checks them
 (config, tokenizer, honest headers); NaN/Inf is caught on the tensors as they stream.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from boom_merge.checks import ModelFiles, check_same_tensors, model_files
+from boom_merge.merge.checks import ModelFiles, check_same_tensors, model_files
 from boom_merge.errors import BoomError
-from boom_merge.models import check_device, check_model, resolve_model, transformer_dir
+from boom_merge.model_refs import check_device, check_model, resolve_model, transformer_dir
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 OVERALL = "overall"

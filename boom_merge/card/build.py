@@ -3,17 +3,17 @@
 Owns: rendering and writing the model card (``README.md``) of merged, incremental, pushed,
 member and embedding-base (``boom-merge base``) models; no other boom-merge module builds one. It never writes anything but ``README.md``
 and never computes a fact it can read: provenance comes from :mod:`boom_merge.lineage`, scores
-from :mod:`boom_merge.card_eval`, dataset licences from the corpus manifest
+from :mod:`boom_merge.card.scores`, dataset licences from the corpus manifest
 (:mod:`boom_merge.evaluation.corpus`).
 
 A card is what a sentence-transformers card is (``SentenceTransformerModelCardData`` rendered
 with sentence-transformers' own template: model details with architecture, max length,
 dimension and similarity function; training datasets with sizes and loss; hyperparameters;
 framework versions; citations, BOOM's among them), followed by BOOM's sections
-(:mod:`boom_merge.card_body`). A trained member keeps the card sentence-transformers' trainer
+(:mod:`boom_merge.card.body`). A trained member keeps the card sentence-transformers' trainer
 wrote for it, extended with BOOM's sections. The facts come from the provenance records
 (:mod:`boom_merge.lineage`: kind, Hub bases, members, datasets) and from what evaluation wrote
-(:mod:`boom_merge.card_eval`); this module re-derives none of them. The title and usage name
+(:mod:`boom_merge.card.scores`); this module re-derives none of them. The title and usage name
 are the given ``title`` (the repo id on push, the final output name on merge), never a
 temporary dir's name.
 """
@@ -32,8 +32,8 @@ from typing import Any
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard import metadata_load
 
-from boom_merge.card_body import BOOM_CITATION, END, START, boom_sections
-from boom_merge.card_eval import Score, eval_results, read_scores
+from boom_merge.card.body import BOOM_CITATION, END, START, boom_sections
+from boom_merge.card.scores import Score, eval_results, read_scores
 from boom_merge.errors import BoomError
 from boom_merge.lineage import (
     MAX_DEPTH,

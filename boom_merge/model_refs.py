@@ -13,7 +13,7 @@ Every command that reads a model goes through here:
 - :func:`check_model` refuses what would give wrong results silently: no config, no tokenizer
   files (transformers would build a tokenizer that maps every word to ``[UNK]``), unreadable or
   dishonest safetensors, NaN/Inf weights (naming the tensor). Safetensors are read by
-  :mod:`boom_merge.checks`.
+  :mod:`boom_merge.merge.checks`.
 - :func:`load_sentence_transformer` = resolve + check + load on :func:`default_device`.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from boom_merge.checks import ModelFiles, check_finite, model_files, read_header
+from boom_merge.merge.checks import ModelFiles, check_finite, model_files, read_header
 from boom_merge.errors import BoomError
 
 if TYPE_CHECKING:

@@ -2,33 +2,33 @@
 
 Owns: the one merge pipeline; every merge goes through it. It may not train, tune or evaluate
 and never writes into an input; the lineage and the card are written by
-:mod:`boom_merge.lineage` and :mod:`boom_merge.card` (an incremental update's starting lineage
+:mod:`boom_merge.lineage` and :mod:`boom_merge.card.build` (an incremental update's starting lineage
 arrives as one of :func:`run_recipe`'s ``extra_files``).
 
 Every merge runs these steps, whoever starts it: ``boom-merge merge``
 (:func:`merge_recipe`), ``incremental`` and ``tune`` (:func:`run_recipe`), and plain
 ``mergekit-yaml`` through the import hook (:func:`merge_in_place`, called by the
-wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_compat`).
+wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.merge.mergekit_compat`).
 
-1. :func:`~boom_merge.recipes.load_recipe` / :func:`~boom_merge.recipes.validate_config`
+1. :func:`~boom_merge.merge.recipes.load_recipe` / :func:`~boom_merge.merge.recipes.validate_config`
    (in recipes.py, re-exported here): a strict recipe. Unknown keys and unknown method
    parameters are refused naming the valid ones; weights finite, non-negative, with a
    positive sum; no empty ``models`` list, no model listed twice. Every recipe error
    names the recipe file.
 2. :func:`plan_merge`: the output rule (:func:`boom_merge.outputs.check_output`: never
    into, over or around an input), inputs resolved (Hub ids through
-   :func:`boom_merge.models.resolve_model`) and checked (config, tokenizer, honest
+   :func:`boom_merge.model_refs.resolve_model`) and checked (config, tokenizer, honest
    safetensors headers, same tensors, finite weights, no pickles unless allowed; a BOOM
    merge's kernel checks the transformer's weights as the merge reads them, so they are
    read once, and its refusal is mapped back to the input's file by :func:`_mergekit`), the
-   sentence-transformers head planned (:func:`boom_merge.st_head.plan_head`: inputs that
+   sentence-transformers head planned (:func:`boom_merge.merge.st_head.plan_head`: inputs that
    embed differently are refused), and the dtype rule applied: the output keeps the
    inputs' dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
    ``dtype`` overrides the output's.
 3. mergekit's own ``run_merge``, unpatched.
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
    lineage (:func:`boom_merge.lineage.write_lineage`) and the card
-   (:func:`boom_merge.card.write_model_card`, titled with the final output name).
+   (:func:`boom_merge.card.build.write_model_card`, titled with the final output name).
 
 boom-merge's own commands write atomically (:func:`boom_merge.outputs.atomic_output_dir`);
 plain ``mergekit-yaml`` writes OUT itself, as mergekit does.
@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boom_merge.checks import check_same_tensors, model_files
+from boom_merge.merge.checks import check_same_tensors, model_files
 from boom_merge.errors import BoomError
-from boom_merge.recipes import DTYPES, load_recipe, ordered_references, validate_config
+from boom_merge.merge.recipes import DTYPES, load_recipe, ordered_references, validate_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +78,14 @@ class MergeJob:
 
 
 def _resolve(ref: Any) -> Any:
-    from boom_merge.models import resolve_model
+    from boom_merge.model_refs import resolve_model
 
     spec = ref.model.path + (f"@{ref.model.revision}" if ref.model.revision else "")
     return resolve_model(spec)
 
 
 def _transformer_dir(path: Path) -> Path:
-    from boom_merge.models import transformer_dir
+    from boom_merge.model_refs import transformer_dir
 
     return transformer_dir(path)
 
@@ -149,9 +149,9 @@ def plan_merge(
     ``into_existing``: OUT may be an existing directory that is not an input (plain
     mergekit-yaml writes into it).
     """
-    from boom_merge.models import check_model
+    from boom_merge.model_refs import check_model
     from boom_merge.outputs import check_output
-    from boom_merge.st_head import plan_head
+    from boom_merge.merge.st_head import plan_head
 
     validate_config(config)
     refs = tuple(ordered_references(config))
@@ -170,7 +170,7 @@ def plan_merge(
 def _boom_kernels_only(config: Any) -> bool:
     """Whether every tensor goes through a BOOM kernel: it refuses NaN/Inf input and widens each
     input to float32 one at a time as it reads it (so mergekit need not cast all M first)."""
-    from boom_merge.merge_methods import BOOM_METHODS
+    from boom_merge.merge.methods import BOOM_METHODS
 
     return config.merge_method in {m.spec.name for m in BOOM_METHODS} and not config.modules
 
@@ -196,7 +196,7 @@ def _non_finite_input(job: MergeJob, error: Any) -> BoomError:
 
 def _mergekit(run: Callable[[], Any], job: MergeJob) -> Any:
     """Run mergekit; its many exception types become one line."""
-    from boom_merge.merge_methods import NonFiniteInputError
+    from boom_merge.merge.methods import NonFiniteInputError
 
     try:
         return run()
@@ -215,7 +215,7 @@ def _mergekit(run: Callable[[], Any], job: MergeJob) -> Any:
 
 def finish_merge(job: MergeJob, out_dir: str | Path, *, recipe_text: str | None, title: str) -> None:
     """Make mergekit's output a sentence-transformers model with lineage and a card."""
-    from boom_merge.card import write_model_card
+    from boom_merge.card.build import write_model_card
     from boom_merge.lineage import write_lineage
 
     if job.head is None:
@@ -258,7 +258,7 @@ def run_recipe(
     """
     from mergekit.options import MergeOptions
 
-    from boom_merge.mergekit_compat import upstream_run_merge
+    from boom_merge.merge.mergekit_compat import upstream_run_merge
     from boom_merge.outputs import atomic_output_dir
 
     shard = _parameter_count(out_shard_size)
@@ -306,7 +306,7 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
     midway, what mergekit had written (shards flushed before) is removed: OUT itself if this
     run made it, else the entries it added.
     """
-    from boom_merge.merge_methods import NonFiniteInputError
+    from boom_merge.merge.methods import NonFiniteInputError
     from boom_merge.outputs import output_lock
 
     job = plan_merge(config, out, into_existing=True, allow_pickle=os.environ.get(ALLOW_PICKLE_ENV) == "1")

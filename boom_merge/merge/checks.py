@@ -1,6 +1,6 @@
 """Input checks that run before any merge writes anything.
 
-Owns: the safetensors and weight checks that merges and :mod:`boom_merge.models` share; no other
+Owns: the safetensors and weight checks that merges and :mod:`boom_merge.model_refs` share; no other
 module re-reads headers. It never writes and never unpickles: pickled weights are only found and
 refused (or allowed).
 
@@ -11,7 +11,7 @@ floating in one input and integer in another), pickled weights (refused unless
 allowed: unpickling runs arbitrary code), tensor name or shape mismatches between
 models (on the tensors transformers would load: a Hub base's old ``position_ids`` buffer
 is no mismatch), and NaN/Inf weights. Tensors are read one at a time, so checking never holds
-a whole model in memory. Used by the merge pipeline and :mod:`boom_merge.models`; it
+a whole model in memory. Used by the merge pipeline and :mod:`boom_merge.model_refs`; it
 writes nothing.
 """
 
