@@ -2,7 +2,8 @@
 
 Owns: the start-up finder and the one table of watched modules and their callbacks
 (``_CALLBACKS``). It may not patch mergekit or register methods itself
-(:mod:`boom_merge.merge.mergekit_compat` and :mod:`boom_merge.merge.methods` do), and it never imports
+(:mod:`boom_merge.merge.mergekit_compat`, :mod:`boom_merge.mergekit_yaml` and
+:mod:`boom_merge.merge.methods` do), and it never imports
 anything at start-up.
 
 mergekit has no plugin entry point, so ``boom_merge_hook.pth`` (installed into
@@ -15,8 +16,9 @@ module has finished executing, its callback runs:
   ``boom_incremental`` (whichever finishes last; registering from inside
   ``mergekit.merge_methods`` while ``boom_merge.merge.methods`` is still importing it
   would be a circular import);
-* ``mergekit.plan``, ``mergekit.card``, ``mergekit.merge``, ``mergekit.options``:
-  apply :mod:`boom_merge.merge.mergekit_compat`.
+* ``mergekit.plan``, ``mergekit.card``: apply :mod:`boom_merge.merge.mergekit_compat`'s fixes;
+* ``mergekit.merge``, ``mergekit.options``: route plain ``mergekit-yaml`` through the merge
+  pipeline (:mod:`boom_merge.mergekit_yaml`).
 
 Every callback is guarded: one that fails logs one warning and leaves mergekit as it
 was. This module owns nothing else; what the callbacks do lives in their modules.
@@ -30,10 +32,10 @@ _METHODS = "boom_merge.merge.methods"
 _CALLBACKS = {
     "mergekit.merge_methods": f"{_METHODS}:register_methods",
     _METHODS: f"{_METHODS}:register_methods",
-    "mergekit.plan": "boom_merge.merge.mergekit_compat:apply_plan_fixes",
-    "mergekit.card": "boom_merge.merge.mergekit_compat:apply_card_fixes",
-    "mergekit.merge": "boom_merge.merge.mergekit_compat:apply_merge_fixes",
-    "mergekit.options": "boom_merge.merge.mergekit_compat:apply_cli_fixes",
+    "mergekit.plan": "boom_merge.merge.mergekit_compat:fix_plan_tensor",
+    "mergekit.card": "boom_merge.merge.mergekit_compat:treat_local_dirs_as_local",
+    "mergekit.merge": "boom_merge.mergekit_yaml:route_run_merge",
+    "mergekit.options": "boom_merge.mergekit_yaml:guard_merge_commands",
 }
 
 

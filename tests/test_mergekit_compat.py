@@ -12,8 +12,9 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from boom_merge.merge import mergekit_compat
+from boom_merge import mergekit_yaml
 from boom_merge.errors import BoomError
+from boom_merge.merge import mergekit_compat
 
 _BROKEN_SOURCE = """
 import inspect, sys
@@ -82,9 +83,10 @@ def test_aliases_stay_the_same_tuple_and_a_list_can_be_added_to_them() -> None:
 
 def test_patches_are_idempotent_and_wrap_once() -> None:
     for _ in range(2):
-        mergekit_compat.ensure_applied()
-        mergekit_compat.route_run_merge()
-        mergekit_compat.guard_merge_commands()
+        mergekit_compat.fix_plan_tensor()
+        mergekit_compat.treat_local_dirs_as_local()
+        mergekit_yaml.route_run_merge()
+        mergekit_yaml.guard_merge_commands()
     import mergekit.card
     import mergekit.merge
     import mergekit.options
@@ -101,7 +103,7 @@ def test_merge_commands_print_refusals_as_one_line(tmp_path) -> None:
     """Every command built with mergekit's add_merge_options; mergekit-yaml also gets a strict recipe check."""
     import mergekit.options
 
-    mergekit_compat.guard_merge_commands()
+    mergekit_yaml.guard_merge_commands()
 
     @click.command()
     @click.argument("config_file")
@@ -122,7 +124,7 @@ def test_local_directory_is_never_looked_up_on_the_hub(tmp_path, monkeypatch) ->
     import huggingface_hub
     import mergekit.card
 
-    mergekit_compat.ensure_applied()
+    mergekit_compat.treat_local_dirs_as_local()
     folder = tmp_path / "m0"
     folder.mkdir()
     monkeypatch.chdir(tmp_path)

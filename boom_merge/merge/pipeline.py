@@ -8,7 +8,7 @@ arrives as one of :func:`run_recipe`'s ``extra_files``).
 Every merge runs these steps, whoever starts it: ``boom-merge merge``
 (:func:`merge_recipe`), ``incremental`` and ``tune`` (:func:`run_recipe`), and plain
 ``mergekit-yaml`` through the import hook (:func:`merge_in_place`, called by the
-wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.merge.mergekit_compat`).
+wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_yaml`).
 
 1. :func:`~boom_merge.merge.recipes.load_recipe` / :func:`~boom_merge.merge.recipes.validate_config`
    (in recipes.py, re-exported here): a strict recipe. Unknown keys and unknown method
@@ -258,9 +258,11 @@ def run_recipe(
     """
     from mergekit.options import MergeOptions
 
-    from boom_merge.merge.mergekit_compat import upstream_run_merge
+    from boom_merge.merge.mergekit_compat import fix_plan_tensor, treat_local_dirs_as_local, upstream_run_merge
     from boom_merge.outputs import atomic_output_dir
 
+    fix_plan_tensor()  # what mergekit 0.1.5 needs, also with the import hook disabled
+    treat_local_dirs_as_local()
     shard = _parameter_count(out_shard_size)
     job = plan_merge(config, out, force=force, allow_pickle=allow_pickle, dtype=dtype)
     # our card replaces mergekit's for sentence-transformers outputs

@@ -210,9 +210,9 @@ def _registered() -> dict[str, Any]:
     """mergekit's merge methods by name, BOOM's included."""
     from mergekit.merge_methods import registered_methods
 
-    from boom_merge.merge.mergekit_compat import ensure_applied
+    from boom_merge.merge.methods import register_methods
 
-    ensure_applied()
+    register_methods()
     return {m.spec.name: m for m in registered_methods()}
 
 
