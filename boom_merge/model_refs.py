@@ -74,6 +74,17 @@ class ResolvedModel:
         """What to call the model in reports and cards: ``org/name`` or the dir name."""
         return self.hub_id or self.path.name
 
+    @property
+    def recipe_name(self) -> str:
+        """What a recipe names: ``org/name@COMMIT`` for a model given by Hub id (the commit read), else its dir."""
+        by_id = self.hub_id and not Path(self.spec).expanduser().is_dir()
+        return f"{self.hub_id}@{self.revision}" if by_id else str(self.path)
+
+
+def reference_spec(model: Any) -> str:
+    """The spec of a recipe's model (mergekit's ``ModelReference.model``): its path, ``@revision`` when pinned."""
+    return str(model.path) + (f"@{model.revision}" if getattr(model, "revision", None) else "")
+
 
 def resolve_model(spec: str | Path) -> ResolvedModel:
     """A local dir as itself; else ``org/name[@REV]`` through ``snapshot_download``."""

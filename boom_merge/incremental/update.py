@@ -171,10 +171,8 @@ def resolve_update_base(update: Path, update_base: str | Path | None = None) -> 
             raise BoomError(f"is not the model the update was trained from (sha256 {digest[:12]}, its manifest "
                             f"records {expected[:12]}); pass --update-base BASE", path=spec)
         logger.warning("%s: not the model %s's manifest records (sha256 differs); using it as BASE", spec, update)
-    recipe_spec = resolved.spec if resolved.hub_id else str(resolved.path.absolute())
-    if resolved.hub_id and not Path(spec).is_dir():  # a Hub id: pinned to the commit that was hashed
-        recipe_spec = f"{resolved.hub_id}@{resolved.revision}"
-    return UpdateBase(recipe_spec, resolved.path, digest, resolved.hub_id, resolved.revision)
+    # a Hub id: pinned to the commit that was hashed
+    return UpdateBase(resolved.recipe_name, resolved.path, digest, resolved.hub_id, resolved.revision)
 
 
 @dataclass(frozen=True)

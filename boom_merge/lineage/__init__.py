@@ -162,6 +162,8 @@ def write_lineage(out_dir: str | Path, config: Any, refs: list[Any]) -> dict[str
     ``refs`` are mergekit ``ModelReference`` s in the merge's order; ``config`` its
     ``MergeConfiguration``.
     """
+    from boom_merge.model_refs import reference_spec
+
     out_dir = Path(out_dir)
     file = out_dir / LINEAGE_FILE
     lineage = read_record(file) if file.is_file() else {}
@@ -175,7 +177,7 @@ def write_lineage(out_dir: str | Path, config: Any, refs: list[Any]) -> dict[str
     named = {location(lineage[key]["path"]): key for key in ("old", "update")
              if lineage.get("kind") == "incremental" and isinstance((lineage.get(key) or {}).get("path"), str)}
     for ref in refs:
-        spec = str(ref.model.path) + (f"@{ref.model.revision}" if getattr(ref.model, "revision", None) else "")
+        spec = reference_spec(ref.model)
         role = named.get(location(ref.model.path)) or _ROLES[config.merge_method == "boom_incremental"][
             ref == config.base_model]
         record = input_record(spec, role, out_dir, _unique_name(Path(ref.model.path), taken))

@@ -78,10 +78,9 @@ class MergeJob:
 
 
 def _resolve(ref: Any) -> Any:
-    from boom_merge.model_refs import resolve_model
+    from boom_merge.model_refs import reference_spec, resolve_model
 
-    spec = ref.model.path + (f"@{ref.model.revision}" if ref.model.revision else "")
-    return resolve_model(spec)
+    return resolve_model(reference_spec(ref.model))
 
 
 def _transformer_dir(path: Path) -> Path:
