@@ -1,6 +1,3 @@
-"""Incremental updates: ``update`` (interpolate or add, with lineage), ``update_weight``
-(``--update-weight auto``), ``drift`` (how far an update moved the embeddings),
-``adapter`` (query adapters NEW -> OLD).
-
-Owns: nothing itself; it never imports its submodules.
+"""Incremental updates. Owns: nothing itself (``update``, ``update_weight``, ``drift``, ``adapter`` do);
+it never imports them.
 """

@@ -1,10 +1,8 @@
 """Write runnable mergekit recipes for bag members.
 
-Owns: the recipes written for members (BOOM itself or one of the paper's baselines, for
-``boom-merge merge`` or plain ``mergekit-yaml``), their weights (equal, or proportional to
-each member's sampling ratio read from its ``boom_member.json``) and a member's kept
-checkpoints as a soup. It never validates a recipe it did not write
-(:mod:`boom_merge.merge.recipes` does) and never merges.
+Owns: the recipes written for members (BOOM or one of the paper's baselines), their weights
+(equal, or by each member's sampling ratio) and checkpoint soups. It never validates a recipe
+it did not write (:mod:`boom_merge.merge.recipes` does) and never merges.
 """
 
 from __future__ import annotations
