@@ -1,11 +1,8 @@
-"""Plain ``mergekit-yaml`` through boom-merge's merge pipeline (the import hook's callbacks).
+"""Plain ``mergekit-yaml`` through boom-merge's merge pipeline (named in the hook's callbacks).
 
-Owns: routing mergekit's own entry points into the pipeline: ``mergekit.merge.run_merge`` is
-wrapped so that it runs the pipeline's checks first and finishes the output after
-(:func:`boom_merge.merge.pipeline.merge_in_place`), and every command built with
-``add_merge_options`` (``mergekit-yaml`` among them) validates its recipe file strictly and
-prints a refusal as one ``Error:`` line (exit 1) instead of a traceback. It sits above the
-merge stage and nothing in ``boom_merge`` imports it; it never checks or writes a merge itself.
+Owns: mergekit's ``run_merge`` wrapped to run :func:`boom_merge.merge.pipeline.merge_in_place`,
+and the commands built with ``add_merge_options`` checking their recipe strictly, refusing in
+one ``Error:`` line. Nothing in boom_merge imports it; it never checks or writes a merge itself.
 """
 
 from __future__ import annotations

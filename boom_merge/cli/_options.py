@@ -1,8 +1,7 @@
 """Options shared by commands of several stages; not a stage, registers no commands.
 
-Owns: the ``--device`` and ``--allow-pickle`` options, reading repeatable comma-list options, a
-library function's default for an option (:func:`library_default`), and :func:`config_options`,
-which generates a command's options from a library settings dataclass (type, default, help and
+Owns: the ``--device`` and ``--allow-pickle`` options, reading repeatable comma-list options, and
+:func:`config_options`, which generates a command's options from a library settings dataclass (type, default, help and
 flag spellings), as mergekit's ``add_merge_options`` does from ``MergeOptions``: a default or a
 help text lives in the library only. It may not define commands or call the library.
 """
@@ -10,7 +9,6 @@ help text lives in the library only. It may not define commands or call the libr
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 import typing
 from collections.abc import Callable
@@ -120,8 +118,3 @@ def config_options(cls: type, name: str = "config") -> Callable[[Callable[..., A
         return wrapper
 
     return decorate
-
-
-def library_default(function: Callable[..., Any], parameter: str) -> Any:
-    """``function``'s default for ``parameter``: an option's default is the library's, never retyped."""
-    return inspect.signature(function).parameters[parameter].default

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import click
 
-from boom_merge.cli._options import allow_pickle_option, device_option, library_default
+from boom_merge.cli._options import allow_pickle_option, device_option
 from boom_merge.merge.recipe_writing import METHODS
 from boom_merge.merge.recipes import DTYPES
-from boom_merge.incremental.update_weight import DEFAULT_MAX_OLD_LOSS, auto_update_weight
+from boom_merge.incremental.update_weight import auto_update_weight
+
+_AUTO = auto_update_weight.__kwdefaults__  # --update-weight auto's defaults: the library's, not retyped
 
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
 _allow_pickle = allow_pickle_option
@@ -141,16 +143,14 @@ def _grid(value: str | None) -> tuple[float, ...] | None:
 @click.option("--corpus", "--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Built corpus: report how far the update moved the embeddings; the dev splits for auto; "
                    "the train split an adapter is fitted on.")
-@click.option("--max-old-loss", type=click.FloatRange(min=0.0), default=DEFAULT_MAX_OLD_LOSS, show_default=True,
+@click.option("--max-old-loss", type=click.FloatRange(min=0.0), default=_AUTO["max_old_loss"], show_default=True,
               help="auto: the most (points x100) the old domains' dev average may fall below OLD's.")
 @click.option("--weight-grid", default=None,
               help="auto: the weights scored (default interpolate 0.1,...,1; add 0.25,0.5,0.75,1,1.25,1.5); "
                    "0 (OLD) is always scored.")
-@click.option("--max-queries", type=click.IntRange(min=1), default=library_default(auto_update_weight, "max_queries"),
-              show_default=True,
+@click.option("--max-queries", type=click.IntRange(min=1), default=_AUTO["max_queries"], show_default=True,
               help="auto: dev queries per source.")
-@click.option("--max-corpus", type=click.IntRange(min=1), default=library_default(auto_update_weight, "max_corpus"),
-              show_default=True,
+@click.option("--max-corpus", type=click.IntRange(min=1), default=_AUTO["max_corpus"], show_default=True,
               help="auto: dev documents per source (relevant ones always kept).")
 @click.option("--fit-adapter", "fit_adapter", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also fit a query adapter NEW -> OLD on the corpus' train split and save it here "
