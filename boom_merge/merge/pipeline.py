@@ -77,18 +77,6 @@ class MergeJob:
 # ---------------------------------------------------------------- 2. plan (step 1 is in recipes.py)
 
 
-def _resolve(ref: Any) -> Any:
-    from boom_merge.model_refs import reference_spec, resolve_model
-
-    return resolve_model(reference_spec(ref.model))
-
-
-def _transformer_dir(path: Path) -> Path:
-    from boom_merge.model_refs import transformer_dir
-
-    return transformer_dir(path)
-
-
 def stored_dtype(files: Any) -> str | None:
     """The most common floating dtype of a model's safetensors (``"bfloat16"``, ...)."""
     counts = Counter(_SAFETENSORS_DTYPES[t.dtype] for t in files.tensors.values() if t.dtype in _SAFETENSORS_DTYPES)
@@ -148,15 +136,15 @@ def plan_merge(
     ``into_existing``: OUT may be an existing directory that is not an input (plain
     mergekit-yaml writes into it).
     """
-    from boom_merge.model_refs import check_model
+    from boom_merge.model_refs import check_model, reference_spec, resolve_model, transformer_dir
     from boom_merge.outputs import check_output
     from boom_merge.merge.st_head import plan_head
 
     validate_config(config)
     refs = tuple(ordered_references(config))
-    models = tuple(_resolve(ref) for ref in refs)
+    models = tuple(resolve_model(reference_spec(ref.model)) for ref in refs)
     check_output(out, inputs=[m.path for m in models], force=force, into_existing=into_existing)
-    files = [model_files(_transformer_dir(m.path), allow_pickle=allow_pickle) for m in models]
+    files = [model_files(transformer_dir(m.path), allow_pickle=allow_pickle) for m in models]
     check_same_tensors(files)
     boom = _boom_kernels_only(config)
     for model in models:  # a BOOM kernel checks the weights it reads (no pass of its own)
