@@ -68,7 +68,7 @@ def resave_model(
     """``target``: ``source`` as today's sentence-transformers saves it (once).
 
     Not needed for a base saved by an old version (the bundled MiniLM's ``embeddings.position_ids``
-    is left out wherever models are compared or merged; see :mod:`boom_merge.model_class`);
+    is left out wherever models are compared or merged; see :mod:`boom_merge.merge.model_class`);
     ``max_seq_length`` changes only the truncation (weights unchanged). The copy keeps the
     Hub id ``source`` carries (or ``hub_id``, for a copy of a Hub model shipped otherwise).
     """

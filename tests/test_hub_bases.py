@@ -153,7 +153,7 @@ def test_a_sharded_hub_base_merges_like_the_hand_merge(tmp_path: Path, hub_cache
 
 def test_the_rule_comes_from_the_model_class(minilm_path: str, tmp_path: Path) -> None:
     """Buffers the class keeps non-persistent (under a prefix or at an old place too) are unloaded; weights never."""
-    from boom_merge.model_class import load_rule, unloaded_tensors
+    from boom_merge.merge.model_class import load_rule, unloaded_tensors
 
     bert = load_rule(minilm_path)
     assert bert is not None and bert.class_name == "BertModel"

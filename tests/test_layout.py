@@ -23,6 +23,7 @@ STAGE_OF = {
     "boom_merge.durable": "outputs",
     "boom_merge.outputs": "outputs",
     "boom_merge.merge.checks": "checks",
+    "boom_merge.merge.model_class": "checks",
     "boom_merge.model_refs": "models",
     "boom_merge.lineage": "lineage",
     "boom_merge.data": "data",
@@ -37,6 +38,7 @@ STAGE_OF = {
     "boom_merge.inspection": "inspection",
     "boom_merge.hub": "hub",
     "boom_merge.embedded_default": "embedded-default",
+    "boom_merge.embedding_base": "base",
     "boom_merge.quickstart": "quickstart",
     "boom_merge.cli": "cli",
 }
@@ -65,6 +67,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "inspection": _SERVICES | {"checks"},
     "hub": _SERVICES | {"card"},
     "embedded-default": _SERVICES | {"data"},
+    "base": _SERVICES,  # writes a base dir that training reads: no import between them
     "quickstart": _SERVICES | {"data", "training", "merge", "tune", "evaluation", "embedded-default"},
     "cli": set(STAGE_OF.values()) - {"hook"},
 }

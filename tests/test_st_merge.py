@@ -19,7 +19,7 @@ from boom_merge.card.body import START
 from boom_merge.cli import main
 from boom_merge.errors import BoomError
 from boom_merge.merge.methods import register_methods
-from boom_merge.merged_elsewhere import write_card
+from boom_merge.merge.merged_elsewhere import write_card
 from boom_merge.merge.pipeline import merge_recipe
 from tests.test_bad_input import _fails
 

@@ -4,7 +4,7 @@ Owns: the ``merge``, ``recipe``, ``incremental``, ``inspect`` and ``card`` comma
 what is echoed). It may not merge, write recipes, cards or score anything itself:
 :mod:`boom_merge.merge.pipeline`, :mod:`boom_merge.merge.recipes`, :mod:`boom_merge.incremental.update`,
 :mod:`boom_merge.incremental.update_weight`, :mod:`boom_merge.incremental.drift`, :mod:`boom_merge.inspection` and
-:mod:`boom_merge.merged_elsewhere` do.
+:mod:`boom_merge.merge.merged_elsewhere` do.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def card_command(model: Path, recipe: Path) -> None:
     same sentence-transformers head); MODEL may not be one of them. Only boom_recipe.yml,
     boom_lineage.json, boom_members/ and README.md of MODEL are (re)written, each atomically.
     """
-    from boom_merge.merged_elsewhere import write_card
+    from boom_merge.merge.merged_elsewhere import write_card
 
     click.echo(f"card written to {write_card(model, recipe)}")
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from boom_merge.errors import BoomError
-from boom_merge.model_class import unloaded_tensors
+from boom_merge.merge.model_class import unloaded_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -158,7 +158,7 @@ def _is_float(info: TensorInfo) -> bool:
 
 def loaded_tensors(model: ModelFiles) -> dict[str, TensorInfo]:
     """``model``'s tensors less those its transformers class neither saves nor loads
-    (:mod:`boom_merge.model_class`: old checkpoints' ``position_ids`` and the like)."""
+    (:mod:`boom_merge.merge.model_class`: old checkpoints' ``position_ids`` and the like)."""
     ignored = unloaded_tensors(model.path, model.tensors)
     return {name: info for name, info in model.tensors.items() if name not in ignored}
 

@@ -1,7 +1,7 @@
 """The one place where boom-merge fixes mergekit 0.1.5's bugs. Each fix here is temporary.
 
 Owns: the fixes of mergekit 0.1.5 (BERT aliases, offline card) and the patch marker. Of boom-merge it
-imports only :mod:`boom_merge.model_class` (which imports none of it) and it may not check or write a merge: the pipeline
+imports only :mod:`boom_merge.merge.model_class` (which imports none of it) and it may not check or write a merge: the pipeline
 (:mod:`boom_merge.merge.pipeline`) applies these fixes before it runs mergekit, and plain
 ``mergekit-yaml`` is routed through that pipeline by :mod:`boom_merge.mergekit_yaml`.
 
@@ -13,7 +13,7 @@ imports only :mod:`boom_merge.model_class` (which imports none of it) and it may
    the same (hashable, equal) tuple, which a list can also be added to. mergekit's own
    code runs unchanged. ``tests/test_mergekit_compat.py`` fails when upstream fixes it.
    The same wrapper leaves out an optional weight that the output's model class neither
-   saves nor loads (:mod:`boom_merge.model_class`): mergekit writes any optional weight one
+   saves nor loads (:mod:`boom_merge.merge.model_class`): mergekit writes any optional weight one
    input has, so a Hub base saved by transformers 4.x put its ``embeddings.position_ids``
    into a merge of members trained today, which lack it.
 2. mergekit's model card asks the Hub whether a local directory whose path has at
@@ -67,7 +67,7 @@ def _concatenable(weight: Any) -> Any:
 
 def _unloaded(out_config: Any, weight: Any) -> bool:
     """An optional weight that the output's model class neither saves nor loads."""
-    from boom_merge.model_class import load_rule
+    from boom_merge.merge.model_class import load_rule
 
     if not weight.optional or out_config is None:
         return False
