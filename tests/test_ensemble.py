@@ -79,7 +79,7 @@ def ensemble_eval(tiny_bag, corpus, tmp_path_factory):
     _, members = tiny_bag
     out = tmp_path_factory.mktemp("ens") / "eval"
     summary = evaluate_models(
-        [members[0]], out, corpus_dir=corpus, tasks=["python_code", "shell_utils"], in_domain=["python_code"],
+        [members[0]], out, corpus=corpus, tasks=["python_code", "shell_utils"], in_domain=["python_code"],
         labels=["single"], ensembles={"ens-of-one": [members[0]], "ens-of-four": members}, progress=False,
     )
     return summary, out
@@ -117,7 +117,7 @@ def test_bad_ensembles_are_refused(tiny_bag, corpus, tmp_path) -> None:
     with pytest.raises(BoomError, match="at least one member"):
         evaluate_models([], tmp_path / "a", corpus=corpus, ensembles={"e": []})
     with pytest.raises(BoomError, match="must differ"):
-        evaluate_models([members[0]], tmp_path / "b", corpus_dir=corpus, labels=["e"], ensembles={"e": members})
+        evaluate_models([members[0]], tmp_path / "b", corpus=corpus, labels=["e"], ensembles={"e": members})
     with pytest.raises(BoomError, match="nope: not a local directory"):
-        evaluate_models([], tmp_path / "c", corpus_dir=corpus, ensembles={"e": [tmp_path / "nope"]})
+        evaluate_models([], tmp_path / "c", corpus=corpus, ensembles={"e": [tmp_path / "nope"]})
     assert not any((tmp_path / name).exists() for name in "abc")

@@ -330,7 +330,7 @@ def test_bad_inputs_are_one_line_errors(corpus: Path, tiny_bert_base: Path, tmp_
     shutil.copytree(corpus, broken)
     (broken / "test" / "python_code" / "queries.jsonl").write_text('{"_id": "q0", "text": "x"}\nnot json\n')
     with pytest.raises(BoomError, match=r"queries\.jsonl: line 2: invalid JSON"):
-        evaluate_models([tiny_bert_base], tmp_path / "o1", corpus_dir=broken)
+        evaluate_models([tiny_bert_base], tmp_path / "o1", corpus=broken)
     assert not (tmp_path / "o1").exists()
     for name in ("queries.jsonl", "corpus.jsonl", "qrels/test.tsv"):  # not UTF-8: the file named, not MTEB
         shutil.rmtree(broken)
@@ -339,19 +339,19 @@ def test_bad_inputs_are_one_line_errors(corpus: Path, tiny_bert_base: Path, tmp_
             handle.write(b"\xff\xfe\n")
         with pytest.raises(BoomError, match=f"^{re.escape(str(broken / 'test' / 'python_code' / name))}: "
                                             r"not UTF-8 text \(invalid byte 0xff\)$"):
-            evaluate_models([tiny_bert_base], tmp_path / "o1", corpus_dir=broken)
+            evaluate_models([tiny_bert_base], tmp_path / "o1", corpus=broken)
         assert not (tmp_path / "o1").exists()
     with pytest.raises(BoomError, match="unknown task 'NoSuchTask'"):
-        evaluate_models([tiny_bert_base], tmp_path / "o2", corpus_dir=corpus, tasks=["NoSuchTask"])
+        evaluate_models([tiny_bert_base], tmp_path / "o2", corpus=corpus, tasks=["NoSuchTask"])
     with pytest.raises(BoomError, match="MTEB task STS12: data cannot be loaded"):
-        evaluate_models([tiny_bert_base], tmp_path / "o3", corpus_dir=corpus, tasks=["STS12"])
+        evaluate_models([tiny_bert_base], tmp_path / "o3", corpus=corpus, tasks=["STS12"])
     (tmp_path / "not-st").mkdir()
     with pytest.raises(BoomError, match="no modules.json"):
-        evaluate_models([tmp_path / "not-st"], tmp_path / "o4", corpus_dir=corpus)
+        evaluate_models([tmp_path / "not-st"], tmp_path / "o4", corpus=corpus)
     with pytest.raises(BoomError, match="lies inside the input"):  # OUT inside a model: refused before anything
-        evaluate_models([tiny_bert_base], tiny_bert_base / "eval", corpus_dir=corpus)
+        evaluate_models([tiny_bert_base], tiny_bert_base / "eval", corpus=corpus)
     with pytest.raises(BoomError, match="no manifest.json"):
-        evaluate_models([tiny_bert_base], tmp_path / "o5", corpus_dir=tmp_path)
+        evaluate_models([tiny_bert_base], tmp_path / "o5", corpus=tmp_path)
 
 
 def test_scores_chart_draws_differences_from_bls(tmp_path: Path) -> None:

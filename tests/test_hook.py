@@ -104,13 +104,13 @@ _REGISTERED_ONCE = (
     ("import sentence_transformers.base.merging; import mergekit.merge_methods; import boom_merge", True),
     ("import boom_merge.merge.methods; import sentence_transformers.base.merging; import mergekit.merge_methods", True),
     ("from sentence_transformers import SentenceTransformer; import boom_merge.merge.pipeline", True),
-    ("import mergekit.merge_methods; import boom_merge.merge.mergekit_compat as c; c.ensure_applied(); c.ensure_applied()",
+    ("import mergekit.merge_methods; import boom_merge.merge.methods as m; m.register_methods(); m.register_methods()",
      True),
-    ("import sentence_transformers.base.merging; import boom_merge.merge.mergekit_compat as c; c.ensure_applied()", False),
+    ("import sentence_transformers.base.merging; import boom_merge.merge.methods as m; m.register_methods()", False),
 ])
 def test_registering_twice_is_harmless_in_any_import_order(first: str, hook: bool) -> None:
     """mergekit 0.1.5's ``register`` raises on a duplicate name: every order registers BOOM exactly once
-    (also with the hook off, where boom-merge's own merges register through ``ensure_applied``)."""
+    (also with the hook off, where recipe validation registers them through ``register_methods``)."""
     env = {key: value for key, value in os.environ.items() if key != "BOOM_MERGE_DISABLE_HOOK"}
     if not hook:
         env["BOOM_MERGE_DISABLE_HOOK"] = "1"

@@ -168,11 +168,13 @@ def _boom_kernels_only(config: Any) -> bool:
 def _non_finite_input(job: MergeJob, error: Any) -> BoomError:
     """The kernel's refusal as the one-line error the up-front check gave: the input's weight file
     holding the tensor (its directory when the name is not found), the tensor, the problem."""
+    from boom_merge.model_refs import transformer_dir
+
     where: Path | None = None
     input_path = getattr(getattr(error.input_id, "model", None), "path", None)
     for model in job.models:
         if input_path is not None and Path(input_path).resolve() == Path(model.path).resolve():
-            where = _transformer_dir(Path(model.path))
+            where = transformer_dir(Path(model.path))
             tensors = model_files(where).tensors
             name = error.tensor or ""
             info = tensors.get(name) or next((t for key, t in tensors.items()
