@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
+from boom_merge.model_refs import resolve_model
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock
 from boom_merge.merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
@@ -115,7 +116,7 @@ class _Search:
     group's slice leader are scored on the full caps and the best full score wins.
     """
 
-    def __init__(self, members: list[str | Path], base: str | Path, work: Path, scorer: Scorer,
+    def __init__(self, members: list[str], base: str, work: Path, scorer: Scorer,
                  cache: dict[str, Any], objective: Objective, progress: Any, *, racing: Racing | None) -> None:
         self.members, self.base, self.work, self.scorer = members, base, work, scorer
         self.cache, self.objective, self.progress, self.racing = cache, objective, progress, racing
@@ -313,29 +314,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _tuned_model(spec: str | Path) -> tuple[Path, str | Path, str]:
+def _tuned_model(spec: str | Path) -> tuple[Path, str, str]:
     """``(local dir read, what recipes name, label name)`` of a member or the base.
 
-    A local dir is itself (as given) and named by its dir name; a Hub id (``org/name[@REV]``) is
-    read from its snapshot, named ``org/name@COMMIT`` in recipes (never the cache path) and
-    ``org/name`` in labels.
+    Recipes name a model as :attr:`ResolvedModel.recipe_name` (a local dir absolute, a Hub id
+    ``org/name@COMMIT``, never the cache path); labels as :attr:`ResolvedModel.name`.
     """
-    from boom_merge.model_refs import resolve_model
-
-    path = Path(spec)
-    if not path.is_dir():
-        resolved = resolve_model(spec)  # not a dir, not a Hub model in the cache / on the Hub: one line
-        path = resolved.path
-        if resolved.hub_id is not None:
-            if not (path / "config.json").is_file():
-                raise BoomError("not a model directory (no config.json)", path=spec)
-            return path, f"{resolved.hub_id}@{resolved.revision}", resolved.hub_id
-    if not (path / "config.json").is_file():
-        raise BoomError("not a model directory (no config.json)", path=path)
-    return path, path, path.name
+    resolved = resolve_model(spec)  # not a dir, not a Hub model in the cache / on the Hub: one line
+    if not (resolved.path / "config.json").is_file():
+        raise BoomError("not a model directory (no config.json)", path=spec)
+    return resolved.path, resolved.recipe_name, resolved.name
 
 
-def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = False) -> None:
+def check_tuned_models(refs: Sequence[str], out: Path, *, force: bool = False) -> None:
     """Every member and the base pass the checks of a merge of them all (config, tokenizer, honest
     headers, finite weights, same tensors, sentence-transformers heads alike) before anything is
     scored: a refused input fails in seconds and leaves no work dir."""
@@ -343,7 +334,7 @@ def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = F
 
     from boom_merge.merge.pipeline import plan_merge
 
-    models = [{"model": str(ref), "parameters": {"weight": 1.0}} for ref in dict.fromkeys(map(str, refs))]
+    models = [{"model": ref, "parameters": {"weight": 1.0}} for ref in dict.fromkeys(refs)]
     plan_merge(MergeConfiguration.model_validate({"merge_method": "linear", "models": models, "dtype": "float32"}),
                out, force=force)
 
@@ -395,7 +386,7 @@ def tune(
         full_index = full_data_member(members)
     else:
         resolved = [m.resolve() for m in members]
-        full_path = Path(full) if Path(full).is_dir() else _tuned_model(full)[0]
+        full_path = resolve_model(full).path
         if full_path.resolve() not in resolved:
             raise BoomError("--full must be one of the members", path=Path(full))
         full_index = resolved.index(full_path.resolve())
