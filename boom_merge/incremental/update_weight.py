@@ -32,8 +32,8 @@ from typing import Any
 from boom_merge.errors import BoomError
 from boom_merge.incremental.update import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs
 from boom_merge.incremental.update import incremental_merge
-from boom_merge.outputs import output_lock
-from boom_merge.tune.run import check_tuned_models, load_score_cache, write_json_atomic
+from boom_merge.outputs import output_lock, write_output_file
+from boom_merge.tune.run import check_tuned_models, load_score_cache
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
 
@@ -170,7 +170,7 @@ def auto_update_weight(
                 record = _score(weight, old_in, update_in, work, scorer, mode=mode, interpolation=interpolation,
                                 base=base, **merge_options)
                 cache["scores"][key] = record
-                write_json_atomic(work / _CACHE_FILE, cache)
+                write_output_file(work / _CACHE_FILE, json.dumps(cache, indent=2))
                 scored_now += 1
             if record["id_dev"] is None or record["ood_dev"] is None:
                 raise BoomError(f"weight {weight:g}: a dev average is missing (scores {record['tasks']})")

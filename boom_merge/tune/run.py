@@ -47,7 +47,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.model_refs import resolve_model
-from boom_merge.outputs import atomic_output_dir, check_output, output_lock
+from boom_merge.outputs import atomic_output_dir, check_output, output_lock, write_output_file
 from boom_merge.merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
@@ -144,7 +144,7 @@ class _Search:
         if record is None:
             record = self._merge_and_score(cand, stage)
             self.cache[bucket][key] = record
-            write_json_atomic(self.work / CACHE_FILE, self.cache)
+            write_output_file(self.work / CACHE_FILE, json.dumps(self.cache, indent=2))
             self.scored_now += 1
         self.progress.update(1)
         return Scores(record["id_dev"], record["ood_dev"], record["tasks"], record.get("per_query", {}),
@@ -305,13 +305,6 @@ def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, 
         cache["scores"].update(data.get("scores", {}))
         cache["slice"].update(data.get("slice", {}))
     return cache
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary sibling (a crash leaves the old file or none)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _tuned_model(spec: str | Path) -> tuple[Path, str, str]:
