@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import full_data_index
 from boom_merge.model_refs import resolve_model
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock, write_output_file
 from boom_merge.merge.recipe_writing import member_weights, read_manifest
@@ -88,14 +89,18 @@ class TuneResult:
 
 
 def full_data_member(members: Sequence[Path]) -> int:
-    """Index of the first member whose manifest says ``sample_ratio`` 1 (the BLS model)."""
-    for index, member in enumerate(members):
+    """Index of the first member whose manifest makes it the full-data (BLS) member (:func:`full_data_index`)."""
+    samplings = []
+    for member in members:
         try:
-            if read_manifest(member).get("sample_ratio") == 1.0:
-                return index
+            manifest = read_manifest(member)
         except BoomError:
-            continue
-    raise BoomError("no full-data member (sample_ratio 1.0 in boom_member.json); pass --full MEMBER")
+            manifest = {}
+        samplings.append((manifest.get("sample_ratio"), manifest.get("mode")))
+    full = full_data_index(samplings)
+    if full is None:
+        raise BoomError("no full-data member (sample_ratio 1.0 in boom_member.json); pass --full MEMBER")
+    return full
 
 
 def _weight_schemes(members: Sequence[Path]) -> list[str]:
