@@ -145,12 +145,8 @@ class _Search:
 
     def _scores(self, cand: Candidate, stage: str) -> Scores:
         bucket, key = ("scores", cand.key) if stage == "full" else ("slice", f"{self.racing.spec.tag}|{cand.key}")
-        record = self.cache[bucket].get(key)
-        if record is None:
-            record = self._merge_and_score(cand, stage)
-            self.cache[bucket][key] = record
-            write_output_file(self.work / CACHE_FILE, json.dumps(self.cache, indent=2))
-            self.scored_now += 1
+        record, fresh = cached_record(self.cache, bucket, key, self.work, lambda: self._merge_and_score(cand, stage))
+        self.scored_now += fresh
         self.progress.update(1)
         return Scores(record["id_dev"], record["ood_dev"], record["tasks"], record.get("per_query", {}),
                       record.get("profile", {}))
@@ -310,6 +306,22 @@ def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, 
         cache["scores"].update(data.get("scores", {}))
         cache["slice"].update(data.get("slice", {}))
     return cache
+
+
+def cached_record(cache: dict[str, Any], bucket: str, key: str, work: Path,
+                  merge_and_score: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """``(record, scored now)``: ``cache[bucket][key]``, else ``merge_and_score()``'s record, stored and the
+    cache written to ``work``'s :data:`CACHE_FILE` at once (an interrupted search resumes from it).
+
+    The one search step of ``tune`` and ``--update-weight auto`` (:mod:`boom_merge.incremental.update_weight`).
+    """
+    record = cache[bucket].get(key)
+    if record is not None:
+        return record, False
+    record = merge_and_score()
+    cache[bucket][key] = record
+    write_output_file(work / CACHE_FILE, json.dumps(cache, indent=2))
+    return record, True
 
 
 def _tuned_model(spec: str | Path) -> tuple[Path, str, str]:
