@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import full_data_index
 from boom_merge.outputs import atomic_output_dir
 
 #: the four training domains of the embedded default
@@ -33,10 +34,10 @@ def full_data_member(ratios: str) -> int:
     from boom_merge.data.sampling import plan_members
 
     specs = plan_members(ratios, seed=0)
-    full = [spec.index for spec in specs if spec.ratio == 1.0 and spec.mode == "without_replacement"]
-    if not full:
+    full = full_data_index((spec.ratio, spec.mode) for spec in specs)
+    if full is None:
         raise BoomError(f"ratio spec {ratios!r} has no 100 % member (the BLS model)")
-    return full[0]
+    return specs[full].index
 
 
 def installed_corpus(sources: Sequence[str], *, max_train: int | None, max_test_queries: int | None) -> Any:

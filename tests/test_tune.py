@@ -83,6 +83,22 @@ def test_candidates_normalise_and_write_boom_recipes(tmp_path: Path) -> None:
     assert [m["parameters"]["weight"] for m in recipe["models"]] == [0.5, 0.5]
 
 
+def test_full_data_member_is_ratio_1_without_replacement(tmp_path: Path) -> None:
+    from boom_merge.tune.run import full_data_member
+
+    members = []
+    for i, (ratio, mode) in enumerate([(0.5, None), (1.0, "bootstrap"), (1.0, None), (1.0, "without_replacement")]):
+        member = tmp_path / f"m{i}"
+        member.mkdir()
+        manifest = {"kind": "member", "sample_ratio": ratio, "seed": 0, **({"mode": mode} if mode else {})}
+        (member / "boom_member.json").write_text(json.dumps(manifest), encoding="utf-8")
+        members.append(member)
+    assert full_data_member(members) == 2  # a bootstrap draw at ratio 1 is not the full data
+    assert full_data_member([members[3]]) == 0
+    with pytest.raises(BoomError, match="no full-data member"):
+        full_data_member(members[:2])
+
+
 # --- a real tune on tiny models ------------------------------------------------------
 
 TRAIN, OOD_DEV, OOD_TEST = ("alpha", "beta"), ("gamma",), ("omega",)

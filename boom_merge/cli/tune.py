@@ -11,6 +11,9 @@ from pathlib import Path
 import click
 
 from boom_merge.cli._options import comma_names, device_option
+from boom_merge.tune import OBJECTIVES, tune
+
+_TUNE = tune.__kwdefaults__  # the library's defaults, not retyped
 
 _EPILOG = """\b
 Examples:
@@ -40,27 +43,27 @@ def _scales(value: str) -> tuple[float, ...]:
 @click.option("--in-domain", multiple=True, metavar="SOURCE",
               help="Training domains whose dev splits count as ID, repeated or a comma list "
                    "(default: from the members' lineage).")
-@click.option("--objective", type=click.Choice(["balanced", "id", "ood"]), default="balanced", show_default=True,
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)), default=_TUNE["objective"], show_default=True,
               help="balanced: mean of ID-dev and OOD-dev averages; id / ood: that average alone.")
-@click.option("--max-queries", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--max-queries", type=click.IntRange(min=1), default=_TUNE["max_queries"], show_default=True,
               help="Dev queries per source.")
-@click.option("--max-corpus", type=click.IntRange(min=1), default=300, show_default=True,
+@click.option("--max-corpus", type=click.IntRange(min=1), default=_TUNE["max_corpus"], show_default=True,
               help="Dev documents per source (relevant ones always kept).")
-@click.option("--scales", default="0.25,0.5,0.75,1,1.25", show_default=True,
+@click.option("--scales", default=",".join(f"{t:g}" for t in _TUNE["scales"]), show_default=True,
               help="Grid of scale t (output = base + t * merged delta); 1 is always included.")
 @click.option("--full", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The full-data (BLS) member for the WiSE-FT line (default: the one with sample_ratio 1).")
 @click.option("--full-grid", is_flag=True,
               help="Score the bag at every interpolation x weights x scale (default: scale grid on the best only).")
-@click.option("--racing/--no-racing", default=True, show_default=True,
+@click.option("--racing/--no-racing", default=_TUNE["racing"], show_default=True,
               help="Racing: score every candidate on a seeded slice of each dev source first and only those not "
                    "clearly behind on the full caps; --no-racing scores every candidate on the full caps.")
-@click.option("--slice", "slice_fraction", type=click.FloatRange(0, 1, min_open=True), default=0.25,
+@click.option("--slice", "slice_fraction", type=click.FloatRange(0, 1, min_open=True), default=_TUNE["slice_fraction"],
               show_default=True, help="Racing: the share of each dev source's queries and documents in the slice.")
 @click.option("--merge", "merge", is_flag=True, help="Also merge the chosen recipe into OUT/model.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT (its cached scores are reused).")
 @device_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Encoding batch size.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_TUNE["batch_size"], show_default=True, help="Encoding batch size.")
 def tune_command(
     members: tuple[Path, ...], base: Path, corpus: Path, out: Path, in_domain: tuple[str, ...], objective: str,
     max_queries: int, max_corpus: int, scales: str, full: Path | None, full_grid: bool, racing: bool,
@@ -76,8 +79,6 @@ def tune_command(
     before the full dev scoring (candidates.md says which, and why). Interrupted runs
     resume from their cached scores.
     """
-    from boom_merge.tune import tune
-
     result = tune(list(members), out, base=base, corpus=corpus, in_domain=comma_names(in_domain),
                   objective=objective, max_queries=max_queries, max_corpus=max_corpus, scales=_scales(scales),
                   full=full, full_grid=full_grid, racing=racing, slice_fraction=slice_fraction, merge=merge,

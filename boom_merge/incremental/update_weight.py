@@ -11,8 +11,9 @@ ties go to the smaller weight (the model nearer OLD). OLD itself always qualifie
 
 The machinery is ``boom-merge tune``'s: its scorer (:func:`boom_merge.tune.scoring.dev_scorer`,
 MTEB on dev splits, old domains as ID and the new domain in the other average), its
-:class:`~boom_merge.tune.select.Scores`, its setup fingerprint and cache (an interrupted
-run resumes; ``--force`` over a finished NEW re-selects without scoring). Every
+:class:`~boom_merge.tune.select.Scores`, its setup fingerprint and cache, its search step
+(:func:`boom_merge.tune.run.cached_record`: an interrupted run resumes; ``--force`` over a finished
+NEW re-selects without scoring). Every
 candidate is merged into a work dir beside NEW by :func:`boom_merge.incremental.update.incremental_merge`,
 scored and deleted. NEW gets ``update_weight/candidates.json`` / ``.md`` / ``.png``.
 """
@@ -33,7 +34,7 @@ from boom_merge.errors import BoomError
 from boom_merge.incremental.update import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs
 from boom_merge.incremental.update import incremental_merge
 from boom_merge.outputs import output_lock
-from boom_merge.tune.run import check_tuned_models, load_score_cache, write_json_atomic
+from boom_merge.tune.run import cached_record, check_tuned_models, load_score_cache
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
 
@@ -46,7 +47,6 @@ DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
 }
 DEFAULT_MAX_OLD_LOSS = 0.5
 REPORT_DIR = "update_weight"
-_CACHE_FILE = "scores.json"
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,10 @@ def auto_update_weight(
                                       device=device, batch_size=batch_size)
         table, scored_now = [], 0
         for weight in weights:
-            key = _key(mode, interpolation, weight)
-            record = cache["scores"].get(key)
-            if record is None:
-                record = _score(weight, old_in, update_in, work, scorer, mode=mode, interpolation=interpolation,
-                                base=base, **merge_options)
-                cache["scores"][key] = record
-                write_json_atomic(work / _CACHE_FILE, cache)
-                scored_now += 1
+            record, fresh = cached_record(cache, "scores", _key(mode, interpolation, weight), work,
+                                          lambda: _score(weight, old_in, update_in, work, scorer, mode=mode,  # noqa: B023
+                                                         interpolation=interpolation, base=base, **merge_options))
+            scored_now += fresh
             if record["id_dev"] is None or record["ood_dev"] is None:
                 raise BoomError(f"weight {weight:g}: a dev average is missing (scores {record['tasks']})")
             table.append(WeightScore(weight, record["id_dev"], record["ood_dev"], record["tasks"]))

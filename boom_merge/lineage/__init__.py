@@ -15,7 +15,7 @@ What a model is made from is written, read and validated here and nowhere else:
   embedding ``base`` from ``boom-merge base``), its ``source`` naming that model.
 
 Questions about a model are answered from these files: :func:`training_datasets` (in-domain
-tagging), :func:`hub_bases` (``base_model`` of a card), :func:`model_sha256` (the one
+tagging), :func:`full_data_index` (which member is the full-data one), :func:`hub_bases` (``base_model`` of a card), :func:`model_sha256` (the one
 model hash). A corrupt file is a one-line :class:`BoomError` naming it; a missing one means
 "unknown". The typed records and their validation are in :mod:`.records`; this package writes
 lineage and answers questions. It may not import the merge pipeline, training, evaluation or
@@ -55,7 +55,7 @@ from boom_merge.lineage.records import (
 
 __all__ = [
     "FORMAT_VERSION", "LINEAGE_FILE", "MEMBERS_DIR", "MEMBER_FILE", "SOURCE_KINDS", "InputRecord", "Lineage", "MemberManifest",
-    "copied_manifests", "hub_bases", "incremental_lineage", "input_record", "location", "model_sha256", "now",
+    "copied_manifests", "full_data_index", "hub_bases", "incremental_lineage", "input_record", "location", "model_sha256", "now",
     "read_lineage", "read_member_manifest", "read_record", "training_datasets", "write_lineage",
     "write_member_manifest", "write_source",
 ]
@@ -212,6 +212,18 @@ def write_source(
 
 
 # --- questions ------------------------------------------------------------------------
+
+
+def full_data_index(samplings: Iterable[tuple[float | None, str | None]]) -> int | None:
+    """Index of the first full-data (BLS) member among ``(sample_ratio, mode)`` pairs, None if none.
+
+    The full-data member trains on every row of every dataset: sample ratio 1, drawn without
+    replacement (a manifest that records no mode was drawn so: it is the default).
+    """
+    for index, (ratio, mode) in enumerate(samplings):
+        if ratio == 1.0 and mode in (None, "without_replacement"):
+            return index
+    return None
 
 
 def training_datasets(model_dir: str | Path) -> frozenset[str] | None:

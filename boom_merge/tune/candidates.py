@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -76,26 +75,20 @@ def candidate(
     return Candidate(kind, members, interpolation, weights, float(scale), order)
 
 
-def _ref(model: str | Path) -> str | Path:
-    """A local dir (a ``Path``) made absolute; a Hub id (a ``str``, ``org/name@COMMIT``) as it is."""
-    return model if isinstance(model, str) else Path(model).resolve()
+def recipe_of(cand: Candidate, members: Sequence[str], base: str, *, dtype: str = "float32") -> dict[str, Any]:
+    """The mergekit recipe (a dict) of a candidate.
 
-
-def recipe_of(
-    cand: Candidate, members: Sequence[str | Path], base: str | Path, *, dtype: str = "float32"
-) -> dict[str, Any]:
-    """The mergekit recipe (a dict) of a candidate; paths absolute, so it runs from anywhere.
-
-    ``members``/``base``: local dirs as ``Path``, Hub ids as ``str``.
+    ``members``/``base``: as recipes name them (:attr:`boom_merge.model_refs.ResolvedModel.recipe_name`:
+    a local dir absolute, so the recipe runs from anywhere; a Hub id ``org/name@COMMIT``).
     """
-    chosen = [_ref(members[i]) for i in cand.members]
+    chosen = [members[i] for i in cand.members]
     method = "boom" if cand.interpolation == "slerp" else "boom_linear"
-    recipe = build_recipe(chosen, method=method, weights=cand.weights, base=_ref(base), dtype=dtype)
+    recipe = build_recipe(chosen, method=method, weights=cand.weights, base=base, dtype=dtype)
     recipe["parameters"]["scale"] = cand.scale
     return recipe
 
 
-def recipe_text(cand: Candidate, members: Sequence[str | Path], base: str | Path, header: str = "") -> str:
+def recipe_text(cand: Candidate, members: Sequence[str], base: str, header: str = "") -> str:
     """The recipe as YAML, after ``header`` (comment lines)."""
     formula = (
         "# output = base + scale * merge(members - base); merge: "

@@ -46,7 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
-from boom_merge.outputs import atomic_output_dir, check_output, output_lock
+from boom_merge.lineage import full_data_index
+from boom_merge.model_refs import resolve_model
+from boom_merge.outputs import atomic_output_dir, check_output, output_lock, write_output_file
 from boom_merge.merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
@@ -87,14 +89,18 @@ class TuneResult:
 
 
 def full_data_member(members: Sequence[Path]) -> int:
-    """Index of the first member whose manifest says ``sample_ratio`` 1 (the BLS model)."""
-    for index, member in enumerate(members):
+    """Index of the first member whose manifest makes it the full-data (BLS) member (:func:`full_data_index`)."""
+    samplings = []
+    for member in members:
         try:
-            if read_manifest(member).get("sample_ratio") == 1.0:
-                return index
+            manifest = read_manifest(member)
         except BoomError:
-            continue
-    raise BoomError("no full-data member (sample_ratio 1.0 in boom_member.json); pass --full MEMBER")
+            manifest = {}
+        samplings.append((manifest.get("sample_ratio"), manifest.get("mode")))
+    full = full_data_index(samplings)
+    if full is None:
+        raise BoomError("no full-data member (sample_ratio 1.0 in boom_member.json); pass --full MEMBER")
+    return full
 
 
 def _weight_schemes(members: Sequence[Path]) -> list[str]:
@@ -115,7 +121,7 @@ class _Search:
     group's slice leader are scored on the full caps and the best full score wins.
     """
 
-    def __init__(self, members: list[str | Path], base: str | Path, work: Path, scorer: Scorer,
+    def __init__(self, members: list[str], base: str, work: Path, scorer: Scorer,
                  cache: dict[str, Any], objective: Objective, progress: Any, *, racing: Racing | None) -> None:
         self.members, self.base, self.work, self.scorer = members, base, work, scorer
         self.cache, self.objective, self.progress, self.racing = cache, objective, progress, racing
@@ -139,12 +145,8 @@ class _Search:
 
     def _scores(self, cand: Candidate, stage: str) -> Scores:
         bucket, key = ("scores", cand.key) if stage == "full" else ("slice", f"{self.racing.spec.tag}|{cand.key}")
-        record = self.cache[bucket].get(key)
-        if record is None:
-            record = self._merge_and_score(cand, stage)
-            self.cache[bucket][key] = record
-            write_json_atomic(self.work / CACHE_FILE, self.cache)
-            self.scored_now += 1
+        record, fresh = cached_record(self.cache, bucket, key, self.work, lambda: self._merge_and_score(cand, stage))
+        self.scored_now += fresh
         self.progress.update(1)
         return Scores(record["id_dev"], record["ood_dev"], record["tasks"], record.get("per_query", {}),
                       record.get("profile", {}))
@@ -306,36 +308,35 @@ def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, 
     return cache
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary sibling (a crash leaves the old file or none)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
+def cached_record(cache: dict[str, Any], bucket: str, key: str, work: Path,
+                  merge_and_score: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """``(record, scored now)``: ``cache[bucket][key]``, else ``merge_and_score()``'s record, stored and the
+    cache written to ``work``'s :data:`CACHE_FILE` at once (an interrupted search resumes from it).
+
+    The one search step of ``tune`` and ``--update-weight auto`` (:mod:`boom_merge.incremental.update_weight`).
+    """
+    record = cache[bucket].get(key)
+    if record is not None:
+        return record, False
+    record = merge_and_score()
+    cache[bucket][key] = record
+    write_output_file(work / CACHE_FILE, json.dumps(cache, indent=2))
+    return record, True
 
 
-def _tuned_model(spec: str | Path) -> tuple[Path, str | Path, str]:
+def _tuned_model(spec: str | Path) -> tuple[Path, str, str]:
     """``(local dir read, what recipes name, label name)`` of a member or the base.
 
-    A local dir is itself (as given) and named by its dir name; a Hub id (``org/name[@REV]``) is
-    read from its snapshot, named ``org/name@COMMIT`` in recipes (never the cache path) and
-    ``org/name`` in labels.
+    Recipes name a model as :attr:`ResolvedModel.recipe_name` (a local dir absolute, a Hub id
+    ``org/name@COMMIT``, never the cache path); labels as :attr:`ResolvedModel.name`.
     """
-    from boom_merge.model_refs import resolve_model
-
-    path = Path(spec)
-    if not path.is_dir():
-        resolved = resolve_model(spec)  # not a dir, not a Hub model in the cache / on the Hub: one line
-        path = resolved.path
-        if resolved.hub_id is not None:
-            if not (path / "config.json").is_file():
-                raise BoomError("not a model directory (no config.json)", path=spec)
-            return path, f"{resolved.hub_id}@{resolved.revision}", resolved.hub_id
-    if not (path / "config.json").is_file():
-        raise BoomError("not a model directory (no config.json)", path=path)
-    return path, path, path.name
+    resolved = resolve_model(spec)  # not a dir, not a Hub model in the cache / on the Hub: one line
+    if not (resolved.path / "config.json").is_file():
+        raise BoomError("not a model directory (no config.json)", path=spec)
+    return resolved.path, resolved.recipe_name, resolved.name
 
 
-def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = False) -> None:
+def check_tuned_models(refs: Sequence[str], out: Path, *, force: bool = False) -> None:
     """Every member and the base pass the checks of a merge of them all (config, tokenizer, honest
     headers, finite weights, same tensors, sentence-transformers heads alike) before anything is
     scored: a refused input fails in seconds and leaves no work dir."""
@@ -343,7 +344,7 @@ def check_tuned_models(refs: Sequence[str | Path], out: Path, *, force: bool = F
 
     from boom_merge.merge.pipeline import plan_merge
 
-    models = [{"model": str(ref), "parameters": {"weight": 1.0}} for ref in dict.fromkeys(map(str, refs))]
+    models = [{"model": ref, "parameters": {"weight": 1.0}} for ref in dict.fromkeys(refs)]
     plan_merge(MergeConfiguration.model_validate({"merge_method": "linear", "models": models, "dtype": "float32"}),
                out, force=force)
 
@@ -395,7 +396,7 @@ def tune(
         full_index = full_data_member(members)
     else:
         resolved = [m.resolve() for m in members]
-        full_path = Path(full) if Path(full).is_dir() else _tuned_model(full)[0]
+        full_path = resolve_model(full).path
         if full_path.resolve() not in resolved:
             raise BoomError("--full must be one of the members", path=Path(full))
         full_index = resolved.index(full_path.resolve())
