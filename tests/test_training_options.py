@@ -227,6 +227,21 @@ def test_cli_options_are_the_config_fields(corpus: Path, tiny_bert_base: Path, t
     assert bad.exit_code == 1 and "--instruction for unknown datasets ['nosuch']" in bad.output
 
 
+def test_freeze_embeddings_keeps_the_token_table_and_trains_the_rest(
+    corpus: Path, tiny_bert_base: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(batch_size=4, max_steps=2, learning_rate=1e-2, freeze_embeddings=True)
+    member = train_member(corpus, str(tiny_bert_base), plan_members("100", seed=0)[0], tmp_path / "m", config)
+    before, after = _state(tiny_bert_base), _state(member)
+    table = next(k for k in before if k.endswith("word_embeddings.weight"))
+    assert torch.equal(before[table], after[table])
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert changed and table not in changed and any("layer.0" in k for k in changed)
+    assert json.loads((member / MEMBER_FILE).read_text())["training_args"]["freeze_embeddings"] is True
+    with pytest.raises(BoomError, match="freeze embeddings is for full fine-tuning"):
+        TrainConfig(freeze_embeddings=True, lora=True)
+
+
 # --- dev evaluation, kept checkpoints ------------------------------------------------------------
 
 

@@ -120,6 +120,8 @@ def load_model(init_model: str | Path | ResolvedModel, config: TrainConfig) -> S
         prompts["query"] = config.query_prompt
     if prompts:
         model.prompts = {**model.prompts, **prompts}
+    if config.freeze_embeddings:
+        _input_embeddings(model, resolved.spec).requires_grad_(False)
     if config.lora:
         try:
             from peft import LoraConfig, get_peft_model
@@ -131,6 +133,15 @@ def load_model(init_model: str | Path | ResolvedModel, config: TrainConfig) -> S
         for module in list(model)[1:]:  # only the adapters train (and are checkpointed)
             module.requires_grad_(False)
     return model
+
+
+def _input_embeddings(model: SentenceTransformer, spec: str) -> nn.Module:
+    """The token-embedding table of the model's transformer (``--freeze-embeddings``)."""
+    getter = getattr(getattr(model[0], "model", None), "get_input_embeddings", None)
+    table = getter() if callable(getter) else None
+    if not hasattr(table, "requires_grad_"):
+        raise BoomError("--freeze-embeddings: the model's first module has no token-embedding table", path=spec)
+    return table
 
 
 def merge_lora(model: SentenceTransformer) -> None:
