@@ -22,7 +22,11 @@ WordSim-353). Parts (``--parts``, any subset):
 * ``tuned`` (study v2): BOOM tuned on dev splits by ``boom-merge tune`` (each objective)
   against the free baselines tuned alike (WiSE-FT of BLS on the same dev scores),
   checkpoint and seed soups and the ensemble, in the default and the drift regime
-  (``benchmarks/quality_tuned.py``).
+  (``benchmarks/quality_tuned.py``);
+* ``plain`` (study v3): the paper's regime, training from a plain language model made an
+  embedding base by ``boom-merge base`` (``--base``): BLS, BOOM, tuned BOOM, the free
+  baselines that remain when the base does not embed, the ensemble
+  (``benchmarks/quality_plain.py``).
 
 Every claim rests on training-seed replicates (``--seeds``): tables give the mean and
 standard deviation over seeds, and each model's difference from BLS paired by seed.
@@ -54,6 +58,7 @@ from statistics import fmean, stdev
 from typing import Any
 
 import quality_chain  # benchmarks/quality_chain.py, beside this script
+import quality_plain  # benchmarks/quality_plain.py, beside this script
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
 from boom_merge.embedded_default import OOD_SOURCES as OOD
 from boom_merge.errors import BoomError
@@ -67,7 +72,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 NEW_DOMAIN = "python_code"
 HISTORY_RATIOS = (0.1, 0.2, 0.4)
-PARTS = ("scheduling", "merging", "incremental", "regime", "chain", "tuned")
+PARTS = ("scheduling", "merging", "incremental", "regime", "chain", "tuned", "plain")
 # merging part: label -> (write_recipe method, weights, merge against the base model)
 MERGES: dict[str, tuple[str, str, bool]] = {
     "BOOM slerp equal": ("boom", "equal", False),
@@ -234,6 +239,7 @@ _SECTIONS = {
     "incremental": "Incremental update: existing BOOM (3 domains) + Python code vs full retraining",
     "chain": "Continual chain: three new domains folded in one after another vs retraining BLS at each step",
     "tuned": "Study v2: tuned BOOM against the free baselines, tuned alike",
+    "plain": "Study v3: BOOM from a plain language model",
 }
 
 
@@ -268,6 +274,8 @@ def write_report(study: Study) -> None:
             parts.append(quality_chain.chain_section(study))
         if kind == "tuned":
             parts.append(quality_tuned.tuned_section(study, part))
+        if kind == "plain":
+            parts.append(quality_plain.plain_section(study, part))
     parts.append("## Wall times\n\n" + wall_table(study.timings))
     (study.out / "results.md").write_text("\n".join(parts), encoding="utf-8")
     plot(study.rows, study.out / "results.png")
@@ -323,6 +331,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="regime part: members train equal epochs (default: equal steps)")
     quality_chain.add_arguments(parser)
     quality_tuned.add_arguments(parser)
+    quality_plain.add_arguments(parser)
     args = parser.parse_args(argv)
     quality_chain.check_arguments(parser, args)
     quality_tuned.check_arguments(parser, args)
@@ -387,10 +396,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "regime": lambda: run_regime(study, four),
         "chain": lambda: quality_chain.run_chain(study),
         "tuned": lambda: quality_tuned.run_tuned(study, four),
+        "plain": lambda: quality_plain.run_plain(study, four),
     }
     # core claims first; scheduling reuses the merging part's BLS models when they are there
     try:
-        for part in sorted(args.parts, key=["merging", "incremental", "chain", "tuned", "regime", "scheduling"].index):
+        for part in sorted(args.parts, key=["merging", "incremental", "chain", "tuned", "plain", "regime", "scheduling"].index):
             start = time.perf_counter()
             runners[part]()
             # summed over runs: a resumed run adds its own time

@@ -67,7 +67,7 @@ def sources(args: Any) -> list[str]:
     """The corpus sources the part needs beyond quality.py's own: the OOD dev sources."""
     from boom_merge.embedded_default import OOD_DEV_SOURCES
 
-    return list(OOD_DEV_SOURCES) if "tuned" in args.parts else []
+    return list(OOD_DEV_SOURCES) if {"tuned", "plain"} & set(args.parts) else []
 
 
 def part_name(args: Any, regime: str) -> str:
@@ -96,15 +96,16 @@ def train_bag_keeping(study: Study, key: str, data: Path, config: Any, seed: int
     return members
 
 
-def _tune(study: Study, key: str, members: Sequence[Path]) -> Any:
-    """``boom-merge tune`` (balanced) on dev splits; re-run over a finished dir, it re-selects from its scores."""
+def tune_search(study: Study, key: str, members: Sequence[Path], base: Path | None = None) -> Any:
+    """``boom-merge tune`` (balanced) on dev splits toward ``base`` (default: the study's); re-run over a
+    finished dir, it re-selects from its scores."""
     from boom_merge.embedded_default import TRAIN_DOMAINS
     from boom_merge.tune import tune
 
     args = study.args
     out = study.out / "tune" / key
     out.parent.mkdir(parents=True, exist_ok=True)
-    run = partial(tune, list(members), out, base=study.base, corpus=study.corpus, in_domain=list(TRAIN_DOMAINS),
+    run = partial(tune, list(members), out, base=base or study.base, corpus=study.corpus, in_domain=list(TRAIN_DOMAINS),
                   objective="balanced", max_queries=args.tune_queries, max_corpus=args.tune_corpus, force=True,
                   racing=False,  # the id / ood rows re-select among every candidate: all need full dev scores
                   progress=False, echo=logger.info)
@@ -119,20 +120,26 @@ def _records(study: Study, key: str) -> dict[str, Any]:
     return json.loads((study.out / "tune" / key / "candidates.json").read_text())["scores"]
 
 
-def _line(cand: Any, full: int) -> bool:
+def on_line(cand: Any, full: int) -> bool:
     """On the WiSE-FT line of the full-data member: the base (t = 0), BLS + base at t, BLS alone."""
     return cand.kind in ("base", "wise_ft") or (cand.kind == "member" and cand.members == (full,))
 
 
-def _merge_candidate(study: Study, key: str, cand: Any, members: Sequence[Path]) -> Path:
+def candidate_dir(study: Study, key: str, cand: Any) -> Path:
+    """Where :func:`merge_candidate` writes a candidate of the search ``key``."""
+    return study.out / "merges" / key / slug(cand.key)
+
+
+def merge_candidate(study: Study, key: str, cand: Any, members: Sequence[Path], base: Path | None = None) -> Path:
+    """A candidate of the search ``key`` merged (reused when there), toward ``base`` (default: the study's)."""
     from boom_merge.merge.pipeline import merge_recipe
     from boom_merge.tune.candidates import recipe_text
 
-    out = study.out / "merges" / key / slug(cand.key)
+    out = candidate_dir(study, key, cand)
     if not (out / "modules.json").is_file():
         recipe = out.with_suffix(".yml")
         recipe.parent.mkdir(parents=True, exist_ok=True)
-        recipe.write_text(recipe_text(cand, list(members), study.base), encoding="utf-8")
+        recipe.write_text(recipe_text(cand, list(members), base or study.base), encoding="utf-8")
         timed(study, "merges", f"{key}/{slug(cand.key)}", lambda: merge_recipe(recipe, out, force=True))
     return out
 
@@ -160,14 +167,14 @@ def run_tuned(study: Study, data: Path) -> None:
 
             row("BLS", [bls], bls_steps)
             row("BOOM", [merge(study, f"{key}/boom", members, "boom", "equal", False)], bag_steps)
-            result, records = _tune(study, key, members), _records(study, key)
+            result, records = tune_search(study, key, members), _records(study, key)
             for objective in OBJECTIVES:  # one search (balanced); each objective selects among its candidates
                 bags = [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")]
-                line = [(c, s) for c, s in result.candidates if _line(c, BLS_MEMBER)]
+                line = [(c, s) for c, s in result.candidates if on_line(c, BLS_MEMBER)]
                 for label, pool, steps in ((f"BOOM tuned ({objective})", bags, bag_steps),
                                            (f"WiSE-FT of BLS tuned ({objective})", line, bls_steps)):
                     chosen = choose(pool, objective)
-                    model = _merge_candidate(study, key, chosen, members)
+                    model = merge_candidate(study, key, chosen, members)
                     paid = result.candidates if label.startswith("BOOM") else pool  # what its selection scored
                     row(label, [model], steps, choice=chosen.describe([m.name for m in members]),
                         selection_candidates=len(paid), selection_s=round(sum(
@@ -192,6 +199,25 @@ def tuned_section(study: Study, part: str) -> str:
     rows = _rows(study.rows, part)
     if not rows:
         return ""
+    lines = [cost_table(study.rows, part)]
+    lines += ["", "Tuned alike: BOOM tuned minus WiSE-FT of BLS tuned, same seed and objective, x100 "
+              "(per seed, then mean ± std):\n", "| objective | Δ ID avg | Δ OOD avg |", "|---|---|---|"]
+    for objective in OBJECTIVES:
+        paired = _deltas(rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
+        if paired:
+            lines.append(f"| {objective} | " + " | ".join(
+                _spread([d[i] for d in paired.values()]) for i in (0, 1)) + " |")
+    parts = [p for p in dict.fromkeys(r["part"] for r in study.rows) if p.startswith("tuned")]
+    text = "\n".join(lines) + "\n"
+    if part == parts[-1]:
+        plot_tuned(study.rows, parts, study.out / "tuned.png")
+        text += "\n![ID test vs OOD test per model and regime](tuned.png)\n"
+    return text
+
+
+def cost_table(all_rows: Sequence[dict[str, Any]], part: str) -> str:
+    """Per model of ``part``: training cost, selection cost, per-seed Δ vs BLS and each tuned row's choice."""
+    rows = _rows(all_rows, part)
     lines = ["Cost (mean over seeds): training steps relative to the same seed's BLS; selection = candidates "
              "merged and scored on dev splits and their wall time (BOOM tuned: the whole tune run, shared by its "
              "rows; WiSE-FT tuned: the line's candidates only). Per-seed Δ = ID avg / OOD avg minus the same "
@@ -208,19 +234,7 @@ def tuned_section(study: Study, part: str) -> str:
         lines.append(f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | "
                      + (f"{fmean(cands):.0f} | {fmean(walls):.0f} |" if cands else "0 | 0 |")
                      + f" {deltas if model != 'BLS' else ''} | {choices} |")
-    lines += ["", "Tuned alike: BOOM tuned minus WiSE-FT of BLS tuned, same seed and objective, x100 "
-              "(per seed, then mean ± std):\n", "| objective | Δ ID avg | Δ OOD avg |", "|---|---|---|"]
-    for objective in OBJECTIVES:
-        paired = _deltas(rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
-        if paired:
-            lines.append(f"| {objective} | " + " | ".join(
-                _spread([d[i] for d in paired.values()]) for i in (0, 1)) + " |")
-    parts = [p for p in dict.fromkeys(r["part"] for r in study.rows) if p.startswith("tuned")]
-    text = "\n".join(lines) + "\n"
-    if part == parts[-1]:
-        plot_tuned(study.rows, parts, study.out / "tuned.png")
-        text += "\n![ID test vs OOD test per model and regime](tuned.png)\n"
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def _deltas(rows: Sequence[dict[str, Any]], model: str, against: str) -> dict[int, tuple[float, float]]:
@@ -248,8 +262,10 @@ _STYLES = {"BLS": ("black", "o", True), "BOOM": ("tab:blue", "s", True), CKPT_SO
            **{f"WiSE-FT of BLS tuned ({o})": ("tab:orange", m, False) for o, m in _OBJECTIVE_MARKERS.items()}}
 
 
-def plot_tuned(rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path) -> None:
-    """ID-test avg (x) vs OOD-test avg (y) per model, one panel per regime, error bars = std over seeds."""
+def plot_tuned(rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path,
+               styles: dict[str, tuple[str, str, bool]] | None = None) -> None:
+    """ID-test avg (x) vs OOD-test avg (y) per model, one panel per part, error bars = std over seeds;
+    ``styles`` adds (colour, marker, filled) for models beyond study v2's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +277,7 @@ def plot_tuned(rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path)
         mine = _rows(rows, part)
         models = sorted(dict.fromkeys(r["model"] for r in mine), key=lambda m: _ORDER.index(m) if m in _ORDER else 99)
         for model in models:
-            colour, marker, filled = _STYLES.get(model) or ("grey", next(others, "."), True)
+            colour, marker, filled = (_STYLES | (styles or {})).get(model) or ("grey", next(others, "."), True)
             values = [averages(r) for r in mine if r["model"] == model]
             xs, ys = [100 * v["ID avg"] for v in values], [100 * v["OOD avg"] for v in values]
             ax.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0, yerr=stdev(ys) if len(ys) > 1 else 0,

@@ -130,9 +130,8 @@ def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Seque
     """
     from boom_merge.evaluation import evaluate_models
 
-    where = paths[0].relative_to(study.out) if len(paths) == 1 else paths[0].parent.relative_to(study.out) / "ensemble"
-    key = f"{where}/tasks-{hashlib.sha1(','.join(tasks).encode()).hexdigest()[:8]}"
-    out = study.out / "eval" / key
+    out = eval_dir(study, paths, tasks)
+    key = str(out.relative_to(study.out / "eval"))
     label = slug(model)
 
     def run() -> None:
@@ -150,6 +149,17 @@ def evaluate(study: Study, part: str, model: str, seed: int | None, paths: Seque
     scores = {source: saved["scores"][saved["models"][0]][by_source[source]] for source in tasks}
     study.add_row(part, model, seed, scores, **extra)
     logger.info("%s: %s", key, {k: round(v, 4) for k, v in scores.items()})
+
+
+def eval_dir(study: Study, paths: Sequence[Path], tasks: Sequence[str]) -> Path:
+    """Where :func:`evaluate` keeps the scores of a model (one path) or ensemble (several) on ``tasks``."""
+    where = paths[0].relative_to(study.out) if len(paths) == 1 else paths[0].parent.relative_to(study.out) / "ensemble"
+    return study.out / "eval" / f"{where}/tasks-{hashlib.sha1(','.join(tasks).encode()).hexdigest()[:8]}"
+
+
+def evaluated(study: Study, paths: Sequence[Path], tasks: Sequence[str]) -> bool:
+    """Whether :func:`evaluate` has the scores already (then the model itself is not needed)."""
+    return (eval_dir(study, paths, tasks) / "summary.json").is_file()
 
 
 def bag_cost(study: Study, key: str) -> dict[str, Any]:

