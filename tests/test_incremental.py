@@ -337,6 +337,36 @@ def test_auto_scores_the_dev_splits_with_mteb(tmp_path, tiny_bag) -> None:
     assert f"chosen update weight {expected:g}" in result.output and "Serving quality" in result.output
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["built manifest", "empty manifest"])
+def test_update_weight_and_tune_choose_the_same_dev_splits(tmp_path, listed) -> None:
+    """One rule for both doors: a ``dev/`` folder the corpus manifest does not list judges nothing (no MTEB task reads it)."""
+    import shutil
+
+    from boom_merge.incremental.update_weight import dev_sources
+    from boom_merge.lineage import write_member_manifest
+    from boom_merge.tune.scoring import DevTasks, dev_tasks
+    from tests.test_evaluation import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    for name, copy in (("python_code", "python_code"), ("shell_utils", "shell_utils"), ("unlisted", "python_code")):
+        shutil.copytree(corpus / "test" / copy, corpus / "dev" / name)
+        (corpus / "dev" / name / "qrels" / "test.tsv").rename(corpus / "dev" / name / "qrels" / "dev.tsv")
+    if not listed:
+        (corpus / "manifest.json").write_text("{}")
+    old, update = tmp_path / "old", tmp_path / "update"
+    write_member_manifest(old.mkdir() or old, {"kind": "member", "datasets": {"python_code": {}, "unlisted": {}}})
+    write_member_manifest(update.mkdir() or update, {"kind": "update", "new_data": {"datasets": {"shell_utils": {}}},
+                                                     "history": {"datasets": {"python_code": {}}}})
+    if listed:
+        by_tune = DevTasks(dev_tasks(corpus, [old], None, need_ood=False).in_domain,
+                           dev_tasks(corpus, [update], ["shell_utils"], need_ood=False).in_domain)
+        assert dev_sources(corpus, old, update) == by_tune == DevTasks(("python_code",), ("shell_utils",))
+        return
+    for door in (lambda: dev_sources(corpus, old, update), lambda: dev_tasks(corpus, [old], None, need_ood=False)):
+        with pytest.raises(BoomError, match="no dev split"):  # nothing listed: neither door scores a dev/ folder
+            door()
+
+
 def test_cli_weight_values(tmp_path, tiny_bag) -> None:
     _, (old, update, *_) = tiny_bag
     for weight, message in (("abc", "give a number or auto"), ("1.5", "must be [0, 1] for --mode interpolate")):

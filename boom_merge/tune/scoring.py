@@ -44,12 +44,20 @@ def _manifest(corpus: Path) -> dict[str, Any]:
         raise BoomError(f"unreadable corpus manifest ({error})", path=path) from None
 
 
+def dev_splits(corpus: Path) -> frozenset[str]:
+    """The corpus sources with a dev split the scorer can read: listed in the manifest, with ``dev/NAME``.
+
+    The one choice of what may judge, for ``tune`` and ``--update-weight auto`` alike (a ``dev/`` folder the
+    manifest does not list is no MTEB task: :func:`boom_merge.evaluation.tasks.local_tasks` reads the manifest).
+    """
+    return frozenset(name for name in _manifest(corpus).get("sources", {}) if (corpus / "dev" / name).is_dir())
+
+
 def dev_tasks(corpus: Path, members: Sequence[Path], in_domain: Sequence[str] | None, *, need_ood: bool) -> DevTasks:
     """The ID and OOD dev sources of ``corpus`` for ``members``; BoomError when one side is missing."""
     from boom_merge.lineage import training_datasets
 
-    manifest = _manifest(corpus)
-    with_dev = {name for name in manifest.get("sources", {}) if (corpus / "dev" / name).is_dir()}
+    manifest, with_dev = _manifest(corpus), dev_splits(corpus)
     if in_domain:
         wanted: set[str] = set(in_domain)
     else:
