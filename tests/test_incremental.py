@@ -367,6 +367,37 @@ def test_update_weight_and_tune_choose_the_same_dev_splits(tmp_path, listed) -> 
             door()
 
 
+@pytest.mark.parametrize(("old_dtype", "claim", "update_dtype"), [
+    ("float32", "float16", "float32"),  # a Hub wart: config.json claims float16 over float32 weights
+    ("bfloat16", "bfloat16", "float32"),  # a bf16 OLD, a float32 update: OLD's, not the update's
+])
+def test_the_output_keeps_the_dtype_of_the_model_it_continues(tmp_path, tiny_bag, old_dtype, claim, update_dtype) -> None:
+    """One dtype rule (``merge.pipeline.output_dtype``): an update keeps OLD's stored dtype, as a plain merge keeps
+    its first input's; what a config.json claims decides nothing."""
+    import torch
+    import yaml
+
+    from boom_merge.incremental.update import incremental_merge
+    from boom_merge.merge.pipeline import merge_recipe
+
+    base, (member, other, *_) = tiny_bag
+    old, update = tmp_path / "old", tmp_path / "update"
+    SentenceTransformer(str(member), device="cpu").to(getattr(torch, old_dtype)).save(str(old))
+    SentenceTransformer(str(other), device="cpu").to(getattr(torch, update_dtype)).save(str(update))
+    config = json.loads((old / "config.json").read_text())
+    config.pop("torch_dtype", None)
+    (old / "config.json").write_text(json.dumps(config | {"dtype": claim}))
+    recipe = tmp_path / "plain.yml"
+    models = [{"model": str(model), "parameters": {"weight": 1.0}} for model in (old, update)]
+    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "models": models}))
+    outputs = [incremental_merge(old, update, tmp_path / "interpolate").path,
+               incremental_merge(old, update, tmp_path / "add", mode="add", update_base=base).path,
+               merge_recipe(recipe, tmp_path / "plain")]
+    for out in outputs:
+        assert {t.dtype for t in load_file(str(out / "model.safetensors")).values() if t.is_floating_point()} == {
+            getattr(torch, old_dtype)}, out.name
+
+
 def test_cli_weight_values(tmp_path, tiny_bag) -> None:
     _, (old, update, *_) = tiny_bag
     for weight, message in (("abc", "give a number or auto"), ("1.5", "must be [0, 1] for --mode interpolate")):
