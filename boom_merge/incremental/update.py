@@ -50,9 +50,7 @@ DEFAULT_WEIGHTS = {"interpolate": 0.5, "add": 1.0}
 def _with_dtype(recipe: dict[str, Any], old: Path) -> dict[str, Any]:
     """The recipe with OLD's dtype out (:func:`boom_merge.merge.pipeline.output_dtype`: the output continues OLD)."""
     out_dtype = output_dtype(old)
-    if out_dtype not in (None, recipe["dtype"]):
-        recipe["out_dtype"] = out_dtype
-    return recipe
+    return recipe | ({"out_dtype": out_dtype} if out_dtype not in (None, recipe["dtype"]) else {})
 
 
 def incremental_recipe(

@@ -1,11 +1,10 @@
-"""Questions about a model, answered from its provenance records; the one lineage walker.
+"""Questions about a model, answered from its provenance records (a corrupt file: one line naming it; a
+missing one: unknown).
 
-Owns: :func:`walk` (the one walk through what a model is made from, at most :data:`MAX_DEPTH`
-links deep), :func:`training_datasets` (in-domain tagging), :func:`full_data_index` (which member
-is the full-data one), :func:`hub_bases` (``base_model`` of a card), :func:`hub_repo` (the Hub id
-a record names) and :func:`model_sha256` (the one model hash). It never writes; it may not import
-anything of boom-merge but :mod:`.records`, :mod:`boom_merge.errors` and :mod:`boom_merge.model_refs`.
-A corrupt file is a one-line :class:`BoomError` naming it; a missing one means "unknown".
+Owns: :func:`walk` (the one lineage walker, at most :data:`MAX_DEPTH` links deep), :func:`training_datasets`
+(in-domain tagging), :func:`full_data_index`, :func:`hub_bases` (a card's ``base_model``), :func:`hub_repo`, and
+:func:`model_sha256` (the one model hash). It never writes, and imports nothing of boom-merge but :mod:`.records`
+and :mod:`boom_merge.model_refs`.
 """
 
 from __future__ import annotations
@@ -15,24 +14,19 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from boom_merge.lineage.records import MAX_DEPTH, InputRecord, read_lineage, read_member_manifest
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: ``answer(model_dir, recurse)``: the answer for one model dir; ``recurse(dir)`` the answer for a model it is made from
-Answer = Callable[[Path, Callable[[Path], T]], T]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def walk(model_dir: str | Path, answer: Answer[T], *, too_deep: T) -> T:
-    """Answer a question about ``model_dir`` from the models it is made from, link by link.
-
-    ``answer`` answers for one model dir and calls ``recurse`` for each model dir it is made from;
-    a model more than :data:`MAX_DEPTH` links away answers ``too_deep`` (with a warning).
-    """
+def walk(model_dir: str | Path, answer: Callable[[Path, Callable[[Path], T]], T], *, too_deep: T) -> T:
+    """Answer a question about ``model_dir`` link by link: ``answer`` answers for one model dir, calling ``recurse``
+    for each model dir it is made from; one more than :data:`MAX_DEPTH` links away answers ``too_deep``."""
 
     def visit(path: Path, depth: int) -> T:
         if depth > MAX_DEPTH:
@@ -86,8 +80,7 @@ def _datasets_of(model_dir: Path, recurse: Callable[[Path], frozenset[str] | Non
     return frozenset(names)
 
 
-def _input_datasets(record: InputRecord, model_dir: Path, recurse: Callable[[Path], frozenset[str] | None]
-                    ) -> frozenset[str] | None:  # fmt: skip
+def _input_datasets(record: InputRecord, model_dir: Path, recurse: Callable[[Path], Any]) -> frozenset[str] | None:
     if record.datasets is not None:
         return frozenset(record.datasets)
     if record.manifest:

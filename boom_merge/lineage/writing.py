@@ -1,9 +1,8 @@
 """Writing provenance: the lineage of a merge or an incremental update, and of a model made from one other.
 
-Owns: writing ``boom_lineage.json`` and the copies under ``boom_members/`` (``boom_member.json`` is
-written by :func:`.records.write_member_manifest`). What it records about an input (training datasets,
-Hub bases, hash) it asks :mod:`.questions`; it may not import anything of boom-merge but
-:mod:`.records`, :mod:`.questions`, :mod:`boom_merge.errors` and :mod:`boom_merge.model_refs`.
+Owns: writing ``boom_lineage.json`` and the copies under ``boom_members/`` (not ``boom_member.json``:
+:mod:`.records`). What it records of an input (datasets, Hub bases, hash) it asks :mod:`.questions`; it may
+import nothing of boom-merge but :mod:`.records`, :mod:`.questions`, ``errors`` and ``model_refs``.
 """
 
 from __future__ import annotations
@@ -15,19 +14,8 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage.questions import hub_bases, hub_repo, model_sha256, training_datasets
-from boom_merge.lineage.records import (
-    FORMAT_VERSION,
-    LINEAGE_FILE,
-    MEMBER_FILE,
-    MEMBERS_DIR,
-    SOURCE_KINDS,
-    Lineage,
-    location,
-    now,
-    read_lineage,
-    read_member_manifest,
-    read_record,
-)
+from boom_merge.lineage.records import (FORMAT_VERSION, LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR, SOURCE_KINDS, Lineage,
+                                        location, now, read_lineage, read_member_manifest, read_record)
 
 # (is incremental, is base) -> role
 _ROLES = {False: {False: "member", True: "base"}, True: {False: "update", True: "old"}}

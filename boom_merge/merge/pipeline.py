@@ -78,12 +78,9 @@ class MergeJob:
 
 
 def output_dtype(continued: str | Path) -> str | None:
-    """The one output dtype rule: the output keeps the dtype stored in the model it continues (the most
-    common floating dtype of its safetensors headers, not what its config claims); None when unknown.
-
-    A plain merge continues its first input; an incremental update continues OLD (whose dtype its recipe
-    names as ``out_dtype``). ``dtype`` and a recipe's own ``out_dtype`` override it.
-    """
+    """The one output dtype rule: the dtype stored in the model the output continues (most of its safetensors'
+    floating tensors; not its config's claim), None if unknown. A plain merge continues its first input, an
+    incremental update OLD (its recipe's ``out_dtype``); ``dtype`` and a recipe's ``out_dtype`` override it."""
     from boom_merge.model_refs import transformer_dir
 
     files = model_files(transformer_dir(Path(continued)), allow_pickle=True)  # headers only: nothing is unpickled

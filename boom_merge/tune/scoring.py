@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import training_datasets
 from boom_merge.tune.devset import DevSet, SliceSpec, TokenCache
 from boom_merge.tune.select import Scores
 
@@ -45,25 +46,15 @@ def _manifest(corpus: Path) -> dict[str, Any]:
 
 
 def dev_splits(corpus: Path) -> frozenset[str]:
-    """The corpus sources with a dev split the scorer can read: listed in the manifest, with ``dev/NAME``.
-
-    The one choice of what may judge, for ``tune`` and ``--update-weight auto`` alike (a ``dev/`` folder the
-    manifest does not list is no MTEB task: :func:`boom_merge.evaluation.tasks.local_tasks` reads the manifest).
-    """
+    """The sources whose dev split may judge (``tune`` and ``--update-weight auto`` alike): listed in the manifest,
+    with ``dev/NAME`` (a folder the manifest does not list is no task: ``evaluation.tasks.local_tasks``)."""
     return frozenset(name for name in _manifest(corpus).get("sources", {}) if (corpus / "dev" / name).is_dir())
 
 
 def dev_tasks(corpus: Path, members: Sequence[Path], in_domain: Sequence[str] | None, *, need_ood: bool) -> DevTasks:
     """The ID and OOD dev sources of ``corpus`` for ``members``; BoomError when one side is missing."""
-    from boom_merge.lineage import training_datasets
-
     manifest, with_dev = _manifest(corpus), dev_splits(corpus)
-    if in_domain:
-        wanted: set[str] = set(in_domain)
-    else:
-        wanted = set()
-        for member in members:
-            wanted |= set(training_datasets(member) or ())
+    wanted = set(in_domain) if in_domain else {name for member in members for name in training_datasets(member) or ()}
     missing = sorted(wanted - with_dev)
     if in_domain and missing:
         raise BoomError(f"no dev split for --in-domain {', '.join(missing)}", path=corpus / "dev")
