@@ -170,16 +170,7 @@ def timed_merge(recipe: Path, out: Path, passes_file: Path) -> None:
     seconds: dict[str, float] = {}
 
     def timed(owner, attribute: str, label: str) -> None:
-        original = getattr(owner, attribute)
-
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - start
-
-        setattr(owner, attribute, wrapper)
+        setattr(owner, attribute, _timed_call(getattr(owner, attribute), seconds, label))
 
     upstream = compat.upstream_run_merge()
     timed(merging, "plan_merge", "checks (plan)")

@@ -337,6 +337,67 @@ def test_auto_scores_the_dev_splits_with_mteb(tmp_path, tiny_bag) -> None:
     assert f"chosen update weight {expected:g}" in result.output and "Serving quality" in result.output
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["built manifest", "empty manifest"])
+def test_update_weight_and_tune_choose_the_same_dev_splits(tmp_path, listed) -> None:
+    """One rule for both doors: a ``dev/`` folder the corpus manifest does not list judges nothing (no MTEB task reads it)."""
+    import shutil
+
+    from boom_merge.incremental.update_weight import dev_sources
+    from boom_merge.lineage import write_member_manifest
+    from boom_merge.tune.scoring import DevTasks, dev_tasks
+    from tests.test_evaluation import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    for name, copy in (("python_code", "python_code"), ("shell_utils", "shell_utils"), ("unlisted", "python_code")):
+        shutil.copytree(corpus / "test" / copy, corpus / "dev" / name)
+        (corpus / "dev" / name / "qrels" / "test.tsv").rename(corpus / "dev" / name / "qrels" / "dev.tsv")
+    if not listed:
+        (corpus / "manifest.json").write_text("{}")
+    old, update = tmp_path / "old", tmp_path / "update"
+    write_member_manifest(old.mkdir() or old, {"kind": "member", "datasets": {"python_code": {}, "unlisted": {}}})
+    write_member_manifest(update.mkdir() or update, {"kind": "update", "new_data": {"datasets": {"shell_utils": {}}},
+                                                     "history": {"datasets": {"python_code": {}}}})
+    if listed:
+        by_tune = DevTasks(dev_tasks(corpus, [old], None, need_ood=False).in_domain,
+                           dev_tasks(corpus, [update], ["shell_utils"], need_ood=False).in_domain)
+        assert dev_sources(corpus, old, update) == by_tune == DevTasks(("python_code",), ("shell_utils",))
+        return
+    for door in (lambda: dev_sources(corpus, old, update), lambda: dev_tasks(corpus, [old], None, need_ood=False)):
+        with pytest.raises(BoomError, match="no dev split"):  # nothing listed: neither door scores a dev/ folder
+            door()
+
+
+@pytest.mark.parametrize(("old_dtype", "claim", "update_dtype"), [
+    ("float32", "float16", "float32"),  # a Hub wart: config.json claims float16 over float32 weights
+    ("bfloat16", "bfloat16", "float32"),  # a bf16 OLD, a float32 update: OLD's, not the update's
+])
+def test_the_output_keeps_the_dtype_of_the_model_it_continues(tmp_path, tiny_bag, old_dtype, claim, update_dtype) -> None:
+    """One dtype rule (``merge.pipeline.output_dtype``): an update keeps OLD's stored dtype, as a plain merge keeps
+    its first input's; what a config.json claims decides nothing."""
+    import torch
+    import yaml
+
+    from boom_merge.incremental.update import incremental_merge
+    from boom_merge.merge.pipeline import merge_recipe
+
+    base, (member, other, *_) = tiny_bag
+    old, update = tmp_path / "old", tmp_path / "update"
+    SentenceTransformer(str(member), device="cpu").to(getattr(torch, old_dtype)).save(str(old))
+    SentenceTransformer(str(other), device="cpu").to(getattr(torch, update_dtype)).save(str(update))
+    config = json.loads((old / "config.json").read_text())
+    config.pop("torch_dtype", None)
+    (old / "config.json").write_text(json.dumps(config | {"dtype": claim}))
+    recipe = tmp_path / "plain.yml"
+    models = [{"model": str(model), "parameters": {"weight": 1.0}} for model in (old, update)]
+    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "models": models}))
+    outputs = [incremental_merge(old, update, tmp_path / "interpolate").path,
+               incremental_merge(old, update, tmp_path / "add", mode="add", update_base=base).path,
+               merge_recipe(recipe, tmp_path / "plain")]
+    for out in outputs:
+        assert {t.dtype for t in load_file(str(out / "model.safetensors")).values() if t.is_floating_point()} == {
+            getattr(torch, old_dtype)}, out.name
+
+
 def test_cli_weight_values(tmp_path, tiny_bag) -> None:
     _, (old, update, *_) = tiny_bag
     for weight, message in (("abc", "give a number or auto"), ("1.5", "must be [0, 1] for --mode interpolate")):

@@ -159,3 +159,17 @@ def test_corrupt_file_is_one_line_naming_it(tmp_path, name, text, problem) -> No
             question(tmp_path)
         message = str(error.value)
         assert message.startswith(f"{tmp_path / name}: ") and problem in message and "\n" not in message
+
+
+def test_one_walker_with_one_depth_limit(tmp_path, monkeypatch) -> None:
+    """The card's licence look-up and ``hub_bases`` walk through ``lineage.questions.walk`` and stop at its ``MAX_DEPTH``."""
+    from boom_merge.card.build import model_licence
+    from boom_merge.lineage import questions
+
+    chain = [_dir(tmp_path / "m0", {"boom_member.json": {"kind": "member", "base_model_id": HUB_ID},
+                                    "README.md": "---\nlicense: mit\n---\n# m0\n"})]
+    for i in range(1, 6):  # each member trained from the one before it
+        chain.append(_dir(tmp_path / f"m{i}", {"boom_member.json": {"kind": "member", "base_model": str(chain[-1])}}))
+    monkeypatch.setattr(questions, "MAX_DEPTH", 3)
+    assert [hub_bases(m) for m in chain] == [[HUB_ID]] * 4 + [[], []]  # m4 is 4 links from m0
+    assert [model_licence(m) for m in chain[1:]] == ["mit"] * 4 + [None]  # m0's README is read from m1's record

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 from sentence_transformers import SentenceTransformer
@@ -22,6 +21,7 @@ from boom_merge.merge.methods import register_methods
 from boom_merge.merge.merged_elsewhere import write_card
 from boom_merge.merge.pipeline import merge_recipe
 from tests.test_bad_input import _fails
+from tests.tiny_models import write_recipe
 
 register_methods()  # as the hook does when mergekit loads (a no-op if it already has)
 
@@ -29,13 +29,7 @@ TEXTS = ["An apple a day.", "def main(): return 0", "The quick brown fox", "quer
 
 
 def _recipe(path: Path, method: str, models: list[Path], base: Path | None, parameters: dict) -> Path:
-    recipe = {"merge_method": method, "models": [{"model": str(m)} for m in models]}
-    if base is not None:
-        recipe["base_model"] = str(base)
-    if parameters:
-        recipe["parameters"] = parameters
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    return write_recipe(path, method, models, base=base, parameters=parameters)
 
 
 def _st_merged(method: str, models: list[Path], base: Path | None, parameters: dict) -> SentenceTransformer:

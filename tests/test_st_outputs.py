@@ -14,20 +14,13 @@ from sentence_transformers import SentenceTransformer
 
 from boom_merge.merge.pipeline import merge_recipe
 from tests.reference_merges import hand_merged_embeddings, np_linear, np_multislerp
-from tests.tiny_models import make_tiny_st
+from tests.tiny_models import make_tiny_st, write_recipe
 
 TEXTS = ["The cat sat on the mat.", "A function returns a value.", "query about Unix pipes", "x"]
 
 
 def _recipe(path: Path, members: list[Path], method: str = "boom", base: Path | None = None, **params) -> Path:
-    recipe = {"merge_method": method,
-              "models": [{"model": str(m), "parameters": {"weight": w}} for m, w in zip(members, [1.0, 2.0, 3.0, 4.0])]}
-    if base is not None:
-        recipe["base_model"] = str(base)
-    if params:
-        recipe["parameters"] = params
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    return write_recipe(path, method, members[:4], base=base, parameters=params, weights=[1.0, 2.0, 3.0, 4.0])
 
 
 def _embed(path: Path, texts=TEXTS, **kwargs) -> np.ndarray:

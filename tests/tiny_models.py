@@ -213,3 +213,20 @@ def write_tiny_gguf(path: str | Path, *, seed: int = 0, hidden: int = 32, layers
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
+
+
+def write_recipe(path: Path, method: str, models: list[Path], *, base: Path | None = None,
+                 parameters: dict | None = None, weights: list[float] | None = None) -> Path:
+    """A mergekit recipe over ``models`` at ``path`` (each with its ``weights`` entry when given)."""
+    import yaml
+
+    entries = [{"model": str(m)} for m in models]
+    for entry, weight in zip(entries, weights or []):
+        entry["parameters"] = {"weight": weight}
+    recipe = {"merge_method": method, "models": entries}
+    if base is not None:
+        recipe["base_model"] = str(base)
+    if parameters:
+        recipe["parameters"] = parameters
+    path.write_text(yaml.safe_dump(recipe))
+    return path

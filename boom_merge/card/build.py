@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from textwrap import indent
@@ -36,13 +36,14 @@ from boom_merge.card.body import BOOM_CITATION, END, START, boom_sections
 from boom_merge.card.scores import Score, eval_results, read_scores
 from boom_merge.errors import BoomError
 from boom_merge.lineage import (
-    MAX_DEPTH,
     Lineage,
     MemberManifest,
     copied_manifests,
     hub_bases,
+    hub_repo,
     read_lineage,
     read_member_manifest,
+    walk,
 )
 
 logger = logging.getLogger(__name__)
@@ -123,16 +124,16 @@ def _readme_licence(readme: Path | None) -> str | None:
     return str(licence) if licence else None
 
 
-def _spec_licences(spec: str | None, depth: int) -> set[str | None]:
+def _spec_licences(spec: str | None, recurse: Callable[[Path], set[str | None]]) -> set[str | None]:
     """Licences of a model named in a record: a local dir's README (or what it derives from), a cached Hub card."""
-    if not spec or depth > MAX_DEPTH:
+    if not spec:
         return {None}
     path = Path(spec)
     if path.is_dir():
         own = _readme_licence(path / CARD_FILE)
-        return {own} if own else _record_licences(path, depth + 1)
-    repo = spec.partition("@")[0]
-    if repo.count("/") == 1 and not path.is_absolute():
+        return {own} if own else recurse(path)
+    repo = hub_repo(spec)
+    if repo is not None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(repo, CARD_FILE)
@@ -140,12 +141,12 @@ def _spec_licences(spec: str | None, depth: int) -> set[str | None]:
     return {None}
 
 
-def _record_licences(model_dir: Path, depth: int = 0) -> set[str | None]:
+def _record_licences(model_dir: Path, recurse: Callable[[Path], set[str | None]]) -> set[str | None]:
     manifest, lineage = read_member_manifest(model_dir), read_lineage(model_dir)
     if manifest is not None:
-        return _spec_licences(manifest.base_model or manifest.base_model_id, depth)
+        return _spec_licences(manifest.base_model or manifest.base_model_id, recurse)
     if lineage is not None and lineage.source is not None:
-        return _spec_licences(lineage.source.get("hub_id"), depth)
+        return _spec_licences(lineage.source.get("hub_id"), recurse)
     if lineage is None or not lineage.inputs:
         return {None}
     found: set[str | None] = set()
@@ -153,15 +154,15 @@ def _record_licences(model_dir: Path, depth: int = 0) -> set[str | None]:
         exists = record.path and Path(record.path).is_dir()
         copy = read_member_manifest(model_dir / record.manifest) if record.manifest and not exists else None
         if copy is not None:
-            found |= _spec_licences(copy.base_model or copy.base_model_id, depth)
+            found |= _spec_licences(copy.base_model or copy.base_model_id, recurse)
         else:
-            found |= _spec_licences(record.path if exists else record.hub_id, depth)
+            found |= _spec_licences(record.path if exists else record.hub_id, recurse)
     return found
 
 
 def model_licence(model_dir: str | Path) -> str | None:
     """The licence the model's origins share (their READMEs' ``license``), None if unknown or mixed."""
-    licences = _record_licences(Path(model_dir))
+    licences = walk(model_dir, _record_licences, too_deep={None})
     return next(iter(licences)) if len(licences) == 1 else None
 
 

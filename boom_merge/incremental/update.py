@@ -36,7 +36,7 @@ import yaml
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import LINEAGE_FILE, incremental_lineage, model_sha256, read_member_manifest
-from boom_merge.merge.pipeline import DEFAULT_OUT_SHARD_SIZE
+from boom_merge.merge.pipeline import DEFAULT_OUT_SHARD_SIZE, output_dtype
 from boom_merge.outputs import check_output
 
 logger = logging.getLogger(__name__)
@@ -45,23 +45,12 @@ Mode = Literal["interpolate", "add"]
 MODES: tuple[str, ...] = ("interpolate", "add")
 #: the weight when none is given: α = 0.5 (interpolate), λ = 1 (add: the whole task vector)
 DEFAULT_WEIGHTS = {"interpolate": 0.5, "add": 1.0}
-_HALF_DTYPES = {"bfloat16", "float16"}
-
-
-def _config_dtype(model_dir: Path) -> str | None:
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    dtype = config.get("dtype") or config.get("torch_dtype")
-    return dtype if dtype in _HALF_DTYPES else None
 
 
 def _with_dtype(recipe: dict[str, Any], old: Path) -> dict[str, Any]:
-    out_dtype = _config_dtype(old)
-    if out_dtype:
-        recipe["out_dtype"] = out_dtype
-    return recipe
+    """The recipe with OLD's dtype out (:func:`boom_merge.merge.pipeline.output_dtype`: the output continues OLD)."""
+    out_dtype = output_dtype(old)
+    return recipe | ({"out_dtype": out_dtype} if out_dtype not in (None, recipe["dtype"]) else {})
 
 
 def incremental_recipe(

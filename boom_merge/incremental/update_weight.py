@@ -33,9 +33,10 @@ from typing import Any
 from boom_merge.errors import BoomError
 from boom_merge.incremental.update import DEFAULT_WEIGHTS, IncrementalResult, InputModel, check_inputs
 from boom_merge.incremental.update import incremental_merge
+from boom_merge.lineage import read_member_manifest, training_datasets
 from boom_merge.outputs import output_lock
 from boom_merge.tune.run import cached_record, check_tuned_models, load_score_cache
-from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, setup_fingerprint
+from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, dev_splits, setup_fingerprint
 from boom_merge.tune.select import TIE, Scores
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ def choose_weight(table: Sequence[WeightScore], max_old_loss: float) -> WeightSc
 
 def dev_sources(corpus: Path, old: Path, update: Path) -> DevTasks:
     """Old domains (OLD's training datasets) and new domains (UPDATE's new data) with a dev split."""
-    from boom_merge.lineage import read_member_manifest, training_datasets
-
-    with_dev = {p.name for p in (corpus / "dev").iterdir() if p.is_dir()} if (corpus / "dev").is_dir() else set()
+    with_dev = dev_splits(corpus)
     old_names = set(training_datasets(old) or ())
     manifest = read_member_manifest(update)
     new_part = (manifest.parts().get("new_data") or {}) if manifest else {}

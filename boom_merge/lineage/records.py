@@ -6,7 +6,7 @@ may not import anything of boom-merge but :mod:`boom_merge.errors`.
 A corrupt file (not JSON, not an object, a field of the wrong type, an unknown
 ``format_version``) is a one-line :class:`BoomError` naming it; an absent one is None.
 Files written before ``format_version`` existed are read as version 1. Writing the
-lineage of a merge and answering questions about a model is :mod:`boom_merge.lineage`'s.
+lineage of a merge is :mod:`.writing`'s; answering questions about a model :mod:`.questions`'.
 """
 
 from __future__ import annotations

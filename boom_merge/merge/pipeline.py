@@ -22,8 +22,8 @@ wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_yaml`).
    merge's kernel checks the transformer's weights as the merge reads them, so they are
    read once, and its refusal is mapped back to the input's file by :func:`_mergekit`), the
    sentence-transformers head planned (:func:`boom_merge.merge.st_head.plan_head`: inputs that
-   embed differently are refused), and the dtype rule applied: the output keeps the
-   inputs' dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
+   embed differently are refused), and the dtype rule applied (:func:`output_dtype`): the output
+   keeps the first input's stored dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
    ``dtype`` overrides the output's.
 3. mergekit's own ``run_merge``, unpatched.
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
@@ -77,8 +77,13 @@ class MergeJob:
 # ---------------------------------------------------------------- 2. plan (step 1 is in recipes.py)
 
 
-def stored_dtype(files: Any) -> str | None:
-    """The most common floating dtype of a model's safetensors (``"bfloat16"``, ...)."""
+def output_dtype(continued: str | Path) -> str | None:
+    """The one output dtype rule: the dtype stored in the model the output continues (most of its safetensors'
+    floating tensors; not its config's claim), None if unknown. A plain merge continues its first input, an
+    incremental update OLD (its recipe's ``out_dtype``); ``dtype`` and a recipe's ``out_dtype`` override it."""
+    from boom_merge.model_refs import transformer_dir
+
+    files = model_files(transformer_dir(Path(continued)), allow_pickle=True)  # headers only: nothing is unpickled
     counts = Counter(_SAFETENSORS_DTYPES[t.dtype] for t in files.tensors.values() if t.dtype in _SAFETENSORS_DTYPES)
     return counts.most_common(1)[0][0] if counts else None
 
@@ -149,7 +154,7 @@ def plan_merge(
     boom = _boom_kernels_only(config)
     for model in models:  # a BOOM kernel checks the weights it reads (no pass of its own)
         check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not boom)
-    config = _with_dtypes(config, stored_dtype(files[0]), dtype, kernel_widens=boom)
+    config = _with_dtypes(config, output_dtype(models[0].path), dtype, kernel_widens=boom)
     head = plan_head(config, [m.path for m in models])
     return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
 

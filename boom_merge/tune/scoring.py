@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
+from boom_merge.lineage import training_datasets
 from boom_merge.tune.devset import DevSet, SliceSpec, TokenCache
 from boom_merge.tune.select import Scores
 
@@ -44,18 +45,16 @@ def _manifest(corpus: Path) -> dict[str, Any]:
         raise BoomError(f"unreadable corpus manifest ({error})", path=path) from None
 
 
+def dev_splits(corpus: Path) -> frozenset[str]:
+    """The sources whose dev split may judge (``tune`` and ``--update-weight auto`` alike): listed in the manifest,
+    with ``dev/NAME`` (a folder the manifest does not list is no task: ``evaluation.tasks.local_tasks``)."""
+    return frozenset(name for name in _manifest(corpus).get("sources", {}) if (corpus / "dev" / name).is_dir())
+
+
 def dev_tasks(corpus: Path, members: Sequence[Path], in_domain: Sequence[str] | None, *, need_ood: bool) -> DevTasks:
     """The ID and OOD dev sources of ``corpus`` for ``members``; BoomError when one side is missing."""
-    from boom_merge.lineage import training_datasets
-
-    manifest = _manifest(corpus)
-    with_dev = {name for name in manifest.get("sources", {}) if (corpus / "dev" / name).is_dir()}
-    if in_domain:
-        wanted: set[str] = set(in_domain)
-    else:
-        wanted = set()
-        for member in members:
-            wanted |= set(training_datasets(member) or ())
+    manifest, with_dev = _manifest(corpus), dev_splits(corpus)
+    wanted = set(in_domain) if in_domain else {name for member in members for name in training_datasets(member) or ()}
     missing = sorted(wanted - with_dev)
     if in_domain and missing:
         raise BoomError(f"no dev split for --in-domain {', '.join(missing)}", path=corpus / "dev")
