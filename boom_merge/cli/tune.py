@@ -87,7 +87,7 @@ def tune_command(
     scores = result.scores
     click.echo(f"chosen: {result.label} (ID dev {100 * scores.id_dev:.2f}"
                + (f", OOD dev {100 * scores.ood_dev:.2f}" if scores.ood_dev is not None else "") + ")")
-    raced = f", {len(result.raced_out)} more raced out on the slice" if racing else ""
+    raced = f", {len(result.raced_out)} more raced out on the slice" if result.racing else ""
     click.echo(f"{len(result.candidates)} candidates on the full caps{raced} ({result.scored_now} scored now); "
                f"written to {result.out}")
 

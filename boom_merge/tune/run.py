@@ -54,7 +54,7 @@ from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
 )
 from boom_merge.tune.devset import SliceSpec
-from boom_merge.tune.race import DEFAULT_KEEP, DEFAULT_Z, RaceMark, protected, race
+from boom_merge.tune.race import DEFAULT_KEEP, DEFAULT_Z, RaceMark, droppable, protected, race
 from boom_merge.tune.report import write_report
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, dev_tasks, setup_fingerprint
 from boom_merge.tune.select import Objective, Scores, SoupStep, choose, greedy_soup, objective_value, selection_rule
@@ -86,6 +86,8 @@ class TuneResult:
     scored_now: int
     #: candidates raced out on the slice (never scored on the full caps), with their slice scores
     raced_out: list[tuple[Candidate, Scores]] = field(default_factory=list)
+    #: whether the search raced (False: ``racing=False``, or racing could drop nothing: :func:`racing_skipped`)
+    racing: bool = False
 
 
 def full_data_member(members: Sequence[Path]) -> int:
@@ -171,7 +173,9 @@ class _Search:
             run_recipe(config, model, recipe_text=text)
         merged = time.perf_counter()
         try:
-            scores = self.scorer(model) if stage == "full" else self.scorer.slice(model)  # type: ignore[attr-defined]
+            score = self.scorer if stage == "full" else self.scorer.slice  # type: ignore[attr-defined]
+            # a racing scorer is told the candidate: its full stage reuses its slice stage's encodings
+            scores = score(model, key=cand.key) if self.racing else score(model)
             if stage == "slice" and self._room_for(model):
                 kept.parent.mkdir(exist_ok=True)
                 model.rename(kept)  # whole merges only: a rename, after the merge finished
@@ -250,6 +254,22 @@ def racing_rule(racing: Racing) -> str:
             f"candidates behind the slice leader by more than {racing.z:g} standard errors of the paired per-query "
             f"difference, outside the top {racing.keep:.0%} and not the base, the plain bag or the best WiSE-FT "
             f"point are dropped; the rest are scored on the full caps and the selection rule picks among them")
+
+
+def racing_skipped(scorer: Scorer, candidates: int, members: int, keep: float) -> str | None:
+    """Why racing could drop nothing in this search, known before scoring (None: it may race).
+
+    ``candidates``: the planned count (an upper bound); ``members``: how many are tuned. Racing keeps
+    the top share, the slice leader and the guarded (the base, the best WiSE-FT point, with two or more
+    members the plain bag); and its margin needs two slice queries per dev source.
+    """
+    if droppable(candidates, 2 + (members > 1), keep) == 0:
+        return f"at most {candidates} candidates, all kept by the racing rule (top {keep:.0%}, the base, " \
+               "the plain bag, the best WiSE-FT point)"
+    queries = getattr(scorer, "slice_queries", None)
+    if queries is not None and queries() < 2:
+        return f"{queries()} query per dev source in the slice: no margin to race on"
+    return None
 
 
 def _racing_report(search: _Search, marks: dict[str, RaceMark]) -> dict[str, Any]:
@@ -377,7 +397,9 @@ def tune(
     Members, base and ``full`` are local dirs or Hub ids (``org/name[@REV]``); recipes name a Hub
     model ``org/name@COMMIT``. ``racing`` (default) scores every candidate on a ``slice_fraction``
     slice of each dev source first and only the survivors on the full caps (:mod:`.race`);
-    ``racing=False`` is the exhaustive search. A ``scorer`` without a ``slice`` method cannot race.
+    ``racing=False`` is the exhaustive search, and so is a search where racing could drop nothing
+    (:func:`racing_skipped`). A ``scorer`` without a ``slice`` method cannot race; a racing scorer's
+    ``scorer(model, key=)`` and ``scorer.slice(model, key=)`` are told the candidate's key.
     """
     from tqdm.auto import tqdm
 
@@ -421,6 +443,10 @@ def tune(
             settings = None
         schemes = _weight_schemes(members)
         planned = _planned(len(members), len(scales), len(schemes), full_grid)
+        skipped = racing_skipped(scorer, planned, len(members), settings.keep) if settings is not None else None
+        if skipped:
+            echo(f"racing skipped, the exhaustive search: {skipped}")
+            settings = None
         bar = tqdm(total=planned + (planned // 2 if settings else 0), desc="tune", unit="score", disable=not progress)
         search = _Search(refs, base_ref, work, scorer, cache, objective, bar, racing=settings)
         with bar:
@@ -447,4 +473,4 @@ def tune(
                 run_recipe(config, tmp / "model", recipe_text=loaded)
         shutil.rmtree(work, ignore_errors=True)
         return TuneResult(out, rule, chosen, chosen.describe(names), dict(scored)[chosen], scored, steps,
-                          search.scored_now, raced_out)
+                          search.scored_now, raced_out, racing=settings is not None)
