@@ -301,11 +301,13 @@ def _final_race(search: _Search, members: int, full: int) -> dict[str, RaceMark]
 
 
 def _planned(members: int, scales: int, schemes: int, full_grid: bool) -> int:
-    """An upper bound on the number of candidates (the progress bar's total)."""
+    """An upper bound on the number of distinct candidates (the progress bar's total, racing's count rule):
+    the base, the members, the bags, the soup trials, the scale grid and the WiSE-FT line less their
+    t = 1 points (the best bag or soup, the full-data member)."""
     if members == 1:
-        return 2 + scales
+        return 1 + scales
     bags = 2 * schemes * (scales if full_grid else 1)
-    return 1 + members + bags + (members - 1) + scales + scales
+    return 1 + members + bags + (members - 1) + 2 * (scales - 1)
 
 
 def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
