@@ -146,7 +146,8 @@ def test_racing_that_could_drop_nothing_is_skipped_and_scores_each_candidate_onc
     assert not result.racing and [stage for stage, _ in one.calls] == ["full", "full"]
     assert any(line.startswith("racing skipped, the exhaustive search: at most 2 candidates") for line in lines)
     data = json.loads((tmp_path / "one" / "candidates.json").read_text())
-    assert data["racing"] is None and "slice" not in data
+    assert data["racing"] is None and "slice" not in data and data["racing_skipped"].startswith("at most 2")
+    assert "Racing skipped, the exhaustive search: at most 2 candidates" in (tmp_path / "one" / "candidates.md").read_text()
     # a slice of one query per dev source: no margin to race on
     few = CountingScorer(table, queries=1)
     result = tune(members, tmp_path / "few", scorer=few, scales=(0.5, 1.0), **options)

@@ -25,7 +25,10 @@ run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of st
 bag-or-soup of step 3) is decided on the full scores of the group's candidates within the
 racing margin on the slice; then :func:`boom_merge.tune.race.race` drops the candidates
 clearly behind the slice leader, the rest are scored on the full caps, and the selection rule
-(:mod:`boom_merge.tune.select`) picks among the candidates with full scores. Scores are
+(:mod:`boom_merge.tune.select`) picks among the candidates with full scores. A candidate's full
+stage encodes only the dev texts its slice stage did not (:mod:`.encodings`; the numbers are
+``--no-racing``'s), so racing never encodes more than the exhaustive search; where racing could
+drop nothing (:func:`racing_skipped`, known before scoring) the search is exhaustive. Scores are
 cached per stage and candidate key in the work dir (an interrupted run resumes) and in
 ``OUT/candidates.json`` (a finished run re-selects with ``--force`` without scoring again).
 OUT gets ``recipe.yml``, ``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``,
@@ -253,7 +256,11 @@ def racing_rule(racing: Racing) -> str:
             f"scores of the bags within the margin on the slice, its other steps on slice scores; then only "
             f"candidates behind the slice leader by more than {racing.z:g} standard errors of the paired per-query "
             f"difference, outside the top {racing.keep:.0%} and not the base, the plain bag or the best WiSE-FT "
-            f"point are dropped; the rest are scored on the full caps and the selection rule picks among them")
+            f"point are dropped; the rest are scored on the full caps (encoding only the dev texts their slice "
+            f"stage did not: the same numbers as --no-racing) and the selection rule picks among them; racing is "
+            f"skipped, the search exhaustive, where it could drop nothing: when the top share, the base, the plain "
+            f"bag and the best WiSE-FT point are every planned candidate, or a dev source has fewer than 2 slice "
+            f"queries")
 
 
 def racing_skipped(scorer: Scorer, candidates: int, members: int, keep: float) -> str | None:
@@ -268,7 +275,7 @@ def racing_skipped(scorer: Scorer, candidates: int, members: int, keep: float) -
                "the plain bag, the best WiSE-FT point)"
     queries = getattr(scorer, "slice_queries", None)
     if queries is not None and queries() < 2:
-        return f"{queries()} query per dev source in the slice: no margin to race on"
+        return f"a dev source has {queries()} query in the slice: no margin to race on"
     return None
 
 
@@ -467,7 +474,7 @@ def tune(
             (tmp / "recipe.yml").write_text(text, encoding="utf-8")
             write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
                          setup=setup, cache=cache, racing=_racing_report(search, marks) if settings else None,
-                         raced_out=raced_out)
+                         raced_out=raced_out, racing_skipped=skipped)
             if merge:
                 from boom_merge.merge.pipeline import load_recipe, run_recipe
 
