@@ -24,7 +24,8 @@ from boom_merge.tune.select import Scores
 
 #: a scorer maps a merged model dir to its dev scores
 Scorer = Callable[[Path], Scores]
-_FINGERPRINT_VERSION = 1
+#: 2: each encode call split into the slice's texts and the rest (:mod:`.encodings`; other rounding than 1's)
+_FINGERPRINT_VERSION = 2
 
 
 @dataclass(frozen=True)
