@@ -12,9 +12,14 @@ order, each into a fresh OUT with no cache to reuse:
 
 Per case it reports both choices, whether they agree, and where they differ the full-dev
 difference of the two chosen candidates against its standard error (paired per-query, both
-merged and scored again here); the candidate-evaluation time (merge + scoring, summed over
-every score taken: ``candidates.json`` ``cost``) and the wall time of each run, and the
-ratios racing / exhaustive and racing / legacy. Cases:
+merged and scored again here); whether racing raced (``raced``: false when it could drop
+nothing, ``tune.run.racing_skipped``), how many scorings each run took and how many dev texts
+its scorer encoded (racing reuses a candidate's slice encodings at its full stage: equal counts
+when nothing is raced out), whether every candidate scored on the full caps by both has the
+same task scores (``same_full_scores``: it should, to the last bit); the candidate-evaluation
+time (merge + scoring, summed over every score taken: ``candidates.json`` ``cost``) and the
+wall time of each run, and the ratios racing / exhaustive and racing / legacy.
+``--racing-first`` swaps the order of the first two runs. Cases:
 
 * ``--quickstart RUN``: the quickstart's members (``RUN/members/member-*``, ``RUN/base``, the
   corpus named in ``RUN/quickstart.json``; dev caps and scales of the default profile);
@@ -98,6 +103,10 @@ def legacy_scorer(corpus: Path, tasks: DevTasks, work: Path, max_queries: int, m
 def _run(case: Case, out: Path, **options: Any) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.parent / f".{out.name}.tune-work", ignore_errors=True)
+    own = "scorer" not in options  # tune's own scorer, built here to read its encoding count
+    if own:
+        tasks = dev_tasks(case.corpus, case.members, list(case.in_domain), need_ood=True)
+        options["scorer"] = dev_scorer(case.corpus, tasks, max_queries=case.max_queries, max_corpus=case.max_corpus)
     start = time.perf_counter()
     result = tune(case.members, out, base=case.base, corpus=case.corpus, in_domain=list(case.in_domain),
                   max_queries=case.max_queries, max_corpus=case.max_corpus, scales=case.scales, progress=False,
@@ -105,9 +114,12 @@ def _run(case: Case, out: Path, **options: Any) -> dict[str, Any]:
     wall = time.perf_counter() - start
     data = json.loads((out / "candidates.json").read_text())
     return {"chosen": result.chosen.key, "label": result.label, "objective": objective_value(result.scores, "balanced"),
-            "full_scored": len(result.candidates), "raced_out": len(result.raced_out),
+            "raced": result.racing, "full_scored": len(result.candidates), "raced_out": len(result.raced_out),
+            "scorings": data["cost"]["full"] + (len(data.get("slice", {})) if result.racing else 0),
+            "encoded_texts": options["scorer"].encodings.encoded if own else None,
             "evaluation_s": round(data["cost"]["merge_s"] + data["cost"]["eval_s"], 1), "wall_s": round(wall, 1),
-            "profile_s": data["cost"].get("profile_s")}
+            "profile_s": data["cost"].get("profile_s"),
+            "full_tasks": {cand.key: scores.tasks for cand, scores in result.candidates}}
 
 
 def _noise(case: Case, work: Path, keys: tuple[str, str], out: Path) -> dict[str, float]:
@@ -138,17 +150,23 @@ def _recipe(case: Case, row: dict[str, Any]) -> str:
     return recipe_text(cand, case.members, case.base)
 
 
-def compare(case: Case, workdir: Path, legacy: bool) -> dict[str, Any]:
+def compare(case: Case, workdir: Path, legacy: bool, racing_first: bool = False) -> dict[str, Any]:
     work = workdir / case.name.replace(" ", "-")
     work.mkdir(parents=True, exist_ok=True)
-    case.runs["exhaustive"] = _run(case, work / "exhaustive", racing=False)
-    case.runs["racing"] = _run(case, work / "racing")
+    for name in ("racing", "exhaustive") if racing_first else ("exhaustive", "racing"):
+        case.runs[name] = _run(case, work / name, racing=name == "racing")
     if legacy:
         tasks = dev_tasks(case.corpus, case.members, list(case.in_domain), need_ood=True)
         scorer = legacy_scorer(case.corpus, tasks, work, case.max_queries, case.max_corpus)
         case.runs["legacy"] = _run(case, work / "legacy", racing=False, scorer=scorer)
     exhaustive, raced = case.runs["exhaustive"], case.runs["racing"]
+    raced_tasks, exhaustive_tasks = raced.pop("full_tasks"), exhaustive.pop("full_tasks")
+    case.runs.get("legacy", {}).pop("full_tasks", None)
+    both = set(raced_tasks) & set(exhaustive_tasks)
     report = {"case": case.name, "runs": case.runs, "same_choice": exhaustive["chosen"] == raced["chosen"],
+              # racing reuses a candidate's slice encodings at its full stage, grouped as --no-racing groups them
+              "same_full_scores": all(raced_tasks[k] == exhaustive_tasks[k] for k in both),
+              "racing/exhaustive encoded texts": round(raced["encoded_texts"] / exhaustive["encoded_texts"], 3),
               "racing/exhaustive evaluation": round(raced["evaluation_s"] / exhaustive["evaluation_s"], 3),
               "racing/exhaustive wall": round(raced["wall_s"] / exhaustive["wall_s"], 3)}
     if legacy:
@@ -167,6 +185,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="the built corpus study v2 used")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--legacy", action="store_true", help="also the exhaustive search with the old scorer")
+    parser.add_argument("--racing-first", action="store_true",
+                        help="run racing before the exhaustive search (to see what the run order does to timings)")
     parser.add_argument("--json", type=Path, help="write the reports here")
     parser.add_argument("--in-domain", default=",".join(TRAIN_DOMAINS),
                         help="the training domains (ID dev), comma-separated (default: the quickstart's)")
@@ -182,19 +202,21 @@ def main() -> None:
         case.in_domain = tuple(name.strip() for name in args.in_domain.split(",") if name.strip())
     reports = []
     for case in cases:
-        reports.append(compare(case, args.workdir, args.legacy))
+        reports.append(compare(case, args.workdir, args.legacy, args.racing_first))
         print(json.dumps(reports[-1], indent=2), flush=True)
-    print("\n| case | exhaustive choice | racing choice | same | full / raced out | eval s exh. / racing"
-          + (" / legacy" if args.legacy else "") + " | racing / exhaustive | racing / legacy |")
-    print("|---|---|---|---|---|---|---:|---:|")
+    print("\n| case | exhaustive choice | racing choice | same | full / raced out | texts encoded exh. / racing "
+          "| eval s exh. / racing" + (" / legacy" if args.legacy else "") + " | racing / exhaustive | racing / legacy |")
+    print("|---|---|---|---|---|---|---|---:|---:|")
     for r in reports:
         runs = r["runs"]
         times = " / ".join(str(runs[k]["evaluation_s"]) for k in ("exhaustive", "racing", "legacy") if k in runs)
         same = "yes" if r["same_choice"] else (
             f"no ({100 * r['choice_difference']['difference']:+.2f} points, SE "
             f"{100 * r['choice_difference']['standard_error']:.2f})")
-        print(f"| {r['case']} | {runs['exhaustive']['label']} | {runs['racing']['label']} | {same} | "
-              f"{runs['racing']['full_scored']} / {runs['racing']['raced_out']} | {times} | "
+        raced = f"{runs['racing']['full_scored']} / {runs['racing']['raced_out']}" if runs["racing"]["raced"] \
+            else "racing skipped"
+        print(f"| {r['case']} | {runs['exhaustive']['label']} | {runs['racing']['label']} | {same} | {raced} | "
+              f"{runs['exhaustive']['encoded_texts']} / {runs['racing']['encoded_texts']} | {times} | "
               f"{r['racing/exhaustive evaluation']} | {r.get('racing/legacy evaluation', '')} |")
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))

@@ -152,7 +152,8 @@ def _tune_record(result: TuneResult) -> dict[str, Any]:
     """What tune chose, for ``quickstart.json``."""
     return {"objective": TUNE_OBJECTIVE, "chosen": result.label, "key": result.chosen.key,
             "id_dev": result.scores.id_dev, "ood_dev": result.scores.ood_dev,
-            "candidates": len(result.candidates), "raced_out": len(result.raced_out), "scored_now": result.scored_now,
+            "candidates": len(result.candidates), "raced": result.racing, "raced_out": len(result.raced_out),
+            "scored_now": result.scored_now,
             "rule": result.rule}
 
 

@@ -443,10 +443,10 @@ class TableScorer:
         per_query = [value + 0.01 * np.sin(i + 7 * phase) for i in range(20)]
         return Scores(value, value, {}, per_query={**_per_query(per_query), **_per_query(per_query, "ood", "U")})
 
-    def __call__(self, model: Path) -> Scores:
+    def __call__(self, model: Path, *, key: str | None = None) -> Scores:
         return self._scores(model, "full")
 
-    def slice(self, model: Path) -> Scores:
+    def slice(self, model: Path, *, key: str | None = None) -> Scores:
         return self._scores(model, "slice")
 
 

@@ -57,7 +57,9 @@ def _scales(value: str) -> tuple[float, ...]:
               help="Score the bag at every interpolation x weights x scale (default: scale grid on the best only).")
 @click.option("--racing/--no-racing", default=_TUNE["racing"], show_default=True,
               help="Racing: score every candidate on a seeded slice of each dev source first and only those not "
-                   "clearly behind on the full caps; --no-racing scores every candidate on the full caps.")
+                   "clearly behind on the full caps (encoding only the texts the slice did not; the same scores as "
+                   "--no-racing); skipped where it could drop nothing (few candidates, under 2 slice queries a "
+                   "source). --no-racing scores every candidate on the full caps.")
 @click.option("--slice", "slice_fraction", type=click.FloatRange(0, 1, min_open=True), default=_TUNE["slice_fraction"],
               show_default=True, help="Racing: the share of each dev source's queries and documents in the slice.")
 @click.option("--merge", "merge", is_flag=True, help="Also merge the chosen recipe into OUT/model.")
@@ -87,7 +89,7 @@ def tune_command(
     scores = result.scores
     click.echo(f"chosen: {result.label} (ID dev {100 * scores.id_dev:.2f}"
                + (f", OOD dev {100 * scores.ood_dev:.2f}" if scores.ood_dev is not None else "") + ")")
-    raced = f", {len(result.raced_out)} more raced out on the slice" if racing else ""
+    raced = f", {len(result.raced_out)} more raced out on the slice" if result.racing else ""
     click.echo(f"{len(result.candidates)} candidates on the full caps{raced} ({result.scored_now} scored now); "
                f"written to {result.out}")
 

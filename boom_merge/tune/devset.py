@@ -1,7 +1,7 @@
 """The dev data of one tuning search, prepared once: MTEB tasks, the racing slice, tokenization.
 
 Owns: the dev tasks held for a whole search (full caps and the racing slice), which queries and
-documents the slice keeps, the per-query scores recorded from MTEB, and the tokenization cache.
+documents the slice keeps (and their texts, as the model reads them: ``DevSet.slice_texts``), the per-query scores recorded from MTEB, and the tokenization cache.
 It never merges, selects, or writes files.
 
 Everything here is the same for every candidate, so a search builds it once (:class:`DevSet`)
@@ -115,6 +115,7 @@ class DevSet:
                 self.full.append(full)
                 self.slice.append(_sliced(cheap, full, name, spec))
                 self.side_of[full.metadata.name] = side
+        self.slice_texts = frozenset(text for task in self.slice for text in _texts(task))
         self.prepare_s = time.perf_counter() - start
 
     def tasks(self, stage: str) -> list[AbsTask]:
@@ -137,6 +138,15 @@ def _sliced(task: AbsTask, full: AbsTask, source: str, spec: SliceSpec) -> AbsTa
     }}}
     task.data_loaded = True
     return task
+
+
+def _texts(task: AbsTask) -> list[str]:
+    """The texts of ``task``'s queries and documents as the model reads them (MTEB's own function)."""
+    from mteb._create_dataloaders import _retrieval_texts
+    from mteb.types import PromptType
+
+    data = task.dataset["default"][task.metadata.eval_splits[0]]
+    return [*_retrieval_texts(data["queries"], PromptType.query), *_retrieval_texts(data["corpus"], PromptType.document)]
 
 
 def tokenizer_fingerprint(model_dir: Path) -> str:

@@ -62,6 +62,12 @@ def paired_margin(leader: Scores, other: Scores, objective: Objective, z: float 
     return z * math.sqrt(var)
 
 
+def droppable(candidates: int, guarded: int, keep: float = DEFAULT_KEEP) -> int:
+    """The most of ``candidates`` that :func:`race` can drop with ``guarded`` of them guarded: it keeps
+    the top ``keep`` share (at least the leader) and the guarded, who may all be in the top."""
+    return max(0, candidates - max(math.ceil(keep * candidates), 1, guarded))
+
+
 def protected(slice_scored: Sequence[tuple[Candidate, Scores]], objective: Objective, members: int,
               full: int) -> dict[str, str]:
     """Keys of the candidates that always reach the full caps, with why."""

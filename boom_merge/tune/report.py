@@ -58,12 +58,12 @@ def candidate_rows(scored: Sequence[tuple[Candidate, Scores]], names: Sequence[s
 def write_report(out: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: Candidate, names: Sequence[str], *,
                  objective: Objective, rule: str, steps: Sequence[SoupStep], full: int, setup: dict[str, Any],
                  cache: Mapping[str, Any], racing: Mapping[str, Any] | None = None,
-                 raced_out: Sequence[tuple[Candidate, Scores]] = ()) -> None:
+                 raced_out: Sequence[tuple[Candidate, Scores]] = (), racing_skipped: str | None = None) -> None:
     """Write ``candidates.json``, ``candidates.md`` and ``pareto.png`` into ``out``.
 
     ``cache``: the search's score cache (``scores``, ``slice``); ``racing``: the racing report
     (``run._racing_report``), None for an exhaustive search; ``raced_out``: candidates with slice
-    scores only.
+    scores only; ``racing_skipped``: why a racing search ran exhaustively (``run.racing_skipped``).
     """
     rows = candidate_rows(scored, names, objective, cache, racing, raced_out)
     soup = [{"members": [names[i] for i in step.members], "score": step.score, "kept": step.kept} for step in steps]
@@ -73,19 +73,22 @@ def write_report(out: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: 
     keys = {r["key"] for r in rows}
     data = {"objective": objective, "rule": rule, "chosen": chosen.key, "full_data_member": names[full],
             "setup": setup, "cost": cost, "racing": {k: v for k, v in (racing or {}).items() if k != "candidates"} or None,
+            "racing_skipped": racing_skipped,
             "greedy_soup": soup, "candidates": rows,
             "scores": {key: cache["scores"][key] for key in keys if key in cache["scores"]}}
     if racing:
         data["slice"] = {f"{racing['slice']}|{key}": cache["slice"][f"{racing['slice']}|{key}"] for key in keys
                          if f"{racing['slice']}|{key}" in cache["slice"]}
     (out / "candidates.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-    (out / "candidates.md").write_text(_markdown(rows, chosen, rule, soup, cost, racing), encoding="utf-8")
+    (out / "candidates.md").write_text(_markdown(rows, chosen, rule, soup, cost, racing, racing_skipped), encoding="utf-8")
     _pareto(out / "pareto.png", scored, chosen, full, names, objective, raced_out)
 
 
 def _markdown(rows: list[dict[str, Any]], chosen: Candidate, rule: str, soup: list[dict[str, Any]],
-              cost: dict[str, Any], racing: Mapping[str, Any] | None) -> str:
+              cost: dict[str, Any], racing: Mapping[str, Any] | None, racing_skipped: str | None = None) -> str:
     lines = [f"# boom-merge tune\n\n{rule}.\n"]
+    if racing_skipped:
+        lines.append(f"Racing skipped, the exhaustive search: {racing_skipped}.\n")
     if racing:
         lines.append(f"{racing['rule'][0].upper()}{racing['rule'][1:]}.\n")
     head = "| | candidate | ID dev | OOD dev | objective |"

@@ -25,7 +25,10 @@ run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of st
 bag-or-soup of step 3) is decided on the full scores of the group's candidates within the
 racing margin on the slice; then :func:`boom_merge.tune.race.race` drops the candidates
 clearly behind the slice leader, the rest are scored on the full caps, and the selection rule
-(:mod:`boom_merge.tune.select`) picks among the candidates with full scores. Scores are
+(:mod:`boom_merge.tune.select`) picks among the candidates with full scores. A candidate's full
+stage encodes only the dev texts its slice stage did not (:mod:`.encodings`; the numbers are
+``--no-racing``'s), so racing never encodes more than the exhaustive search; where racing could
+drop nothing (:func:`racing_skipped`, known before scoring) the search is exhaustive. Scores are
 cached per stage and candidate key in the work dir (an interrupted run resumes) and in
 ``OUT/candidates.json`` (a finished run re-selects with ``--force`` without scoring again).
 OUT gets ``recipe.yml``, ``candidates.json`` / ``.md``, ``pareto.png`` and, with ``merge``,
@@ -54,7 +57,7 @@ from boom_merge.tune.candidates import (
     DEFAULT_SCALES, INTERPOLATIONS, WEIGHT_SCHEMES, Candidate, candidate, recipe_text,
 )
 from boom_merge.tune.devset import SliceSpec
-from boom_merge.tune.race import DEFAULT_KEEP, DEFAULT_Z, RaceMark, protected, race
+from boom_merge.tune.race import DEFAULT_KEEP, DEFAULT_Z, RaceMark, droppable, protected, race
 from boom_merge.tune.report import write_report
 from boom_merge.tune.scoring import DevTasks, Scorer, dev_scorer, dev_tasks, setup_fingerprint
 from boom_merge.tune.select import Objective, Scores, SoupStep, choose, greedy_soup, objective_value, selection_rule
@@ -86,6 +89,8 @@ class TuneResult:
     scored_now: int
     #: candidates raced out on the slice (never scored on the full caps), with their slice scores
     raced_out: list[tuple[Candidate, Scores]] = field(default_factory=list)
+    #: whether the search raced (False: ``racing=False``, or racing could drop nothing: :func:`racing_skipped`)
+    racing: bool = False
 
 
 def full_data_member(members: Sequence[Path]) -> int:
@@ -171,7 +176,9 @@ class _Search:
             run_recipe(config, model, recipe_text=text)
         merged = time.perf_counter()
         try:
-            scores = self.scorer(model) if stage == "full" else self.scorer.slice(model)  # type: ignore[attr-defined]
+            score = self.scorer if stage == "full" else self.scorer.slice  # type: ignore[attr-defined]
+            # a racing scorer is told the candidate: its full stage reuses its slice stage's encodings
+            scores = score(model, key=cand.key) if self.racing else score(model)
             if stage == "slice" and self._room_for(model):
                 kept.parent.mkdir(exist_ok=True)
                 model.rename(kept)  # whole merges only: a rename, after the merge finished
@@ -249,7 +256,27 @@ def racing_rule(racing: Racing) -> str:
             f"scores of the bags within the margin on the slice, its other steps on slice scores; then only "
             f"candidates behind the slice leader by more than {racing.z:g} standard errors of the paired per-query "
             f"difference, outside the top {racing.keep:.0%} and not the base, the plain bag or the best WiSE-FT "
-            f"point are dropped; the rest are scored on the full caps and the selection rule picks among them")
+            f"point are dropped; the rest are scored on the full caps (encoding only the dev texts their slice "
+            f"stage did not: the same numbers as --no-racing) and the selection rule picks among them; racing is "
+            f"skipped, the search exhaustive, where it could drop nothing: when the top share, the base, the plain "
+            f"bag and the best WiSE-FT point are every planned candidate, or a dev source has fewer than 2 slice "
+            f"queries")
+
+
+def racing_skipped(scorer: Scorer, candidates: int, members: int, keep: float) -> str | None:
+    """Why racing could drop nothing in this search, known before scoring (None: it may race).
+
+    ``candidates``: the planned count (an upper bound); ``members``: how many are tuned. Racing keeps
+    the top share, the slice leader and the guarded (the base, the best WiSE-FT point, with two or more
+    members the plain bag); and its margin needs two slice queries per dev source.
+    """
+    if droppable(candidates, 2 + (members > 1), keep) == 0:
+        return f"at most {candidates} candidates, all kept by the racing rule (top {keep:.0%}, the base, " \
+               "the plain bag, the best WiSE-FT point)"
+    queries = getattr(scorer, "slice_queries", None)
+    if queries is not None and queries() < 2:
+        return f"a dev source has {queries()} query in the slice: no margin to race on"
+    return None
 
 
 def _racing_report(search: _Search, marks: dict[str, RaceMark]) -> dict[str, Any]:
@@ -281,11 +308,13 @@ def _final_race(search: _Search, members: int, full: int) -> dict[str, RaceMark]
 
 
 def _planned(members: int, scales: int, schemes: int, full_grid: bool) -> int:
-    """An upper bound on the number of candidates (the progress bar's total)."""
+    """An upper bound on the number of distinct candidates (the progress bar's total, racing's count rule):
+    the base, the members, the bags, the soup trials, the scale grid and the WiSE-FT line less their
+    t = 1 points (the best bag or soup, the full-data member)."""
     if members == 1:
-        return 2 + scales
+        return 1 + scales
     bags = 2 * schemes * (scales if full_grid else 1)
-    return 1 + members + bags + (members - 1) + scales + scales
+    return 1 + members + bags + (members - 1) + 2 * (scales - 1)
 
 
 def load_score_cache(work: Path, out: Path, setup: dict[str, Any]) -> dict[str, Any]:
@@ -377,7 +406,9 @@ def tune(
     Members, base and ``full`` are local dirs or Hub ids (``org/name[@REV]``); recipes name a Hub
     model ``org/name@COMMIT``. ``racing`` (default) scores every candidate on a ``slice_fraction``
     slice of each dev source first and only the survivors on the full caps (:mod:`.race`);
-    ``racing=False`` is the exhaustive search. A ``scorer`` without a ``slice`` method cannot race.
+    ``racing=False`` is the exhaustive search, and so is a search where racing could drop nothing
+    (:func:`racing_skipped`). A ``scorer`` without a ``slice`` method cannot race; a racing scorer's
+    ``scorer(model, key=)`` and ``scorer.slice(model, key=)`` are told the candidate's key.
     """
     from tqdm.auto import tqdm
 
@@ -421,6 +452,10 @@ def tune(
             settings = None
         schemes = _weight_schemes(members)
         planned = _planned(len(members), len(scales), len(schemes), full_grid)
+        skipped = racing_skipped(scorer, planned, len(members), settings.keep) if settings is not None else None
+        if skipped:
+            echo(f"racing skipped, the exhaustive search: {skipped}")
+            settings = None
         bar = tqdm(total=planned + (planned // 2 if settings else 0), desc="tune", unit="score", disable=not progress)
         search = _Search(refs, base_ref, work, scorer, cache, objective, bar, racing=settings)
         with bar:
@@ -439,7 +474,7 @@ def tune(
             (tmp / "recipe.yml").write_text(text, encoding="utf-8")
             write_report(tmp, scored, chosen, names, objective=objective, rule=rule, steps=steps, full=full_index,
                          setup=setup, cache=cache, racing=_racing_report(search, marks) if settings else None,
-                         raced_out=raced_out)
+                         raced_out=raced_out, racing_skipped=skipped)
             if merge:
                 from boom_merge.merge.pipeline import load_recipe, run_recipe
 
@@ -447,4 +482,4 @@ def tune(
                 run_recipe(config, tmp / "model", recipe_text=loaded)
         shutil.rmtree(work, ignore_errors=True)
         return TuneResult(out, rule, chosen, chosen.describe(names), dict(scored)[chosen], scored, steps,
-                          search.scored_now, raced_out)
+                          search.scored_now, raced_out, racing=settings is not None)

@@ -20,11 +20,13 @@ from typing import Any
 from boom_merge.errors import BoomError
 from boom_merge.lineage import training_datasets
 from boom_merge.tune.devset import DevSet, SliceSpec, TokenCache
+from boom_merge.tune.encodings import EncodingCache
 from boom_merge.tune.select import Scores
 
 #: a scorer maps a merged model dir to its dev scores
 Scorer = Callable[[Path], Scores]
-_FINGERPRINT_VERSION = 1
+#: 2: each encode call split into the slice's texts and the rest (:mod:`.encodings`; other rounding than 1's)
+_FINGERPRINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class DevScorer:
     ``load`` (check and load the model), ``tokenize`` (cache misses), ``encode`` (the forward
     passes), ``scoring`` (similarity search and pytrec_eval's metrics), ``mteb`` (the rest of
     ``task.evaluate``: data loaders, dataset conversion, bookkeeping).
+
+    With a candidate ``key`` (racing), the slice stage keeps the candidate's embeddings and its full
+    stage encodes only the texts the slice did not (:mod:`.encodings`; the same numbers either way).
     """
 
     def __init__(self, corpus: Path, tasks: DevTasks, *, max_queries: int | None, max_corpus: int | None,
@@ -110,6 +115,7 @@ class DevScorer:
         self.max_queries, self.max_corpus, self.device, self.batch_size = max_queries, max_corpus, device, batch_size
         self._devset: DevSet | None = None
         self.tokens = TokenCache()
+        self._encodings: EncodingCache | None = None
 
     @property
     def devset(self) -> DevSet:
@@ -119,15 +125,27 @@ class DevScorer:
                                   max_queries=self.max_queries, max_corpus=self.max_corpus, spec=self.spec)
         return self._devset
 
-    def __call__(self, model: Path) -> Scores:
-        return self.score(model, "full")
+    @property
+    def encodings(self) -> EncodingCache:
+        """The search's embeddings kept between stages (``encoded``: texts encoded so far)."""
+        if self._encodings is None:
+            self._encodings = EncodingCache(self.devset.slice_texts)
+        return self._encodings
 
-    def slice(self, model: Path) -> Scores:
+    def slice_queries(self) -> int:
+        """The fewest queries of a dev source in the racing slice (racing's margin needs two)."""
+        return min(len(task.dataset["default"][task.metadata.eval_splits[0]]["queries"]) for task in self.devset.slice)
+
+    def __call__(self, model: Path, *, key: str | None = None) -> Scores:
+        return self.score(model, "full", key=key)
+
+    def slice(self, model: Path, *, key: str | None = None) -> Scores:
         """Scores on the racing slice."""
-        return self.score(model, "slice")
+        return self.score(model, "slice", key=key)
 
-    def score(self, model: Path, stage: str) -> Scores:
-        """Scores of ``model`` on the ``full`` caps or the ``slice``, with per-query scores and a profile."""
+    def score(self, model: Path, stage: str, *, key: str | None = None) -> Scores:
+        """Scores of ``model`` on the ``full`` caps or the ``slice``, with per-query scores and a profile;
+        ``key``: the candidate's, so that its full stage reuses its slice stage's embeddings."""
         from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
         from mteb.timing import TimingStack
 
@@ -138,6 +156,7 @@ class DevScorer:
         start = time.perf_counter()
         loaded = load_sentence_transformer(Path(model), device=self.device)
         self.tokens.attach(loaded, Path(model))
+        self.encodings.attach(loaded, key, keep=stage == "slice")
         encoder = SentenceTransformerEncoderWrapper(loaded)
         encoding = _timed(encoder)
         profile = {"load": time.perf_counter() - start}
@@ -153,6 +172,8 @@ class DevScorer:
             scores[name] = float(result["default"]["main_score"])
             per_query[devset.side_of[name]][name] = dict(getattr(task, "per_query", {}))  # retrieval tasks only
         total = time.perf_counter() - evaluating
+        if key is not None and stage == "full":
+            self.encodings.forget(key)
         phase = {name: sum(p["end"] - p["start"] for p in timer.phases if p["name"] == name)
                  for name in ("Encoding queries", "Searching corpus", "Scoring")}
         profile["tokenize"] = self.tokens.seconds - tokenized
