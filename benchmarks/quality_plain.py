@@ -77,7 +77,7 @@ def _base_variant(study: Study, pooling: str) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling
 
-    from boom_merge.durable import atomic_output_dir
+    from boom_merge.outputs import atomic_output_dir
 
     target = study.out / f"base-{pooling}"
     if (target / "modules.json").is_file() or evaluated(study, [target], _tasks()):
