@@ -242,6 +242,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def torch_device_type(device: str) -> str:
+    """``cpu``, ``cuda``, ``mps`` ... of a device string."""
+    import torch
+
+    return torch.device(device).type
+
+
+def flush_subnormals() -> None:
+    """Compute subnormal floats as zero on the CPU (``torch.set_flush_denormal``).
+
+    Decoders such as Gemma 3 underflow into subnormals, which x86 CPUs compute in microcode:
+    encoding gemma-3-270m ran 10-30x slower without this (256 queries: 76 s vs 2.6 s on 2 cores).
+    Values below 1.2e-38 become 0; nothing a model computes depends on them.
+    """
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def check_device(device: str | None) -> str:
     """The device to use (default :func:`default_device`); refuse one this machine lacks."""
     import torch
@@ -277,6 +296,8 @@ def load_sentence_transformer(
     device = check_device(device)
     from sentence_transformers import SentenceTransformer
 
+    if torch_device_type(device) == "cpu":
+        flush_subnormals()
     kwargs.setdefault("local_files_only", True)
     try:
         return SentenceTransformer(str(resolved.path), device=device, **kwargs)

@@ -187,6 +187,17 @@ def test_device() -> None:
         assert check_device(None) == "cpu"
 
 
+def test_a_cpu_load_flushes_subnormals(tiny_bert_base: Path) -> None:
+    subnormal = torch.tensor([1e-39])  # below float32's smallest normal, 1.18e-38
+    torch.set_flush_denormal(False)
+    try:
+        assert (subnormal * 1.0).item() != 0.0
+        load_sentence_transformer(tiny_bert_base, device="cpu")
+        assert (subnormal * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.float8_e4m3fn])
 def test_finite_check_agrees_with_the_element_check(dtype: torch.dtype) -> None:
     """The one-pass check (a finite sum proves no NaN/Inf) against torch.isfinite element by element,
