@@ -24,7 +24,9 @@ wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_yaml`).
    sentence-transformers head planned (:func:`boom_merge.merge.st_head.plan_head`: inputs that
    embed differently are refused), and the dtype rule applied: the output keeps the
    inputs' dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
-   ``dtype`` overrides the output's.
+   ``dtype`` overrides the output's. mergekit is given each input as the dir holding its
+   transformer (a Hub snapshot, a 0.x model's ``0_Transformer/``), read as the class
+   sentence-transformers loads (:func:`_for_mergekit`).
 3. mergekit's own ``run_merge``, unpatched.
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
    lineage (:func:`boom_merge.lineage.write_lineage`) and the card
