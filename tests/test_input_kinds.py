@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,12 @@ def test_recipe_and_merge(kind, tmp_path: Path) -> None:
         assert set(_weights(out)) == set(_weights(members[0]))  # no lm_head, no prefix added
     if name == "subfolder":  # the output keeps today's layout: the transformer at the root
         assert json.loads((out / "modules.json").read_text())[0]["path"] == "" and not (out / "0_Transformer").exists()
+    if name in ("tied", "subfolder"):  # plain mergekit-yaml goes through the same pipeline
+        plain = subprocess.run(["mergekit-yaml", str(recipe), str(tmp_path / "plain")], capture_output=True,
+                               text=True, timeout=300)
+        assert plain.returncode == 0, plain.stderr
+        ours, theirs = _weights(out), _weights(tmp_path / "plain")
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     code, output = _run("push", out, "--repo-id", "someone/tiny", "--dry-run")
     assert code == 0, output
     assert "--- README.md ---" in output and str(tmp_path) not in output
