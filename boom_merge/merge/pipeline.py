@@ -149,10 +149,10 @@ def _stored_class(model_dir: Path, stored: Any) -> str | None:
 
     rule = load_rule(model_dir)
     try:
-        named = (json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or [None])[0]
-    except (OSError, ValueError):
+        named = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures")
+    except (OSError, ValueError, AttributeError):
         return None
-    if rule is None or named in (None, rule.class_name):
+    if rule is None or not isinstance(named, list) or not named or named[0] == rule.class_name:
         return None
     names = set(stored.tensors)
     return rule.class_name if names and all(n in rule.saved or rule.unloaded(n) for n in names) else None
