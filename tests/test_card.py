@@ -292,3 +292,23 @@ def test_no_absolute_local_path_in_a_merged_card(merged: Path) -> None:
     assert root not in text and "/tmp" not in text and str(Path(root).resolve()) not in text, text
     assert re.search(r"^\| member-0 \|", text, flags=re.M), text  # the member table names the dir
     assert "member-1" in text.partition("### Lineage")[2]  # the lineage names the inputs
+
+
+@pytest.mark.parametrize("with_dense", [False, True])
+def test_the_card_reads_no_weights(merged: Path, tiny_bag: tuple[Path, list[Path]], tmp_path: Path, with_dense: bool) -> None:
+    """The card comes from the model's structure: with every weight file made unreadable it is the same card."""
+    if with_dense:
+        (tmp_path / "bag.yml").write_text(yaml.safe_dump({"merge_method": "boom", "models": [{"model": str(m)} for m in tiny_bag[1][:2]]}))
+        model = merge_recipe(tmp_path / "bag.yml", tmp_path / "bag")
+    else:
+        model = merged
+    expected = build_model_card(model).text
+    blind = tmp_path / "blind" / model.name
+    shutil.copytree(model, blind)
+    weights = sorted(blind.rglob("*.safetensors"))
+    assert len(weights) == (2 if with_dense else 1)  # the transformer's and the Dense layer's
+    for path in weights:
+        path.write_bytes(b"not weights: any read of them fails")
+    assert build_model_card(blind).text == expected
+    if with_dense:
+        assert "Dense({'in_features': 32, 'out_features': 16" in expected

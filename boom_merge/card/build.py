@@ -235,13 +235,46 @@ def _set_training(data: Any, model: Any, facts: Facts) -> None:
     data.citations["BOOM"] = BOOM_CITATION
 
 
-def _st_card(model_dir: Path, facts: Facts, title: str) -> str:
-    """The card sentence-transformers renders for this model (its template and card data)."""
+def _weightless(model_dir: Path) -> Any:
+    """``model_dir`` as a sentence-transformers model whose weights are never read (all on ``meta``).
+
+    A card needs the model's structure (modules and their settings, the transformer's class,
+    dimension, length, similarity), not its weights: a merge's output of several GiB is not read
+    back for it. Built with sentence-transformers' own loader, the transformer from its config
+    (``from_config``) and weighted modules (``Dense``) left unloaded; a module that is neither
+    loads as usual.
+    """
+    import torch
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Module, Transformer
+    from sentence_transformers.base.modules.transformer import TRANSFORMER_TASK_TO_AUTO_MODEL
+
+    def from_config(self: Any, name: str, task: str, config: Any, *args: Any, **kwargs: Any) -> Any:
+        return TRANSFORMER_TASK_TO_AUTO_MODEL[task].from_config(config)
+
+    def unloaded(cls: Any, *args: Any, model: Any = None, **kwargs: Any) -> Any:
+        return model
+
+    def module_class(self: Any, *args: Any, **kwargs: Any) -> Any:
+        found = SentenceTransformer._load_module_class_from_ref(self, *args, **kwargs)
+        if isinstance(found, type) and issubclass(found, Transformer):
+            return type(found.__name__, (found,), {"_load_model": from_config})
+        if isinstance(found, type) and issubclass(found, Module):
+            return type(found.__name__, (found,), {"load_torch_weights": classmethod(unloaded)})
+        return found
+
+    # the same class name: the card names the model's class
+    skeleton = type(SentenceTransformer.__name__, (SentenceTransformer,), {"_load_module_class_from_ref": module_class})
+    with torch.device("meta"):
+        return skeleton(str(model_dir), device="meta", local_files_only=True)
+
+
+def _st_card(model_dir: Path, facts: Facts, title: str) -> str:
+    """The card sentence-transformers renders for this model (its template and card data), weights unread."""
     from sentence_transformers.base.model_card import generate_model_card
 
     try:
-        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        model = _weightless(model_dir)
     except Exception as error:  # noqa: BLE001 - a model that does not load gets no card
         raise BoomError(f"cannot load as a sentence-transformers model ({type(error).__name__}: {error})",
                         path=model_dir) from None  # fmt: skip

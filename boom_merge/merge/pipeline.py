@@ -23,8 +23,10 @@ wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_yaml`).
    read once, and its refusal is mapped back to the input's file by :func:`_mergekit`), the
    sentence-transformers head planned (:func:`boom_merge.merge.st_head.plan_head`: inputs that
    embed differently are refused), and the dtype rule applied (:func:`output_dtype`): the output
-   keeps the first input's stored dtype, the arithmetic runs in float32 (a BOOM kernel widens each input itself),
-   ``dtype`` overrides the output's.
+   keeps the first input's stored dtype, the arithmetic runs in float32 (a BOOM kernel widens each
+   input itself), ``dtype`` overrides the output's. mergekit is given each input as the dir holding
+   its transformer (a Hub snapshot, a 0.x model's ``0_Transformer/``), read as the class
+   sentence-transformers loads (:func:`_for_mergekit`).
 3. mergekit's own ``run_merge``, unpatched.
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
    lineage (:func:`boom_merge.lineage.write_lineage`) and the card
@@ -105,7 +107,7 @@ def _with_dtypes(config: Any, stored: str | None, dtype: str | None, *, kernel_w
     return config.model_copy(update=updates, deep=True)
 
 
-def _replaced(data: Any, names: dict[str, str]) -> Any:
+def _replaced(data: Any, names: dict[str, Any]) -> Any:
     if isinstance(data, dict):
         return {key: _replaced(value, names) for key, value in data.items()}
     if isinstance(data, list):
@@ -113,18 +115,52 @@ def _replaced(data: Any, names: dict[str, str]) -> Any:
     return names.get(data, data) if isinstance(data, str) else data
 
 
-def _for_mergekit(config: Any, refs: tuple[Any, ...], models: tuple[Any, ...]) -> Any:
-    """The configuration mergekit runs: Hub ids replaced by the snapshots they resolved to.
+def _for_mergekit(config: Any, refs: tuple[Any, ...], models: tuple[Any, ...], files: list[Any]) -> Any:
+    """The configuration mergekit runs: each input named by the dir holding its transformer.
 
-    mergekit would resolve them again and ask the Hub (even with HF_HUB_OFFLINE and a full cache).
+    Hub ids are replaced by the snapshots they resolved to (mergekit would resolve them again and
+    ask the Hub, even with HF_HUB_OFFLINE and a full cache); a sentence-transformers 0.x model by its
+    ``0_Transformer/``; and a checkpoint whose config names another class than the weights it stores
+    (Qwen3-Embedding: a ``Qwen3ForCausalLM`` config over bare ``Qwen3Model`` weights) is read as the
+    class sentence-transformers loads (mergekit's ``override_architecture``).
     """
     from mergekit.config import MergeConfiguration
 
-    local = {str(ref): str(model.path) for ref, model in zip(refs, models)
-             if model.hub_id is not None and ref.lora is None and not Path(ref.model.path).is_dir()}
-    if not local:
+    from boom_merge.model_refs import transformer_dir
+
+    names: dict[str, Any] = {}
+    for ref, model, stored in zip(refs, models, files):
+        if ref.lora is not None:
+            continue
+        where = transformer_dir(Path(model.path))
+        stored_as = _stored_class(where, stored)
+        if stored_as is not None:
+            names[str(ref)] = {"model": str(where), "override_architecture": stored_as}
+        elif where != Path(model.path) or (model.hub_id is not None and not Path(ref.model.path).is_dir()):
+            names[str(ref)] = str(where)
+    if not names:
         return config
-    return MergeConfiguration.model_validate(_replaced(config.model_dump(mode="json", exclude_none=True), local))
+    return MergeConfiguration.model_validate(_replaced(config.model_dump(mode="json", exclude_none=True), names))
+
+
+def _stored_class(model_dir: Path, stored: Any) -> str | None:
+    """The class whose weights ``model_dir`` stores when its config names another one, else None.
+
+    That class is the one sentence-transformers loads (``AutoModel``: :mod:`boom_merge.merge.model_class`).
+    """
+    import json
+
+    from boom_merge.merge.model_class import load_rule
+
+    rule = load_rule(model_dir)
+    try:
+        named = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if rule is None or not isinstance(named, list) or not named or named[0] == rule.class_name:
+        return None
+    names = set(stored.tensors)
+    return rule.class_name if names and all(n in rule.saved or rule.unloaded(n) for n in names) else None
 
 
 def plan_merge(
@@ -156,7 +192,7 @@ def plan_merge(
         check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not boom)
     config = _with_dtypes(config, output_dtype(models[0].path), dtype, kernel_widens=boom)
     head = plan_head(config, [m.path for m in models])
-    return MergeJob(_for_mergekit(config, refs, models), refs, models, head)
+    return MergeJob(_for_mergekit(config, refs, models, files), refs, models, head)
 
 
 def _boom_kernels_only(config: Any) -> bool:
@@ -212,13 +248,30 @@ def finish_merge(job: MergeJob, out_dir: str | Path, *, recipe_text: str | None,
     from boom_merge.card.build import write_model_card
     from boom_merge.lineage import write_lineage
 
+    out_dir = Path(out_dir)
+    _name_the_inputs_class(job, out_dir)
     if job.head is None:
         return  # plain transformers inputs: mergekit's output is complete
-    out_dir = Path(out_dir)
     job.head.write(out_dir)
     write_lineage(out_dir, job.head.config, list(job.refs))
     write_model_card(out_dir, inputs=[str(ref.model) for ref in job.refs], recipe_yaml=recipe_text,
                      method=job.config.merge_method, title=title)
+
+
+def _name_the_inputs_class(job: MergeJob, out_dir: Path) -> None:
+    """mergekit writes the class it read the inputs as (``override_architecture``) into the output's
+    config; the output names the class its inputs name (Qwen3-Embedding's ``Qwen3ForCausalLM``)."""
+    import json
+
+    from boom_merge.model_refs import transformer_dir
+
+    if not any(ref.override_architecture for ref in job.config.referenced_models()):
+        return
+    named = json.loads((transformer_dir(Path(job.models[0].path)) / "config.json").read_text(encoding="utf-8"))
+    file = out_dir / "config.json"
+    config = json.loads(file.read_text(encoding="utf-8"))
+    config["architectures"] = named.get("architectures")
+    file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -32,7 +32,6 @@ from boom_merge.merge.recipes import ordered_references
 logger = logging.getLogger(__name__)
 
 MODULES_FILE = "modules.json"
-SETTINGS_FILES = ("config_sentence_transformers.json", "sentence_bert_config.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -74,6 +73,7 @@ class HeadSpec:
     modules: tuple[ModuleInfo, ...]
     settings: dict[str, dict[str, Any]]
     vocabulary: str  # sha256 of the vocabulary, "" if none found
+    transformer: str = ""  # the transformer's folder: "" (the root), or sentence-transformers 0.x's "0_Transformer"
 
     def describe(self) -> dict[str, Any]:
         """Everything that must agree between merge inputs, by human-readable name."""
@@ -168,19 +168,29 @@ def read_head(model_dir: str | Path) -> HeadSpec | None:
     entries = _read_json(modules_file)
     if not isinstance(entries, list) or not entries:
         raise BoomError("modules.json must be a non-empty list of modules", path=modules_file)
-    modules = tuple(_module_info(model_dir, entry) for entry in entries)
-    if modules[0].path:
+    first = str(entries[0].get("path", "")) if isinstance(entries[0], dict) else ""
+    transformer = str(entries[0].get("type", "")).endswith("Transformer")
+    if first and not (transformer and (model_dir / first / "config.json").is_file()):
         raise BoomError(
-            f"the first module ({modules[0].kind}) lives in {modules[0].path!r}; boom-merge "
-            "needs the transformer at the model root, where mergekit reads it",
+            f"the first module ({entries[0].get('type')}) lives in {first!r}; boom-merge needs the "
+            "transformer there (a Transformer module with its config.json) or at the model root",
             path=modules_file,
         )
+    # the transformer itself is compared by the input checks (tensors, config, tokenizer), not loaded here
+    modules = (ModuleInfo(str(entries[0].get("name", entries[0].get("idx", ""))), first,
+                          str(entries[0].get("type", "")).rsplit(".", 1)[-1], None, None, bool(first)),
+               *(_module_info(model_dir, entry) for entry in entries[1:]))
     settings = {
-        file: {k: v for k, v in _read_json(model_dir / file).items() if k not in _VOLATILE_KEYS}
-        for file in SETTINGS_FILES
-        if (model_dir / file).is_file()
+        file: {k: v for k, v in _read_json(folder / file).items() if k not in _VOLATILE_KEYS}
+        for file, folder in _settings_folders(model_dir, first).items()
+        if (folder / file).is_file()
     }
-    return HeadSpec(model_dir, modules, settings, _vocabulary_hash(model_dir))
+    return HeadSpec(model_dir, modules, settings, _vocabulary_hash(model_dir / first), first)
+
+
+def _settings_folders(model_dir: Path, transformer: str) -> dict[str, Path]:
+    """Where each settings file lives: the Transformer module's own settings beside it (0.x: ``0_Transformer/``)."""
+    return {"config_sentence_transformers.json": model_dir, "sentence_bert_config.json": model_dir / transformer}
 
 
 def check_compatible(heads: list[HeadSpec]) -> None:
@@ -238,18 +248,24 @@ class HeadPlan:
         """Copy settings and modules into ``out_dir``; merge weighted modules."""
         out_dir = Path(out_dir)
         ref = self.reference.path
-        for name in (MODULES_FILE, *SETTINGS_FILES):
-            if (ref / name).is_file():
-                shutil.copy2(ref / name, out_dir / name)
+        shutil.copy2(ref / MODULES_FILE, out_dir / MODULES_FILE)
+        if self.reference.transformer:  # the output's transformer is at the root, where mergekit wrote it
+            modules = _read_json(ref / MODULES_FILE)
+            modules[0]["path"] = ""
+            (out_dir / MODULES_FILE).write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+        for name, folder in _settings_folders(ref, self.reference.transformer).items():
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, out_dir / name)
         # The vocabulary is the same for all inputs (checked), but tokenizer settings such
         # as model_max_length follow the reference member, not the base that mergekit
         # copies them from: otherwise a merge with a base would silently embed with the
         # base's length limit.
+        tokenizer = ref / self.reference.transformer
         for name in TOKENIZER_FILES:
             if (out_dir / name).is_file():
                 (out_dir / name).unlink()
-            if (ref / name).is_file():
-                shutil.copy2(ref / name, out_dir / name)
+            if (tokenizer / name).is_file():
+                shutil.copy2(tokenizer / name, out_dir / name)
         for index, module in enumerate(self.reference.modules[1:], start=1):
             source = next((h.path / module.path for h in self.heads if h.modules[index].has_folder), None)
             if source is None:

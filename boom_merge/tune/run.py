@@ -50,7 +50,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import full_data_index
-from boom_merge.model_refs import resolve_model
+from boom_merge.model_refs import resolve_model, transformer_dir
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock, write_output_file
 from boom_merge.merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
@@ -360,7 +360,7 @@ def _tuned_model(spec: str | Path) -> tuple[Path, str, str]:
     ``org/name@COMMIT``, never the cache path); labels as :attr:`ResolvedModel.name`.
     """
     resolved = resolve_model(spec)  # not a dir, not a Hub model in the cache / on the Hub: one line
-    if not (resolved.path / "config.json").is_file():
+    if not (transformer_dir(resolved.path) / "config.json").is_file():
         raise BoomError("not a model directory (no config.json)", path=spec)
     return resolved.path, resolved.recipe_name, resolved.name
 
