@@ -73,19 +73,19 @@ def _config(study: Study, *, freeze: bool) -> Any:
 
 
 def _base_variant(study: Study, pooling: str) -> Path:
-    """``OUT/base-POOLING``: the plain base with the study's query prompt and ``pooling`` (weights shared by copy)."""
+    """``OUT/base-POOLING``: the plain base (``--base``, saved) with the study's query prompt and ``pooling``."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling
 
     from boom_merge.outputs import atomic_output_dir
 
     target = study.out / f"base-{pooling}"
-    if (target / "modules.json").is_file() or evaluated(study, [target], _tasks()):
+    if (target / "modules.json").is_file():
         return target
     model = SentenceTransformer(str(study.base), device="cpu")
     model.prompts = {**model.prompts, "query": study.args.plain_prompt}
-    if pooling != model[1].get_config_dict().get("pooling_mode", ""):
-        model._modules["1"] = Pooling(model.get_sentence_embedding_dimension(), pooling_mode=pooling)
+    if pooling != "lasttoken":  # the base as made pools the last token
+        model._modules["1"] = Pooling(model.get_embedding_dimension(), pooling_mode=pooling)
     with atomic_output_dir(target, inputs=[study.base], force=target.exists()) as tmp:
         model.save(str(tmp))
     return target
@@ -119,6 +119,9 @@ def run_plain(study: Study, data: Path) -> None:
     part = part_name(args)
     for label, pooling in BASE_ROWS.items():
         evaluate(study, part, label, None, [_base_variant(study, pooling)], tasks, train_cost=0.0)
+    # members train from the base as made, with the query prompt: a merge with base_model (task
+    # vectors, tune's WiSE-FT line) refuses inputs whose prompts differ
+    study.base = _base_variant(study, "lasttoken")
     config = _config(study, freeze=not args.plain_no_freeze)
     bags: dict[int, list[Path]] = {}
 
