@@ -20,8 +20,9 @@ unless ``--plain-no-freeze``. Rows:
 * ``ensemble (M=4)``: the members' embeddings averaged (four times the inference cost);
 * with ``--plain-unfrozen-seed S``: BLS and BOOM of seed S trained with the table trainable.
 
-Phases keep the core claim first: every seed's bag with BLS, BOOM and the ensemble; then every
-seed's tuned and free baselines; then the seed soup and the unfrozen seed. Merged models are
+Phases keep the core claim first: every seed's bag with BLS and the two BOOM merges; then every
+seed's checkpoint soup and ensemble; the seed soup; every seed's searches on dev splits (tune);
+the unfrozen seed. Merged models are
 deleted once scored (a 270M model is 1 GiB in float32); the scores and recipes stay.
 """
 
@@ -145,14 +146,28 @@ def run_plain(study: Study, data: Path) -> None:
         row("BLS", [bls], training_record(bls)["steps"])
         merged(row, "BOOM", f"{key}/boom", members, "boom", False, bag_steps)
         merged(row, TASK_VECTORS, f"{key}/boom-task-vectors", members, "boom", True, bag_steps)
+    for seed in args.seeds:  # phase 2: the baselines that need no search, every seed
+        key, members = f"plain/seed-{seed}", bags[seed]
+        bls = members[BLS_MEMBER]
+        bls_steps, bag_steps = training_record(bls)["steps"], bag_cost(study, key)["steps"]
+        row = rower(seed, bls_steps)
+        merged(row, quality_tuned.CKPT_SOUP, f"{key}/checkpoint-soup", checkpoint_members([bls]), "boom_linear",
+               False, bls_steps)
         row(ENSEMBLE, members, bag_steps)
-    for seed in args.seeds:  # phase 2: tuned and free baselines, every seed
+    if len(bags) > 1:  # phase 3: one seed soup
+        bls_models = [bags[s][BLS_MEMBER] for s in args.seeds]
+        steps = [training_record(m)["steps"] for m in bls_models]
+        where = study.out / "merges" / "plain" / "seed-soup"
+        _scored_then_dropped(
+            study, lambda: merge(study, "plain/seed-soup", bls_models, "boom_linear", "equal", False), where,
+            lambda path: evaluate(study, part, quality_tuned.SEED_SOUP, None, [path], tasks,
+                                  train_cost=sum(steps) / fmean(steps), seeds_merged=list(args.seeds)))
+    for seed in args.seeds:  # phase 4: the searches on dev splits, every seed
         key, members = f"plain/seed-{seed}", bags[seed]
         bls = members[BLS_MEMBER]
         bls_steps, bag_steps = training_record(bls)["steps"], bag_cost(study, key)["steps"]
         row = rower(seed, bls_steps)
         kept = checkpoint_members([bls])
-        merged(row, quality_tuned.CKPT_SOUP, f"{key}/checkpoint-soup", kept, "boom_linear", False, bls_steps)
         result = quality_tuned.tune_search(study, key, members)
         for label, pool, steps in (
             (TUNED, [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")], bag_steps),
@@ -170,15 +185,7 @@ def run_plain(study: Study, data: Path) -> None:
             study, lambda: quality_tuned.merge_candidate(study, early_key, chosen, [bls], base=kept[0]), where,
             lambda path: row(WISE_EARLY, [path], bls_steps, choice=chosen.describe([bls.name]).replace(
                 "base", f"first checkpoint ({kept[0].name})")))  # fmt: skip
-    if len(bags) > 1:  # phase 3: one seed soup
-        bls_models = [bags[s][BLS_MEMBER] for s in args.seeds]
-        steps = [training_record(m)["steps"] for m in bls_models]
-        where = study.out / "merges" / "plain" / "seed-soup"
-        _scored_then_dropped(
-            study, lambda: merge(study, "plain/seed-soup", bls_models, "boom_linear", "equal", False), where,
-            lambda path: evaluate(study, part, quality_tuned.SEED_SOUP, None, [path], tasks,
-                                  train_cost=sum(steps) / fmean(steps), seeds_merged=list(args.seeds)))
-    if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 4: one seed, table trained
+    if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 5: one seed, table trained
         seed = args.plain_unfrozen_seed
         key = f"plain-unfrozen/seed-{seed}"
         members = train_bag(study, key, data, _config(study, freeze=False), seed)
