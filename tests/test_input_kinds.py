@@ -30,7 +30,7 @@ from tests.tiny_models import make_tiny_st
 
 KINDS = ("bf16", "fp16", "tied", "subfolder", "pickle")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-HINT = "convert to safetensors or pass --allow-pickle"
+HINT = "convert to safetensors (load and save it again), or pass --allow-pickle to merge, incremental or base"
 TEXTS = ["An apple a day.", "def main(): return 0", "The quick brown fox"]
 
 

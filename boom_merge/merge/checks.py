@@ -140,7 +140,8 @@ def model_files(model_dir: str | Path, *, allow_pickle: bool = False) -> ModelFi
         if pickled and not allow_pickle:
             raise BoomError(
                 f"only pickled weights ({pickled[0].name}); unpickling can run arbitrary code: "
-                "convert to safetensors or pass --allow-pickle",
+                "convert to safetensors (load and save it again), or pass --allow-pickle to merge, "
+                "incremental or base (the commands that unpickle)",
                 path=model_dir,
             )
         if not pickled:
