@@ -90,7 +90,8 @@ class BaseSettings:
     max_seq_length: int | None = _opt(None, "Truncate inputs to this many tokens (default: the model's maximum; "
                                             f"above {LONG_CONTEXT} a warning suggests a smaller one).")  # fmt: skip
     query_prompt: str | None = _opt(None, "Prompt put before queries (prompt name 'query'), e.g. "
-                                          "'Instruct: TASK\\nQuery: ' (a typed \\n is a newline).")  # fmt: skip
+                                          "'Instruct: TASK\\nQuery: ' (a typed \\n is a newline); "
+                                          "boom-merge train prompts its queries with it too.")  # fmt: skip
     document_prompt: str | None = _opt(None, "Prompt put before documents (prompt name 'document').")
 
     def __post_init__(self) -> None:

@@ -173,6 +173,21 @@ def transformer_dir(model_dir: Path) -> Path:
     return model_dir
 
 
+def stored_prompts(model_dir: Path) -> dict[str, str]:
+    """The prompts a sentence-transformers dir stores (``config_sentence_transformers.json``'s ``prompts``;
+    {} when there are none), read without loading the model."""
+    file = model_dir / "config_sentence_transformers.json"
+    if not file.is_file():
+        return {}
+    try:
+        prompts = json.loads(file.read_text(encoding="utf-8")).get("prompts") or {}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as error:
+        raise BoomError(f"unreadable sentence-transformers config ({error})", path=file) from None
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise BoomError("prompts must map prompt names to texts", path=file)
+    return prompts
+
+
 def _modules(model_dir: Path) -> list[dict[str, Any]]:
     """modules.json's entries ([] when there is none)."""
     file = model_dir / "modules.json"

@@ -530,3 +530,53 @@ def test_sequential_sampler_class_pickles() -> None:
     from boom_merge.training.samplers import SequentialDatasetBatchSampler as cls
 
     assert pickle.loads(pickle.dumps(cls)) is cls
+
+
+class _Anchors(TrainerCallback):
+    """The anchors of every row the trainer was given, read from its dataloader as training begins."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.seen = [row["anchor"] for row in train_dataloader.dataset]
+
+
+BASE_PROMPT = "Instruct: Given a question, find the passage that answers it\nQuery: "
+
+
+def test_a_base_query_prompt_is_trained_with_and_kept(corpus: Path, tmp_path: Path) -> None:
+    """A base made with ``boom-merge base --query-prompt`` stores its prompt, which evaluation uses: members
+    train their queries with it unless the options name a prompt (``--query-prompt``, ``--instruction``)."""
+    from tests.tiny_models import make_tiny_bert_st
+
+    base = make_tiny_bert_st(tmp_path / "base", prompts={"query": BASE_PROMPT, "document": ""})
+    own = {e.query: e.prompt for d in scan_training_data(corpus).values() for e in d.examples}
+
+    def train(config: TrainConfig, out: Path, update: bool = False) -> tuple[list[str], dict, dict]:
+        seen = _Anchors()
+        if update:
+            member = train_update(str(base), corpus, corpus, 0.5, out, config, callbacks=[seen])
+        else:
+            member = train_member(corpus, str(base), plan_members("100", seed=1)[0], out, config, callbacks=[seen])
+        manifest = json.loads((member / MEMBER_FILE).read_text())
+        return seen.seen, manifest["training_args"], SentenceTransformer(str(member), device="cpu").prompts
+
+    anchors, args, prompts = train(TrainConfig(max_steps=1, **TINY), tmp_path / "m")
+    assert len(anchors) == len(own)
+    for anchor in anchors:  # an example's own prompt wins; every other query has the base's
+        assert any(anchor == (prompt or BASE_PROMPT) + query for query, prompt in own.items()), anchor
+    assert sum(anchor.startswith(BASE_PROMPT) for anchor in anchors) > len(anchors) // 2
+    assert args["query_prompt"] == prompts["query"] == BASE_PROMPT
+
+    anchors, args, _ = train(TrainConfig(max_steps=1, **TINY), tmp_path / "u", update=True)
+    assert any(anchor.startswith(BASE_PROMPT) for anchor in anchors) and args["query_prompt"] == BASE_PROMPT
+
+    config = TrainConfig(max_steps=1, query_prompt="Q: ", instructions={"qa": "answer it"}, **TINY)
+    anchors, args, prompts = train(config, tmp_path / "explicit")
+    qa = {q for q, _ in QA}
+    assert not any(anchor.startswith(BASE_PROMPT) for anchor in anchors)
+    assert {a for a in anchors if a.startswith("Instruct: answer it\nQuery: ")} == {
+        f"Instruct: answer it\nQuery: {q}" for q in qa
+    }
+    assert args["query_prompt"] == prompts["query"] == "Q: " and prompts["qa"] == "Instruct: answer it\nQuery: "

@@ -41,7 +41,8 @@ class TrainConfig:
     ``group_size`` follows FlagEmbedding's ``train_group_size``: one positive plus
     ``group_size - 1`` hard negatives per query. A query's prompt is, in order: the
     example's own ``prompt``, its dataset's entry in ``instructions`` (formatted into
-    ``instruction_template``), ``query_prompt``.
+    ``instruction_template``), ``query_prompt`` (by default the trained model's own ``query`` prompt:
+    ``training.members`` fills it in).
     """
 
     schedule: Schedule = _opt(
@@ -69,7 +70,11 @@ class TrainConfig:
         "Keep the token-embedding table fixed (a decoder's vocabulary table is most of a small LM: "
         "faster steps, less optimizer memory; members then share it exactly).",
     )
-    query_prompt: str | None = _opt(None, "Prompt prepended to queries without a 'prompt' field or an instruction.")
+    query_prompt: str | None = _opt(
+        None,
+        "Prompt prepended to queries without a 'prompt' field or an instruction "
+        "(default: the 'query' prompt the trained model stores, as evaluation uses it).",
+    )
     instructions: dict[str, str] | None = _opt(
         None,
         "Per-dataset task instruction, NAME=TASK (repeatable): queries of dataset NAME get "

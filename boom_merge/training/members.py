@@ -1,8 +1,9 @@
 """The training entry points: bagging members (:func:`train_members`, :func:`train_member`) and
 update models (:func:`train_update`).
 
-Owns: the entry points, which members are already trained, the base resolved and hashed once. It
-never writes (``training.runner`` does).
+Owns: the entry points, which members are already trained, the base resolved and hashed once, the
+query prompt a run trains with when its options give none (the trained model's own). It never writes
+(``training.runner`` does).
 
 Each resolves its base once (a local dir, or a Hub id ``org/name[@REV]`` through
 :func:`boom_merge.model_refs.resolve_model`: downloaded when online, the cache when offline),
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,15 +46,28 @@ _DEV_SEED = 0  # every member evaluates the same held-out rows
 
 
 class _Base:
-    """A run's base: resolved once; its identity record (with the hash) computed at most once."""
+    """A run's base: resolved once; its identity record (with the hash) computed at most once; its own
+    ``query`` prompt (``config_sentence_transformers.json``, read without loading weights)."""
 
     def __init__(self, spec: str | Path) -> None:
-        from boom_merge.model_refs import check_model, resolve_model
+        from boom_merge.model_refs import check_model, resolve_model, stored_prompts
 
         self.model: ResolvedModel = resolve_model(spec)
         check_model(self.model.path)  # no tokenizer / NaN weights: refused before anything is trained or written
+        self.query_prompt = stored_prompts(self.model.path).get("query") or None
         self.cheap = base_record(self.model, with_hash=False)
         self.full: Callable[[], dict[str, Any]] = cache(lambda: base_record(self.model))
+
+
+def _prompted(config: TrainConfig, trained: _Base) -> TrainConfig:
+    """``config`` with the trained model's own ``query`` prompt as ``query_prompt`` when it names none.
+
+    The saved model keeps that prompt and evaluation prompts queries with it, so training does too
+    (datasets with an instruction keep theirs); ``training_args.query_prompt`` records the prompt used.
+    """
+    if config.query_prompt is not None or trained.query_prompt is None:
+        return config
+    return replace(config, query_prompt=trained.query_prompt)
 
 
 def _check_instructions(config: TrainConfig, datasets: Sequence[Mapping[str, LoadedDataset]], data: str) -> None:
@@ -172,9 +186,11 @@ def train_member(
     """
     datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
     _check_instructions(config, [datasets], _where(data))
+    resolved = _Base(base)
+    config = _prompted(config, resolved)
     dev_set = _dev_set(config, data, dev)
     return _train_loaded_member(
-        data, datasets, _Base(base), spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
+        data, datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
     )
 
 
@@ -203,8 +219,9 @@ def train_members(
         specs = [specs[member]]
     datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
     _check_instructions(config, [datasets], _where(data))
-    dev_set = _dev_set(config, data, dev)
     resolved = _Base(base)
+    config = _prompted(config, resolved)
+    dev_set = _dev_set(config, data, dev)
     return [
         _train_loaded_member(
             data, datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
@@ -250,11 +267,12 @@ def train_update(
         for part in (new_data, history_data)
     )
     _check_instructions(config, [new_sets, old_sets], _where(new_data))
+    base_model = _Base(base)
+    init_model = _Base(existing) if init == "existing" and existing is not None else base_model
+    config = _prompted(config, init_model)  # the model trained (and saved) is INIT's
     dev_set = _dev_set(config, new_data, dev)
     new = Part(new_sets, {name: list(range(n)) for name, n in sizes(new_sets).items()})
     history = Part(old_sets, sample_ids(sizes(old_sets), history_ratio, seed))
-    base_model = _Base(base)
-    init_model = _Base(existing) if init == "existing" and existing is not None else base_model
     inputs = [new_data, history_data, *([dev_set.path] if dev_set else [])]
     with output_guard(Path(out), [base_model.model.path, init_model.model.path, *inputs], force=force):
         base_identity = base_model.full()  # hashed only once the output is checked and locked

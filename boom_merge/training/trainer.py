@@ -119,7 +119,7 @@ def load_model(init_model: str | Path | ResolvedModel, config: TrainConfig) -> S
     if config.max_seq_length is not None:
         model.max_seq_length = config.max_seq_length
     prompts = {name: config.prompt_for(name) for name in config.instructions or {}}
-    if config.query_prompt:
+    if config.query_prompt is not None:  # also an explicit "": the saved model prompts queries as trained
         prompts["query"] = config.query_prompt
     if prompts:
         model.prompts = {**model.prompts, **prompts}
