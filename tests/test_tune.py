@@ -377,6 +377,58 @@ def test_members_and_base_as_hub_ids_tune_like_the_dirs(setup, tmp_path: Path, h
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def _float_dtypes(model: Path) -> set[str]:
+    """The stored dtypes of a model's floating tensors, read from its safetensors header."""
+    from safetensors import safe_open
+
+    (weights,) = model.glob("*.safetensors")
+    with safe_open(str(weights), "pt") as f:
+        stored = {f.get_slice(name).get_dtype() for name in f.keys()}
+    return stored & {"F64", "F32", "BF16", "F16"}
+
+
+def test_tuned_recipes_keep_the_members_dtype(setup, tmp_path: Path) -> None:
+    """bf16 members are scored and written as bf16 merges (the pipeline's one dtype rule, no float32 in
+    the recipe); float32 members merge exactly as a recipe asking for float32 did."""
+    import shutil
+
+    import torch
+    import yaml
+    from sentence_transformers import SentenceTransformer
+
+    from boom_merge.merge.pipeline import merge_recipe
+
+    base, members, corpus = setup
+
+    def bf16(model: Path) -> Path:
+        target = tmp_path / "bf16" / model.name
+        SentenceTransformer(str(model), device="cpu").to(torch.bfloat16).save(str(target))
+        if (model / "boom_member.json").is_file():
+            shutil.copy(model / "boom_member.json", target)
+        return target
+
+    scored: list[set[str]] = []
+
+    def scorer(model: Path) -> Scores:
+        scored.append(_float_dtypes(model))
+        return Scores(0.5, 0.5, {})
+
+    bf16_members = [bf16(m) for m in members]
+    assert _float_dtypes(bf16_members[0]) == {"BF16"}
+    tune(bf16_members, tmp_path / "out", base=bf16(base), corpus=corpus, scales=(0.5, 1.0), scorer=scorer,
+         progress=False, merge=True)
+    assert scored and all(found == {"BF16"} for found in scored)
+    recipe = yaml.safe_load((tmp_path / "out" / "recipe.yml").read_text())
+    assert "out_dtype" not in recipe and "dtype" not in recipe
+    assert _float_dtypes(tmp_path / "out" / "model") == {"BF16"}
+
+    written = recipe_of(candidate("bag", [0, 1], scale=0.5), members, base)
+    (tmp_path / "now.yml").write_text(yaml.safe_dump(written))
+    (tmp_path / "float32.yml").write_text(yaml.safe_dump({**written, "out_dtype": "float32"}))
+    now, before = (_tensors(merge_recipe(tmp_path / f"{name}.yml", tmp_path / name)) for name in ("now", "float32"))
+    assert now.keys() == before.keys() and all(np.array_equal(now[k], before[k]) for k in now)
+
+
 # --- racing: the margin, the rule, and a raced search against the exhaustive one --------
 
 from boom_merge.tune.race import paired_margin, race  # noqa: E402

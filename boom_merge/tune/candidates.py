@@ -75,15 +75,17 @@ def candidate(
     return Candidate(kind, members, interpolation, weights, float(scale), order)
 
 
-def recipe_of(cand: Candidate, members: Sequence[str], base: str, *, dtype: str = "float32") -> dict[str, Any]:
+def recipe_of(cand: Candidate, members: Sequence[str], base: str) -> dict[str, Any]:
     """The mergekit recipe (a dict) of a candidate.
 
     ``members``/``base``: as recipes name them (:attr:`boom_merge.model_refs.ResolvedModel.recipe_name`:
-    a local dir absolute, so the recipe runs from anywhere; a Hub id ``org/name@COMMIT``).
+    a local dir absolute, so the recipe runs from anywhere; a Hub id ``org/name@COMMIT``). It names no
+    dtype: the merge pipeline's one rule (:func:`boom_merge.merge.pipeline.output_dtype`) keeps the
+    members' stored dtype, so what is scored is what is written.
     """
     chosen = [members[i] for i in cand.members]
     method = "boom" if cand.interpolation == "slerp" else "boom_linear"
-    recipe = build_recipe(chosen, method=method, weights=cand.weights, base=base, dtype=dtype)
+    recipe = build_recipe(chosen, method=method, weights=cand.weights, base=base)
     recipe["parameters"]["scale"] = cand.scale
     return recipe
 
