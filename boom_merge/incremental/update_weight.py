@@ -72,13 +72,28 @@ def weight_rule(mode: str, max_old_loss: float) -> str:
             f"{max_old_loss:g} points below OLD's ({name} = 0); dev splits only; ties go to the smaller {name}")
 
 
-def choose_weight(table: Sequence[WeightScore], max_old_loss: float) -> WeightScore:
-    """The weight the rule picks; ``table`` must hold weight 0 (OLD, the reference)."""
+def _reference(table: Sequence[WeightScore]) -> WeightScore:
+    """Weight 0: OLD itself, what the old-domain loss is measured against."""
     reference = next((row for row in table if row.weight == 0.0), None)
     if reference is None:
         raise BoomError("the score table has no weight 0 (OLD): nothing to measure the old-domain loss against")
-    floor = reference.old_dev - max_old_loss / 100
-    allowed = [row for row in table if row.old_dev >= floor - TIE]
+    return reference
+
+
+def _floor(table: Sequence[WeightScore], max_old_loss: float) -> float:
+    """The lowest old-domain dev average the rule allows: OLD's, ``max_old_loss`` points (x100) lower."""
+    return _reference(table).old_dev - max_old_loss / 100
+
+
+def _allowed(row: WeightScore, floor: float) -> bool:
+    """Whether the rule may choose ``row``: its old-domain dev average is not below ``floor`` (within a tie)."""
+    return row.old_dev >= floor - TIE
+
+
+def choose_weight(table: Sequence[WeightScore], max_old_loss: float) -> WeightScore:
+    """The weight the rule picks; ``table`` must hold weight 0 (OLD, the reference)."""
+    floor = _floor(table, max_old_loss)
+    allowed = [row for row in table if _allowed(row, floor)]
     top = max(row.objective for row in allowed)
     return min((row for row in allowed if row.objective >= top - TIE), key=lambda row: row.weight)
 
@@ -205,10 +220,10 @@ def _score(weight: float, old: InputModel, update: InputModel, work: Path, score
 def report_files(table: Sequence[WeightScore], chosen: WeightScore, *, rule: str, mode: str,
                  setup: dict[str, Any], scores: dict[str, Any], max_old_loss: float) -> dict[str, str | bytes]:
     """``candidates.json`` / ``.md`` / ``.png`` under :data:`REPORT_DIR` (name -> content)."""
-    reference = next(row for row in table if row.weight == 0.0)
+    reference, floor = _reference(table), _floor(table, max_old_loss)
     rows = [{"weight": r.weight, "old_dev": r.old_dev, "new_dev": r.new_dev, "objective": r.objective,
              "old_loss_points": round(100 * (reference.old_dev - r.old_dev), 4),
-             "allowed": r.old_dev >= reference.old_dev - max_old_loss / 100 - TIE, "tasks": r.tasks} for r in table]
+             "allowed": _allowed(r, floor), "tasks": r.tasks} for r in table]
     data = {"mode": mode, "rule": rule, "max_old_loss": max_old_loss, "chosen": chosen.weight, "setup": setup,
             "candidates": rows, "scores": scores}
     name = "α" if mode == "interpolate" else "λ"
@@ -223,7 +238,7 @@ def report_files(table: Sequence[WeightScore], chosen: WeightScore, *, rule: str
     lines.append(f"\n{name} = 0 is OLD itself. Scores x100 (nDCG@10) on dev splits only; no test split was read.\n")
     return {f"{REPORT_DIR}/candidates.json": json.dumps(data, indent=2) + "\n",
             f"{REPORT_DIR}/candidates.md": "\n".join(lines),
-            f"{REPORT_DIR}/candidates.png": _plot(table, chosen, name, reference.old_dev - max_old_loss / 100)}
+            f"{REPORT_DIR}/candidates.png": _plot(table, chosen, name, floor)}
 
 
 def _plot(table: Sequence[WeightScore], chosen: WeightScore, name: str, floor: float) -> bytes:
