@@ -383,7 +383,7 @@ def _float_dtypes(model: Path) -> set[str]:
 
     (weights,) = model.glob("*.safetensors")
     with safe_open(str(weights), "pt") as f:
-        stored = {f.get_slice(name).get_dtype() for name in f.keys()}
+        stored = {f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118 - not a dict
     return stored & {"F64", "F32", "BF16", "F16"}
 
 

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import yaml
 
 from boom_merge.errors import BoomError
-from boom_merge.lineage import LINEAGE_FILE, incremental_lineage, model_sha256, read_member_manifest
+from boom_merge.lineage import LINEAGE_FILE, incremental_lineage, model_record, model_sha256, read_member_manifest
 from boom_merge.merge.pipeline import DEFAULT_OUT_SHARD_SIZE, output_dtype
 from boom_merge.outputs import check_output
 
@@ -110,8 +110,7 @@ class UpdateBase:
 
     def record(self) -> dict[str, Any]:
         """Its lineage record."""
-        return {"path": self.hub_id or str(self.path), "sha256": self.sha256,
-                **({"hub_id": self.hub_id, "revision": self.revision} if self.hub_id else {})}
+        return model_record(self.path, (self.hub_id, self.revision) if self.hub_id else None, sha256=self.sha256)
 
 
 def recorded_base(update: Path) -> tuple[str, str | None]:

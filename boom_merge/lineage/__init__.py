@@ -16,10 +16,10 @@ from boom_merge.lineage.questions import full_data_index, hub_bases, hub_repo, m
 from boom_merge.lineage.records import (FORMAT_VERSION, LINEAGE_FILE, MAX_DEPTH, MEMBER_FILE, MEMBERS_DIR, SOURCE_KINDS,
                                         InputRecord, Lineage, MemberManifest, copied_manifests, location, now,
                                         read_lineage, read_member_manifest, read_record, write_member_manifest)
-from boom_merge.lineage.writing import incremental_lineage, input_record, write_lineage, write_source
+from boom_merge.lineage.writing import incremental_lineage, input_record, model_record, write_lineage, write_source
 
 __all__ = ["FORMAT_VERSION", "LINEAGE_FILE", "MAX_DEPTH", "MEMBERS_DIR", "MEMBER_FILE", "SOURCE_KINDS", "InputRecord",
            "Lineage", "MemberManifest", "copied_manifests", "full_data_index", "hub_bases", "hub_repo",
-           "incremental_lineage", "input_record", "location", "model_sha256", "now", "read_lineage",
+           "incremental_lineage", "input_record", "location", "model_record", "model_sha256", "now", "read_lineage",
            "read_member_manifest", "read_record", "training_datasets", "walk", "write_lineage", "write_member_manifest",
            "write_source"]

@@ -1,8 +1,9 @@
 """Writing provenance: the lineage of a merge or an incremental update, and of a model made from one other.
 
 Owns: writing ``boom_lineage.json`` and the copies under ``boom_members/`` (not ``boom_member.json``:
-:mod:`.records`). What it records of an input (datasets, Hub bases, hash) it asks :mod:`.questions`; it may
-import nothing of boom-merge but :mod:`.records`, :mod:`.questions`, ``errors`` and ``model_refs``.
+:mod:`.records`), and the one record of a model by its path or Hub id with its hash (:func:`model_record`).
+What it records of an input (datasets, Hub bases, hash) it asks :mod:`.questions`; it may import nothing
+of boom-merge but :mod:`.records`, :mod:`.questions`, ``errors`` and ``model_refs``.
 """
 
 from __future__ import annotations
@@ -80,11 +81,17 @@ def _pretrained(model: Path) -> bool:
     return read_member_manifest(model) is None and (lineage is None or lineage.source is not None)
 
 
-def _model_record(path: Path, hub: tuple[str, str | None] | None) -> dict[str, Any]:
-    """A model by its local path and hash; a Hub model by its id and commit (not its cache path)."""
+def model_record(
+    path: Path, hub: tuple[str, str | None] | None = None, *, sha256: str | None = None
+) -> dict[str, Any]:
+    """A model by its local path and hash; a Hub model by its id and commit (not its cache path).
+
+    ``hub``: a Hub model's ``(id, commit)``; ``sha256``: the hash of ``path`` when already computed.
+    """
+    digest = sha256 or model_sha256(path)
     if hub is None:
-        return {"path": str(path), "sha256": model_sha256(path)}
-    return {"path": hub[0], "sha256": model_sha256(path), "hub_id": hub[0], "revision": hub[1]}
+        return {"path": str(path), "sha256": digest}
+    return {"path": hub[0], "sha256": digest, "hub_id": hub[0], "revision": hub[1]}
 
 
 def incremental_lineage(
@@ -98,8 +105,8 @@ def incremental_lineage(
     lineage: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "kind": "incremental",
-        "old": _model_record(old, old_hub),
-        "update": _model_record(update, update_hub),
+        "old": model_record(old, old_hub),
+        "update": model_record(update, update_hub),
         "update_weight": update_weight,
         "interpolation": interpolation,
         "created": now(),
