@@ -25,8 +25,9 @@ from boom_merge.tune.select import Scores
 
 #: a scorer maps a merged model dir to its dev scores
 Scorer = Callable[[Path], Scores]
-#: 2: each encode call split into the slice's texts and the rest (:mod:`.encodings`; other rounding than 1's)
-_FINGERPRINT_VERSION = 2
+#: 2: each encode call split into the slice's texts and the rest (:mod:`.encodings`; other rounding than 1's);
+#: 3: candidates merged in the members' dtype, no longer always float32 (a bf16 search scored other models)
+_FINGERPRINT_VERSION = 3
 
 
 @dataclass(frozen=True)
