@@ -31,11 +31,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 from typing import Any
 
 import quality_tuned  # benchmarks/quality_tuned.py, beside this script
-from study import BLS_MEMBER, ENSEMBLE, OOD, Study, bag_cost, evaluate, evaluated, merge, slug
+from study import BLS_MEMBER, ENSEMBLE, OOD, Study, averages, bag_cost, evaluate, evaluated, merge
 from study import train_bag, training_record
 
 PROMPT = "Instruct: Given a query, retrieve the documents that answer it\nQuery: "
@@ -45,7 +45,7 @@ WISE_BASE = "WiSE-FT of BLS toward the base, tuned (balanced)"
 WISE_EARLY = "WiSE-FT of BLS toward its first checkpoint, tuned (balanced)"
 TASK_VECTORS = "BOOM, task vectors"
 UNFROZEN = " (embedding table trained)"
-STYLES = {  # (colour, marker, filled) for quality_tuned.plot_tuned
+STYLES = {  # (colour, marker, filled), beyond quality_tuned.STYLES
     "plain base (last-token, as made)": ("grey", "o", False), "plain base (mean pooled)": ("grey", "s", False),
     TASK_VECTORS: ("tab:cyan", "s", True), TUNED: ("tab:blue", "D", True), WISE_BASE: ("tab:orange", "D", False),
     WISE_EARLY: ("tab:red", "v", False), f"BLS{UNFROZEN}": ("black", "o", False),
@@ -104,6 +104,13 @@ def _scored_then_dropped(study: Study, build: Callable[[], Path], where: Path, r
         build()
     row(where)
     shutil.rmtree(where, ignore_errors=True)
+
+
+def _selection(study: Study, key: str, paid: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
+    """What a tuned row's selection cost: candidates merged and dev-scored, and their wall time."""
+    records = quality_tuned.tune_records(study, key)
+    return {"selection_candidates": len(paid), "selection_s": round(sum(
+        (records[c.key].get("merge_s") or 0) + (records[c.key].get("eval_s") or 0) for c, _ in paid), 1)}
 
 
 def run_plain(study: Study, data: Path) -> None:
@@ -169,22 +176,24 @@ def run_plain(study: Study, data: Path) -> None:
         row = rower(seed, bls_steps)
         kept = checkpoint_members([bls])
         result = quality_tuned.tune_search(study, key, members)
-        for label, pool, steps in (
-            (TUNED, [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")], bag_steps),
-            (WISE_BASE, [(c, s) for c, s in result.candidates if quality_tuned.on_line(c, BLS_MEMBER)], bls_steps),
+        line = [(c, s) for c, s in result.candidates if quality_tuned.on_line(c, BLS_MEMBER)]
+        for label, pool, paid, steps in (
+            (TUNED, [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")], result.candidates, bag_steps),
+            (WISE_BASE, line, line, bls_steps),
         ):
             chosen = choose(pool, "balanced")
             where = quality_tuned.candidate_dir(study, key, chosen)
             _scored_then_dropped(study, lambda: quality_tuned.merge_candidate(study, key, chosen, members), where,
-                                 lambda path: row(label, [path], steps, choice=chosen.describe([m.name for m in members])))
+                                 lambda path: row(label, [path], steps, choice=chosen.describe([m.name for m in members]),
+                                                  **_selection(study, key, paid)))
         early_key = f"{key}/toward-first-checkpoint"
-        line = quality_tuned.tune_search(study, early_key, [bls], base=kept[0]).candidates
-        chosen = choose(line, "balanced")
+        early = quality_tuned.tune_search(study, early_key, [bls], base=kept[0]).candidates
+        chosen = choose(early, "balanced")
         where = quality_tuned.candidate_dir(study, early_key, chosen)
         _scored_then_dropped(
             study, lambda: quality_tuned.merge_candidate(study, early_key, chosen, [bls], base=kept[0]), where,
-            lambda path: row(WISE_EARLY, [path], bls_steps, choice=chosen.describe([bls.name]).replace(
-                "base", f"first checkpoint ({kept[0].name})")))  # fmt: skip
+            lambda path: row(WISE_EARLY, [path], bls_steps, choice=chosen.describe([bls.name]),
+                             **_selection(study, early_key, early)))
     if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 5: one seed, table trained
         seed = args.plain_unfrozen_seed
         key = f"plain-unfrozen/seed-{seed}"
@@ -206,6 +215,49 @@ def plain_section(study: Study, part: str) -> str:
                  f"table frozen {fmean(paces[True]):.2f} s/step ({len(paces[True])} trainings)"
                  + (f", table trained {fmean(paces[False]):.2f} s/step ({len(paces[False])})" if paces[False] else "")
                  + ".\n")
-    quality_tuned.plot_tuned(study.rows, [part], study.out / "plain.png", styles=STYLES)
-    return text + f"\n![ID test vs OOD test per model, {slug(part)}](plain.png)\n"
+    plot_plain(study.rows, part, study.out / "plain.png")
+    return text + "\n![Δ vs BLS per model (left) and ID vs OOD test with the plain bases (right)](plain.png)\n"
+
+
+def plot_plain(rows: Sequence[dict[str, Any]], part: str, path: Path) -> None:
+    """Left: each model's ID and OOD difference from the same seed's BLS (mean ± std over seeds; BLS at
+    the origin), the comparison the study is about. Right: ID vs OOD test of every model and the bases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [r for r in rows if r["part"] == part]
+    models = list(dict.fromkeys(r["model"] for r in mine))
+    styles = quality_tuned.STYLES | STYLES
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13.5, 6.2))
+    for model in models:
+        colour, marker, filled = styles.get(model, ("grey", "P", True))
+        style = {"fmt": marker, "capsize": 3, "markersize": 8, "color": colour, "mfc": colour if filled else "white",
+                 "mew": 1.6, "elinewidth": 1.2}
+        deltas = list(quality_tuned.seed_deltas(mine, model, "BLS").values())
+        if deltas and model != "BLS":
+            xs, ys = [d[0] for d in deltas], [d[1] for d in deltas]
+            left.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0,
+                          yerr=stdev(ys) if len(ys) > 1 else 0, **style)
+        values = [averages(r) for r in mine if r["model"] == model]
+        xs, ys = [100 * v["ID avg"] for v in values], [100 * v["OOD avg"] for v in values]
+        right.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0,
+                       yerr=stdev(ys) if len(ys) > 1 else 0, label=model, **style)
+    left.axhline(0, color="black", lw=0.8)
+    left.axvline(0, color="black", lw=0.8)
+    left.set_xlabel("Δ ID test avg vs same-seed BLS (x100)")
+    left.set_ylabel("Δ OOD test avg vs same-seed BLS (x100)")
+    left.set_title("difference from BLS, paired by seed (mean ± std); BLS = origin", fontsize=9)
+    right.set_xlabel("ID test avg (nDCG@10 x100)")
+    right.set_ylabel("OOD test avg (x100)")
+    right.set_title("absolute, with the plain bases (mean ± std over seeds)", fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(part, fontsize=10)
+    handles, labels = right.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 

@@ -116,7 +116,7 @@ def tune_search(study: Study, key: str, members: Sequence[Path], base: Path | No
     return result
 
 
-def _records(study: Study, key: str) -> dict[str, Any]:
+def tune_records(study: Study, key: str) -> dict[str, Any]:
     return json.loads((study.out / "tune" / key / "candidates.json").read_text())["scores"]
 
 
@@ -167,7 +167,7 @@ def run_tuned(study: Study, data: Path) -> None:
 
             row("BLS", [bls], bls_steps)
             row("BOOM", [merge(study, f"{key}/boom", members, "boom", "equal", False)], bag_steps)
-            result, records = tune_search(study, key, members), _records(study, key)
+            result, records = tune_search(study, key, members), tune_records(study, key)
             for objective in OBJECTIVES:  # one search (balanced); each objective selects among its candidates
                 bags = [(c, s) for c, s in result.candidates if c.kind in ("bag", "soup")]
                 line = [(c, s) for c, s in result.candidates if on_line(c, BLS_MEMBER)]
@@ -203,7 +203,7 @@ def tuned_section(study: Study, part: str) -> str:
     lines += ["", "Tuned alike: BOOM tuned minus WiSE-FT of BLS tuned, same seed and objective, x100 "
               "(per seed, then mean ± std):\n", "| objective | Δ ID avg | Δ OOD avg |", "|---|---|---|"]
     for objective in OBJECTIVES:
-        paired = _deltas(rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
+        paired = seed_deltas(rows, f"BOOM tuned ({objective})", f"WiSE-FT of BLS tuned ({objective})")
         if paired:
             lines.append(f"| {objective} | " + " | ".join(
                 _spread([d[i] for d in paired.values()]) for i in (0, 1)) + " |")
@@ -230,14 +230,14 @@ def cost_table(all_rows: Sequence[dict[str, Any]], part: str) -> str:
         cands = [r["selection_candidates"] for r in mine if "selection_candidates" in r]
         walls = [r["selection_s"] for r in mine if "selection_s" in r]
         choices = "; ".join(f"{r['seed']}: {r['choice']}" for r in mine if "choice" in r)
-        deltas = ", ".join(f"{d[0]:+.2f} / {d[1]:+.2f}" for d in _deltas(rows, model, "BLS").values())
+        deltas = ", ".join(f"{d[0]:+.2f} / {d[1]:+.2f}" for d in seed_deltas(rows, model, "BLS").values())
         lines.append(f"| {model} | {fmean(r['train_cost'] for r in mine):.2f} | "
                      + (f"{fmean(cands):.0f} | {fmean(walls):.0f} |" if cands else "0 | 0 |")
                      + f" {deltas if model != 'BLS' else ''} | {choices} |")
     return "\n".join(lines) + "\n"
 
 
-def _deltas(rows: Sequence[dict[str, Any]], model: str, against: str) -> dict[int, tuple[float, float]]:
+def seed_deltas(rows: Sequence[dict[str, Any]], model: str, against: str) -> dict[int, tuple[float, float]]:
     """Seed -> (ID avg, OOD avg) of ``model`` minus ``against`` of the same seed, x100; seeds both have."""
     def by_seed(name: str) -> dict[int, dict[str, float]]:
         return {r["seed"]: averages(r) for r in rows if r["model"] == name and r["seed"] is not None}
@@ -256,7 +256,7 @@ def _spread(values: Sequence[float]) -> str:
 #: a model's (colour, marker, filled) in the figure: colour = family (BOOM blue, WiSE-FT orange,
 #: soups green, ensemble purple), marker = objective, so each tuned pair is one marker in two colours
 _OBJECTIVE_MARKERS = {"balanced": "D", "id": "^", "ood": "v"}
-_STYLES = {"BLS": ("black", "o", True), "BOOM": ("tab:blue", "s", True), CKPT_SOUP: ("tab:green", "p", True),
+STYLES = {"BLS": ("black", "o", True), "BOOM": ("tab:blue", "s", True), CKPT_SOUP: ("tab:green", "p", True),
            SEED_SOUP: ("tab:olive", "h", True), "ensemble (M=4)": ("tab:purple", "X", True),
            **{f"BOOM tuned ({o})": ("tab:blue", m, True) for o, m in _OBJECTIVE_MARKERS.items()},
            **{f"WiSE-FT of BLS tuned ({o})": ("tab:orange", m, False) for o, m in _OBJECTIVE_MARKERS.items()}}
@@ -277,7 +277,7 @@ def plot_tuned(rows: Sequence[dict[str, Any]], parts: Sequence[str], path: Path,
         mine = _rows(rows, part)
         models = sorted(dict.fromkeys(r["model"] for r in mine), key=lambda m: _ORDER.index(m) if m in _ORDER else 99)
         for model in models:
-            colour, marker, filled = (_STYLES | (styles or {})).get(model) or ("grey", next(others, "."), True)
+            colour, marker, filled = (STYLES | (styles or {})).get(model) or ("grey", next(others, "."), True)
             values = [averages(r) for r in mine if r["model"] == model]
             xs, ys = [100 * v["ID avg"] for v in values], [100 * v["OOD avg"] for v in values]
             ax.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0, yerr=stdev(ys) if len(ys) > 1 else 0,
