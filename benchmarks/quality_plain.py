@@ -21,8 +21,8 @@ unless ``--plain-no-freeze``. Rows:
 * with ``--plain-unfrozen-seed S``: BLS and BOOM of seed S trained with the table trainable.
 
 Phases keep the core claim first: every seed's bag with BLS and the two BOOM merges; then every
-seed's checkpoint soup and ensemble; the seed soup; every seed's searches on dev splits (tune);
-the unfrozen seed. Merged models are
+seed's checkpoint soup and ensemble; the seed soup; the unfrozen seed; every seed's searches on
+dev splits (tune), the most expensive phase. Merged models are
 deleted once scored (a 270M model is 1 GiB in float32); the scores and recipes stay.
 """
 
@@ -169,7 +169,15 @@ def run_plain(study: Study, data: Path) -> None:
             study, lambda: merge(study, "plain/seed-soup", bls_models, "boom_linear", "equal", False), where,
             lambda path: evaluate(study, part, quality_tuned.SEED_SOUP, None, [path], tasks,
                                   train_cost=sum(steps) / fmean(steps), seeds_merged=list(args.seeds)))
-    for seed in args.seeds:  # phase 4: the searches on dev splits, every seed
+    if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 4: one seed, table trained
+        seed = args.plain_unfrozen_seed
+        key = f"plain-unfrozen/seed-{seed}"
+        members = train_bag(study, key, data, _config(study, freeze=False), seed)
+        frozen_bls = bags[seed][BLS_MEMBER] if seed in bags else members[BLS_MEMBER]
+        row = rower(seed, training_record(frozen_bls)["steps"])
+        row(f"BLS{UNFROZEN}", [members[BLS_MEMBER]], training_record(members[BLS_MEMBER])["steps"])
+        merged(row, f"BOOM{UNFROZEN}", f"{key}/boom", members, "boom", False, bag_cost(study, key)["steps"])
+    for seed in args.seeds:  # phase 5: the searches on dev splits, every seed
         key, members = f"plain/seed-{seed}", bags[seed]
         bls = members[BLS_MEMBER]
         bls_steps, bag_steps = training_record(bls)["steps"], bag_cost(study, key)["steps"]
@@ -194,14 +202,6 @@ def run_plain(study: Study, data: Path) -> None:
             study, lambda: quality_tuned.merge_candidate(study, early_key, chosen, [bls], base=kept[0]), where,
             lambda path: row(WISE_EARLY, [path], bls_steps, choice=chosen.describe([bls.name]),
                              **_selection(study, early_key, early)))
-    if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 5: one seed, table trained
-        seed = args.plain_unfrozen_seed
-        key = f"plain-unfrozen/seed-{seed}"
-        members = train_bag(study, key, data, _config(study, freeze=False), seed)
-        frozen_bls = bags[seed][BLS_MEMBER] if seed in bags else members[BLS_MEMBER]
-        row = rower(seed, training_record(frozen_bls)["steps"])
-        row(f"BLS{UNFROZEN}", [members[BLS_MEMBER]], training_record(members[BLS_MEMBER])["steps"])
-        merged(row, f"BOOM{UNFROZEN}", f"{key}/boom", members, "boom", False, bag_cost(study, key)["steps"])
 
 
 def plain_section(study: Study, part: str) -> str:
