@@ -16,12 +16,13 @@ unless ``--plain-no-freeze``. Rows:
   base: one ``boom-merge tune`` search on dev splits (expected useless toward this base);
 * free baselines that remain when the base does not embed: the checkpoint soup of BLS, BLS
   interpolated toward its first kept checkpoint (tuned on dev splits by ``boom-merge tune``
-  with that checkpoint as the base), the seed soup (BLS of every seed averaged);
+  with that checkpoint as the base), the seed soup (BLS of every seed averaged; ``--plain-seed-soups
+  R`` replicates, each beyond the first from as many further seeds, BLS only);
 * ``ensemble (M=4)``: the members' embeddings averaged (four times the inference cost);
 * with ``--plain-unfrozen-seed S``: BLS and BOOM of seed S trained with the table trainable.
 
 Phases keep the core claim first: every seed's bag with BLS and the two BOOM merges; then every
-seed's checkpoint soup and ensemble; the seed soup; the unfrozen seed; every seed's searches on
+seed's checkpoint soup and ensemble; the seed soups; the unfrozen seed; every seed's searches on
 dev splits (tune), the most expensive phase. Merged models are
 deleted once scored (a 270M model is 1 GiB in float32); the scores and recipes stay.
 """
@@ -45,6 +46,7 @@ WISE_BASE = "WiSE-FT of BLS toward the base, tuned (balanced)"
 WISE_EARLY = "WiSE-FT of BLS toward its first checkpoint, tuned (balanced)"
 TASK_VECTORS = "BOOM, task vectors"
 UNFROZEN = " (embedding table trained)"
+SOUP_SEED = 1000  # seed soup replicate r is row seed 1000 + r: it pairs with no BLS seed
 STYLES = {  # (colour, marker, filled), beyond quality_tuned.STYLES
     "plain base (last-token, as made)": ("grey", "o", False), "plain base (mean pooled)": ("grey", "s", False),
     TASK_VECTORS: ("tab:cyan", "s", True), TUNED: ("tab:blue", "D", True), WISE_BASE: ("tab:orange", "D", False),
@@ -58,6 +60,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--plain-temperature", type=float, default=0.02, help="plain part: InfoNCE temperature")
     parser.add_argument("--plain-prompt", default=PROMPT, help="plain part: query prompt (training and evaluation)")
     parser.add_argument("--plain-no-freeze", action="store_true", help="plain part: train the token-embedding table")
+    parser.add_argument("--plain-seed-soups", type=int, default=1,
+                        help="plain part: seed soup replicates (each beyond the first trains len(--seeds) more BLS)")
     parser.add_argument("--plain-unfrozen-seed", type=int, default=None,
                         help="plain part: also train this seed's BLS and bag with the table trainable")
 
@@ -161,14 +165,19 @@ def run_plain(study: Study, data: Path) -> None:
         merged(row, quality_tuned.CKPT_SOUP, f"{key}/checkpoint-soup", checkpoint_members([bls]), "boom_linear",
                False, bls_steps)
         row(ENSEMBLE, members, bag_steps)
-    if len(bags) > 1:  # phase 3: one seed soup
-        bls_models = [bags[s][BLS_MEMBER] for s in args.seeds]
+    study.rows = [r for r in study.rows if not (r["model"] == quality_tuned.SEED_SOUP and r["seed"] is None)]
+    for replicate in range(args.plain_seed_soups if len(bags) > 1 else 0):  # phase 3: seed soups
+        # replicate r averages the BLS models of len(seeds) seeds: --seeds for r = 0, then the next ones
+        seeds = [max(args.seeds) + 1 + (replicate - 1) * len(args.seeds) + i for i in range(len(args.seeds))] \
+            if replicate else list(args.seeds)
+        bls_models = [bags[s][BLS_MEMBER] if s in bags else
+                      train_bag(study, f"plain/seed-{s}", data, config, s, member=BLS_MEMBER)[0] for s in seeds]
         steps = [training_record(m)["steps"] for m in bls_models]
-        where = study.out / "merges" / "plain" / "seed-soup"
+        key = "plain/seed-soup" + (f"-{replicate}" if replicate else "")
         _scored_then_dropped(
-            study, lambda: merge(study, "plain/seed-soup", bls_models, "boom_linear", "equal", False), where,
-            lambda path: evaluate(study, part, quality_tuned.SEED_SOUP, None, [path], tasks,
-                                  train_cost=sum(steps) / fmean(steps), seeds_merged=list(args.seeds)))
+            study, lambda: merge(study, key, bls_models, "boom_linear", "equal", False), study.out / "merges" / key,
+            lambda path: evaluate(study, part, quality_tuned.SEED_SOUP, SOUP_SEED + replicate, [path], tasks,
+                                  train_cost=sum(steps) / fmean(steps), seeds_merged=seeds))
     if args.plain_unfrozen_seed is not None and not args.plain_no_freeze:  # phase 4: one seed, table trained
         seed = args.plain_unfrozen_seed
         key = f"plain-unfrozen/seed-{seed}"
@@ -219,6 +228,16 @@ def plain_section(study: Study, part: str) -> str:
     return text + "\n![Δ vs BLS per model (left) and ID vs OOD test with the plain bases (right)](plain.png)\n"
 
 
+def _against_mean_bls(rows: Sequence[dict[str, Any]], model: str) -> list[tuple[float, float]]:
+    """(ID, OOD) x100 of each seed-soup replicate minus the mean BLS (a soup pairs with no one seed)."""
+    bls = [averages(r) for r in rows if r["model"] == "BLS"]
+    soups = [averages(r) for r in rows if r["model"] == model and (r["seed"] or 0) >= SOUP_SEED]
+    if not bls:
+        return []
+    mean = {c: fmean(v[c] for v in bls) for c in ("ID avg", "OOD avg")}
+    return [(100 * (v["ID avg"] - mean["ID avg"]), 100 * (v["OOD avg"] - mean["OOD avg"])) for v in soups]
+
+
 def plot_plain(rows: Sequence[dict[str, Any]], part: str, path: Path) -> None:
     """Left: each model's ID and OOD difference from the same seed's BLS (mean ± std over seeds; BLS at
     the origin), the comparison the study is about. Right: ID vs OOD test of every model and the bases."""
@@ -235,7 +254,7 @@ def plot_plain(rows: Sequence[dict[str, Any]], part: str, path: Path) -> None:
         colour, marker, filled = styles.get(model, ("grey", "P", True))
         style = {"fmt": marker, "capsize": 3, "markersize": 8, "color": colour, "mfc": colour if filled else "white",
                  "mew": 1.6, "elinewidth": 1.2}
-        deltas = list(quality_tuned.seed_deltas(mine, model, "BLS").values())
+        deltas = list(quality_tuned.seed_deltas(mine, model, "BLS").values()) or _against_mean_bls(mine, model)
         if deltas and model != "BLS":
             xs, ys = [d[0] for d in deltas], [d[1] for d in deltas]
             left.errorbar(fmean(xs), fmean(ys), xerr=stdev(xs) if len(xs) > 1 else 0,
@@ -248,7 +267,8 @@ def plot_plain(rows: Sequence[dict[str, Any]], part: str, path: Path) -> None:
     left.axvline(0, color="black", lw=0.8)
     left.set_xlabel("Δ ID test avg vs same-seed BLS (x100)")
     left.set_ylabel("Δ OOD test avg vs same-seed BLS (x100)")
-    left.set_title("difference from BLS, paired by seed (mean ± std); BLS = origin", fontsize=9)
+    left.set_title("difference from BLS, paired by seed (mean ± std; seed soups: from the mean BLS); BLS = origin",
+                   fontsize=9)
     right.set_xlabel("ID test avg (nDCG@10 x100)")
     right.set_ylabel("OOD test avg (x100)")
     right.set_title("absolute, with the plain bases (mean ± std over seeds)", fontsize=9)
