@@ -19,9 +19,11 @@ Every command that reads a model goes through here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ from boom_merge.merge.checks import ModelFiles, check_finite, model_files, read_
 from boom_merge.errors import BoomError
 
 if TYPE_CHECKING:
+    import torch
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
@@ -264,16 +267,57 @@ def torch_device_type(device: str) -> str:
     return torch.device(device).type
 
 
-def flush_subnormals() -> None:
-    """Compute subnormal floats as zero on the CPU (``torch.set_flush_denormal``).
+def flushing_subnormals() -> bool:
+    """Whether this thread computes subnormal floats as zero now (``torch.set_flush_denormal`` has no getter)."""
+    import torch
+
+    tiny = torch.tensor([torch.finfo(torch.float32).tiny])
+    return bool((tiny / 2).item() == 0.0)
+
+
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[None]:
+    """Compute subnormal floats as zero on the CPU inside the block, then restore the previous mode.
 
     Decoders such as Gemma 3 underflow into subnormals, which x86 CPUs compute in microcode:
     encoding gemma-3-270m ran 10-30x slower without this (256 queries: 76 s vs 2.6 s on 2 cores).
-    Values below 1.2e-38 become 0; nothing a model computes depends on them.
+    Values below 1.2e-38 become 0; nothing a model computes depends on them. The mode is the
+    processor's, global to the thread, so it never outlives the block: other code in the process
+    (hypothesis, numerics that test for IEEE behaviour) sees the default.
     """
     import torch
 
+    was = flushing_subnormals()
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was:
+            torch.set_flush_denormal(False)
+
+
+def flush_subnormals_in_forward(model: torch.nn.Module) -> None:
+    """Run each of ``model``'s top-level modules under :func:`subnormals_flushed` (forward hooks).
+
+    sentence-transformers calls its modules one by one (``SentenceTransformer.forward`` is called
+    directly by ``encode``, so a hook on the model itself would not run); backward passes are
+    not covered: training wraps its loop in :func:`subnormals_flushed` itself.
+    """
+    import torch
+
+    modes: list[bool] = []
+
+    def enter(_module: torch.nn.Module, _args: Any) -> None:
+        modes.append(flushing_subnormals())
+        torch.set_flush_denormal(True)
+
+    def leave(_module: torch.nn.Module, _args: Any, _output: Any) -> None:
+        if modes and not modes.pop():
+            torch.set_flush_denormal(False)
+
+    for child in model.children():
+        child.register_forward_pre_hook(enter)
+        child.register_forward_hook(leave, always_call=True)
 
 
 def check_device(device: str | None) -> str:
@@ -311,12 +355,13 @@ def load_sentence_transformer(
     device = check_device(device)
     from sentence_transformers import SentenceTransformer
 
-    if torch_device_type(device) == "cpu":
-        flush_subnormals()
     kwargs.setdefault("local_files_only", True)
     try:
-        return SentenceTransformer(str(resolved.path), device=device, **kwargs)
+        model = SentenceTransformer(str(resolved.path), device=device, **kwargs)
     except Exception as error:  # noqa: BLE001 - a model that does not load is a user-facing error
         logger.debug("loading %s failed", spec, exc_info=True)
         raise BoomError(f"cannot load as a sentence-transformers model ({first_line(error)})", path=spec) from None
+    if torch_device_type(device) == "cpu":
+        flush_subnormals_in_forward(model)
+    return model
 

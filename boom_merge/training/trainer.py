@@ -103,10 +103,7 @@ def load_model(init_model: str | Path | ResolvedModel, config: TrainConfig) -> S
     """
     from sentence_transformers import SentenceTransformer
 
-    from boom_merge.model_refs import default_device, flush_subnormals, resolve_model
-
-    if default_device() == "cpu":
-        flush_subnormals()
+    from boom_merge.model_refs import resolve_model
 
     resolved = init_model if hasattr(init_model, "path") else resolve_model(init_model)
     try:
