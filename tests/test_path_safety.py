@@ -271,8 +271,16 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+def _default_sigint() -> None:
+    # a job started in the background (`cmd &`, as CI may run the suite) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: give the writer the terminal's default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _writer(out: Path) -> tuple[subprocess.Popen, Path]:
-    process = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     tmp = Path(process.stdout.readline().strip())
     assert tmp.is_dir() and tmp.parent == out.parent and tmp.name.startswith(f".{out.name}.tmp-")
     return process, tmp
