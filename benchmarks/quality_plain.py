@@ -13,7 +13,8 @@ unless ``--plain-no-freeze``. Rows:
 * ``BLS`` (the bag's 100 % member, kept checkpoints ``--tuned-keep``), ``BOOM`` (Multi-SLERP,
   equal) and ``BOOM, task vectors`` (the same with ``base_model``);
 * ``BOOM tuned (balanced)`` and its ``WiSE-FT of BLS tuned (balanced)`` line toward the plain
-  base: one ``boom-merge tune`` search on dev splits (expected useless toward this base);
+  base: one ``boom-merge tune`` search on dev splits (expected useless toward this base; it
+  was not: docs/results.md section 6);
 * free baselines that remain when the base does not embed: the checkpoint soup of BLS, BLS
   interpolated toward its first kept checkpoint (tuned on dev splits by ``boom-merge tune``
   with that checkpoint as the base), the seed soup (BLS of every seed averaged; ``--plain-seed-soups
