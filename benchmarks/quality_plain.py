@@ -9,7 +9,8 @@ instruction prompt ``--plain-prompt`` on queries (training and evaluation), in-b
 hard negative, Multi-SLERP; the token-embedding table frozen (``train --freeze-embeddings``)
 unless ``--plain-no-freeze``. Rows:
 
-* the plain base, as made (last-token) and mean pooled, both with the query prompt;
+* the plain base, as made (last-token), mean pooled, and mean pooled attending both ways
+  (``--bidirectional``), all with the query prompt;
 * ``BLS`` (the bag's 100 % member, kept checkpoints ``--tuned-keep``), ``BOOM`` (Multi-SLERP,
   equal) and ``BOOM, task vectors`` (the same with ``base_model``);
 * ``BOOM tuned (balanced)`` and its ``WiSE-FT of BLS tuned (balanced)`` line toward the plain
@@ -31,6 +32,7 @@ deleted once scored (a 270M model is 1 GiB in float32); the scores and recipes s
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import fmean, stdev
@@ -41,7 +43,8 @@ from study import BLS_MEMBER, ENSEMBLE, OOD, Study, averages, bag_cost, evaluate
 from study import train_bag, training_record
 
 PROMPT = "Instruct: Given a query, retrieve the documents that answer it\nQuery: "
-BASE_ROWS = {"plain base (last-token, as made)": "lasttoken", "plain base (mean pooled)": "mean"}
+BASE_ROWS = {"plain base (last-token, as made)": "lasttoken", "plain base (mean pooled)": "mean",
+             "plain base (mean pooled, bidirectional)": "mean-bidirectional"}
 TUNED = "BOOM tuned (balanced)"
 WISE_BASE = "WiSE-FT of BLS toward the base, tuned (balanced)"
 WISE_EARLY = "WiSE-FT of BLS toward its first checkpoint, tuned (balanced)"
@@ -50,6 +53,7 @@ UNFROZEN = " (embedding table trained)"
 SOUP_SEED = 1000  # seed soup replicate r is row seed 1000 + r: it pairs with no BLS seed
 STYLES = {  # (colour, marker, filled), beyond quality_tuned.STYLES
     "plain base (last-token, as made)": ("grey", "o", False), "plain base (mean pooled)": ("grey", "s", False),
+    "plain base (mean pooled, bidirectional)": ("grey", "^", False),
     TASK_VECTORS: ("tab:cyan", "s", True), TUNED: ("tab:blue", "D", True), WISE_BASE: ("tab:orange", "D", False),
     WISE_EARLY: ("tab:red", "v", False), f"BLS{UNFROZEN}": ("black", "o", False),
     f"BOOM{UNFROZEN}": ("tab:blue", "s", False),
@@ -79,16 +83,27 @@ def _config(study: Study, *, freeze: bool) -> Any:
 
 
 def _base_variant(study: Study, pooling: str) -> Path:
-    """``OUT/base-POOLING``: the plain base (``--base``, saved) with the study's query prompt and ``pooling``."""
+    """``OUT/base-POOLING``: the plain base (``--base``, saved) with the study's query prompt and ``pooling``
+    (``mean-bidirectional``: made again by ``boom-merge base --pooling mean --bidirectional`` from it)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling
 
+    from boom_merge.embedding_base import BaseSettings, make_base
     from boom_merge.outputs import atomic_output_dir
 
     target = study.out / f"base-{pooling}"
     if (target / "modules.json").is_file():
         return target
     model = SentenceTransformer(str(study.base), device="cpu")
+    if pooling == "mean-bidirectional":  # its transformer alone is a plain LM dir: make a base of that
+        settings = BaseSettings(pooling="mean", bidirectional=True, query_prompt=study.args.plain_prompt,
+                                max_seq_length=model.max_seq_length)
+        with tempfile.TemporaryDirectory() as scratch:
+            plain = Path(scratch) / study.base.name
+            plain.mkdir()
+            for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+                shutil.copy2(study.base / name, plain / name)
+            return make_base(plain, target, settings, force=target.exists())
     model.prompts = {**model.prompts, "query": study.args.plain_prompt}
     if pooling != "lasttoken":  # the base as made pools the last token
         model._modules["1"] = Pooling(model.get_embedding_dimension(), pooling_mode=pooling)
