@@ -161,6 +161,23 @@ def _train_loaded_member(
         )  # fmt: skip
 
 
+def _loaded(
+    data: DataSpec | Sequence[DataSpec],
+    base: str,
+    config: TrainConfig,
+    dev: str | Path | None,
+    on_bad_line: OnBadLine,
+    data_config: str | None,
+    data_split: str | None,
+) -> tuple[dict[str, LoadedDataset], _Base, TrainConfig, DevSet | None]:
+    """What the members of one run share: DATA read and checked, the base resolved, the config prompted, the dev set."""
+    datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
+    _check_instructions(config, [datasets], _where(data))
+    resolved = _Base(base)
+    config = _prompted(config, resolved)
+    return datasets, resolved, config, _dev_set(config, data, dev)
+
+
 def train_member(
     data: DataSpec | Sequence[DataSpec],
     base: str,
@@ -184,11 +201,7 @@ def train_member(
     ``data``: one source or several, as :func:`boom_merge.data.loading.scan_training_data`
     takes them (``data_config``, ``data_split`` for datasets ids).
     """
-    datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
-    _check_instructions(config, [datasets], _where(data))
-    resolved = _Base(base)
-    config = _prompted(config, resolved)
-    dev_set = _dev_set(config, data, dev)
+    datasets, resolved, config, dev_set = _loaded(data, base, config, dev, on_bad_line, data_config, data_split)
     return _train_loaded_member(
         data, datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
     )
@@ -217,11 +230,7 @@ def train_members(
         if not 0 <= member < len(specs):
             raise BoomError(f"--member {member} is out of range: {ratios!r} has members 0..{len(specs) - 1}")
         specs = [specs[member]]
-    datasets = scan_training_data(data, on_bad_line, config=data_config, split=data_split)
-    _check_instructions(config, [datasets], _where(data))
-    resolved = _Base(base)
-    config = _prompted(config, resolved)
-    dev_set = _dev_set(config, data, dev)
+    datasets, resolved, config, dev_set = _loaded(data, base, config, dev, on_bad_line, data_config, data_split)
     return [
         _train_loaded_member(
             data, datasets, resolved, spec, Path(out), config, force=force, callbacks=callbacks, dev=dev_set
