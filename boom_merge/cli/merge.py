@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from boom_merge.cli._options import allow_pickle_option, device_option
+from boom_merge.merge.pipeline import DEFAULT_OUT_SHARD_SIZE
 from boom_merge.merge.recipe_writing import METHODS
 from boom_merge.merge.recipes import DTYPES
 from boom_merge.incremental.update_weight import auto_update_weight
@@ -23,7 +24,7 @@ _AUTO = auto_update_weight.__kwdefaults__  # --update-weight auto's defaults: th
 _force = click.option("--force", is_flag=True, help="Replace an existing output.")
 _allow_pickle = allow_pickle_option
 _cuda = click.option("--cuda", is_flag=True, help="Do the merge math on the GPU.")
-_shard = click.option("--out-shard-size", default="1B", show_default=True,
+_shard = click.option("--out-shard-size", default=DEFAULT_OUT_SHARD_SIZE, show_default=True,
                       help="Parameters per output shard; mergekit holds one shard in memory (e.g. 250M for big models).")
 
 
