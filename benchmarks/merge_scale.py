@@ -16,13 +16,15 @@ results say when that was not possible):
 * ``boom-merge merge`` with ``boom`` slerp and linear (the library call, timed per pass:
   plan = checks, mergekit = merge, head, lineage, card);
 * the boom slerp recipe under plain ``mergekit-yaml``; mergekit's ``multislerp``;
-* ``SentenceTransformer.merge(..., method="boom")`` and ``method="multislerp"``, then ``.save()``.
+* ``SentenceTransformer.merge(..., method="boom")`` and ``method="multislerp"``, then ``.save()``;
+* with ``--out-shard-sizes``: ``boom-merge merge`` boom slerp at each output shard size.
 
 Wall seconds, peak anonymous memory and peak RSS (polled from /proc by
 ``merge_memory.peak_memory``); a run whose anonymous memory passes ``--memory-limit`` GiB is
 killed and reported as out of memory.
 
     python benchmarks/merge_scale.py --work ~/.cache/boom-merge/bench --shape 0.6b --members 4
+    python benchmarks/merge_scale.py --shape 0.6b --members 4 --runs floor --out-shard-sizes 250M 500M 1B 5B
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def floor(members: list[Path], out: Path) -> None:
         handle.write(block[: size % len(block)])
 
 
-def timed_merge(recipe: Path, out: Path, passes_file: Path) -> None:
+def timed_merge(recipe: Path, out: Path, passes_file: Path, out_shard_size: str | None = None) -> None:
     """``boom-merge merge``'s library call, each pass timed by wrapping the function that runs it."""
     import boom_merge.lineage as lineage
     import boom_merge.merge.pipeline as merging
@@ -181,7 +183,8 @@ def timed_merge(recipe: Path, out: Path, passes_file: Path) -> None:
 
     timed(card, "write_model_card", "card")
     timed(merging, "merge_recipe", "total")
-    merging.merge_recipe(recipe, out, force=True)
+    shard = {"out_shard_size": out_shard_size} if out_shard_size else {}
+    merging.merge_recipe(recipe, out, force=True, **shard)
     passes_file.write_text(json.dumps(seconds))
 
 
@@ -269,13 +272,16 @@ def main() -> None:
                         "mergekit-yaml runs are interleaved with this code's, labelled (before)")
     parser.add_argument("--memory-limit", type=float, default=22.0, help="GiB of anonymous memory before a run is killed")
     parser.add_argument("--run-floor", nargs="+", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--run-timed", nargs=3, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out-shard-sizes", nargs="+", default=[],
+                        help="also run boom-merge boom slerp with each --out-shard-size (e.g. 250M 500M 1B 5B)")
+    parser.add_argument("--run-timed", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--run-st", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_floor:
         return floor(args.run_floor[1:], args.run_floor[0])
     if args.run_timed:
-        return timed_merge(*args.run_timed)
+        recipe, out, passes, *shard = args.run_timed
+        return timed_merge(Path(recipe), Path(out), Path(passes), *shard)
     if args.run_st:
         return st_merge(args.run_st[0], [Path(p) for p in args.run_st[2:]], Path(args.run_st[1]))
 
@@ -287,6 +293,10 @@ def main() -> None:
         out, passes = args.work / "out", args.work / "passes.json"
         runs = {label: command for label, command in commands(args.work, members[:m], out, passes, args.before).items()
                 if label.removesuffix(" (before)") in args.runs}
+        recipe = _recipe(args.work, members[:m], "boom", "slerp")
+        for size in args.out_shard_sizes:  # interleaved with the others; the default size is the plain run
+            runs[f"boom-merge boom slerp, shards {size}"] = [
+                sys.executable, __file__, "--work", str(args.work), "--run-timed", str(recipe), str(out), str(passes), size]
         rows: dict[str, list[dict]] = {label: [] for label in runs}
         dropped = True
         for _ in range(args.repeats):
