@@ -27,7 +27,7 @@ racing margin on the slice; then :func:`boom_merge.tune.race.race` drops the can
 clearly behind the slice leader, the rest are scored on the full caps, and the selection rule
 (:mod:`boom_merge.tune.select`) picks among the candidates with full scores. A candidate's full
 stage encodes only the dev texts its slice stage did not (:mod:`.encodings`; the numbers are
-``--no-racing``'s), so racing never encodes more than the exhaustive search; where racing could
+``--no-racing``'s), so racing never encodes a candidate's texts twice; where racing could
 drop nothing (:func:`racing_skipped`, known before scoring) the search is exhaustive. Scores are
 cached per stage and candidate key in the work dir (an interrupted run resumes) and in
 ``OUT/candidates.json`` (a finished run re-selects with ``--force`` without scoring again).
