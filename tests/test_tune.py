@@ -481,16 +481,17 @@ def test_race_drops_only_the_clearly_behind_outside_the_top_third_and_the_guarde
 
 
 class TableScorer:
-    """A racing scorer from a table of full objectives: the slice adds 0.01 (an easier task) and
-    per-query wobble that differs by candidate, so the margins are real; counts every call."""
+    """A racing scorer from a table of full objectives: the slice adds 0.01 (an easier task; or
+    takes ``slice_table``'s value) and per-query wobble that differs by candidate, so the margins
+    are real; counts every call."""
 
-    def __init__(self, table: dict) -> None:
-        self.table, self.calls = table, []
+    def __init__(self, table: dict, slice_table: dict | None = None) -> None:
+        self.table, self.slice_table, self.calls = table, slice_table or {}, []
 
     def _scores(self, model: Path, stage: str) -> Scores:
         identity = _recipe_identity(model)
         self.calls.append((stage, identity))
-        value = self.table[identity] + (0.01 if stage == "slice" else 0.0)
+        value = self.slice_table.get(identity, self.table[identity] + 0.01) if stage == "slice" else self.table[identity]
         phase = (sum(map(ord, str(identity))) % 13) / 13
         per_query = [value + 0.01 * np.sin(i + 7 * phase) for i in range(20)]
         return Scores(value, value, {}, per_query={**_per_query(per_query), **_per_query(per_query, "ood", "U")})

@@ -158,3 +158,18 @@ def test_racing_that_could_drop_nothing_is_skipped_and_scores_each_candidate_onc
     enough = CountingScorer(table, queries=2)
     result = tune(members, tmp_path / "enough", scorer=enough, scales=(0.5, 1.0), **options)
     assert result.racing and result.raced_out
+
+
+def test_the_greedy_soup_takes_no_step_on_slice_noise(three_members, tmp_path: Path) -> None:
+    """On the slice, member-0 looks a hair better than member-1 (within the racing margin) and their soup
+    ties member-1 alone; the full scores say otherwise. Racing's greedy soup orders and steps on the full
+    scores there, so it takes the exhaustive search's path and choice."""
+    base, members, corpus, table = three_members
+    m0, m1 = frozenset(["member-0"]), frozenset(["member-1"])
+    options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
+    everything = tune(members, tmp_path / "all", scorer=TableScorer(table), racing=False, **options)
+    noisy = {(m0, "-", "equal", 1.0): 0.6105, (m1, "-", "equal", 1.0): 0.61, (m0 | m1, "slerp", "ratio", 1.0): 0.61}
+    raced = tune(members, tmp_path / "raced", scorer=TableScorer(table, slice_table=noisy), **options)
+    steps = [(s.members, s.kept) for s in raced.soup_steps]
+    assert steps == [(s.members, s.kept) for s in everything.soup_steps] == [((1, 0), True), ((1, 0, 2), False)]
+    assert raced.chosen.key == everything.chosen.key and raced.label == "soup slerp ratio t=0.5 [member-0+member-1]"

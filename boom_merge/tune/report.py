@@ -112,7 +112,8 @@ def _markdown(rows: list[dict[str, Any]], chosen: Candidate, rule: str, soup: li
         lines.append("| " + " | ".join(cells) + " |")
     if soup:
         lines.append("\nGreedy soup (members in order of their own dev score; kept if the soup improved"
-                     + ("; slice scores" if racing else "") + "):\n")
+                     + ("; slice scores shown, decided on full scores where the slice could not tell them apart"
+                        if racing else "") + "):\n")
         lines += [f"- {' + '.join(s['members'])}: {_fmt(s['score'])} {'kept' if s['kept'] else 'dropped'}"
                   for s in soup]
     raced = f" ({cost['full']} on the full caps, {cost['raced_out']} raced out on the slice)" if racing else ""

@@ -21,9 +21,10 @@ domains and the OOD dev sources, its tasks, texts and tokenization held for the 
 search), and deleted.
 
 Racing (the default; ``racing=False`` / ``--no-racing`` is the exhaustive search): steps 1-5
-run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of step 2 (and the
-bag-or-soup of step 3) is decided on the full scores of the group's candidates within the
-racing margin on the slice; then :func:`boom_merge.tune.race.race` drops the candidates
+run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of step 2, each
+greedy-soup step (and its order of members) and the bag-or-soup of step 3 are decided on the
+full scores of the candidates within the racing margin on the slice (where the slice cannot tell
+them apart); then :func:`boom_merge.tune.race.race` drops the candidates
 clearly behind the slice leader, the rest are scored on the full caps, and the selection rule
 (:mod:`boom_merge.tune.select`) picks among the candidates with full scores. A candidate's full
 stage encodes only the dev texts its slice stage did not (:mod:`.encodings`; the numbers are
@@ -122,8 +123,8 @@ class _Search:
     """Scores candidates (merge, score, delete), each stage once, with the cache on disk.
 
     ``stage`` is what the search's own decisions read: ``full`` (exhaustive) or ``slice`` (racing).
-    With racing, :meth:`best` races its group first: the bags within the racing margin of the
-    group's slice leader are scored on the full caps and the best full score wins.
+    With racing, :meth:`best` and :meth:`beats` race their group first: the candidates within the
+    racing margin of the group's slice leader are scored on the full caps and the best full score wins.
     """
 
     def __init__(self, members: list[str], base: str, work: Path, scorer: Scorer,
@@ -198,6 +199,27 @@ class _Search:
 
         return size(self.work / "kept") + size(model) <= KEEP_MERGED_BYTES
 
+    def ranking_value(self, cand: Candidate, group: Sequence[Candidate]) -> float:
+        """``cand``'s objective for ranking it within ``group``: with racing, its full score when the slice
+        cannot tell it from the group's slice leader, else its slice score less 10 (objectives lie in
+        [-1, 1]: it ranks after every candidate the slice could not separate)."""
+        if self.racing is None:
+            return self.value(cand)
+        marks = race([(c, self.score(c)) for c in group], self.objective, z=self.racing.z, keep=0.0)
+        if marks[cand.key].kept:
+            return objective_value(self.full_score(cand), self.objective)
+        return self.value(cand) - 10.0
+
+    def beats(self, challenger: Candidate, holder: Candidate) -> bool:
+        """Whether ``challenger``'s objective is above ``holder``'s; with racing, on the full scores
+        when the slice cannot tell the two apart (both within the racing margin of the better)."""
+        if self.racing is not None:
+            pair = [(c, self.score(c)) for c in (holder, challenger)]
+            if all(mark.kept for mark in race(pair, self.objective, z=self.racing.z, keep=0.0).values()):
+                full = [objective_value(self.full_score(c), self.objective) for c in (challenger, holder)]
+                return full[0] > full[1]
+        return self.value(challenger) > self.value(holder)
+
     def best(self, candidates: Sequence[Candidate]) -> Candidate:
         """The rule's pick among ``candidates``; with racing, on the full scores of the group's survivors."""
         if self.racing is None:
@@ -233,11 +255,14 @@ def _run_search(search: _Search, full: int, scales: Sequence[float], schemes: Se
         for bag in bags:
             search.score(bag)
 
-        def soup_value(trial: tuple[int, ...]) -> float:
-            return search.value(candidate("soup", trial, interpolation=best.interpolation, weights=best.weights,
-                                          order=next(counter)))
+        def soup_of(trial: tuple[int, ...]) -> Candidate:
+            if len(trial) == 1:
+                return singles[trial[0]]
+            return candidate("soup", trial, interpolation=best.interpolation, weights=best.weights, order=next(counter))
 
-        soup, steps = greedy_soup(everyone, lambda i: search.value(singles[i]), soup_value)
+        soup, steps = greedy_soup(everyone, lambda i: search.ranking_value(singles[i], singles),
+                                  lambda t: search.value(soup_of(t)),
+                                  lambda trial, held: search.beats(soup_of(trial), soup_of(held)))
         final = candidate("soup", soup, interpolation=best.interpolation, weights=best.weights)
         top = search.best([best, final]) if len(soup) > 1 else best
         if not full_grid or top.members != tuple(everyone):
@@ -252,8 +277,9 @@ def _run_search(search: _Search, full: int, scales: Sequence[float], schemes: Se
 def racing_rule(racing: Racing) -> str:
     """The racing rule in words, printed before scoring."""
     return (f"racing (fixed before scoring): every candidate first on a seeded {racing.spec.fraction:.0%} slice of "
-            f"each dev source's queries and documents; the search's choices of bag setting are made on the full "
-            f"scores of the bags within the margin on the slice, its other steps on slice scores; then only "
+            f"each dev source's queries and documents; the search's choices (the bag setting, the greedy soup's "
+            f"order and steps, bag or soup) are made on the full scores of the candidates within the margin on "
+            f"the slice, its other steps on slice scores; then only "
             f"candidates behind the slice leader by more than {racing.z:g} standard errors of the paired per-query "
             f"difference, outside the top {racing.keep:.0%} and not the base, the plain bag or the best WiSE-FT "
             f"point are dropped; the rest are scored on the full caps (encoding only the dev texts their slice "
@@ -285,7 +311,7 @@ def _racing_report(search: _Search, marks: dict[str, RaceMark]) -> dict[str, Any
     for cand, scores in search.scored.values():
         mark = marks[cand.key]
         if cand.key in search.full and not mark.kept:
-            mark = RaceMark(True, mark.behind, mark.margin, "scored on the full caps for the search's bag choice")
+            mark = RaceMark(True, mark.behind, mark.margin, "scored on the full caps for a choice of the search")
         rows[cand.key] = {"slice_id_dev": scores.id_dev, "slice_ood_dev": scores.ood_dev,
                           "slice_objective": objective_value(scores, search.objective),
                           "behind": mark.behind, "margin": mark.margin,

@@ -88,12 +88,17 @@ class SoupStep:
 
 
 def greedy_soup(
-    members: Sequence[T], member_score: Callable[[T], float], soup_score: Callable[[tuple[T, ...]], float]
+    members: Sequence[T],
+    member_score: Callable[[T], float],
+    soup_score: Callable[[tuple[T, ...]], float],
+    improves: Callable[[tuple[T, ...], tuple[T, ...]], bool] | None = None,
 ) -> tuple[tuple[T, ...], list[SoupStep]]:
     """Greedy soup: start from the best member; add each next-best member if the soup's score rises.
 
     ``member_score`` scores one member alone, ``soup_score`` a soup of two or more (in the
-    order they were added). Returns the final soup and every trial in order.
+    order they were added). ``improves(trial, soup)``, when given, decides whether a trial beats
+    the soup so far (racing decides on full scores where the slice cannot tell them apart).
+    Returns the final soup and every trial in order.
     """
     if not members:
         raise BoomError("a greedy soup needs at least one member")
@@ -105,7 +110,7 @@ def greedy_soup(
     for index in order[1:]:
         trial = (*soup, members[index])
         score = soup_score(trial)
-        kept = score > best
+        kept = improves(trial, soup) if improves else score > best
         steps.append(SoupStep(trial, score, kept))
         if kept:
             soup, best = trial, score
