@@ -23,13 +23,13 @@ from typing import Any
 
 from boom_merge.evaluation.summary import split_averages
 from boom_merge.embedded_default import OOD_SOURCES as OOD
-from boom_merge.embedded_default import RATIOS, TRAIN_DOMAINS, full_data_member, training_data_dir
+from boom_merge.embedded_default import RATIOS, TRAIN_DOMAINS, planned_full_data_member, training_data_dir
 from boom_merge.outputs import write_output_file
 
 logger = logging.getLogger("quality")
 
 OLD_DOMAINS = ("wordnet", "foldoc", "manpages")
-BLS_MEMBER = full_data_member(RATIOS)  # the 100 % member: the BLS model
+BLS_MEMBER = planned_full_data_member(RATIOS)  # the 100 % member: the BLS model
 ENSEMBLE = "ensemble (M=4)"
 
 

@@ -29,7 +29,7 @@ OOD_DEV_SOURCES = ("jargon", "vera", "gcide", "python_api")
 RATIOS = "40,60,80,100"
 
 
-def full_data_member(ratios: str) -> int:
+def planned_full_data_member(ratios: str) -> int:
     """Index of the member that trains on all the data (the BLS model) in ``ratios``."""
     from boom_merge.data.sampling import plan_members
 

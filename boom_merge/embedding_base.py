@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["POOLINGS", "BaseSettings", "Source", "is_decoder", "make_base", "read_source"]
+__all__ = ["POOLINGS", "BaseSettings", "PlainModel", "is_decoder", "make_base", "read_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _DECODER_HEADS = ("ForCausalLM", "LMHeadModel")
 
 
 @dataclass(frozen=True)
-class Source:
+class PlainModel:
     """FROM as read: the dir transformers loads, the GGUF file in it (if any), its Hub identity.
 
     ``hub_id``/``revision``: FROM's Hub repo and commit (a Hub id, a cache snapshot or a GGUF
@@ -105,7 +105,7 @@ class BaseSettings:
         return {name: text for name, text in found.items() if text is not None}
 
 
-def read_source(spec: str | Path) -> Source:
+def read_source(spec: str | Path) -> PlainModel:
     """FROM resolved: a ``.gguf`` file as itself, a dir or Hub id through :func:`resolve_model`."""
     text = str(spec)
     file = Path(text).expanduser()
@@ -113,7 +113,7 @@ def read_source(spec: str | Path) -> Source:
         if not file.is_file():
             raise BoomError("no such GGUF file", path=text)
         hub_id, revision = cache_identity(file.absolute().parent)
-        return Source(text, file.absolute().parent, file.name, hub_id, revision)
+        return PlainModel(text, file.absolute().parent, file.name, hub_id, revision)
     if file.is_file():
         raise BoomError("not a transformer: a file, neither a model dir nor a .gguf file", path=text)
     resolved = resolve_model(text)
@@ -123,10 +123,10 @@ def read_source(spec: str | Path) -> Source:
     if hub_id is None:
         carried = hub_bases(resolved.path)
         hub_id = carried[0] if len(carried) == 1 else None
-    return Source(text, resolved.path, None, hub_id, revision)
+    return PlainModel(text, resolved.path, None, hub_id, revision)
 
 
-def _gguf_repo(spec: str, snapshot: Path, hub_id: str, revision: str | None) -> Source:
+def _gguf_repo(spec: str, snapshot: Path, hub_id: str, revision: str | None) -> PlainModel:
     """A Hub repo without config.json (a GGUF repo, e.g. ``org/name-GGUF``): its one .gguf file in the cache.
 
     Its .gguf files are never downloaded with the model (one repo holds many quantizations):
@@ -134,7 +134,7 @@ def _gguf_repo(spec: str, snapshot: Path, hub_id: str, revision: str | None) -> 
     """
     files = sorted(snapshot.glob("*.gguf")) + sorted(snapshot.glob("*/*.gguf"))
     if len(files) == 1:
-        return Source(spec, files[0].parent, files[0].name, hub_id, revision)
+        return PlainModel(spec, files[0].parent, files[0].name, hub_id, revision)
     get = f"`hf download {hub_id} FILE.gguf`"
     if not files:
         raise BoomError(f"not a transformer (no config.json), and no .gguf file of it in the cache: for a GGUF repo, "
@@ -144,7 +144,7 @@ def _gguf_repo(spec: str, snapshot: Path, hub_id: str, revision: str | None) -> 
                     f"to use ({get} prints it)", path=spec)  # fmt: skip
 
 
-def _plain_dir(source: Source, *, allow_pickle: bool = False) -> Path:
+def _plain_dir(source: PlainModel, *, allow_pickle: bool = False) -> Path:
     """FROM's dir, refused unless it holds a plain transformer with a base model class."""
     if (source.path / "modules.json").is_file():
         raise BoomError("already a sentence-transformers model (modules.json): pass it to `train --base` as it is",
@@ -162,7 +162,7 @@ def _plain_dir(source: Source, *, allow_pickle: bool = False) -> Path:
     return source.path
 
 
-def _check_base_class(config: PretrainedConfig, source: Source) -> None:
+def _check_base_class(config: PretrainedConfig, source: PlainModel) -> None:
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
     if config.model_type not in MODEL_MAPPING_NAMES:
@@ -184,7 +184,7 @@ def is_decoder(config: PretrainedConfig) -> bool:
     return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def _check_bidirectional(config: PretrainedConfig, decoder: bool, source: Source) -> None:
+def _check_bidirectional(config: PretrainedConfig, decoder: bool, source: PlainModel) -> None:
     if not decoder:
         raise BoomError(f"--bidirectional: {config.model_type!r} is an encoder, which attends both ways already",
                         path=source.spec)  # fmt: skip
@@ -206,7 +206,7 @@ def _bidirectional(path: Path, config: PretrainedConfig) -> PreTrainedModel:
     return AutoModel.from_pretrained(str(path), config=both, dtype="auto", local_files_only=True)
 
 
-def _pad_token(tokenizer: PreTrainedTokenizerBase, source: Source) -> str | None:
+def _pad_token(tokenizer: PreTrainedTokenizerBase, source: PlainModel) -> str | None:
     """The token to pad with when the tokenizer has none (its eos, else its unk); None when it has one."""
     if tokenizer.pad_token is not None:
         return None
@@ -217,7 +217,7 @@ def _pad_token(tokenizer: PreTrainedTokenizerBase, source: Source) -> str | None
                     path=source.spec)  # fmt: skip
 
 
-def _dequantize(source: Source, scratch: Path) -> Path:
+def _dequantize(source: PlainModel, scratch: Path) -> Path:
     """The GGUF file read by transformers (dequantized) and saved as a plain model in ``scratch``; returns it."""
     file = source.path / str(source.gguf_file)
     try:
@@ -249,7 +249,7 @@ def _dequantize(source: Source, scratch: Path) -> Path:
     return scratch
 
 
-def _build(path: Path, source: Source, settings: BaseSettings) -> tuple[SentenceTransformer, dict[str, Any]]:
+def _build(path: Path, source: PlainModel, settings: BaseSettings) -> tuple[SentenceTransformer, dict[str, Any]]:
     """The sentence-transformers model and the settings it was made with (for the provenance record)."""
     from transformers import AutoConfig
 

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from boom_merge.errors import BoomError
-from boom_merge.embedded_default import OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, full_data_member, hub_copy
+from boom_merge.embedded_default import (OOD_DEV_SOURCES, OOD_SOURCES, RATIOS, TRAIN_DOMAINS, hub_copy,
+                                         planned_full_data_member)
 from boom_merge.embedded_default import installed_corpus, training_data_dir
 from boom_merge.lineage import read_member_manifest
 from boom_merge.outputs import check_output, mark_output
@@ -199,7 +200,7 @@ def run_quickstart(
                          learning_rate=sizes.learning_rate, epochs=sizes.epochs, save_steps=50)
     with _stage(result, TRAIN_STAGE, echo):
         members = train_members(train_dir, str(base), RATIOS, out / "members", config, seed=seed)
-    bls = full_data_member(RATIOS)
+    bls = planned_full_data_member(RATIOS)
     with _stage(result, "merge (boom, Multi-SLERP)", echo):
         recipe = write_recipe(members, out / "boom.yml", method="boom", force=True)
         boom = merge_recipe(recipe, out / "boom", force=True)

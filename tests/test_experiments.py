@@ -9,7 +9,7 @@ from statistics import fmean, stdev
 import pytest
 
 from boom_merge.errors import BoomError
-from boom_merge.embedded_default import full_data_member, training_data_dir
+from boom_merge.embedded_default import planned_full_data_member, training_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from study import paired_deltas, seed_table, spread  # noqa: E402  (benchmarks/study.py: the study's tables)
@@ -17,13 +17,13 @@ from study import paired_deltas, seed_table, spread  # noqa: E402  (benchmarks/s
 
 @pytest.mark.parametrize(("ratios", "index"), [("40,60,80,100", 3), ("100,50", 0), ("paper5", 4)])
 def test_full_data_member_is_the_100_percent_one(ratios: str, index: int) -> None:
-    assert full_data_member(ratios) == index
+    assert planned_full_data_member(ratios) == index
 
 
 @pytest.mark.parametrize("ratios", ["40,60,80", "50,R"])
 def test_a_bag_without_a_full_data_member_is_refused(ratios: str) -> None:
     with pytest.raises(BoomError, match="no 100 % member"):
-        full_data_member(ratios)
+        planned_full_data_member(ratios)
 
 
 def test_training_data_dir_copies_only_the_chosen_domains(tmp_path) -> None:
