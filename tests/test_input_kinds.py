@@ -85,16 +85,19 @@ def _apply(kind: str, model: Path) -> None:
         _pickled(model)
 
 
-@pytest.fixture(scope="module", params=KINDS)
-def kind(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, list[Path]]:
-    """(kind, base, two members): members perturbed from the base, all stored the kind's way."""
-    name = request.param
-    root = tmp_path_factory.mktemp(name)
+def _models(name: str, root: Path) -> tuple[Path, list[Path]]:
+    """(base, two members): members perturbed from the base, all stored the kind's way."""
     base = _make(name, root / "base", seed=0)
     members = [_make(name, root / f"member-{i}", seed=i + 1, perturb_from=base) for i in range(2)]
     for model in (base, *members):
         _apply(name, model)
-    return name, base, members
+    return base, members
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def kind(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, list[Path]]:
+    """(kind, base, two members), as :func:`_models` makes them."""
+    return request.param, *_models(request.param, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -232,15 +235,15 @@ def _mapped_file(pointer: int) -> str | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
-def test_the_kernel_reads_half_precision_inputs_in_place(kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", sorted(DTYPES))
+def test_the_kernel_reads_half_precision_inputs_in_place(name: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Peak memory flat in M: the BOOM kernel gets every bf16/fp16 input as the pages of its file (no float32
     copy of all M inputs, no read into memory); it widens one input at a time itself."""
     from boom_merge.merge import methods
     from boom_merge.merge.pipeline import merge_recipe
 
-    name, base, members = kind
-    if name not in DTYPES:
-        pytest.skip("half-precision inputs only")
+    base, members = _models(name, tmp_path / "models")
     seen: list[list[str | None]] = []
     combine = methods.combine
 
