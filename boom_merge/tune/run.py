@@ -205,27 +205,29 @@ class _Search:
         [-1, 1]: it ranks after every candidate the slice could not separate)."""
         if self.racing is None:
             return self.value(cand)
-        marks = race([(c, self.score(c)) for c in group], self.objective, z=self.racing.z, keep=0.0)
-        if marks[cand.key].kept:
+        if cand.key in self._close(group):
             return objective_value(self.full_score(cand), self.objective)
         return self.value(cand) - 10.0
 
     def beats(self, challenger: Candidate, holder: Candidate) -> bool:
         """Whether ``challenger``'s objective is above ``holder``'s; with racing, on the full scores
         when the slice cannot tell the two apart (both within the racing margin of the better)."""
-        if self.racing is not None:
-            pair = [(c, self.score(c)) for c in (holder, challenger)]
-            if all(mark.kept for mark in race(pair, self.objective, z=self.racing.z, keep=0.0).values()):
-                full = [objective_value(self.full_score(c), self.objective) for c in (challenger, holder)]
-                return full[0] > full[1]
+        if self.racing is not None and len(self._close([holder, challenger])) == 2:
+            full = [objective_value(self.full_score(c), self.objective) for c in (challenger, holder)]
+            return full[0] > full[1]
         return self.value(challenger) > self.value(holder)
+
+    def _close(self, group: Sequence[Candidate]) -> set[str]:
+        """Keys of the candidates the slice cannot tell from ``group``'s slice leader (the racing margin)."""
+        marks = race([(c, self.score(c)) for c in group], self.objective, z=self.racing.z, keep=0.0)
+        return {key for key, mark in marks.items() if mark.kept}
 
     def best(self, candidates: Sequence[Candidate]) -> Candidate:
         """The rule's pick among ``candidates``; with racing, on the full scores of the group's survivors."""
         if self.racing is None:
             return choose([(c, self.score(c)) for c in candidates], self.objective)
-        marks = race([(c, self.score(c)) for c in candidates], self.objective, z=self.racing.z, keep=0.0)
-        return choose([(c, self.full_score(c)) for c in candidates if marks[c.key].kept], self.objective)
+        close = self._close(candidates)
+        return choose([(c, self.full_score(c)) for c in candidates if c.key in close], self.objective)
 
 
 @dataclass(frozen=True)
