@@ -138,11 +138,8 @@ def run_plain(study: Study, data: Path) -> None:
     from boom_merge.merge.recipe_writing import checkpoint_members
     from boom_merge.tune.select import choose
 
-    import torch
-
-    # on a CPU, gemma's activations underflow into subnormal floats, which x86 computes on
-    # microcode: encoding ran 10-30x slower (76 s vs 2.6 s for 256 queries, measured here)
-    torch.set_flush_denormal(True)
+    # gemma's subnormal activations on a CPU (10-30x slower encoding) are flushed by the library
+    # while a model runs (boom_merge.model_refs.subnormals_flushed): nothing to switch on here
     args, tasks = study.args, _tasks()
     part = part_name(args)
     for label, pooling in BASE_ROWS.items():
