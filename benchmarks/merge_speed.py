@@ -127,8 +127,8 @@ def kernel_times(repeats: int) -> dict[str, dict[str, float]]:
     reference = direction * (sum(w * n for w, n in zip(weights, norms)) / sum(weights)
                              / float(torch.sqrt(torch.sum(direction * direction))))
 
-    def float32_norm(tensor: torch.Tensor) -> float:
-        return float(torch.linalg.vector_norm(tensor))
+    def float32_norm(flat: torch.Tensor) -> torch.Tensor:  # the sum of squares from one float32 norm
+        return torch.linalg.vector_norm(flat).double().square()
 
     kernels = {
         "boom (float64 norm sums)": lambda: merge_tensors(tensors, "boom", parameters={"weight": weights}),
@@ -150,12 +150,12 @@ def kernel_times(repeats: int) -> dict[str, dict[str, float]]:
 def _with_norm(module, norm, tensors, weights):
     from mergekit.merge_methods import merge_tensors
 
-    saved = module.tensor_norm
-    module.tensor_norm = norm
+    saved = module._sum_squares
+    module._sum_squares = norm
     try:
         return merge_tensors(tensors, "boom", parameters={"weight": weights})
     finally:
-        module.tensor_norm = saved
+        module._sum_squares = saved
 
 
 def main() -> None:

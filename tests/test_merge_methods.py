@@ -188,3 +188,43 @@ def test_scale_without_a_base_is_refused() -> None:
         merge_tensors(_tensors(2), "boom", parameters={"scale": 0.5})
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         merge_tensors(_tensors(2), "boom", base_index=1, parameters={"scale": -1.0})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("interpolation", ["slerp", "linear"])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_streamed_blocks_merge_as_one_block(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype,
+                                            interpolation: str, with_base: bool) -> None:
+    """The kernels read the inputs in blocks of STREAM_BLOCK elements; a tensor of many blocks and a
+    ragged tail merges as it does in one block, and as the float64 references do."""
+    import boom_merge.merge.methods as kernels
+
+    *members, base = [t.to(dtype) for t in _tensors(4, shape=(37, 229), seed=50)]  # 8473 elements
+    inputs, base_index = ([*members, base], 3) if with_base else (members, None)
+    params = {"interpolation": interpolation, "weight": [1.0, 2.0, 0.5], **({"scale": 0.6} if with_base else {})}
+    whole = merge_tensors(inputs, "boom", parameters=params, base_index=base_index)
+    monkeypatch.setattr(kernels, "STREAM_BLOCK", 2 * kernels.NORM_BLOCK)  # 5 blocks, the last one ragged
+    streamed = merge_tensors(inputs, "boom", parameters=params, base_index=base_index)
+    assert streamed.dtype == dtype and streamed.shape == (37, 229)
+    assert torch.allclose(streamed.float(), whole.float(), atol=1e-6 if dtype == torch.float32 else 0, rtol=0)
+    arrays = [t.float().numpy() for t in members]
+    origin = base.float().numpy().astype(np.float64) if with_base else None
+    if interpolation == "slerp":
+        merged = np_multislerp(arrays, [1.0, 2.0, 0.5], origin)
+    else:
+        merged = np_linear(arrays if origin is None else [a - origin for a in arrays], [1.0, 2.0, 0.5])
+        merged = merged if origin is None else origin + merged
+    expected = merged if origin is None else origin + 0.6 * (merged - origin)
+    np.testing.assert_allclose(streamed.float().numpy(), expected, atol=1e-5 if dtype == torch.float32 else 2e-2,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("interpolation", ["slerp", "linear"])
+def test_a_nan_in_a_late_block_is_refused(monkeypatch: pytest.MonkeyPatch, interpolation: str) -> None:
+    import boom_merge.merge.methods as kernels
+
+    monkeypatch.setattr(kernels, "STREAM_BLOCK", kernels.NORM_BLOCK)
+    members = _tensors(3, shape=(5000,), seed=60)
+    members[1][4990] = float("nan")
+    with pytest.raises(kernels.NonFiniteInputError, match="input 1"):
+        merge_tensors(members, "boom", parameters={"interpolation": interpolation})

@@ -12,8 +12,10 @@ Multi-SLERP here is mergekit's ``multislerp``: project each input onto the unit 
 take the normalised weighted mean direction, and rescale it to the weighted mean
 norm. mergekit also projects onto the tangent space at that mean and maps back, but
 that step cancels exactly (sum_i w_i (u_i - <u_i, m> m) = |s| m - |s| m = 0 for
-s = sum_i w_i u_i, m = s / |s|), so we compute the same result in one streaming pass
-with one accumulator instead of stacking M copies of every tensor. Where the mean
+s = sum_i w_i u_i, m = s / |s|), so we compute the same result with one accumulator instead of
+stacking M copies of every tensor: on the CPU the inputs are read block by block
+(:data:`STREAM_BLOCK` elements, widened to float32 in one reused buffer that stays in cache),
+once for their norms and once for the direction, never as a full-size float32 copy. Where the mean
 direction vanishes (all inputs zero, or antipodal inputs) we fall back to the linear
 average instead of raising: zero tensors such as MiniLM's ``pooler.dense.bias`` then
 merge to zero.
@@ -57,6 +59,9 @@ from typing_extensions import Annotated
 Interpolation = Literal["slerp", "linear"]
 EPS = 1e-8
 NORM_BLOCK = 1024
+#: elements per block of the kernels' streaming passes on the CPU: 4 MiB of float32, which stays in cache
+#: (measured on a 40000 x 2560 bf16 tensor, M = 4: 2^18-2^20 fastest, 2^14 3.9x and 2^22 1.2x slower)
+STREAM_BLOCK = 1024 * NORM_BLOCK
 
 
 class NonFiniteInputError(ValueError):
@@ -111,19 +116,6 @@ def _checked_combine(
     return _refuse_non_finite(group, merged)
 
 
-def tensor_norm(tensor: torch.Tensor) -> float:
-    """Euclidean norm to float32 rounding at any size: float32 block norms, summed in float64."""
-    flat = tensor.reshape(-1)
-    if flat.dtype == torch.float64:
-        return float(torch.linalg.vector_norm(flat))
-    whole = flat.numel() // NORM_BLOCK * NORM_BLOCK
-    squares = flat[whole:].double().square().sum()
-    if whole:
-        blocks = torch.linalg.vector_norm(flat[:whole].view(-1, NORM_BLOCK), dim=1)
-        squares += blocks.double().square().sum()
-    return math.sqrt(float(squares))
-
-
 def _accumulation_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
@@ -135,30 +127,85 @@ def _normalised(weights: Sequence[float]) -> list[float]:
     return [float(w) / total for w in weights]
 
 
+def _sum_squares(flat: torch.Tensor) -> torch.Tensor:
+    """The sum of squares of a 1-d tensor as a float64 scalar: float32 norms of :data:`NORM_BLOCK`-element
+    blocks, squared and summed in float64 (float64 input: in float64)."""
+    if flat.dtype == torch.float64:
+        return flat.square().sum()
+    whole = flat.numel() // NORM_BLOCK * NORM_BLOCK
+    squares = flat[whole:].double().square().sum()
+    if whole:
+        squares += torch.linalg.vector_norm(flat[:whole].view(-1, NORM_BLOCK), dim=1).double().square().sum()
+    return squares
+
+
+def _spans(numel: int, device: torch.device) -> list[tuple[int, int]]:
+    """The blocks of a streaming pass: :data:`STREAM_BLOCK` elements on the CPU, the whole tensor elsewhere."""
+    step = STREAM_BLOCK if device.type == "cpu" else max(numel, 1)
+    return [(start, min(start + step, numel)) for start in range(0, numel, step)]
+
+
+def tensor_norm(tensor: torch.Tensor) -> float:
+    """Euclidean norm to float32 rounding at any size: float32 block norms, summed in float64."""
+    flat = tensor.reshape(-1)
+    return math.sqrt(float(sum((_sum_squares(flat[a:b]) for a, b in _spans(flat.numel(), flat.device)),
+                               torch.zeros((), dtype=torch.float64))))
+
+
+class _Stream:
+    """The inputs of one merge, read block by block: each block of an input is widened into one reused
+    buffer (the accumulation dtype) and its ``origin`` block subtracted, so no full-size widened copy is made."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], origin: torch.Tensor | None) -> None:
+        self.shape, self.out_dtype, device = tensors[0].shape, tensors[0].dtype, tensors[0].device
+        self.dtype = _accumulation_dtype(tensors[0])
+        self.flats = [tensor.reshape(-1) for tensor in tensors]
+        self.origin = None if origin is None else origin.reshape(-1)
+        self.spans = _spans(self.flats[0].numel(), device)
+        self.block_size = self.spans[0][1] - self.spans[0][0] if self.spans else 0
+        self._buffer = torch.empty(self.block_size, dtype=self.dtype, device=device)
+        self._origin_buffer = None if origin is None else torch.empty(self.block_size, dtype=self.dtype, device=device)
+
+    def origin_block(self, start: int, stop: int) -> torch.Tensor | None:
+        """The origin's block in the accumulation dtype (None without an origin)."""
+        if self.origin is None or self._origin_buffer is None:
+            return None
+        return self._origin_buffer[:stop - start].copy_(self.origin[start:stop])
+
+    def delta(self, index: int, start: int, stop: int, origin: torch.Tensor | None) -> torch.Tensor:
+        """Input ``index``'s block minus ``origin`` (the block from :meth:`origin_block`), widened; valid
+        until the next call."""
+        block = self._buffer[:stop - start].copy_(self.flats[index][start:stop])
+        return block if origin is None else block.sub_(origin)
+
+    def output(self) -> torch.Tensor:
+        """An empty output in the inputs' dtype, flat."""
+        return torch.empty(self.flats[0].numel(), dtype=self.out_dtype, device=self.flats[0].device)
+
+
 def linear_combination(
     tensors: Sequence[torch.Tensor],
     weights: Sequence[float],
     origin: torch.Tensor | None = None,
     scale: float = 1.0,
 ) -> torch.Tensor:
-    """``origin + scale * sum_i w_i (t_i - origin)`` with normalised weights, in float32 or wider."""
+    """``origin + scale * sum_i w_i (t_i - origin)`` with normalised weights, in float32 or wider,
+    one block at a time (:class:`_Stream`): each input is read once."""
     weights = _normalised(weights)
-    dtype = _accumulation_dtype(tensors[0])
-    wide_origin = None if origin is None else origin.to(dtype)
-    result = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
-    for tensor, weight in zip(tensors, weights):
-        result.add_(_delta(tensor, wide_origin, dtype), alpha=weight)
-    if wide_origin is not None:
-        if scale != 1.0:
-            result.mul_(scale)
-        result.add_(wide_origin)
-    return result.to(tensors[0].dtype)
-
-
-def _delta(tensor: torch.Tensor, wide_origin: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """``tensor - origin`` in ``dtype`` (one widened copy of ``tensor`` at a time)."""
-    wide = tensor.to(dtype)
-    return wide if wide_origin is None else (wide.sub_(wide_origin) if wide is not tensor else wide - wide_origin)
+    stream = _Stream(tensors, origin)
+    out = stream.output()
+    total = torch.empty(stream.block_size, dtype=stream.dtype, device=out.device)
+    for start, stop in stream.spans:
+        base = stream.origin_block(start, stop)
+        block = total[:stop - start].zero_()
+        for index, weight in enumerate(weights):
+            block.add_(stream.delta(index, start, stop, base), alpha=weight)
+        if base is not None:
+            if scale != 1.0:
+                block.mul_(scale)
+            block.add_(base)
+        out[start:stop].copy_(block)
+    return out.view(stream.shape)
 
 
 def spherical_combination(
@@ -172,29 +219,45 @@ def spherical_combination(
     after scaling the merged delta by ``scale``.
 
     Equals mergekit's ``multislerp`` wherever that one is defined; falls back to
-    :func:`linear_combination` where the weighted mean direction vanishes.
+    :func:`linear_combination` where the weighted mean direction vanishes. Streams the inputs
+    block by block (:class:`_Stream`) in two reads: their norms, then the direction (whose norm is
+    summed block by block as it is made); the direction is the one full-size float32 buffer.
     """
     weights = _normalised(weights)
-    dtype = _accumulation_dtype(tensors[0])
-    wide_origin = None if origin is None else origin.to(dtype)
-    direction = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
-    mean_norm = 0.0
-    for tensor, weight in zip(tensors, weights):
-        delta = _delta(tensor, wide_origin, dtype)
-        norm = tensor_norm(delta)
-        direction.add_(delta, alpha=weight / (norm + eps))
-        mean_norm += weight * norm
-    direction_norm = tensor_norm(direction)
-    if not math.isfinite(mean_norm + direction_norm):
-        raise _NonFiniteNorm(f"Multi-SLERP norms {mean_norm}, {direction_norm}")
+    stream = _Stream(tensors, origin)
+    squares = [torch.zeros((), dtype=torch.float64) for _ in tensors]
+    for start, stop in stream.spans:
+        base = stream.origin_block(start, stop)
+        for index in range(len(tensors)):
+            squares[index] += _sum_squares(stream.delta(index, start, stop, base))
+    norms = [math.sqrt(float(square)) for square in squares]
+    mean_norm = sum(weight * norm for weight, norm in zip(weights, norms))
+    if not math.isfinite(mean_norm):
+        raise _NonFiniteNorm(f"Multi-SLERP mean norm {mean_norm}")
+    direction = torch.empty(stream.flats[0].numel(), dtype=stream.dtype, device=stream.flats[0].device)
+    direction_squares = torch.zeros((), dtype=torch.float64)
+    for start, stop in stream.spans:
+        base = stream.origin_block(start, stop)
+        block = direction[start:stop].zero_()
+        for index, (weight, norm) in enumerate(zip(weights, norms)):
+            block.add_(stream.delta(index, start, stop, base), alpha=weight / (norm + eps))
+        direction_squares += _sum_squares(block)
+    direction_norm = math.sqrt(float(direction_squares))
+    if not math.isfinite(direction_norm):
+        raise _NonFiniteNorm(f"Multi-SLERP direction norm {direction_norm}")
     if direction_norm < eps:
         return linear_combination(tensors, weights, origin, scale)
-    result = direction.mul_(mean_norm / direction_norm)
-    if wide_origin is not None and scale != 1.0:
-        result.mul_(scale)
-    if wide_origin is not None:
-        result.add_(wide_origin)
-    return result.to(tensors[0].dtype)
+    out = direction if stream.out_dtype == stream.dtype else stream.output()
+    for start, stop in stream.spans:
+        block = direction[start:stop].mul_(mean_norm / direction_norm)
+        base = stream.origin_block(start, stop)
+        if base is not None:
+            if scale != 1.0:
+                block.mul_(scale)
+            block.add_(base)
+        if out is not direction:
+            out[start:stop].copy_(block)
+    return out.view(stream.shape)
 
 
 def combine(
