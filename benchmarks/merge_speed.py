@@ -15,7 +15,14 @@ weights 1:2:1, in process): boom's Multi-SLERP (norms summed in float64 blocks),
 with plain float32 norms (boom before the precision fix), and mergekit's multislerp,
 with each one's relative error against a float64 computation of the formula.
 
+``--kernel-shape ROWS COLS`` times only the kernels (boom slerp and linear, with and without a
+base) on one bf16 tensor of that shape, M = ``--members``, in process, and with
+``--stream-blocks`` sweeps the kernels' block size; run it under ``PYTHONPATH=OLD_CHECKOUT``
+for the kernels of an older commit (the 4B embedding matrix is 151669 x 2560):
+
     python benchmarks/merge_speed.py --workdir /tmp/boom-bench --members 4 8 --repeats 2
+    python benchmarks/merge_speed.py --kernel-shape 151669 2560 --members 4
+    python benchmarks/merge_speed.py --kernel-shape 40000 2560 --members 4 --stream-blocks 14 16 18 20 22
 """
 
 from __future__ import annotations
@@ -147,6 +154,34 @@ def kernel_times(repeats: int) -> dict[str, dict[str, float]]:
     return results
 
 
+def kernel_shape_times(rows: int, cols: int, m: int, repeats: int, block_log2: int | None = None) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of the boom kernels on ``m`` bf16 tensors of ``rows`` x ``cols``
+    (base + independent noise), in process; ``block_log2``: the streaming block, 2^N elements."""
+    import boom_merge.merge.methods as boom
+
+    if block_log2 is not None:
+        boom.STREAM_BLOCK = 1 << block_log2
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(rows, cols, generator=generator).to(torch.bfloat16)
+    inputs = [(base.float() + 0.01 * torch.randn(rows, cols, generator=generator)).to(torch.bfloat16) for _ in range(m)]
+    weights = [float(i + 1) for i in range(m)]
+    kernels = {
+        "slerp": lambda: boom.spherical_combination(inputs, weights),
+        "slerp, base, t = 0.5": lambda: boom.spherical_combination(inputs, weights, origin=base, scale=0.5),
+        "linear": lambda: boom.linear_combination(inputs, weights),
+        "linear, base, t = 0.7": lambda: boom.linear_combination(inputs, weights, origin=base, scale=0.7),
+    }
+    times = {}
+    for label, kernel in kernels.items():
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            kernel()
+            seconds.append(time.perf_counter() - start)
+        times[label] = min(seconds)
+    return times
+
+
 def _with_norm(module, norm, tensors, weights):
     from mergekit.merge_methods import merge_tensors
 
@@ -164,7 +199,17 @@ def main() -> None:
     parser.add_argument("--members", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--layers", type=int, default=24, help="24 = BERT-large (335M parameters)")
+    parser.add_argument("--kernel-shape", type=int, nargs=2, metavar=("ROWS", "COLS"),
+                        help="only time the kernels on one bf16 tensor of this shape")
+    parser.add_argument("--stream-blocks", type=int, nargs="+", metavar="LOG2",
+                        help="with --kernel-shape: each streaming block size, 2^LOG2 elements")
     args = parser.parse_args()
+    if args.kernel_shape:
+        for block in args.stream_blocks or [None]:
+            times = kernel_shape_times(*args.kernel_shape, args.members[0], args.repeats, block)
+            label = f"block 2^{block}: " if block is not None else ""
+            print(label + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in times.items()), flush=True)
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
     kernels = kernel_times(max(3, args.repeats))
     print("Multi-SLERP kernels on one 30522 x 384 tensor (M = 3):")
