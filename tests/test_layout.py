@@ -20,6 +20,7 @@ STAGE_OF = {
     "boom_merge": "package",
     "boom_merge._hook": "hook",
     "boom_merge.errors": "errors",
+    "boom_merge.cache_dir": "cache",
     "boom_merge.durable": "outputs",
     "boom_merge.outputs": "outputs",
     "boom_merge.merge.checks": "checks",
@@ -43,7 +44,7 @@ STAGE_OF = {
     "boom_merge.cli": "cli",
 }
 
-_SERVICES = {"errors", "outputs", "models", "lineage"}
+_SERVICES = {"errors", "cache", "outputs", "models", "lineage"}
 #: stage -> the other stages it may import (each stage may import itself). Data flows one way:
 #: recipe -> checks -> plan -> mergekit -> head -> lineage -> card (all in ``merge``, which
 #: calls ``card``), then tune / incremental, evaluation beside them; cli over everything.
@@ -51,11 +52,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "package": set(),
     "hook": set(),  # imports nothing at start-up; its callbacks are named as strings
     "errors": set(),
+    "cache": set(),
     "outputs": {"package", "errors"},
     "checks": {"errors"},
     "models": {"errors", "checks"},
-    "lineage": {"errors", "models"},
-    "data": {"errors", "outputs"},
+    "lineage": {"errors", "cache", "models"},
+    "data": {"errors", "cache", "outputs"},
     "corpus": {"errors", "data"},  # the built corpus' reader: training's dev splits and cards use it
     "training": _SERVICES | {"data", "corpus"},
     "card": _SERVICES | {"corpus", "training"},

@@ -2,14 +2,12 @@
 missing one: unknown).
 
 Owns: :func:`walk` (the one lineage walker, at most :data:`MAX_DEPTH` links deep), :func:`training_datasets`
-(in-domain tagging), :func:`full_data_index`, :func:`hub_bases` (a card's ``base_model``), :func:`hub_repo`, and
-:func:`model_sha256` (the one model hash). It never writes, and imports nothing of boom-merge but :mod:`.records`
-and :mod:`boom_merge.model_refs`.
+(in-domain tagging), :func:`full_data_index`, :func:`hub_bases` (a card's ``base_model``), and :func:`hub_repo`. It
+never writes, and imports nothing of boom-merge but :mod:`.records` and :mod:`boom_merge.model_refs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -136,24 +134,3 @@ def _spec_bases(spec: str | None, recurse: Callable[[Path], list[str]]) -> list[
         return recurse(Path(spec))
     repo = hub_repo(spec)
     return [repo] if repo else []
-
-
-def model_sha256(model: str | Path) -> str:
-    """The model hash: sha256 over the relative paths and contents of its (non-hidden) files.
-
-    A Hub id is resolved first (:func:`boom_merge.model_refs.resolve_model`).
-    """
-    from tqdm.auto import tqdm
-
-    from boom_merge.model_refs import resolve_model
-
-    resolved = resolve_model(model)
-    path = resolved.path
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    for file in tqdm(files, desc=f"hashing {resolved.hub_id or path.name}", leave=False, unit="file"):
-        digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(chunk)
-    return digest.hexdigest()

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from boom_merge.errors import BoomError
-from boom_merge.lineage.questions import hub_bases, hub_repo, model_sha256, training_datasets
+from boom_merge.lineage.model_hash import model_sha256
+from boom_merge.lineage.questions import hub_bases, hub_repo, training_datasets
 from boom_merge.lineage.records import (FORMAT_VERSION, LINEAGE_FILE, MEMBER_FILE, MEMBERS_DIR, SOURCE_KINDS, Lineage,
                                         location, now, read_lineage, read_member_manifest, read_record)
 

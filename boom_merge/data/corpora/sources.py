@@ -1,7 +1,7 @@
 """The registry: every source a corpus build knows, where it lives and how it is installed.
 
-Owns: the one list of sources (role, licence, install command, MTEB facts) and where the
-cache lives (:func:`cache_root`, :func:`downloads_dir`); evaluation, cards and ``data list``
+Owns: the one list of sources (role, licence, install command, MTEB facts) and where their
+downloads live (:func:`downloads_dir`, under :func:`boom_merge.cache_dir.cache_root`); evaluation, cards and ``data list``
 read a source's facts here. It never reads a source's files itself (its reader module does)
 and never writes.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from boom_merge.cache_dir import cache_root
 from boom_merge.data.corpora.bible import read_bible
 from boom_merge.data.corpora.common import MtebMeta, Source
 from boom_merge.data.corpora.dictionaries import read_devil, read_foldoc, read_gcide, read_jargon, read_vera
@@ -24,13 +25,6 @@ from boom_merge.data.corpora.wordsim import WHEEL_GLOB, fetch_wheel, read_wordsi
 APT = "apt-get install -y"
 _PUBLIC_DOMAIN = "https://creativecommons.org/publicdomain/mark/1.0/"
 _PSF = "https://docs.python.org/3/license.html"
-
-
-def cache_root() -> Path:
-    """``$BOOM_MERGE_CACHE``, else ``~/.cache/boom-merge`` (``$XDG_CACHE_HOME`` respected)."""
-    if os.environ.get("BOOM_MERGE_CACHE"):
-        return Path(os.environ["BOOM_MERGE_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "boom-merge"
 
 
 def downloads_dir() -> Path:
