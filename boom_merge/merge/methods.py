@@ -21,7 +21,7 @@ average instead of raising: zero tensors such as MiniLM's ``pooler.dense.bias`` 
 merge to zero.
 
 Norms are reduced in float32 blocks of :data:`NORM_BLOCK` elements and summed in
-float64 (:func:`tensor_norm`): torch's float32 reduction over a whole embedding matrix
+float64 (:func:`_sum_squares`): torch's float32 reduction over a whole embedding matrix
 (30522 x 384) is off by ~5e-4 relative, which moved every merged weight by ~1e-4.
 
 With a base, ``scale`` (t) scales the merged delta: ``base + t * merge(members - base)``
@@ -35,7 +35,7 @@ element are finite exactly when the inputs are, up to float32 overflow), a linea
 its *output* with one float32 sum (:func:`_refuse_non_finite`), and the culprit is looked for
 among the inputs only when a norm or that sum is not finite; an input returned
 as it is (one member, alpha = 0 or 1) is that output, and an input a kernel leaves out (the
-updates at alpha = 0, the existing model at alpha = 1) is not read. The inputs are not read again.
+updates at alpha = 0, the existing model at alpha = 1) is not read. No input is read for the check alone.
 """
 
 from __future__ import annotations
@@ -143,13 +143,6 @@ def _spans(numel: int, device: torch.device) -> list[tuple[int, int]]:
     """The blocks of a streaming pass: :data:`STREAM_BLOCK` elements on the CPU, the whole tensor elsewhere."""
     step = STREAM_BLOCK if device.type == "cpu" else max(numel, 1)
     return [(start, min(start + step, numel)) for start in range(0, numel, step)]
-
-
-def tensor_norm(tensor: torch.Tensor) -> float:
-    """Euclidean norm to float32 rounding at any size: float32 block norms, summed in float64."""
-    flat = tensor.reshape(-1)
-    return math.sqrt(float(sum((_sum_squares(flat[a:b]) for a, b in _spans(flat.numel(), flat.device)),
-                               torch.zeros((), dtype=torch.float64))))
 
 
 class _Stream:
