@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from boom_merge.cache_dir import cache_root
 from boom_merge.data.corpora.build import BuildOptions, build_retrieval, build_sts, write_card
 from boom_merge.data.corpora.common import (
     BUILDER_VERSION,
@@ -34,7 +35,7 @@ from boom_merge.data.corpora.common import (
     Role,
     Source,
 )
-from boom_merge.data.corpora.sources import cache_root, registry
+from boom_merge.data.corpora.sources import registry
 from boom_merge.errors import BoomError
 from boom_merge.outputs import atomic_output_dir
 
@@ -42,7 +43,6 @@ __all__ = [
     "CorpusBuild",
     "available_sources",
     "build_corpora",
-    "cache_root",
     "default_corpus_dir",
     "sources_with_role",
 ]
