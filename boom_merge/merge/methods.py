@@ -171,9 +171,9 @@ class _Stream:
         block = self._buffer[:stop - start].copy_(self.flats[index][start:stop])
         return block if origin is None else block.sub_(origin)
 
-    def output(self) -> torch.Tensor:
-        """An empty output in the inputs' dtype, flat."""
-        return torch.empty(self.flats[0].numel(), dtype=self.out_dtype, device=self.flats[0].device)
+    def full(self, dtype: torch.dtype) -> torch.Tensor:
+        """An empty flat tensor of the inputs' size in ``dtype``."""
+        return torch.empty(self.flats[0].numel(), dtype=dtype, device=self.flats[0].device)
 
 
 def linear_combination(
@@ -186,7 +186,7 @@ def linear_combination(
     one block at a time (:class:`_Stream`): each input is read once."""
     weights = _normalised(weights)
     stream = _Stream(tensors, origin)
-    out = stream.output()
+    out = stream.full(stream.out_dtype)
     total = torch.empty(stream.block_size, dtype=stream.dtype, device=out.device)
     for start, stop in stream.spans:
         base = stream.origin_block(start, stop)
@@ -227,7 +227,7 @@ def spherical_combination(
     mean_norm = sum(weight * norm for weight, norm in zip(weights, norms))
     if not math.isfinite(mean_norm):
         raise _NonFiniteNorm(f"Multi-SLERP mean norm {mean_norm}")
-    direction = torch.empty(stream.flats[0].numel(), dtype=stream.dtype, device=stream.flats[0].device)
+    direction = stream.full(stream.dtype)
     direction_squares = torch.zeros((), dtype=torch.float64)
     for start, stop in stream.spans:
         base = stream.origin_block(start, stop)
@@ -240,7 +240,7 @@ def spherical_combination(
         raise _NonFiniteNorm(f"Multi-SLERP direction norm {direction_norm}")
     if direction_norm < eps:
         return linear_combination(tensors, weights, origin, scale)
-    out = direction if stream.out_dtype == stream.dtype else stream.output()
+    out = direction if stream.out_dtype == stream.dtype else stream.full(stream.out_dtype)
     for start, stop in stream.spans:
         block = direction[start:stop].mul_(mean_norm / direction_norm)
         base = stream.origin_block(start, stop)
