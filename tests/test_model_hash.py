@@ -99,3 +99,18 @@ def test_a_corrupt_or_unwritable_cache_is_only_slower(model: Path, tmp_path: Pat
     monkeypatch.setenv("BOOM_MERGE_CACHE", str(blocker))
     assert model_sha256(model) == expected
     assert blocker.read_text() == ""
+
+
+def test_a_hub_id_hashes_its_snapshot_once(model: Path, hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub id as `hf download` leaves it (snapshot links to blobs): the files' bytes, read once."""
+    from tests.test_models import place_in_cache
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = place_in_cache(model, hub_cache, "acme/tiny-hash")
+    expected = _independent(model)
+    past = time.time() - 60
+    for blob in (snapshot.parent.parent / "blobs").iterdir():
+        os.utime(blob, (past, past))
+    opened = _reads(monkeypatch)
+    assert model_sha256("acme/tiny-hash") == expected == model_sha256(snapshot)
+    assert len(opened) == 1, "the snapshot was read again"
