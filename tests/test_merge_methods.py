@@ -228,3 +228,20 @@ def test_a_nan_in_a_late_block_is_refused(monkeypatch: pytest.MonkeyPatch, inter
     members[1][4990] = float("nan")
     with pytest.raises(kernels.NonFiniteInputError, match="input 1"):
         merge_tensors(members, "boom", parameters={"interpolation": interpolation})
+
+
+def test_the_reused_direction_buffer_merges_as_fresh_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside reusing_scratch, Multi-SLERP's direction is one buffer reused from tensor to tensor: a
+    smaller tensor after a larger one, and a larger one after that, merge bit for bit as they do in
+    fresh memory; an earlier result is not changed by a later merge; the buffer goes at the end."""
+    import boom_merge.merge.methods as kernels
+
+    monkeypatch.setattr(kernels, "STREAM_BLOCK", kernels.NORM_BLOCK)
+    shapes = [(40, 300), (7, 5), (3, 1000), (61, 400)]  # large, small, middle, larger still
+    groups = [[t.to(torch.bfloat16) for t in _tensors(3, shape=shape, seed=70 + i)] for i, shape in enumerate(shapes)]
+    fresh = [merge_tensors(g, "boom", parameters={"weight": [1.0, 2.0, 0.5]}) for g in groups]
+    with kernels.reusing_scratch():
+        reused = [merge_tensors(g, "boom", parameters={"weight": [1.0, 2.0, 0.5]}) for g in groups]
+        assert kernels._scratch.buffer.numel() == 61 * 400 and kernels._scratch.buffer.dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(fresh, reused))
+    assert kernels._scratch.buffer is None

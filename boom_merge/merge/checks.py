@@ -42,6 +42,7 @@ class TensorInfo:
     file: Path
     dtype: str
     shape: tuple[int, ...]
+    span: tuple[int, int] | None = None  # the bytes [start, stop) of the file that hold it
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _read_header(file: Path) -> dict[str, TensorInfo]:
             raise BoomError(f"corrupt safetensors: tensor {name!r} has the wrong byte length for "
                             f"{dtype} {list(shape)}", path=file)
         ranges.append((begin, stop, name))
-        tensors[name] = TensorInfo(file, dtype, shape)
+        tensors[name] = TensorInfo(file, dtype, shape, (8 + header_len + begin, 8 + header_len + stop))
     ranges.sort()
     for (_, stop, first), (begin, _, second) in zip(ranges, ranges[1:]):
         if begin < stop:

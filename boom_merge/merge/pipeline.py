@@ -27,7 +27,9 @@ wrapped ``mergekit.merge.run_merge``, see :mod:`boom_merge.mergekit_yaml`).
    input itself), ``dtype`` overrides the output's. mergekit is given each input as the dir holding
    its transformer (a Hub snapshot, a 0.x model's ``0_Transformer/``), read as the class
    sentence-transformers loads (:func:`_for_mergekit`).
-3. mergekit's own ``run_merge``, unpatched.
+3. mergekit's own ``run_merge``, with the inputs read ahead of it (:mod:`boom_merge.merge.read_ahead`:
+   the disk reads while the kernel computes) and the kernels' direction buffer reused
+   (:func:`boom_merge.merge.methods.reusing_scratch`).
 4. :func:`finish_merge`: the head (settings, modules, merged ``Dense`` layers), the
    lineage (:func:`boom_merge.lineage.write_lineage`) and the card
    (:func:`boom_merge.card.build.write_model_card`, titled with the final output name).
@@ -38,10 +40,11 @@ plain ``mergekit-yaml`` writes OUT itself, as mergekit does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,13 +69,15 @@ class MergeJob:
 
     ``config`` is what mergekit runs (dtype rule applied, Hub ids replaced by their
     snapshots); ``refs`` the recipe's inputs in recipe order, base last; ``models`` their
-    resolved local dirs (same order); ``head`` the sentence-transformers head plan (of the
-    recipe's own references), ``None`` for plain transformers inputs.
+    resolved local dirs (same order); ``files`` the weight files of the transformer in each (same
+    order); ``head`` the sentence-transformers head plan (of the recipe's own references), ``None``
+    for plain transformers inputs.
     """
 
     config: Any
     refs: tuple[Any, ...]
     models: tuple[Any, ...]
+    files: tuple[Any, ...]
     head: Any
 
 
@@ -192,7 +197,7 @@ def plan_merge(
         check_model(model.path, allow_pickle=allow_pickle, transformer_finite=not boom)
     config = _with_dtypes(config, output_dtype(models[0].path), dtype, kernel_widens=boom)
     head = plan_head(config, [m.path for m in models])
-    return MergeJob(_for_mergekit(config, refs, models, files), refs, models, head)
+    return MergeJob(_for_mergekit(config, refs, models, files), refs, models, tuple(files), head)
 
 
 def _boom_kernels_only(config: Any) -> bool:
@@ -277,6 +282,17 @@ def _name_the_inputs_class(job: MergeJob, out_dir: Path) -> None:
 # ---------------------------------------------------------------- the pipeline
 
 
+@contextlib.contextmanager
+def _streaming(job: MergeJob) -> Iterator[None]:
+    """Around one mergekit run: the inputs read ahead of it (:mod:`boom_merge.merge.read_ahead`) and the
+    kernels' direction buffer reused (:func:`boom_merge.merge.methods.reusing_scratch`)."""
+    from boom_merge.merge.methods import reusing_scratch
+    from boom_merge.merge.read_ahead import reading_ahead
+
+    with reading_ahead(job.files), reusing_scratch():
+        yield
+
+
 def _parameter_count(size: str) -> int:
     from mergekit.common import parse_kmb
 
@@ -324,7 +340,9 @@ def run_recipe(
                 (tmp / name).write_bytes(content)
             else:
                 (tmp / name).write_text(content, encoding="utf-8")
-        _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options, config_source=recipe_text), job)
+        with _streaming(job):
+            _mergekit(lambda: upstream_run_merge()(job.config, str(tmp), options=options,
+                                                   config_source=recipe_text), job)
         finish_merge(job, tmp, recipe_text=recipe_text, title=Path(out).name)
     return Path(out)
 
@@ -362,7 +380,8 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
     with output_lock(out) as real:  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
         before = set(os.listdir(real)) if real.is_dir() else None
         try:
-            result = upstream(job.config, out, options, config_source)
+            with _streaming(job):
+                result = upstream(job.config, out, options, config_source)
         except NonFiniteInputError as error:
             _remove_added(real, before)
             raise _non_finite_input(job, error) from None
