@@ -9,7 +9,7 @@ runs, one thread reads the inputs' tensors in the order mergekit's schedule load
 :data:`READ_AHEAD_BYTES` past the last tensor mergekit has loaded. It reads with
 ``madvise(MADV_POPULATE_READ)`` on a read-only map of each chunk: synchronous, in order, and no copy
 (``posix_fadvise(WILLNEED)``, which only asks, was measured slower: its reads compete with the
-kernel's). Where the call is missing (not Linux, a kernel before 5.14) nothing is read ahead.
+kernel's). Off Linux, and where the kernel lacks the call (before 5.14), nothing is read ahead.
 
 mergekit has no hook for this; it takes two of mergekit 0.1.5's names for the length of the run
 and puts them back: ``mergekit.graph.build_schedule`` (to learn the order) and
@@ -24,6 +24,7 @@ import functools
 import logging
 import mmap
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -165,6 +166,9 @@ def reading_ahead(models: Sequence[ModelFiles], ahead: int = READ_AHEAD_BYTES) -
 
     Inside another one (a merge started from a merge's thread or another thread), it reads nothing.
     """
+    if sys.platform != "linux":  # MADV_POPULATE_READ is Linux's (another system's 22 means something else)
+        yield
+        return
     try:
         libc = _Libc()
     except (OSError, AttributeError):  # no C library with mmap/madvise: nothing to read ahead with
