@@ -4,8 +4,14 @@ far ahead, and that the merge is the same with it and without it."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import mmap
 import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -13,14 +19,17 @@ from pathlib import Path
 import mergekit.graph
 import pytest
 import torch
+import yaml
 from mergekit.io.tasks import LoadTensor
 from safetensors.torch import load_file, save_file
 
 import boom_merge.merge.pipeline as pipeline
 import boom_merge.merge.read_ahead as read_ahead
-from boom_merge.merge.checks import model_files, read_header
+from boom_merge.errors import BoomError
+from boom_merge.merge.checks import loaded_tensors, model_files, read_header
 from boom_merge.merge.pipeline import merge_recipe
-from tests.tiny_models import make_tiny_bert_st, write_recipe
+from tests.test_models import place_in_cache
+from tests.tiny_models import make_tiny_st, write_recipe
 
 
 class _Recorded:
@@ -61,22 +70,78 @@ def _sharded(source: Path, target: Path) -> Path:
     return target
 
 
-@pytest.mark.parametrize("sharded", [False, True])
-def test_every_input_tensor_is_read_once_in_the_order_mergekit_loads_it(
-        tmp_path: Path, tiny_bag: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch, sharded: bool) -> None:
-    base, members = tiny_bag
-    members = members[:3]
-    if sharded:
-        members = [_sharded(members[0], tmp_path / "sharded-0"), *members[1:]]
-    recorded = _Recorded(monkeypatch)
-    merge_recipe(write_recipe(tmp_path / "r.yml", "boom", members, parameters={"interpolation": "slerp"}),
-                 tmp_path / "out")
-    expected = {(info.file, *info.span) for m in members for info in model_files(m).tensors.values()}
+def _digests(models: list[Path]) -> dict[Path, str]:
+    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for m in models for f in sorted(m.rglob("*")) if f.is_file()}
+
+
+def _check_read_ahead(recorded: _Recorded, inputs: list[Path]) -> None:
+    """Every tensor mergekit loads from ``inputs`` (their transformers class's, less stale buffers) was
+    read once, in the order mergekit loaded it; mergekit's names are its own again."""
+    expected = {(info.file, *info.span) for m in inputs for info in loaded_tensors(model_files(m)).values()}
     assert len(recorded.spans) == len(expected) and set(recorded.spans) == expected
     # mergekit loaded the tensors in the order they were read ahead: each index once, rising
     assert recorded.loaded == sorted(set(recorded.loaded)) == list(range(len(recorded.spans)))
     assert (mergekit.graph.build_schedule.__name__, LoadTensor.execute.__qualname__) == (
         "build_schedule", "LoadTensor.execute")  # mergekit's own, put back
+    assert not [t for t in threading.enumerate() if t.name == "boom-merge read-ahead"]
+
+
+@pytest.mark.parametrize("kind", ["dirs", "sharded", "hub id", "symlink"])
+def test_every_input_tensor_is_read_once_in_the_order_mergekit_loads_it(
+        tmp_path: Path, tiny_bag: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch, hub_cache: Path,
+        kind: str) -> None:
+    base, members = tiny_bag
+    inputs = members[:3]
+    named: list[Path | str] = list(inputs)
+    if kind == "sharded":
+        inputs[0] = named[0] = _sharded(members[0], tmp_path / "sharded-0")
+    if kind == "hub id":
+        inputs[0], named[0] = place_in_cache(members[0], hub_cache, "acme/member-0"), "acme/member-0"
+    if kind == "symlink":  # the recipe names a link to the member; mergekit is given that name
+        named[0] = tmp_path / "link-0"
+        named[0].symlink_to(members[0], target_is_directory=True)
+    before = _digests(inputs)
+    recorded = _Recorded(monkeypatch)
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "boom", "parameters": {"interpolation": "slerp"},
+                                      "models": [{"model": str(m)} for m in named]}))
+    merge_recipe(recipe, tmp_path / "out")
+    _check_read_ahead(recorded, inputs)
+    assert _digests(inputs) == before
+
+
+def test_the_hubs_minilm_as_served_is_read_without_its_stale_buffer(
+        tmp_path: Path, minilm_path: str, monkeypatch: pytest.MonkeyPatch, hub_cache: Path) -> None:
+    """A base by its Hub id, the Hub's files unchanged (``embeddings.position_ids`` included), members saved
+    today: the buffer mergekit does not load is not read ahead either."""
+    served = place_in_cache(Path(minilm_path), hub_cache, "sentence-transformers/all-MiniLM-L6-v2")
+    assert "embeddings.position_ids" in model_files(served).tensors
+    members = [make_tiny_st(tmp_path / f"m{i}", seed=i + 1, perturb_from=minilm_path, perturb_scale=0.002)
+               for i in range(2)]
+    recorded = _Recorded(monkeypatch)
+    merge_recipe(write_recipe(tmp_path / "r.yml", "boom", members, base="sentence-transformers/all-MiniLM-L6-v2"),
+                 tmp_path / "out")
+    _check_read_ahead(recorded, [*members, served])
+    stale = model_files(served).tensors["embeddings.position_ids"]
+    assert (stale.file, *stale.span) not in recorded.spans
+
+
+def test_a_refused_merge_stops_the_reader_and_puts_mergekit_back(
+        tmp_path: Path, tiny_bag: tuple[Path, list[Path]]) -> None:
+    """A NaN found by the kernel midway: one Error, no thread left, mergekit's names its own."""
+    _, members = tiny_bag
+    bad = tmp_path / "bad"
+    shutil.copytree(members[1], bad)
+    weights = load_file(bad / "model.safetensors")
+    name = sorted(weights)[-1]
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(BoomError, match="NaN"):
+        merge_recipe(write_recipe(tmp_path / "r.yml", "boom", [members[0], bad]), tmp_path / "out")
+    assert (mergekit.graph.build_schedule.__name__, LoadTensor.execute.__qualname__) == (
+        "build_schedule", "LoadTensor.execute")
+    assert not [t for t in threading.enumerate() if t.name == "boom-merge read-ahead"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_spans_are_the_bytes_safetensors_reads(tmp_path: Path) -> None:
@@ -187,29 +252,51 @@ def _resident(address: int, length: int) -> float:
     return sum(v & 1 for v in vector) / pages
 
 
+def _kernel_has_populate_read() -> bool:
+    major, minor = (int(part) for part in re.match(r"(\d+)\.(\d+)", platform.release()).groups())
+    return (major, minor) >= (5, 14)
+
+
+def _on_disk(tmp_path: Path) -> Path:
+    """``tmp_path``, or, where it lies on a RAM file system (tmpfs, ramfs: its pages cannot be dropped,
+    so residency says nothing), a directory beside this test file, on the disk of the checkout."""
+    real = os.path.realpath(tmp_path)
+    mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    point, kind = max(((p, k) for p, k in mounts if real == p or real.startswith(p.rstrip("/") + "/")),
+                      key=lambda mount: len(mount[0]))
+    if kind not in ("tmpfs", "ramfs"):
+        return tmp_path
+    return Path(tempfile.mkdtemp(dir=Path(__file__).parent, prefix=".read-ahead-"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="read-ahead is Linux's: reading_ahead reads nothing elsewhere")
 def test_populate_brings_the_bytes_into_the_page_cache(tmp_path: Path) -> None:
-    file = tmp_path / "w.safetensors"
+    """On Linux >= 5.14 the asked-for bytes, and not the rest, are in the page cache afterwards; on an
+    older kernel populate says it cannot (and the reader stops: test_a_system_without_the_call...)."""
+    where = _on_disk(tmp_path)
+    file = where / "w.safetensors"
     size = 64 << 20  # the kernel's own readahead (8 MiB here) stays well inside the second half
-    with file.open("wb") as handle:
-        handle.write(os.urandom(size))
-        handle.flush()
-        os.fsync(handle.fileno())
-    fd = os.open(file, os.O_RDONLY)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        with file.open("wb") as handle:
+            handle.write(os.urandom(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+        fd = os.open(file, os.O_RDONLY)
         libc = read_ahead._Libc()
         files = read_ahead._Files(libc)
         probe = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         try:
-            if _resident(probe, size) > 0.5:
-                pytest.skip("this file system keeps the file's pages cached (tmpfs?): nothing to read")
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages of a disk file: dropped
+            assert _resident(probe, size) < 0.5
             half = size // 2
-            if not files.populate(file, 0, half):
-                pytest.skip("madvise(MADV_POPULATE_READ) is not supported here (Linux < 5.14)")
-            assert _resident(probe, half) == 1.0
-            assert _resident(probe + half, size - half) < 0.5  # what was asked for (and the kernel's readahead)
+            assert files.populate(file, 0, half) is _kernel_has_populate_read()
+            if _kernel_has_populate_read():
+                assert _resident(probe, half) == 1.0
+                assert _resident(probe + half, size - half) < 0.5  # what was asked for (and the kernel's readahead)
         finally:
             libc.munmap(probe, size)
             files.close()
+            os.close(fd)
     finally:
-        os.close(fd)
+        if where != tmp_path:
+            shutil.rmtree(where)
