@@ -23,7 +23,6 @@ import yaml
 from mergekit.io.tasks import LoadTensor
 from safetensors.torch import load_file, save_file
 
-import boom_merge.merge.pipeline as pipeline
 import boom_merge.merge.read_ahead as read_ahead
 from boom_merge.errors import BoomError
 from boom_merge.merge.checks import loaded_tensors, model_files, read_header

@@ -23,6 +23,8 @@ import re
 import time
 from pathlib import Path
 
+from boom_merge.cache_dir import cache_root
+
 logger = logging.getLogger(__name__)
 
 #: a file written this recently (seconds) when hashing starts is hashed but its model's hash not kept
@@ -69,8 +71,6 @@ def _state(path: Path, files: list[Path]) -> list[tuple[str, int, int, int, int]
 
 
 def _entry(path: Path, state: list) -> Path:
-    from boom_merge.cache_dir import cache_root
-
     key = hashlib.sha256(json.dumps([str(path.resolve()), state]).encode()).hexdigest()
     return cache_root() / "hashes" / key[:2] / key
 

@@ -8,7 +8,6 @@ and never writes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from boom_merge.cache_dir import cache_root
