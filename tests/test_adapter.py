@@ -43,6 +43,34 @@ def test_the_adapter_of_embeddings_to_themselves_is_the_identity() -> None:
     np.testing.assert_allclose(affine.bias, 0.0, atol=1e-8)
 
 
+def test_too_few_texts_leave_the_undetermined_directions_as_they_are() -> None:
+    """5 texts in 12 dimensions: 7 directions are undetermined. The plain ``U Vᵀ`` rotates them
+    arbitrarily; the fit keeps the optimum nearest the identity, the limit of polar(oldᵀnew + λI)."""
+    rng = np.random.default_rng(4)
+    new = _unit(rng.normal(size=(5, 12)))
+    old = _unit(new + 0.05 * rng.normal(size=(5, 12)))
+    u, _, vt = np.linalg.svd(old.T @ new)
+    assert np.linalg.norm(u @ vt - np.eye(12)) > 1.0  # what an arbitrary completion does
+    weight = fit_procrustes(new, old).weight
+    np.testing.assert_allclose(weight @ weight.T, np.eye(12), atol=1e-12)
+    product = old.T @ new
+    for lam in (1e-5, 1e-7):  # the identity-regularised Procrustes, independently (off by ~2λ)
+        a, s, b = np.linalg.svd(product + lam * np.linalg.norm(product, 2) * np.eye(12))
+        np.testing.assert_allclose(weight, a @ b, atol=10 * lam)
+    # as good as the plain fit on the texts it was fitted on
+    np.testing.assert_allclose(np.linalg.norm(new @ weight.T - old), np.linalg.norm(new @ (u @ vt).T - old),
+                               atol=1e-10)
+    # the same texts on both sides: nothing to map
+    np.testing.assert_allclose(fit_procrustes(new, new).weight, np.eye(12), atol=1e-12)
+
+
+def test_too_few_texts_between_different_widths_are_refused() -> None:
+    rng = np.random.default_rng(5)
+    with pytest.raises(BoomError, match="3 fit texts span 3 dimensions; an orthogonal adapter from width 10 to 8"):
+        fit_procrustes(_unit(rng.normal(size=(3, 10))), _unit(rng.normal(size=(3, 8))))
+    assert fit_procrustes(_unit(rng.normal(size=(30, 10))), _unit(rng.normal(size=(30, 8)))).weight.shape == (8, 10)
+
+
 def test_affine_fit_matches_least_squares_and_recovers_a_shifted_map() -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 6))
@@ -86,9 +114,12 @@ def rotated(tiny_bert_base, tmp_path_factory):
 def test_a_rotated_copy_is_mapped_back_exactly(rotated, tmp_path) -> None:
     old_path, new_path, q = rotated
     old, new = (SentenceTransformer(str(p), device="cpu") for p in (old_path, new_path))
-    adapter = fit_procrustes(new.encode(FIT, normalize_embeddings=True), old.encode(FIT, normalize_embeddings=True))
+    new_fit = new.encode(FIT, normalize_embeddings=True)
+    adapter = fit_procrustes(new_fit, old.encode(FIT, normalize_embeddings=True))
     old_e = old.encode(TEXTS, normalize_embeddings=True)
-    np.testing.assert_allclose(adapter.weight, q.T, atol=1e-4)
+    # Q^T on every direction the embeddings have: the tiny model's (LayerNorm without a learnt shift,
+    # mean-pooled) sum to zero, so they span 31 of the 32 dimensions and the 32nd is no text's
+    np.testing.assert_allclose(new_fit @ adapter.weight.T, new_fit @ q, atol=1e-4)
     out = save_adapter_model(new_path, adapter, tmp_path / "adapter", inputs=(old_path,))
     adapted = SentenceTransformer(str(out), device="cpu").encode(TEXTS)
     np.testing.assert_allclose(adapted, old_e, atol=1e-4)

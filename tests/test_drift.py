@@ -7,6 +7,7 @@ Checked against an independent numpy computation on the fixture corpus of
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def test_an_exactly_rotated_copy_is_served_through_the_adapter(rotated, corpus_w
 
     old, new, _ = rotated
     out = tmp_path / "adapter"
-    report = drift_report(old, new, corpus_with_train, save_adapter=out)
+    report = drift_report(os.path.relpath(old), new, os.path.relpath(corpus_with_train), save_adapter=out)
     for d in report.datasets[:2]:
         assert d.recall_at_10 < 1.0 and d.adapted_recall_at_10 == 1.0
         # the rotation leaves NEW's own ranking unchanged: re-indexing and the adapter reach OLD's quality
@@ -244,6 +245,9 @@ def test_an_exactly_rotated_copy_is_served_through_the_adapter(rotated, corpus_w
     np.testing.assert_allclose(adapted, _encode(old, texts), atol=1e-4)
     record = json.loads((out / "boom_adapter.json").read_text())
     assert record["kind"] == "orthogonal" and record["fit_texts"] == len(set(FIT))
+    # what was read, absolute however it was typed (a push rewrites absolute paths; a relative one would travel as is)
+    assert (record["old_model"], record["new_model"], record["corpus"]) == \
+        (str(old.resolve()), str(new.resolve()), str(corpus_with_train.resolve()))
 
 
 def test_cli_fit_adapter(rotated, corpus: Path, corpus_with_train: Path, tmp_path: Path) -> None:

@@ -46,10 +46,28 @@ def fit_procrustes(new: np.ndarray, old: np.ndarray) -> Adapter:
     """The orthogonal ``W`` minimising ``||new @ W.T - old||_F`` (Schönemann 1966).
 
     With ``U S Vᵀ = svd(oldᵀ new)``, ``W = U Vᵀ``; for different widths W is semi-orthogonal.
+    Where the texts leave directions undetermined (``S`` has zeros: fewer fit texts than the
+    width, or texts spanning less), any rotation of them is as good, and ``U Vᵀ`` would pick an
+    arbitrary one that scrambles queries there. Of all the optimal ``W``, the one nearest the
+    identity is taken: the undetermined directions ``V⊥`` go to ``U⊥`` by the rotation nearest the
+    identity, ``polar(U⊥ᵀ V⊥)`` (the limit of the identity-regularised ``polar(oldᵀ new + λI)``
+    as λ -> 0). Between different widths there is no identity to keep: too few texts are refused.
     """
     _check_pairs(new, old)
-    u, _, vt = np.linalg.svd(old.T.astype(np.float64) @ new.astype(np.float64), full_matrices=False)
-    return Adapter(weight=u @ vt, bias=None, kind="orthogonal")
+    product = old.T.astype(np.float64) @ new.astype(np.float64)
+    u, s, vt = np.linalg.svd(product, full_matrices=product.shape[0] == product.shape[1])
+    rank = int((s > s[0] * max(product.shape) * np.finfo(np.float64).eps).sum()) if s.size and s[0] > 0 else 0
+    if rank == len(s):
+        return Adapter(weight=u @ vt, bias=None, kind="orthogonal")
+    if product.shape[0] != product.shape[1]:
+        raise BoomError(f"{len(new)} fit texts span {rank} dimensions; an orthogonal adapter from width "
+                        f"{product.shape[1]} to {product.shape[0]} needs {min(product.shape)}: fit on more texts")
+    logger.warning("%d fit texts span %d of the %d dimensions: the others are kept as they are "
+                   "(fit on more texts to fit them)", len(new), rank, len(s))
+    rest_old, rest_new = u[:, rank:], vt[rank:].T
+    q_u, _, q_vt = np.linalg.svd(rest_old.T @ rest_new)
+    weight = u[:, :rank] @ vt[:rank] + rest_old @ (q_u @ q_vt) @ rest_new.T
+    return Adapter(weight=weight, bias=None, kind="orthogonal")
 
 
 def fit_affine(new: np.ndarray, old: np.ndarray, *, ridge: float = 1e-3) -> Adapter:

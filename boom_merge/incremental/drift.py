@@ -206,7 +206,9 @@ def drift_report(
             texts_sts = sorted(set(split.text1) | set(split.text2))
             datasets.append(_cosines(name, encode(old, texts_sts), encode(new, texts_sts), queries=0, recall=None))
     if save_adapter is not None and fitted is not None:  # last: a failure above leaves no adapter behind
-        info = {"old_model": str(old_model), "corpus": str(corpus), "fit_texts": len(texts)}
+        # what was read, as absolute paths (a Hub model's snapshot), as new_model: a push rewrites them alike
+        info = {"old_model": str(resolve_model(old_model).path), "corpus": str(Path(corpus).resolve()),
+                "fit_texts": len(texts)}
         save_adapter_model(resolve_model(new_model).path, fitted, save_adapter, force=force,
                            inputs=(*_local(old_model), corpus), info=info)
     return DriftReport(str(old_model), str(new_model), datasets, threshold, adapter, len(texts))
