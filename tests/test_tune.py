@@ -292,6 +292,25 @@ def test_bad_setups_are_one_line_errors(setup, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_the_base_as_a_member_or_a_member_twice_is_refused_before_any_work(setup, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the input the user typed, nothing written, nothing scored (not the merge's
+    refusal of a recipe tune wrote, after the search started)."""
+    base, members, corpus = setup
+    monkeypatch.chdir(members[0].parent)
+    seen: list = []
+    for given, message in [([*members[:2], members[0].name], f"{members[0].name}: member given twice (also as "),
+                           ([*members, base], f"{base}: the base is also given as a member ({base})")]:
+        result = CliRunner().invoke(main, ["tune", *map(str, given), "--base", str(base), "--corpus", str(corpus),
+                                           "-o", str(tmp_path / "o")])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert [line for line in result.output.splitlines() if line.startswith("Error:")] == \
+            [line for line in result.output.splitlines() if message in line], result.output
+        with pytest.raises(BoomError, match="given"):
+            tune(given, tmp_path / "o", base=base, corpus=corpus, scorer=lambda m: seen.append(m), progress=False)
+    assert seen == [] and not (tmp_path / "o").exists() and not (tmp_path / ".o.tune-work").exists()
+
+
 @pytest.mark.parametrize("given", [["--in-domain", "alpha,omega"], ["--in-domain", "alpha", "--in-domain", "omega"]])
 def test_in_domain_is_a_comma_list_or_repeated(setup, tmp_path: Path, given: list[str]) -> None:
     """As eval's --in-domain: both spellings name the same sources (the one missing is named alone)."""

@@ -445,7 +445,16 @@ def tune(
     if not members:
         raise BoomError("give at least one member model")
     tuned = [_tuned_model(m) for m in members]
+    base_spec = base
     base, base_ref, _ = _tuned_model(base)
+    seen: dict[Path, str | Path] = {}
+    for spec, (path, _, _) in zip(members, tuned):
+        if path.resolve() in seen:
+            raise BoomError(f"member given twice (also as {seen[path.resolve()]})", path=spec)
+        seen[path.resolve()] = spec
+    if base.resolve() in seen:
+        raise BoomError(f"the base is also given as a member ({seen[base.resolve()]}); the members are "
+                        "the models trained from it", path=base_spec)
     members = [path for path, _, _ in tuned]  # the local dirs read (a Hub model's snapshot)
     refs = [ref for _, ref, _ in tuned]  # what the recipes name
     if any(t <= 0 for t in scales):
