@@ -254,6 +254,25 @@ def test_not_a_model_dir(tmp_path: Path) -> None:
     assert "not a model directory" in result.stderr and empty in result.stderr
 
 
+def test_a_copy_of_a_hub_model_is_refused_for_what_it_is(tmp_path: Path, minilm_path: str) -> None:
+    """The quickstart's base is a copy of the Hub's MiniLM (lineage kind ``copy``): one line saying so,
+    not that its lineage is missing; nothing sent, nothing changed."""
+    import shutil
+
+    from boom_merge.lineage.writing import write_source
+
+    copy = tmp_path / "base"
+    shutil.copytree(minilm_path, copy)
+    write_source(copy, hub_id="sentence-transformers/all-MiniLM-L6-v2", revision="c9745ed", source=minilm_path)
+    before = _checksums(copy)
+    result = _push(str(copy), "--repo-id", REPO, "--dry-run", endpoint="http://127.0.0.1:9", home=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
+        f"Error: {copy / 'boom_lineage.json'}: a copy of sentence-transformers/all-MiniLM-L6-v2 (kind copy): it has "
+        "nothing of boom-merge's to describe; publish a model trained or merged from it"]
+    assert _checksums(copy) == before
+
+
 @pytest.mark.parametrize("defect", ["nan", "no-tokenizer"])
 def test_broken_model_is_refused_before_planning(member: Path, tmp_path: Path, defect: str) -> None:
     import shutil

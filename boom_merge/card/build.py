@@ -36,6 +36,7 @@ from boom_merge.card.body import BOOM_CITATION, END, START, boom_sections
 from boom_merge.card.scores import Score, eval_results, read_scores
 from boom_merge.errors import BoomError
 from boom_merge.lineage import (
+    LINEAGE_FILE,
     Lineage,
     MemberManifest,
     copied_manifests,
@@ -103,6 +104,11 @@ def model_facts(
         kind, inputs = "base", [str(lineage.source.get("hub_id") or lineage.source.get("name") or "?")]
     elif manifest is not None:
         kind, inputs = manifest.kind if manifest.kind in RELATIONS else "member", [manifest.base_model or "?"]
+    elif lineage is not None and lineage.kind == "copy":
+        source = lineage.source or {}
+        raise BoomError(f"a copy of {source.get('hub_id') or source.get('name') or 'another model'} (kind copy): "
+                        "it has nothing of boom-merge's to describe; publish a model trained or merged from it",
+                        path=model_dir / LINEAGE_FILE)
     elif recipe_yaml is not None or inputs:
         kind = "incremental" if method == "boom_incremental" else "merge"
         inputs = list(inputs or [])
