@@ -254,6 +254,10 @@ def _build(path: Path, source: PlainModel, settings: BaseSettings) -> tuple[Sent
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    positions = getattr(config, "max_position_embeddings", None)
+    if settings.max_seq_length is not None and isinstance(positions, int) and 0 < positions < settings.max_seq_length:
+        raise BoomError(f"--max-seq-length {settings.max_seq_length} is above the model's {positions} positions "
+                        "(max_position_embeddings)", path=source.spec)
     decoder = is_decoder(config)
     if settings.bidirectional:
         _check_bidirectional(config, decoder, source)

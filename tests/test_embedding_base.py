@@ -188,6 +188,9 @@ def test_bad_input_is_one_line_naming_from(lms, tiny_bert_base, tmp_path, monkey
     _fails(unsupported, out, "cannot load this GGUF file")
     _fails(lms["qwen3"], out, "no bidirectional attention switch", args=("--bidirectional",))
     _fails(lms["bert"], out, "is an encoder", args=("--bidirectional",))
+    positions = json.loads((lms["bert"] / "config.json").read_text())["max_position_embeddings"]
+    _fails(lms["bert"], out, f"--max-seq-length {positions + 1} is above the model's {positions} positions",
+           args=("--max-seq-length", str(positions + 1)))
     monkeypatch.setitem(__import__("sys").modules, "gguf", None)  # the optional extra not installed
     _fails(corrupt, out, "pip install 'boom-merge[gguf]'")
 
