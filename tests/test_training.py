@@ -320,8 +320,10 @@ def test_training_rows_prompts_and_negatives() -> None:
             assert negatives <= set(example.neg)
     # q1 has one hard negative: the second comes from another query's positives
     assert rows["negative_1"][0] == "n1" and rows["negative_2"][0] in ("p2a", "p2b", "p3")
-    with pytest.raises(BoomError, match="lower --group-size"):
-        training_rows([Example(id=1, query="q", pos=("p",))], [0], TrainConfig(group_size=2), seed=0)
+    with pytest.raises(BoomError, match=r"^defs.jsonl: dataset 'defs': query 'q' has too few hard negatives .* "
+                                        r"\(it holds 1 example\); lower --group-size"):
+        training_rows([Example(id=1, query="q", pos=("p",))], [0], TrainConfig(group_size=2), seed=0,
+                      dataset="defs", source="defs.jsonl")
 
 
 class _Interrupt(Exception):

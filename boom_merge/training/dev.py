@@ -90,7 +90,8 @@ def _held_out_pairs(path: Path, config: TrainConfig, seed: int) -> DevSet:
     datasets = scan_training_data(path)
     pairs = DatasetDict(
         {
-            name: Dataset.from_dict(training_rows(data.examples, range(len(data.examples)), config, seed, name))
+            name: Dataset.from_dict(training_rows(data.examples, range(len(data.examples)), config, seed, name,
+                                                    data.source))
             for name, data in sorted(datasets.items())
         }
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boom_merge.data.loading import Example, LoadedDataset
@@ -46,7 +47,8 @@ def sizes(datasets: Mapping[str, LoadedDataset]) -> dict[str, int]:
     return {name: len(data.examples) for name, data in datasets.items()}
 
 
-def _negatives(example: Example, pool: Sequence[Example], count: int, rng: Any) -> list[str]:
+def _negatives(example: Example, pool: Sequence[Example], count: int, rng: Any, dataset: str,
+               source: Path | str | None) -> list[str]:
     """``count`` distinct hard negatives; examples with too few get positives of other queries."""
     own = list(dict.fromkeys(example.neg))
     if count <= len(own):
@@ -62,15 +64,19 @@ def _negatives(example: Example, pool: Sequence[Example], count: int, rng: Any) 
     if len(chosen) == count:
         return chosen
     raise BoomError(
-        f"query {example.query[:40]!r} has too few hard negatives and its dataset too few other passages to fill "
-        f"{count}; lower --group-size"
+        f"dataset {dataset!r}: query {example.query[:40]!r} has too few hard negatives and the dataset too few "
+        f"other passages to fill {count} (it holds {len(pool)} example{'s' * (len(pool) != 1)}); lower --group-size",
+        path=source,
     )
 
 
 def training_rows(
-    examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int, dataset: str = ""
+    examples: Sequence[Example], positions: Sequence[int], config: TrainConfig, seed: int, dataset: str = "",
+    source: Path | str | None = None,
 ) -> dict[str, list[str]]:
     """Columns ``anchor, positive, negative_1..`` for the sampled examples (seeded choices).
+
+    ``dataset`` names the examples' dataset (its prompt; errors) and ``source`` its file (errors).
 
     Each query gets its prompt prepended (its own, else ``config.prompt_for(dataset)``),
     one of its positives, and ``group_size - 1`` negatives, as FlagEmbedding does.
@@ -85,7 +91,7 @@ def training_rows(
         example = examples[position]
         columns["anchor"].append((example.prompt or default_prompt) + example.query)
         columns["positive"].append(example.pos[int(rng.integers(len(example.pos)))])
-        for j, text in enumerate(_negatives(example, examples, config.group_size - 1, rng), start=1):
+        for j, text in enumerate(_negatives(example, examples, config.group_size - 1, rng, dataset, source), start=1):
             columns[f"negative_{j}"].append(text)
     return columns
 
@@ -98,7 +104,7 @@ def build_train_dataset(
 
     per_dataset = {
         f"{prefix}{name}": Dataset.from_dict(
-            training_rows(part.datasets[name].examples, part.sample[name], config, seed, name)
+            training_rows(part.datasets[name].examples, part.sample[name], config, seed, name, part.datasets[name].source)
         )
         for prefix, part in zip(names, parts, strict=True)
         for name in sorted(part.datasets)
