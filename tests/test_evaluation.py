@@ -313,6 +313,16 @@ def test_in_domain_override_and_cli(corpus: Path, tiny_bert_base: Path, tmp_path
     assert records["BoomWordSim353STS"]["caps"] is None  # caps cut retrieval tasks only: the STS score is whole
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "--force" in again.output
+    # a corpus source not evaluated here is a name (it tags nothing); a typo is refused before any work
+    other = CliRunner().invoke(main, [*args[:6], str(tmp_path / "other"), *args[7:10], "shell_utils,python_code",
+                                      *args[11:]])
+    assert other.exit_code == 0, other.output
+    typo = [*args[:6], str(tmp_path / "typo"), *args[7:10], "shell_utils,shel_utils,zzz", *args[11:]]
+    refused = CliRunner().invoke(main, typo)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.output.splitlines()[-1] == \
+        "Error: --in-domain shel_utils, zzz: no evaluated task or corpus source of that name", refused.output
+    assert not (tmp_path / "typo").exists()
 
 
 def test_capped_corpus_keeps_relevant_documents(corpus: Path) -> None:

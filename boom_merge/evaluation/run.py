@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from boom_merge.errors import BoomError
-from boom_merge.evaluation.corpus import SPLITS, Split, check_limits, find_corpus_dir
+from boom_merge.evaluation.corpus import SPLITS, Split, check_limits, find_corpus_dir, read_sources
 from boom_merge.evaluation.meta import Row, ensemble_meta, model_meta, tagged_datasets, trained_names
 from boom_merge.evaluation.summary import SUMMARY_FILE, Summary, plot_scores, to_markdown
 from boom_merge.evaluation.tasks import Caps, dataset_of, is_local, resolve_tasks, task_info
@@ -96,6 +96,11 @@ def evaluate_models(
         _checked(model)
     caps = Caps(max_queries, max_corpus)
     chosen = resolve_tasks(corpus_path, tasks, caps, split=split, cap_standard=cap_standard)
+    if in_domain is not None:  # a typo would make every task out-of-domain without a word
+        known = {name for task in chosen for name in _names(task)} | set(read_sources(corpus_path) if corpus_path else ())
+        unknown = [name for name in dict.fromkeys(in_domain) if name not in known]
+        if unknown:
+            raise BoomError(f"--in-domain {', '.join(unknown)}: no evaluated task or corpus source of that name")
     options = _Options(device, batch_size, progress)
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         scores, metas, result_dirs = {}, {}, {}
@@ -232,6 +237,11 @@ def _load_model(model: ResolvedModel, device: str | None) -> AbsEncoder:
     return SentenceTransformerEncoderWrapper(load_sentence_transformer(model, device=device))
 
 
+def _names(task: AbsTask) -> set[str]:
+    """The names ``--in-domain`` may give ``task`` by: its dataset's, its own, its dataset path."""
+    return {dataset_of(task), task.metadata.name, str(task.metadata.dataset["path"])}
+
+
 def _summarise(
     rows: list[Row],
     tasks: list[AbsTask],
@@ -252,7 +262,7 @@ def _summarise(
             else frozenset(
                 t.metadata.name
                 for t in tasks
-                if {dataset_of(t), t.metadata.name, str(t.metadata.dataset["path"])} & known
+                if _names(t) & known
             )
         )
         trained = [trained_names(model) for model in row.models]
