@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -435,13 +436,21 @@ def test_train_update_cli(corpus: Path, tiny_bert_base: Path, tmp_path: Path) ->
     assert again.exit_code == 1 and "already exists; pass --force" in again.output
     bad = CliRunner().invoke(main, args[:-6] + ["--out", str(tmp_path / "u2"), "--init", "existing"])
     assert bad.exit_code == 1 and "--init existing needs --existing" in bad.output
+    for same in (str(new), f"{new}/../{new.name}"):
+        twice = CliRunner().invoke(main, [*args[:6], same, *args[7:10], str(tmp_path / "u3"), *args[11:]])
+        assert twice.exit_code == 1 and "Traceback" not in twice.output
+        assert twice.output.splitlines()[-1] == f"Error: {same}: --history-data is --new-data: the update would " \
+            "train on the new data twice; pass the members' training data as --history-data", twice.output
+    assert not (tmp_path / "u3").exists()
 
 
 def test_update_from_existing_model(corpus: Path, tiny_bert_base: Path, trained: Path, tmp_path: Path) -> None:
     existing = trained / "member-1-r100"
+    new = tmp_path / "new"
+    shutil.copytree(corpus, new)  # the same texts under another name: new data is not the history's path
     path = train_update(
         str(tiny_bert_base),
-        corpus,
+        new,
         corpus,
         0.5,
         tmp_path / "u",
@@ -558,7 +567,9 @@ def test_a_base_query_prompt_is_trained_with_and_kept(corpus: Path, tmp_path: Pa
     def train(config: TrainConfig, out: Path, update: bool = False) -> tuple[list[str], dict, dict]:
         seen = _Anchors()
         if update:
-            member = train_update(str(base), corpus, corpus, 0.5, out, config, callbacks=[seen])
+            new = out.parent / f"{out.name}-new"
+            shutil.copytree(corpus, new)
+            member = train_update(str(base), new, corpus, 0.5, out, config, callbacks=[seen])
         else:
             member = train_member(corpus, str(base), plan_members("100", seed=1)[0], out, config, callbacks=[seen])
         manifest = json.loads((member / MEMBER_FILE).read_text())
