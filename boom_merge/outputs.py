@@ -5,7 +5,8 @@ lets an output go into, over or around an input; the filesystem mechanics are in
 :mod:`boom_merge.durable`.
 
 :func:`check_output` refuses an output that equals, contains or lies inside an input
-(after resolving symlinks, with or without ``--force``), a dangling symlink, an existing
+(after resolving symlinks, with or without ``--force``), one that holds an input's files (an
+input's entries that link into it, its files' hard links), a dangling symlink, an existing
 output without ``--force``, and, with ``--force``, anything boom-merge did not write.
 :func:`atomic_output_dir` applies those rules, takes the output's lock
 (:func:`output_lock`), removes the temporary dirs of dead runs, and yields a marked
@@ -82,6 +83,7 @@ def mark_output(directory: str | Path) -> Path:
 
 
 def _check_inputs(given: Path, real: Path, inputs: Iterable[Any]) -> None:
+    shared = _hard_linked(real)
     for item in inputs:
         source = _as_path(item)
         if source is None or not os.path.lexists(source):
@@ -94,6 +96,48 @@ def _check_inputs(given: Path, real: Path, inputs: Iterable[Any]) -> None:
             raise BoomError(f"output {shown} lies inside the input {source}; write elsewhere")
         if real in other.parents:
             raise BoomError(f"output {shown} contains the input {source}; write elsewhere")
+        for entry, target in _entries(other):
+            if target is not None and (target == real or real in target.parents or target in real.parents):
+                raise BoomError(f"output {shown} holds files of the input {source} ({entry} is a link to "
+                                f"{target}); write elsewhere")
+            if target is None and shared and _identity(entry) in shared:
+                raise BoomError(f"output {shown} holds files of the input {source} ({entry} is a hard link "
+                                "of a file there); write elsewhere")
+
+
+def _entries(folder: Path) -> Iterator[tuple[Path, Path | None]]:
+    """Every file and folder under ``folder`` (not through links; a file: itself), with a link's resolved target (else None):
+    an input whose files link into OUT (a symlink farm, ``cp -rs``) would be written through them."""
+    if not folder.is_dir():
+        yield folder, None
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            entry = Path(root, name)
+            yield entry, real_path(entry) if entry.is_symlink() else None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _hard_linked(real: Path) -> set[tuple[int, int]]:
+    """The (device, inode) of OUT's files that have other names (a file written in place, as plain
+    mergekit-yaml does into an existing OUT, would change those names' content too)."""
+    paths = [real] if real.is_file() else [entry for entry, _ in _entries(real)]
+    found = set()
+    for path in paths:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if info.st_nlink > 1 and not path.is_dir():
+            found.add((info.st_dev, info.st_ino))
+    return found
 
 
 def _check_existing(given: Path, real: Path, force: bool) -> None:

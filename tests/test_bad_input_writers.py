@@ -185,6 +185,26 @@ def test_plain_mergekit_yaml_while_another_run_writes_the_same_out(tmp_path, tin
         os.close(fd)
 
 
+def test_a_member_whose_files_link_into_out_is_never_merged_over(tmp_path, tiny_bag) -> None:
+    """A member made of links (``cp -rs``) into OUT, an earlier output: neither ``merge --force`` nor the hook's
+    in-place write (plain mergekit-yaml into an existing OUT) may write the member's bytes."""
+    from boom_merge.merge.pipeline import load_recipe, merge_in_place
+
+    m0, store = _models(tiny_bag, tmp_path, "m0", "store")
+    (store / ".boom-merge-output").write_text("{}")  # an earlier boom-merge output: --force would replace it
+    farm = tmp_path / "farm"
+    shutil.copytree(store, farm, symlinks=True, copy_function=lambda src, dst: os.symlink(os.path.abspath(src), dst))
+    recipe = _recipe(tmp_path / "boom.yml", [m0, farm])
+    before = tree_sha256(tmp_path)
+    _fails(["merge", recipe, store, "--force"], f"output {store} holds files of the input {farm}", "is a link to")
+    config, text = load_recipe(recipe)
+    called = []
+    with pytest.raises(BoomError, match=re.escape(f"output {store} holds files of the input {farm}")):
+        merge_in_place(config, store, options=None, config_source=text, upstream=lambda *args: called.append(args))
+    assert not called
+    _unchanged(tmp_path, before)
+
+
 def test_eval_out_never_in_or_around_a_model_or_the_corpus(tmp_path, tiny_bag) -> None:
     from tests.test_evaluation import write_corpus
 

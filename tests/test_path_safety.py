@@ -91,6 +91,41 @@ def test_symlinks_are_resolved_first(tmp_path) -> None:
     assert tree_sha256(tmp_path) == before and not strays(tmp_path)
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_an_input_whose_files_link_into_the_output_is_never_written_through(tmp_path, force) -> None:
+    """A symlink farm (``cp -rs``), a linked sub-folder, a hard link: OUT holds the input's bytes, so writing
+    OUT (in place, as plain mergekit-yaml does into an existing OUT) would write the input."""
+    store = _model(tmp_path / "store")
+    (store / "2_Dense").mkdir()
+    (store / "2_Dense" / "model.safetensors").write_bytes(os.urandom(64))
+    mark_output(store)  # an earlier boom-merge output: --force alone would replace it
+    farm = tmp_path / "farm"
+    farm.mkdir()
+    (farm / "config.json").write_text("{}")
+    (farm / "model.safetensors").symlink_to(store / "model.safetensors")
+    linked_dir = tmp_path / "linked"
+    linked_dir.mkdir()
+    (linked_dir / "2_Dense").symlink_to(store / "2_Dense", target_is_directory=True)
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    os.link(store / "2_Dense" / "model.safetensors", hard / "dense.safetensors")
+    elsewhere = _model(tmp_path / "elsewhere")
+    before = tree_sha256(tmp_path)
+    for model, entry, how in [(farm, farm / "model.safetensors", "a link to"),
+                              (linked_dir, linked_dir / "2_Dense", "a link to"),
+                              (hard, hard / "dense.safetensors", "a hard link of a file there")]:
+        match = re.escape(f"output {store} holds files of the input {model} ({entry} is {how}")
+        _refused(store, match, force=True, inputs=[model])
+        with pytest.raises(BoomError, match=match):
+            check_output(store, inputs=[model], force=force, into_existing=True)
+    # OUT inside the folder an input's sub-folder links to: written into the input
+    _refused(store / "2_Dense" / "out", re.escape(f"({linked_dir / '2_Dense'} is a link to {store / '2_Dense'})"),
+             inputs=[linked_dir])
+    # links elsewhere are no concern
+    check_output(tmp_path / "new", inputs=[farm, elsewhere], force=force)
+    assert tree_sha256(tmp_path) == before and not strays(tmp_path)
+
+
 def test_a_symlink_to_an_earlier_output_replaces_its_target(tmp_path) -> None:
     with atomic_output_dir(tmp_path / "runs" / "v1") as tmp:
         (tmp / "a").write_text("1")
