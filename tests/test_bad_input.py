@@ -76,9 +76,9 @@ def _digests(root: Path) -> dict[str, str]:
 _BAD_TENSOR = "embeddings.LayerNorm.weight"
 
 
-def _set_value(member: Path, value: float) -> None:
+def _set_value(member: Path, value: float, everywhere: bool = False) -> None:
     state = load_file(str(member / "model.safetensors"))
-    state[_BAD_TENSOR][3] = value
+    state[_BAD_TENSOR][slice(None) if everywhere else 3] = value
     save_file(state, str(member / "model.safetensors"))
 
 
@@ -143,6 +143,9 @@ _VARIANTS = {  # a copy of member 1 with one defect
     "vocab": lambda m: _edit_json(m / "tokenizer.json", lambda t: t["added_tokens"].append(
         {**t["added_tokens"][-1], "id": len(t["model"]["vocab"]), "content": "[NEWTOKEN]"})),
     "nodense": _drop_dense,
+    "zero": lambda m: _set_value(m, 0.0, everywhere=True),
+    "zero2": lambda m: _set_value(m, 0.0, everywhere=True),
+    "zero3": lambda m: _set_value(m, 0.0, everywhere=True),
 }
 
 
@@ -193,6 +196,14 @@ CASES = {
                                needles=("{R}", "task_arithmetic needs a base_model")),
     "only the base to merge": Case("merge_method: boom_incremental\nbase_model: {W}/m0\nmodels:\n  - model: {W}/m0\n",
                                    needles=("{R}", "is the base_model {W}/m0")),
+    "scale without a base": Case(_models("m0", "m1", extra="parameters: {scale: 0.5}\n"),
+                                 needles=("{R}", "scale=0.5 needs a base_model")),
+    "out_dtype not a dtype": Case(_models("m0", "m1", extra="out_dtype: float8\n"),
+                                  needles=("{R}", "out_dtype: 'float8' is not a dtype", "bfloat16")),
+    # mergekit's own method failing midway (a tensor zero in 3 inputs has no direction; 2 fall back to linear)
+    "multislerp of a zero tensor": Case("merge_method: multislerp\nparameters: {weight: 1}\nmodels:\n"
+                                        + "".join(f"  - model: {{W}}/{n}\n" for n in ("zero", "zero2", "zero3")),
+                                        needles=("merge failed", "weighted sum of the input tensors is zero")),
     "OUT inside an input": Case(_models("m0", "m1"), out="{W}/m0/merged", needles=("{W}/m0", "inside")),
     "OUT is an input": Case(_models("m0", "m1"), out="{W}/m1", needles=("{W}/m1", "is the input")),
 }

@@ -80,6 +80,13 @@ def reusing_scratch() -> Iterator[None]:
         _scratch.buffer = outer
 
 
+def check_scale(scale: float, *, has_base: bool) -> None:
+    """``boom``'s rule for ``scale``: other than 1 it needs a base (it scales the merged delta from the
+    base); ValueError otherwise. The kernel applies it, and recipe validation before any work."""
+    if scale != 1.0 and not has_base:
+        raise ValueError(f"boom: scale={scale} needs a base_model (output = base + scale * merged delta)")
+
+
 class NonFiniteInputError(ValueError):
     """An input tensor of a BOOM kernel holds NaN or Inf: ``tensor`` (its name, when mergekit
     gives one) of the input whose id is ``input_id`` (mergekit's ``ModelReference`` under
@@ -317,8 +324,7 @@ def boom_merge(
     """Merge bag members; with a base, merge their deltas from it and add ``scale`` times that back."""
     members = group.non_base
     origin = group.base.tensor if group.base is not None else None
-    if scale != 1.0 and origin is None:
-        raise ValueError(f"boom: scale={scale} needs a base_model (output = base + scale * merged delta)")
+    check_scale(scale, has_base=origin is not None)
     if len(members) == 1 and scale == 1.0:
         return _refuse_non_finite(group, members[0].tensor)
     return _checked_combine(group, [entry.tensor for entry in members], weight.values_for(members), interpolation,

@@ -369,11 +369,11 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
 
     An existing ``out`` that is not an input is written into, as mergekit does, under
     ``out``'s lock (:func:`boom_merge.outputs.output_lock`); pickled
-    weights need ``BOOM_MERGE_ALLOW_PICKLE=1``. When a BOOM kernel refuses a NaN/Inf input
-    midway, what mergekit had written (shards flushed before) is removed: OUT itself if this
-    run made it, else the entries it added.
+    weights need ``BOOM_MERGE_ALLOW_PICKLE=1``. When the merge fails midway (a kernel refusing a
+    NaN/Inf input, any mergekit error, an interrupt), what mergekit had written (shards flushed
+    before) is removed: OUT itself if this run made it, else the entries it added; a failure is
+    one line (:func:`_mergekit`).
     """
-    from boom_merge.merge.methods import NonFiniteInputError
     from boom_merge.outputs import output_lock
 
     job = plan_merge(config, out, into_existing=True, allow_pickle=os.environ.get(ALLOW_PICKLE_ENV) == "1")
@@ -381,10 +381,10 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
         before = set(os.listdir(real)) if real.is_dir() else None
         try:
             with _streaming(job):
-                result = upstream(job.config, out, options, config_source)
-        except NonFiniteInputError as error:
+                result = _mergekit(lambda: upstream(job.config, out, options, config_source), job)
+        except BaseException:  # a refusal midway, an interrupt: what mergekit wrote goes
             _remove_added(real, before)
-            raise _non_finite_input(job, error) from None
+            raise
         finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
     return result
 

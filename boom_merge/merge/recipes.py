@@ -238,3 +238,31 @@ def validate_config(config: Any, recipe: Path | None = None) -> None:
                                 f"valid: {', '.join(sorted(valid)) or 'none'}", path=recipe)
             _check_value(config.merge_method, valid[name], value, where, recipe)
     _check_models(config, method, recipe)
+    _check_dtypes(config, recipe)
+    if config.merge_method == "boom" and not config.slices:
+        _check_boom_scale(config, recipe)
+
+
+def _check_dtypes(config: Any, recipe: Path | None) -> None:
+    """``dtype`` / ``out_dtype`` as mergekit parses them (it refuses others only midway through a merge)."""
+    from mergekit.common import dtype_from_name
+
+    for key in ("dtype", "out_dtype"):
+        value = getattr(config, key, None)
+        try:
+            dtype_from_name(value)
+        except RuntimeError:
+            raise BoomError(f"invalid recipe: {key}: {value!r} is not a dtype; use one of {', '.join(DTYPES)}",
+                            path=recipe) from None
+
+
+def _check_boom_scale(config: Any, recipe: Path | None) -> None:
+    """``boom``'s scale rule (:func:`boom_merge.merge.methods.check_scale`) for every scale the recipe sets."""
+    from boom_merge.merge.methods import check_scale
+
+    for _, values, _ in _settings(config):
+        for leaf in _leaves(values.get("scale", 1.0)):
+            try:
+                check_scale(_as_float(leaf), has_base=config.base_model is not None)
+            except ValueError as error:
+                raise BoomError(f"invalid recipe: {error}", path=recipe) from None
