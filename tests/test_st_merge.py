@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 from sentence_transformers import SentenceTransformer
@@ -129,6 +130,45 @@ def test_card_refuses_bad_input_and_writes_nothing(merged_in_python, tiny_bag, t
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     with pytest.raises(BoomError, match="model directory not found"):
         write_card(tmp_path / "absent", recipe)
+
+
+def test_card_refuses_a_recipe_whose_merge_is_another_model(merged_in_python, tiny_bag, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The same inputs and head, but not this model: other weights, no scale, or not merged at all (a copy of
+    the base). Sampled tensors are merged from the inputs by mergekit's in-memory API and compared."""
+    import shutil
+
+    from boom_merge.merge.merged_elsewhere import SAMPLED, _sample
+
+    model, recipe = merged_in_python
+    base, members = tiny_bag
+    before = _files(model)
+    for name, weights, parameters in [("unscaled", None, {}), ("weighted", [1, 2, 1], {"scale": 0.5})]:
+        other = _recipe(tmp_path / f"{name}.yml", "boom", members[:3], base, parameters)
+        if weights:
+            data = yaml.safe_load(other.read_text())
+            for entry, weight in zip(data["models"], weights):
+                entry["parameters"] = {"weight": weight}
+            other.write_text(yaml.safe_dump(data))
+        _fails(["card", model, "--recipe", other], str(model), "the recipe does not describe this model: its merge "
+               "of tensor")
+    copy = tmp_path / "not-merged"
+    shutil.copytree(base, copy)
+    _fails(["card", copy, "--recipe", recipe], str(copy), "does not describe this model")
+    assert _files(model) == before
+    # the right recipe passes, whose tensors were compared by value; a random method is compared by structure only
+    from boom_merge.merge.checks import model_files
+
+    assert len(_sample(model_files(model).tensors)) == SAMPLED
+    assert write_card(model, recipe) == model / "README.md"
+    dare = _recipe(tmp_path / "dare.yml", "dare_linear", members[:3], base, {})
+    data = yaml.safe_load(dare.read_text())
+    for entry in data["models"]:
+        entry["parameters"] = {"weight": 1.0, "density": 0.5}
+    dare.write_text(yaml.safe_dump(data))
+    with caplog.at_level("WARNING"):
+        write_card(model, dare)  # not what merged it, but a random mask cannot be replayed: said so
+    assert "by structure only, not by value (dare_linear draws random masks)" in caplog.text
 
 
 def test_card_help_has_examples() -> None:
