@@ -205,6 +205,40 @@ def test_a_member_whose_files_link_into_out_is_never_merged_over(tmp_path, tiny_
     _unchanged(tmp_path, before)
 
 
+def test_plain_mergekit_yaml_into_an_earlier_output_leaves_none_of_its_model(tmp_path, tiny_bag) -> None:
+    """mergekit-yaml writes into an existing OUT; when it writes the weights in other files (shards where
+    there was one file), the earlier model's weights and recipe copy would win when loading: they go."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from boom_merge.merge.pipeline import merge_recipe
+
+    m0, m1 = _models(tiny_bag, tmp_path, "m0", "m1")
+    first = _recipe(tmp_path / "first.yml", [m0, m1])
+    second = tmp_path / "second.yml"
+    second.write_text(yaml.safe_dump({"merge_method": "boom", "parameters": {"interpolation": "linear"},
+                                      "models": [{"model": str(m0), "parameters": {"weight": 1}},
+                                                 {"model": str(m1), "parameters": {"weight": 3}}]}))
+    out = merge_recipe(first, tmp_path / "out")
+    assert (out / "model.safetensors").is_file() and (out / "boom_recipe.yml").is_file()
+    members = (tree_sha256(m0), tree_sha256(m1))
+    env = {k: v for k, v in os.environ.items() if k != "BOOM_MERGE_DISABLE_HOOK"}
+    plain = subprocess.run([sys.executable, "-m", "mergekit.scripts.run_yaml", str(second), str(out),
+                            "--out-shard-size", "1K"], capture_output=True, text=True, env=env, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "removed boom_recipe.yml, model.safetensors, left by the model written there before" in plain.stderr
+    assert not (out / "model.safetensors").exists() and not (out / "boom_recipe.yml").exists()
+    assert (out / "model.safetensors.index.json").is_file()
+    fresh = merge_recipe(second, tmp_path / "fresh")
+    texts = ["a cat", "grep searches files"]
+    got, want = (SentenceTransformer(str(p), device="cpu").encode(texts) for p in (out, fresh))
+    assert np.abs(got - want).max() <= 1e-6
+    assert (tree_sha256(m0), tree_sha256(m1)) == members
+
+
 def test_eval_out_never_in_or_around_a_model_or_the_corpus(tmp_path, tiny_bag) -> None:
     from tests.test_evaluation import write_corpus
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -379,14 +380,46 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
     job = plan_merge(config, out, into_existing=True, allow_pickle=os.environ.get(ALLOW_PICKLE_ENV) == "1")
     with output_lock(out) as real:  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
         before = set(os.listdir(real)) if real.is_dir() else None
+        earlier = _stale_candidates(real)
         try:
             with _streaming(job):
                 result = _mergekit(lambda: upstream(job.config, out, options, config_source), job)
         except BaseException:  # a refusal midway, an interrupt: what mergekit wrote goes
             _remove_added(real, before)
             raise
+        _remove_stale(real, earlier)
         finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
     return result
+
+
+#: files of an earlier model in OUT that a merge written in other files would leave beside it (an old single
+#: ``model.safetensors`` is loaded before new shards; an old ``boom_recipe.yml`` is read before mergekit's copy)
+_EARLIER_MODEL = re.compile(r"^((model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?|"
+                            + re.escape(RECIPE_FILE) + ")$")
+
+
+def _stale_candidates(out: Path) -> dict[str, tuple[int, int]]:
+    """OUT's files of an earlier model, with what identifies their content (inode, modification time)."""
+    found = {}
+    for name in os.listdir(out) if out.is_dir() else ():
+        path = out / name
+        if _EARLIER_MODEL.match(name) and path.is_file() and not path.is_symlink():
+            info = path.stat()
+            found[name] = (info.st_ino, info.st_mtime_ns)
+    return found
+
+
+def _remove_stale(out: Path, earlier: dict[str, tuple[int, int]]) -> None:
+    """After mergekit wrote into an existing OUT: remove the earlier model's files it did not rewrite."""
+    stale = []
+    for name, identity in earlier.items():
+        path = out / name
+        if path.is_file() and (path.stat().st_ino, path.stat().st_mtime_ns) == identity:
+            stale.append(name)
+            path.unlink()
+    if stale:
+        logger.warning("%s: removed %s, left by the model written there before (this merge wrote its weights in "
+                       "other files)", out, ", ".join(sorted(stale)))
 
 
 def _remove_added(out: Path, before: set[str] | None) -> None:
