@@ -99,11 +99,36 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
         return ResolvedModel(text, path, hub_id, revision)
     if local.exists():
         raise BoomError("not a model directory (a file)", path=text)
-    repo_id, _, revision = text.partition("@")
-    if not repo_id or (text.count("@") > 1) or ("@" in text and not revision):
-        raise BoomError("not a local directory, nor a Hub id (org/name or org/name@revision)", path=text)
-    path = _download(text, repo_id, revision or None)
+    repo_id, revision = _hub_reference(text)
+    path = _download(text, repo_id, revision)
     return ResolvedModel(text, path, repo_id, path.name)
+
+
+def check_spec(spec: str | Path) -> None:
+    """``spec`` can name a model: a local dir, or a Hub id by its form (not looked up: a recipe may name
+    a model that is not downloaded yet); else the one-line refusal :func:`resolve_model` gives."""
+    text = str(spec)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        return
+    if local.exists():
+        raise BoomError("not a model directory (a file)", path=text)
+    _hub_reference(text)
+
+
+def _hub_reference(text: str) -> tuple[str, str | None]:
+    """``org/name[@REV]`` as (repo id, revision); a spec of another form is refused in one line."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id, _, revision = text.partition("@")
+    try:
+        if not repo_id or text.count("@") > 1 or ("@" in text and not revision):
+            raise HFValidationError(text)
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise BoomError("not a local directory, nor a Hub id (org/name or org/name@revision)", path=text) from None
+    return repo_id, revision or None
 
 
 def cache_identity(path: Path) -> tuple[str | None, str | None]:

@@ -131,6 +131,23 @@ def test_recipe_errors(tmp_path, quickstart_layout) -> None:
     existing.write_text("keep")
     refused = CliRunner().invoke(main, ["recipe", *map(str, members), "-o", str(existing)])
     assert refused.exit_code != 0 and existing.read_text() == "keep"
+    # what `merge` would refuse, or a path that is no model: refused here, one line naming it, nothing written
+    out = tmp_path / "bad.yml"
+    for given, error in [
+        ([members[0], tmp_path / "nope"], f"Error: {tmp_path / 'nope'}: not a local directory, nor a Hub id"),
+        ([members[0], "./nope"], "Error: ./nope: not a local directory, nor a Hub id"),
+        ([members[0], existing], f"Error: {existing}: not a model directory (a file)"),
+        ([members[0], members[1], f"{members[0]}/../{members[0].name}"], f"member given twice (also as {members[0]})"),
+        ([*members, "--base", members[0], "--method", "ties"], f"--base is also given as a member (also as {members[0]})"),
+        ([*members, "--base", members[0].parent, "--method", "ties", "--density", "1.5"], "--density must be in (0, 1]"),
+    ]:
+        result = CliRunner().invoke(main, ["recipe", *map(str, given), "-o", str(out)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.output.splitlines()[-1].startswith("Error:") and error in result.output.splitlines()[-1], \
+            result.output
+        assert not out.exists()
+    hub = CliRunner().invoke(main, ["recipe", str(members[0]), "org/not-downloaded@main", "-o", str(out)])
+    assert hub.exit_code == 0, hub.output  # a Hub id by its form: a recipe may name a model not downloaded yet
 
 
 def test_build_recipe_is_valid_mergekit_config(quickstart_layout) -> None:
