@@ -135,6 +135,9 @@ def test_add_mode_is_old_plus_lambda_times_the_task_vector(tmp_path, tiny_bag) -
     assert [m["parameters"]["weight"] for m in recipe["models"]] == [1.0, 0.7]
     assert (out / "modules.json").read_text() == (old / "modules.json").read_text()
     assert f"add mode, OLD + 0.7·(UPDATE − BASE), base `{base.name}`" in (out / "README.md").read_text()
+    # the card names models, never by a local path (its recipe's header comment neither)
+    assert str(tmp_path) not in (out / "README.md").read_text() and str(base.parent) not in (out / "README.md").read_text()
+    assert f"BASE = {base.name}\n" in (out / "boom_recipe.yml").read_text()
     # plain mergekit-yaml runs the written recipe to the same weights, bit for bit
     import subprocess
 

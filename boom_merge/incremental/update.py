@@ -259,7 +259,8 @@ def incremental_merge(
         check_output(out, inputs=(old_in.path, update_in.path, base.path), force=force)
         recipe = add_recipe(old_in.path, update_in.path, base.spec, update_weight=weight,
                             old_ref=old_in.ref, update_ref=update_in.ref, base_path=base.path)
-        formula = f"OLD + {weight:g} * (UPDATE - BASE), BASE = {base.spec}"
+        # named as cards name models (a Hub id, else the dir's name): the card shows this line as it is
+        formula = f"OLD + {weight:g} * (UPDATE - BASE), BASE = {base.hub_id or base.path.name}"
     else:
         recipe = incremental_recipe(old_in.path, update_in.path, update_weight=weight, interpolation=interpolation,
                                     old_ref=old_in.ref, update_ref=update_in.ref)
