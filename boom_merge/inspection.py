@@ -12,6 +12,7 @@ or Hub ids (:func:`boom_merge.model_refs.resolve_model`), checked as every reade
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 from boom_merge.merge.checks import ModelFiles, check_same_tensors, model_files
 from boom_merge.errors import BoomError
 from boom_merge.model_refs import check_device, check_model, resolve_model, transformer_dir
+
+logger = logging.getLogger(__name__)
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 OVERALL = "overall"
@@ -119,14 +122,23 @@ def _files(spec: str | Path) -> ModelFiles:
 
 
 def member_similarity(
-    models: list[str | Path], base: str | Path | None = None, *, device: str | None = None
+    models: list[str | Path], base: str | Path | None = None, *, device: str | None = None,
+    plot: str | Path | None = None,
 ) -> SimilarityReport:
-    """Pairwise cosine of member deltas, per layer group and overall (math on ``device``)."""
+    """Pairwise cosine of member deltas, per layer group and overall (math on ``device``); with ``plot``,
+    its heatmap is written there (the path checked before any work)."""
     if len(models) < 2:
         raise BoomError("inspect needs at least two models to compare")
     device = check_device(device)
     members = [_files(m) for m in models]
     base_files = _files(base) if base is not None else None
+    if plot is not None:
+        from boom_merge.outputs import check_output_file
+
+        check_output_file(plot, inputs=[*models, base], parents=True)
+    if len(models) == 2 and base is None:
+        logger.warning("two models and no --base: each one's delta from their mean is the other's negated, so every "
+                       "cosine is -1; pass --base to compare what each learnt")
     compared = check_same_tensors(members + ([base_files] if base_files else []))
     m = len(members)
     grams: dict[str, torch.Tensor] = {}
@@ -145,4 +157,6 @@ def member_similarity(
         gram = grams[group]
         norms = gram.diagonal().sqrt().clamp_min(1e-30)
         report.cosine[group] = gram / norms[:, None] / norms[None, :]
+    if plot is not None:
+        report.plot(plot)
     return report

@@ -196,6 +196,9 @@ CASES = {
                                needles=("{R}", "task_arithmetic needs a base_model")),
     "only the base to merge": Case("merge_method: boom_incremental\nbase_model: {W}/m0\nmodels:\n  - model: {W}/m0\n",
                                    needles=("{R}", "is the base_model {W}/m0")),
+    "interpolation unknown": Case(_models("m0", "m1", extra="parameters: {interpolation: cubic}\n"),
+                                  needles=("{R}", "invalid interpolation='cubic' in parameters for boom: "
+                                           "Input should be 'slerp' or 'linear'")),
     "scale without a base": Case(_models("m0", "m1", extra="parameters: {scale: 0.5}\n"),
                                  needles=("{R}", "scale=0.5 needs a base_model")),
     "out_dtype not a dtype": Case(_models("m0", "m1", extra="out_dtype: float8\n"),

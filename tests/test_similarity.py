@@ -59,6 +59,26 @@ def test_cli_table_and_heatmap(tmp_path, tiny_bag) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_a_plot_path_inside_a_model_is_refused_before_any_work(tiny_bag, monkeypatch) -> None:
+    import boom_merge.inspection as inspection
+
+    base, members = tiny_bag
+    monkeypatch.setattr(inspection, "_load", lambda *args: pytest.fail("compared before the plot path was checked"))
+    result = CliRunner().invoke(main, ["inspect", *map(str, members), "--plot", str(members[0] / "sim.png")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == f"Error: output {members[0] / 'sim.png'} lies inside the input {members[0]}; " \
+        "write elsewhere", result.output
+    assert not (members[0] / "sim.png").exists()
+
+
+def test_two_models_without_a_base_are_warned_about(tiny_bag, caplog) -> None:
+    _, members = tiny_bag
+    with caplog.at_level("WARNING"):
+        report = member_similarity(members[:2])
+    assert float(report.cosine[OVERALL][0, 1]) == pytest.approx(-1.0)
+    assert "every cosine is -1; pass --base" in caplog.text
+
+
 def test_layer_groups() -> None:
     assert layer_of("encoder.layer.3.attention.self.query.weight") == "layer 03"
     assert layer_of("model.layers.12.mlp.up_proj.weight") == "layer 12"

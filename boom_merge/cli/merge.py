@@ -242,10 +242,10 @@ def inspect_command(models: tuple[str, ...], base: str | None, plot: Path | None
     """
     from boom_merge.inspection import member_similarity
 
-    report = member_similarity(list(models), base=base, device=device)
+    report = member_similarity(list(models), base=base, device=device, plot=plot)
     click.echo(report.table())
     if plot is not None:
-        click.echo(f"heatmap written to {report.plot(plot)}")
+        click.echo(f"heatmap written to {plot}")
 
 
 @click.command("card", epilog="""Examples:

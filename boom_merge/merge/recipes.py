@@ -167,7 +167,8 @@ def _check_value(method: Any, spec: Any, value: Any, where: str, recipe: Path | 
         try:
             spec.validate(leaf)
         except (ValueError, TypeError) as error:
-            message = str(error).strip().splitlines()[-1].strip()
+            problems = getattr(error, "errors", None)  # pydantic's ValidationError: its first problem, not its links
+            message = problems()[0]["msg"] if callable(problems) else str(error).strip().splitlines()[0].strip()
             raise BoomError(f"invalid {spec.name}={leaf!r} in {where} for {method}: {message}", path=recipe) from None
 
 
