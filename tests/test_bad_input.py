@@ -387,6 +387,8 @@ def test_real_process_prints_no_traceback(tmp_path, tiny_bag) -> None:
 def test_invalid_shard_size(tmp_path, tiny_bag) -> None:
     m0, m1 = _copy_members(tiny_bag, tmp_path)
     _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out", "--out-shard-size", "lots"], "shard size", "lots")
+    for size in ("0", "-5M"):
+        _fails(["merge", _recipe(tmp_path, [m0, m1]), tmp_path / "out", "--out-shard-size", size], "shard size", size)
     _no_output(tmp_path)
 
 

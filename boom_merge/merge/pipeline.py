@@ -298,9 +298,12 @@ def _parameter_count(size: str) -> int:
     from mergekit.common import parse_kmb
 
     try:
-        return int(parse_kmb(size))
+        count = int(parse_kmb(size))
     except (ValueError, TypeError):
-        raise BoomError(f"invalid shard size {size!r}; use a count such as 250M or 1B") from None
+        count = 0
+    if count <= 0:  # mergekit would take 0 as one unbounded shard
+        raise BoomError(f"invalid shard size {size!r}; use a count such as 250M or 1B")
+    return count
 
 
 def run_recipe(
