@@ -205,6 +205,12 @@ def test_a_member_whose_files_link_into_out_is_never_merged_over(tmp_path, tiny_
     _unchanged(tmp_path, before)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def test_plain_mergekit_yaml_into_an_earlier_output_leaves_none_of_its_model(tmp_path, tiny_bag) -> None:
     """mergekit-yaml writes into an existing OUT; when it writes the weights in other files (shards where
     there was one file), the earlier model's weights and recipe copy would win when loading: they go."""
@@ -232,6 +238,9 @@ def test_plain_mergekit_yaml_into_an_earlier_output_leaves_none_of_its_model(tmp
     assert "removed boom_recipe.yml, model.safetensors, left by the model written there before" in plain.stderr
     assert not (out / "model.safetensors").exists() and not (out / "boom_recipe.yml").exists()
     assert (out / "model.safetensors.index.json").is_file()
+    # the umask's usual modes, as boom-merge's own outputs (safetensors writes 600)
+    shards = list(out.glob("model-*.safetensors"))
+    assert shards and {oct(p.stat().st_mode & 0o777) for p in shards} == {oct(0o666 & ~_umask())}
     fresh = merge_recipe(second, tmp_path / "fresh")
     texts = ["a cat", "grep searches files"]
     got, want = (SentenceTransformer(str(p), device="cpu").encode(texts) for p in (out, fresh))

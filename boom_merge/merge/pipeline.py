@@ -44,6 +44,8 @@ import contextlib
 import logging
 import os
 import re
+import stat
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -384,6 +386,7 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
     with output_lock(out) as real:  # a second mergekit-yaml (or boom-merge) to the same OUT fails fast
         before = set(os.listdir(real)) if real.is_dir() else None
         earlier = _stale_candidates(real)
+        started = time.time_ns()
         try:
             with _streaming(job):
                 result = _mergekit(lambda: upstream(job.config, out, options, config_source), job)
@@ -392,6 +395,7 @@ def merge_in_place(config: Any, out: str | Path, *, options: Any, config_source:
             raise
         _remove_stale(real, earlier)
         finish_merge(job, out, recipe_text=config_source, title=Path(out).name)
+        _usual_modes(real, since=started)
     return result
 
 
@@ -423,6 +427,20 @@ def _remove_stale(out: Path, earlier: dict[str, tuple[int, int]]) -> None:
     if stale:
         logger.warning("%s: removed %s, left by the model written there before (this merge wrote its weights in "
                        "other files)", out, ", ".join(sorted(stale)))
+
+
+def _usual_modes(out: Path, *, since: int) -> None:
+    """The umask's usual modes for the files this run wrote into OUT (safetensors 0.8 writes 600), as
+    boom-merge's own outputs get them; OUT's other files keep theirs."""
+    from boom_merge.durable import umask
+
+    mask = umask()
+    margin = 1_000_000_000  # a file system's clock may lag ours: a second
+    for root, _, files in os.walk(out):
+        for name in files:
+            info = os.lstat(os.path.join(root, name))
+            if stat.S_ISREG(info.st_mode) and info.st_mtime_ns >= since - margin:
+                os.chmod(os.path.join(root, name), (0o777 if info.st_mode & 0o111 else 0o666) & ~mask)
 
 
 def _remove_added(out: Path, before: set[str] | None) -> None:
