@@ -149,6 +149,11 @@ def umask() -> int:
     return mask
 
 
+def usual_mode(mode: int, mask: int) -> int:
+    """A file's mode as the umask ``mask`` makes it for new files: 666 less the mask, 777 for executables."""
+    return (0o777 if mode & 0o111 else 0o666) & ~mask
+
+
 def settle(directory: Path) -> None:
     """The umask's usual modes (some writers make files 600) and fsync, for every file and dir."""
     mask = umask()
@@ -162,7 +167,7 @@ def settle(directory: Path) -> None:
             path = os.path.join(root, name)
             info = os.lstat(path)
             if stat.S_ISREG(info.st_mode):  # not links (their targets are not ours), nor FIFOs
-                os.chmod(path, (0o777 if info.st_mode & 0o111 else 0o666) & ~mask)
+                os.chmod(path, usual_mode(info.st_mode, mask))
                 fsync_path(path)
         fsync_path(root)
 

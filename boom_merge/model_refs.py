@@ -97,8 +97,6 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
         path = local.resolve()
         hub_id, revision = cache_identity(path)
         return ResolvedModel(text, path, hub_id, revision)
-    if local.exists():
-        raise BoomError("not a model directory (a file)", path=text)
     repo_id, revision = _hub_reference(text)
     path = _download(text, repo_id, revision)
     return ResolvedModel(text, path, repo_id, path.name)
@@ -107,20 +105,18 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
 def check_spec(spec: str | Path) -> None:
     """``spec`` can name a model: a local dir, or a Hub id by its form (not looked up: a recipe may name
     a model that is not downloaded yet); else the one-line refusal :func:`resolve_model` gives."""
-    text = str(spec)
-    local = Path(text).expanduser()
-    if local.is_dir():
-        return
-    if local.exists():
-        raise BoomError("not a model directory (a file)", path=text)
-    _hub_reference(text)
+    if not Path(str(spec)).expanduser().is_dir():
+        _hub_reference(str(spec))
 
 
 def _hub_reference(text: str) -> tuple[str, str | None]:
-    """``org/name[@REV]`` as (repo id, revision); a spec of another form is refused in one line."""
+    """``org/name[@REV]`` of a spec that is no local dir, as (repo id, revision); a file, or a spec of
+    another form, is refused in one line."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    if Path(text).expanduser().exists():
+        raise BoomError("not a model directory (a file)", path=text)
     repo_id, _, revision = text.partition("@")
     try:
         if not repo_id or text.count("@") > 1 or ("@" in text and not revision):

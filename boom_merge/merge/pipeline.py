@@ -421,7 +421,8 @@ def _remove_stale(out: Path, earlier: dict[str, tuple[int, int]]) -> None:
     stale = []
     for name, identity in earlier.items():
         path = out / name
-        if path.is_file() and (path.stat().st_ino, path.stat().st_mtime_ns) == identity:
+        info = path.stat() if path.is_file() else None
+        if info is not None and (info.st_ino, info.st_mtime_ns) == identity:
             stale.append(name)
             path.unlink()
     if stale:
@@ -432,7 +433,7 @@ def _remove_stale(out: Path, earlier: dict[str, tuple[int, int]]) -> None:
 def _usual_modes(out: Path, *, since: int) -> None:
     """The umask's usual modes for the files this run wrote into OUT (safetensors 0.8 writes 600), as
     boom-merge's own outputs get them; OUT's other files keep theirs."""
-    from boom_merge.durable import umask
+    from boom_merge.durable import umask, usual_mode
 
     mask = umask()
     margin = 1_000_000_000  # a file system's clock may lag ours: a second
@@ -440,7 +441,7 @@ def _usual_modes(out: Path, *, since: int) -> None:
         for name in files:
             info = os.lstat(os.path.join(root, name))
             if stat.S_ISREG(info.st_mode) and info.st_mtime_ns >= since - margin:
-                os.chmod(os.path.join(root, name), (0o777 if info.st_mode & 0o111 else 0o666) & ~mask)
+                os.chmod(os.path.join(root, name), usual_mode(info.st_mode, mask))
 
 
 def _remove_added(out: Path, before: set[str] | None) -> None:

@@ -99,7 +99,6 @@ def build_recipe(
         raise BoomError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     seen: dict[str, str | Path] = {}  # each model once: a local dir by where it is, a Hub id as written
     for role, model in [*(("member", m) for m in members), *([("base", base)] if base is not None else [])]:
-        check_spec(model)
         key = str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else str(model)
         if key in seen:
             what = "member given twice" if role == "member" else "--base is also given as a member"
@@ -154,8 +153,12 @@ def write_recipe(
     force: bool = False,
     **options: Any,
 ) -> Path:
-    """Write a runnable recipe to ``out`` atomically; refuse to overwrite without ``force``."""
+    """Write a runnable recipe to ``out`` atomically; refuse to overwrite without ``force``, or a member or
+    base that is neither a local dir nor a Hub id (:func:`boom_merge.model_refs.check_spec`)."""
     from boom_merge.outputs import write_output_file
+
+    for model in [*members, *([base] if base is not None else [])]:
+        check_spec(model)
 
     text = recipe_yaml(
         build_recipe(members, method=method, weights=weights, base=base, **options),

@@ -270,8 +270,8 @@ def train_update(
     if init not in ("base", "existing") or (init == "existing") != (existing is not None):
         raise BoomError("--init existing needs --existing MODEL, and --existing is only used with --init existing")
     if str(new_data) == str(history_data) or (Path(new_data).exists() and Path(new_data).resolve() == Path(history_data).resolve()):
-        raise BoomError("--history-data is --new-data: the update would train on the new data twice; pass the "
-                        "members' training data as --history-data", path=history_data)
+        logger.warning("%s: --history-data is --new-data: the update trains on the new data twice (the members' "
+                       "training data is what --history-data is for)", history_data)
     if data_config is not None and not any(map(is_datasets_id, (new_data, history_data))):
         raise BoomError(f"--data-config {data_config!r} applies to a Hugging Face dataset id (org/name); none is given")
     new_sets, old_sets = (
