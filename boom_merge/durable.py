@@ -43,13 +43,18 @@ def make_parents(directory: Path) -> list[Path]:
     for path in reversed(missing):
         try:
             path.mkdir()
+        except FileExistsError:
+            if path.is_dir():  # another process made it meanwhile (members trained in parallel): not ours
+                continue
+            remove_empty(made[::-1])
+            raise BoomError(f"cannot create the directory {path}: a file is in the way") from None
         except OSError as error:
             remove_empty(made[::-1])
-            if isinstance(error, FileExistsError) or error.errno == errno.ENOTDIR:
+            if error.errno == errno.ENOTDIR:
                 raise BoomError(f"cannot create the directory {path}: a file is in the way") from None
             raise BoomError(f"cannot create the directory: {error.strerror}", path=path) from None
         made.append(path)
-    return missing
+    return made[::-1]
 
 
 def remove_empty(directories: list[Path]) -> None:

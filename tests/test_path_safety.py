@@ -196,6 +196,27 @@ def test_disk_errors_in_the_block_are_one_line(tmp_path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_a_parent_made_meanwhile_by_another_process_is_not_a_file_in_the_way(tmp_path, monkeypatch) -> None:
+    """Members trained in parallel (Ray) create the same OUT parent: losing that race is no error, and the
+    parent is not counted as this run's (a failure would remove it)."""
+    from boom_merge.durable import make_parents
+
+    mkdir = Path.mkdir
+
+    def raced(self, *args, **kwargs):
+        mkdir(self, *args, **kwargs)  # the other process wins
+        raise FileExistsError(17, "File exists", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", raced)
+    assert make_parents(tmp_path / "a" / "b") == []
+    monkeypatch.undo()
+    assert (tmp_path / "a" / "b").is_dir()
+    assert make_parents(tmp_path / "c" / "d") == [tmp_path / "c" / "d", tmp_path / "c"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BoomError, match="a file is in the way"):
+        make_parents(tmp_path / "file" / "x")
+
+
 def test_a_parent_that_is_a_file(tmp_path) -> None:
     (tmp_path / "file").write_text("data")
     before = tree_sha256(tmp_path)

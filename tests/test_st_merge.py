@@ -171,6 +171,32 @@ def test_card_refuses_a_recipe_whose_merge_is_another_model(merged_in_python, ti
     assert "by structure only, not by value (dare_linear draws random masks)" in caplog.text
 
 
+def test_card_of_a_merge_of_hub_models_compares_the_snapshots(tiny_bag, hub_cache, tmp_path: Path) -> None:
+    """Inputs named by Hub id (an `hf download` cache, symlinked blobs): the value check reads the snapshots,
+    the recipe naming them passes, one naming other weights does not; the cache is left as it was."""
+    from tests.test_models import place_in_cache
+    from tests.test_path_safety import tree_sha256
+
+    base, members = tiny_bag
+    for i, member in enumerate(members[:2]):
+        place_in_cache(member, hub_cache, f"acme/member-{i}")
+    place_in_cache(base, hub_cache, "acme/base")
+    model = tmp_path / "merged"
+    _st_merged("boom", members[:2], base, {"scale": 0.5}).save_pretrained(str(model))
+    cache = tree_sha256(hub_cache)
+    recipe = tmp_path / "boom.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "boom", "base_model": "acme/base", "parameters": {"scale": 0.5},
+                                      "models": [{"model": f"acme/member-{i}"} for i in range(2)]}))
+    assert write_card(model, recipe) == model / "README.md"
+    lineage = json.loads((model / "boom_lineage.json").read_text())
+    assert sorted(i["hub_id"] for i in lineage["inputs"]) == ["acme/base", "acme/member-0", "acme/member-1"]
+    other = tmp_path / "other.yml"
+    other.write_text(recipe.read_text().replace("scale: 0.5", "scale: 0.6"))
+    with pytest.raises(BoomError, match="the recipe does not describe this model"):
+        write_card(model, other)
+    assert tree_sha256(hub_cache) == cache
+
+
 def test_card_help_has_examples() -> None:
     result = CliRunner().invoke(main, ["card", "--help"])
     assert result.exit_code == 0 and "Examples:" in result.output and "--recipe" in result.output
