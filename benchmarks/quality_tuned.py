@@ -54,6 +54,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--tuned-keep", type=int, default=4, help="tuned part: checkpoints of BLS kept for its soup")
     parser.add_argument("--tune-queries", type=int, default=60, help="tuned part: dev queries per source")
     parser.add_argument("--tune-corpus", type=int, default=200, help="tuned part: dev documents per source")
+    parser.add_argument("--tuned-bags-only", action="store_true",
+                        help="tuned part: train the bags and stop (what benchmarks/tune_racing.py --study-v2 reads)")
 
 
 def check_arguments(parser: Any, args: Any) -> None:
@@ -157,6 +159,8 @@ def run_tuned(study: Study, data: Path) -> None:
         for seed in args.seeds:
             key = f"tuned/{regime}/seed-{seed}"
             members = train_bag_keeping(study, key, data, config, seed)
+            if args.tuned_bags_only:
+                continue
             bls = members[BLS_MEMBER]
             bls_models.append(bls)
             bls_steps = training_record(bls)["steps"]
@@ -183,7 +187,7 @@ def run_tuned(study: Study, data: Path) -> None:
             soup = merge(study, f"{key}/checkpoint-soup", checkpoint_members([bls]), "boom_linear", "equal", False)
             row(CKPT_SOUP, [soup], bls_steps)
             row(ENSEMBLE, members, bag_steps)
-        if len(bls_models) > 1:
+        if len(bls_models) > 1 and not args.tuned_bags_only:
             soup = merge(study, f"tuned/{regime}/seed-soup", bls_models, "boom_linear", "equal", False)
             steps = [training_record(m)["steps"] for m in bls_models]
             evaluate(study, part, SEED_SOUP, None, [soup], tasks, train_cost=sum(steps) / fmean(steps),

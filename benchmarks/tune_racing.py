@@ -18,7 +18,9 @@ its scorer encoded (racing reuses a candidate's slice encodings at its full stag
 when nothing is raced out), whether every candidate scored on the full caps by both has the
 same task scores (``same_full_scores``: it should, to the last bit); the candidate-evaluation
 time (merge + scoring, summed over every score taken: ``candidates.json`` ``cost``) and the
-wall time of each run, and the ratios racing / exhaustive and racing / legacy.
+wall time of each run, and the ratios racing / exhaustive and racing / legacy; and how many
+candidates were behind the slice leader by more than the margin (``beyond_margin``: what the
+margin alone would drop, were the top third and the protected candidates not kept).
 ``--racing-first`` swaps the order of the first two runs. Cases:
 
 * ``--quickstart RUN``: the quickstart's members (``RUN/members/member-*``, ``RUN/base``, the
@@ -113,12 +115,15 @@ def _run(case: Case, out: Path, **options: Any) -> dict[str, Any]:
                   **options)
     wall = time.perf_counter() - start
     data = json.loads((out / "candidates.json").read_text())
+    marks = [row["racing"] for row in data["candidates"] if row.get("racing")]
     return {"chosen": result.chosen.key, "label": result.label, "objective": objective_value(result.scores, "balanced"),
             "raced": result.racing, "full_scored": len(result.candidates), "raced_out": len(result.raced_out),
             "scorings": data["cost"]["full"] + (len(data.get("slice", {})) if result.racing else 0),
             "encoded_texts": options["scorer"].encodings.encoded if own else None,
             "evaluation_s": round(data["cost"]["merge_s"] + data["cost"]["eval_s"], 1), "wall_s": round(wall, 1),
             "profile_s": data["cost"].get("profile_s"),
+            # what the margin alone would drop, were the top third and the protected candidates not kept
+            "beyond_margin": sum(m["behind"] > m["margin"] for m in marks) if marks else None,
             "full_tasks": {cand.key: scores.tasks for cand, scores in result.candidates}}
 
 
@@ -205,8 +210,9 @@ def main() -> None:
         reports.append(compare(case, args.workdir, args.legacy, args.racing_first))
         print(json.dumps(reports[-1], indent=2), flush=True)
     print("\n| case | exhaustive choice | racing choice | same | full / raced out | texts encoded exh. / racing "
-          "| eval s exh. / racing" + (" / legacy" if args.legacy else "") + " | racing / exhaustive | racing / legacy |")
-    print("|---|---|---|---|---|---|---|---:|---:|")
+          "| eval s exh. / racing" + (" / legacy" if args.legacy else "") + " | racing / exhaustive | racing / legacy "
+          "| beyond the margin |")
+    print("|---|---|---|---|---|---|---|---:|---:|---:|")
     for r in reports:
         runs = r["runs"]
         times = " / ".join(str(runs[k]["evaluation_s"]) for k in ("exhaustive", "racing", "legacy") if k in runs)
@@ -217,7 +223,8 @@ def main() -> None:
             else "racing skipped"
         print(f"| {r['case']} | {runs['exhaustive']['label']} | {runs['racing']['label']} | {same} | {raced} | "
               f"{runs['exhaustive']['encoded_texts']} / {runs['racing']['encoded_texts']} | {times} | "
-              f"{r['racing/exhaustive evaluation']} | {r.get('racing/legacy evaluation', '')} |")
+              f"{r['racing/exhaustive evaluation']} | {r.get('racing/legacy evaluation', '')} | "
+              f"{runs['racing']['beyond_margin']} |")
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
 

@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +107,19 @@ def check_spec(spec: str | Path) -> None:
     a model that is not downloaded yet); else the one-line refusal :func:`resolve_model` gives."""
     if not Path(str(spec)).expanduser().is_dir():
         _hub_reference(str(spec))
+
+
+def check_each_once(members: Sequence[tuple[str | Path, str]], base: tuple[str | Path, str] | None = None) -> None:
+    """Each model once: ``(spec, key)`` pairs, ``key`` what identifies the model (a local dir's real path, a
+    Hub id as written or its snapshot); a repeat is refused naming the spec as typed and the first one."""
+    seen: dict[str, str | Path] = {}
+    for spec, key in members:
+        if key in seen:
+            raise BoomError(f"member given twice (also as {seen[key]})", path=spec)
+        seen[key] = spec
+    if base is not None and base[1] in seen:
+        raise BoomError(f"the base is also given as a member ({seen[base[1]]}); the members are the models "
+                        "trained from it", path=base[0])
 
 
 def _hub_reference(text: str) -> tuple[str, str | None]:

@@ -138,7 +138,8 @@ def test_recipe_errors(tmp_path, quickstart_layout) -> None:
         ([members[0], "./nope"], "Error: ./nope: not a local directory, nor a Hub id"),
         ([members[0], existing], f"Error: {existing}: not a model directory (a file)"),
         ([members[0], members[1], f"{members[0]}/../{members[0].name}"], f"member given twice (also as {members[0]})"),
-        ([*members, "--base", members[0], "--method", "ties"], f"--base is also given as a member (also as {members[0]})"),
+        ([*members, "--base", members[0], "--method", "ties"],
+         f"the base is also given as a member ({members[0]}); the members are the models trained from it"),
         ([*members, "--base", members[0].parent, "--method", "ties", "--density", "1.5"], "--density must be in (0, 1]"),
     ]:
         result = CliRunner().invoke(main, ["recipe", *map(str, given), "-o", str(out)])

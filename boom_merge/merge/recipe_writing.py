@@ -16,7 +16,7 @@ import yaml
 from boom_merge.errors import BoomError
 from boom_merge.lineage import MEMBER_FILE
 from boom_merge.merge.recipes import DTYPES, base_policy
-from boom_merge.model_refs import check_spec
+from boom_merge.model_refs import check_each_once, check_spec
 
 Method = Literal["boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties"]
 METHODS: tuple[str, ...] = ("boom", "boom_linear", "linear", "multislerp", "task_arithmetic", "ties")
@@ -97,13 +97,10 @@ def build_recipe(
         raise BoomError("at least one member model is needed")
     if method not in METHODS:
         raise BoomError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    seen: dict[str, str | Path] = {}  # each model once: a local dir by where it is, a Hub id as written
-    for role, model in [*(("member", m) for m in members), *([("base", base)] if base is not None else [])]:
-        key = str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else str(model)
-        if key in seen:
-            what = "member given twice" if role == "member" else "--base is also given as a member"
-            raise BoomError(f"{what} (also as {seen[key]})", path=model)
-        seen[key] = model
+    def key(model: str | Path) -> str:  # a local dir by where it is, a Hub id as written
+        return str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else str(model)
+
+    check_each_once([(m, key(m)) for m in members], (base, key(base)) if base is not None else None)
     if method == "ties" and not 0 < density <= 1:
         raise BoomError(f"--density must be in (0, 1] (the share of each task vector kept), got {density}")
     policy = base_policy(method)

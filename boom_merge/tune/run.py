@@ -51,7 +51,7 @@ from typing import Any
 
 from boom_merge.errors import BoomError
 from boom_merge.lineage import full_data_index
-from boom_merge.model_refs import resolve_model, transformer_dir
+from boom_merge.model_refs import check_each_once, resolve_model, transformer_dir
 from boom_merge.outputs import atomic_output_dir, check_output, output_lock, write_output_file
 from boom_merge.merge.recipe_writing import member_weights, read_manifest
 from boom_merge.tune.candidates import (
@@ -447,14 +447,8 @@ def tune(
     tuned = [_tuned_model(m) for m in members]
     base_spec = base
     base, base_ref, _ = _tuned_model(base)
-    seen: dict[Path, str | Path] = {}
-    for spec, (path, _, _) in zip(members, tuned):
-        if path.resolve() in seen:
-            raise BoomError(f"member given twice (also as {seen[path.resolve()]})", path=spec)
-        seen[path.resolve()] = spec
-    if base.resolve() in seen:
-        raise BoomError(f"the base is also given as a member ({seen[base.resolve()]}); the members are "
-                        "the models trained from it", path=base_spec)
+    check_each_once([(spec, str(path.resolve())) for spec, (path, _, _) in zip(members, tuned)],
+                    (base_spec, str(base.resolve())))
     members = [path for path, _, _ in tuned]  # the local dirs read (a Hub model's snapshot)
     refs = [ref for _, ref, _ in tuned]  # what the recipes name
     if any(t <= 0 for t in scales):
