@@ -14,6 +14,7 @@ Every command that reads a model goes through here:
   files (transformers would build a tokenizer that maps every word to ``[UNK]``), unreadable or
   dishonest safetensors, NaN/Inf weights (naming the tensor). Safetensors are read by
   :mod:`boom_merge.merge.checks`.
+- :func:`check_each_once`: a command given several models (members, a base) takes each once.
 - :func:`load_sentence_transformer` = resolve + check + load on :func:`default_device`.
 """
 
