@@ -31,7 +31,7 @@ def test_a_candidate_encodes_each_text_once_with_the_numbers_of_one_full_call(mi
 
     full = _texts(120, 0)
     in_slice = full[::4]
-    fresh, raced = EncodingCache(frozenset(in_slice)), EncodingCache(frozenset(in_slice))
+    fresh, raced = EncodingCache({None: frozenset(in_slice)}), EncodingCache({None: frozenset(in_slice)})
 
     def load(cache: EncodingCache, key: str | None, keep: bool) -> SentenceTransformer:
         model = SentenceTransformer(minilm_path, device="cpu")
@@ -55,6 +55,35 @@ def test_a_candidate_encodes_each_text_once_with_the_numbers_of_one_full_call(mi
     again.encode(in_slice, batch_size=16)
     again.encode(in_slice, batch_size=16, prompt="query: ")
     assert raced.encoded == len(full) + 2 * len(in_slice)
+
+
+def test_a_text_two_tasks_share_never_brings_an_embedding_from_the_other_task(minilm_path: str) -> None:
+    """Real dev sets share texts between sources. A text in task A's slice and in task B's full caps (not
+    in B's slice) is encoded in B's own groups, as --no-racing encodes it: the same numbers, the same count."""
+    from sentence_transformers import SentenceTransformer
+
+    shared = " ".join(WORDS * 3)  # the longest text: it sets the padding of its batch
+    a_full, b_full = [shared, *_texts(40, 1)], [*_texts(40, 2), shared]
+    a_slice, b_slice = a_full[::4], b_full[:-1][::4]  # the shared text is in A's slice only
+    assert shared in a_slice and shared not in b_slice
+    slices = {"A": frozenset(a_slice), "B": frozenset(b_slice)}
+    fresh, raced = EncodingCache(slices), EncodingCache(slices)
+
+    def run(cache: EncodingCache, key: str | None, keep: bool, calls: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        model = SentenceTransformer(minilm_path, device="cpu")
+        cache.attach(model, key, keep=keep)
+        out = {}
+        for task, texts in calls.items():
+            cache.task = task
+            out[task] = model.encode(texts, batch_size=8)
+        return out
+
+    expected = run(fresh, None, False, {"A": a_full, "B": b_full})
+    run(raced, "cand", True, {"A": a_slice, "B": b_slice})
+    got = run(raced, "cand", False, {"A": a_full, "B": b_full})
+    assert raced.encoded == fresh.encoded == len(a_full) + len(b_full)
+    for task in ("A", "B"):
+        assert np.array_equal(got[task], expected[task]), task
 
 
 def _encoded_per_candidate(scorer: DevScorer, stage: str) -> int:

@@ -1,7 +1,7 @@
 """The dev data of one tuning search, prepared once: MTEB tasks, the racing slice, tokenization.
 
 Owns: the dev tasks held for a whole search (full caps and the racing slice), which queries and
-documents the slice keeps (and their texts, as the model reads them: ``DevSet.slice_texts``), the per-query scores recorded from MTEB, and the tokenization cache.
+documents the slice keeps (and their texts per task, as the model reads them: ``DevSet.slice_texts``), the per-query scores recorded from MTEB, and the tokenization cache.
 It never merges, selects, or writes files.
 
 Everything here is the same for every candidate, so a search builds it once (:class:`DevSet`)
@@ -115,7 +115,7 @@ class DevSet:
                 self.full.append(full)
                 self.slice.append(_sliced(cheap, full, name, spec))
                 self.side_of[full.metadata.name] = side
-        self.slice_texts = frozenset(text for task in self.slice for text in _texts(task))
+        self.slice_texts = {task.metadata.name: frozenset(_texts(task)) for task in self.slice}
         self.prepare_s = time.perf_counter() - start
 
     def tasks(self, stage: str) -> list[AbsTask]:

@@ -26,8 +26,9 @@ from boom_merge.tune.select import Scores
 #: a scorer maps a merged model dir to its dev scores
 Scorer = Callable[[Path], Scores]
 #: 2: each encode call split into the slice's texts and the rest (:mod:`.encodings`; other rounding than 1's);
-#: 3: candidates merged in the members' dtype, no longer always float32 (a bf16 search scored other models)
-_FINGERPRINT_VERSION = 3
+#: 3: candidates merged in the members' dtype, no longer always float32 (a bf16 search scored other models);
+#: 4: slice membership per task (:mod:`.encodings`; other rounding than 3's where dev sources share a text)
+_FINGERPRINT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class DevScorer:
         evaluating = time.perf_counter()
         for task in devset.tasks(stage):
             split = task.metadata.eval_splits[0]
+            self.encodings.task = task.metadata.name  # the slice membership and kept groups of this task
             result = task.evaluate(encoder, split, encode_kwargs={"batch_size": self.batch_size,
                                                                   "show_progress_bar": False}, timer=timer)
             name = task.metadata.name
