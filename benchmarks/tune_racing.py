@@ -21,7 +21,9 @@ time (merge + scoring, summed over every score taken: ``candidates.json`` ``cost
 wall time of each run, and the ratios racing / exhaustive and racing / legacy; and how many
 candidates were behind the slice leader by more than the margin (``beyond_margin``: what the
 margin alone would drop, were the top third and the protected candidates not kept).
-``--racing-first`` swaps the order of the first two runs. Cases:
+``--racing-first`` swaps the order of the first two runs; ``--full-grid`` (and ``--scales``) run
+both searches as ``tune --full-grid`` does, the bag at every setting and scale: a search with
+candidates far from the best, where racing has something to drop. Cases:
 
 * ``--quickstart RUN``: the quickstart's members (``RUN/members/member-*``, ``RUN/base``, the
   corpus named in ``RUN/quickstart.json``; dev caps and scales of the default profile);
@@ -32,6 +34,8 @@ margin alone would drop, were the top third and the protected candidates not kep
     python benchmarks/tune_racing.py --quickstart runs/quickstart --workdir /tmp/tune-racing --legacy
     python benchmarks/tune_racing.py --study-v2 runs/v2 --corpus ~/.cache/boom-merge/corpora/HASH \\
         --workdir /tmp/tune-racing-v2
+    python benchmarks/tune_racing.py --quickstart runs/quickstart --workdir /tmp/tune-racing-grid \
+        --full-grid --scales 0.25,0.5,0.75,1,1.25
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Case:
     max_corpus: int
     scales: tuple[float, ...]
     in_domain: tuple[str, ...] = TRAIN_DOMAINS
+    full_grid: bool = False
     runs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,7 +117,7 @@ def _run(case: Case, out: Path, **options: Any) -> dict[str, Any]:
     start = time.perf_counter()
     result = tune(case.members, out, base=case.base, corpus=case.corpus, in_domain=list(case.in_domain),
                   max_queries=case.max_queries, max_corpus=case.max_corpus, scales=case.scales, progress=False,
-                  **options)
+                  full_grid=case.full_grid, **options)
     wall = time.perf_counter() - start
     data = json.loads((out / "candidates.json").read_text())
     marks = [row["racing"] for row in data["candidates"] if row.get("racing")]
@@ -193,6 +198,9 @@ def main() -> None:
     parser.add_argument("--racing-first", action="store_true",
                         help="run racing before the exhaustive search (to see what the run order does to timings)")
     parser.add_argument("--json", type=Path, help="write the reports here")
+    parser.add_argument("--full-grid", action="store_true",
+                        help="tune --full-grid: the bag at every interpolation x weights x scale")
+    parser.add_argument("--scales", help="tune --scales for every case, comma-separated (default: the case's)")
     parser.add_argument("--in-domain", default=",".join(TRAIN_DOMAINS),
                         help="the training domains (ID dev), comma-separated (default: the quickstart's)")
     args = parser.parse_args()
@@ -205,6 +213,10 @@ def main() -> None:
         parser.error("give --quickstart and/or --study-v2")
     for case in cases:
         case.in_domain = tuple(name.strip() for name in args.in_domain.split(",") if name.strip())
+        case.full_grid = args.full_grid
+        if args.scales:
+            case.scales = tuple(float(t) for t in args.scales.split(","))
+        case.name += " full grid" if args.full_grid else ""
     reports = []
     for case in cases:
         reports.append(compare(case, args.workdir, args.legacy, args.racing_first))

@@ -563,6 +563,48 @@ def test_racing_drops_the_clearly_worse_and_chooses_as_the_exhaustive_search(thr
     assert all("racing" not in row and row["objective"] is not None for row in all_rows)
 
 
+def test_a_survivor_is_merged_again_only_where_the_disk_has_no_room_to_keep_its_slice_merge(
+        three_members, tmp_path: Path, monkeypatch) -> None:
+    """Racing keeps slice merges for the full stage within half the space free beside OUT when the
+    search begins (a 0.6B-8B survivor is renamed, not merged twice, where the disk allows); with no
+    room, each survivor is merged again, and the report counts every merge."""
+    import shutil
+
+    import boom_merge.merge.pipeline
+
+    base, members, corpus, table = three_members
+    options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
+    merges: list[Path] = []
+    run_recipe = boom_merge.merge.pipeline.run_recipe
+    monkeypatch.setattr(boom_merge.merge.pipeline, "run_recipe", lambda *a, **k: merges.append(a[1]) or run_recipe(*a, **k))
+    roomy = tune(members, tmp_path / "roomy", scorer=TableScorer(table), **options)
+    planned = len(roomy.candidates) + len(roomy.raced_out)
+    assert len(merges) == planned  # one merge per candidate: every survivor took its slice merge
+    rows = json.loads((tmp_path / "roomy" / "candidates.json").read_text())
+    assert rows["cost"]["merges"] == planned and {r["merges"] for r in rows["candidates"]} == {1}
+
+    asked = []
+    disk_usage = shutil.disk_usage
+
+    def full_disk(path):
+        asked.append(Path(path))
+        return disk_usage(path)._replace(free=1000)  # room for no merge
+
+    monkeypatch.setattr(shutil, "disk_usage", full_disk)
+    merges.clear()
+    tight = tune(members, tmp_path / "tight", scorer=TableScorer(table), **options)
+    assert asked == [tmp_path / ".tight.tune-work"]  # once, where the merges are written
+    assert tight.chosen.key == roomy.chosen.key
+    assert len(merges) == planned + len(tight.candidates)  # each survivor merged again for the full stage
+    data = json.loads((tmp_path / "tight" / "candidates.json").read_text())
+    per_row = {r["label"]: r["merges"] for r in data["candidates"]}
+    out = {c.describe(["member-0", "member-1", "member-2"]) for c, _ in tight.raced_out}
+    assert out and all(per_row[label] == (1 if label in out else 2) for label in per_row)
+    assert data["cost"]["merges"] == len(merges)
+    assert f"{len(merges)} merges in " in (tmp_path / "tight" / "candidates.md").read_text()
+    assert not (tmp_path / ".tight.tune-work").exists()
+
+
 def test_racing_is_deterministic_and_resumes(three_members, tmp_path: Path) -> None:
     base, members, corpus, table = three_members
     options = dict(base=base, corpus=corpus, scales=(0.5, 1.0), progress=False)
@@ -583,7 +625,7 @@ def test_racing_is_deterministic_and_resumes(three_members, tmp_path: Path) -> N
     assert not any(call in stopped.calls[:-1] for call in resumed.calls)  # nothing scored twice
     assert second.chosen.key == first.chosen.key
     one, two = (json.loads((tmp_path / name / "candidates.json").read_text()) for name in ("one", "two"))
-    strip = ("merge_s", "eval_s", "profile")
+    strip = ("merge_s", "eval_s", "profile", "merges")  # the interrupted candidate's slice merge went with it
     assert [{k: v for k, v in r.items() if k not in strip} for r in one["candidates"]] == \
         [{k: v for k, v in r.items() if k not in strip} for r in two["candidates"]]
 

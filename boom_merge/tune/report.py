@@ -46,6 +46,8 @@ def candidate_rows(scored: Sequence[tuple[Candidate, Scores]], names: Sequence[s
             "id_dev": scores.id_dev if scores else None, "ood_dev": scores.ood_dev if scores else None,
             "objective": objective_value(scores, objective) if scores else None,
             "tasks": scores.tasks if scores else {},
+            # merges made for it: 2 for a survivor merged again at the full stage (no room to keep its slice merge)
+            "merges": sum(bool(r.get("merged", True)) for r in records),
             "merge_s": round(sum(r.get("merge_s") or 0 for r in records), 2),
             "eval_s": round(sum(r.get("eval_s") or 0 for r in records), 2), "profile": profile,
         }
@@ -68,7 +70,8 @@ def write_report(out: Path, scored: Sequence[tuple[Candidate, Scores]], chosen: 
     rows = candidate_rows(scored, names, objective, cache, racing, raced_out)
     soup = [{"members": [names[i] for i in step.members], "score": step.score, "kept": step.kept} for step in steps]
     cost = {"candidates": len(rows), "full": len(scored), "raced_out": len(raced_out),
-            "merge_s": round(sum(r["merge_s"] for r in rows), 1), "eval_s": round(sum(r["eval_s"] for r in rows), 1),
+            "merges": sum(r["merges"] for r in rows), "merge_s": round(sum(r["merge_s"] for r in rows), 1),
+            "eval_s": round(sum(r["eval_s"] for r in rows), 1),
             "profile_s": {part: round(sum(r["profile"][part] for r in rows), 1) for part in PROFILE}}
     keys = {r["key"] for r in rows}
     data = {"objective": objective, "rule": rule, "chosen": chosen.key, "full_data_member": names[full],
@@ -117,8 +120,8 @@ def _markdown(rows: list[dict[str, Any]], chosen: Candidate, rule: str, soup: li
         lines += [f"- {' + '.join(s['members'])}: {_fmt(s['score'])} {'kept' if s['kept'] else 'dropped'}"
                   for s in soup]
     raced = f" ({cost['full']} on the full caps, {cost['raced_out']} raced out on the slice)" if racing else ""
-    lines.append(f"\nCost: {cost['candidates']} candidates{raced}, {cost['merge_s']} s merging, "
-                 f"{cost['eval_s']} s dev evaluation (as first scored; cached scores are reused). "
+    lines.append(f"\nCost: {cost['candidates']} candidates{raced}, {cost['merges']} merges in "
+                 f"{cost['merge_s']} s, {cost['eval_s']} s dev evaluation (as first scored; cached scores are reused). "
                  "Profile per candidate, summed over its stages: merge, model load (checks included), "
                  "tokenization (once per text and tokenizer, then cached), encoding, scoring (similarity "
                  "search, pytrec_eval), MTEB's own work in each task (data loaders, bookkeeping); "

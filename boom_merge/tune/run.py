@@ -18,7 +18,8 @@ merged by :func:`boom_merge.merge.pipeline.run_recipe` into a work dir beside
 OUT (``.OUT.tune-work``), scored on dev splits only by the scorer
 (:class:`boom_merge.tune.scoring.DevScorer`: MTEB on the ID dev splits of the training
 domains and the OOD dev sources, its tasks, texts and tokenization held for the whole
-search), and deleted.
+search), and deleted after its last scoring (a racing survivor's slice merge waits for its full
+stage within :data:`KEEP_MERGED_SHARE` of the disk, else it is merged again).
 
 Racing (the default; ``racing=False`` / ``--no-racing`` is the exhaustive search): steps 1-5
 run on a seeded slice of each dev source (:mod:`.devset`); the bag setting of step 2, each
@@ -67,9 +68,10 @@ logger = logging.getLogger(__name__)
 
 CACHE_FILE = "scores.json"
 CANDIDATES_FILE = "candidates.json"
-#: racing keeps the slice stage's merges on disk for the full stage up to this many bytes (a
-#: quickstart's 15 MiniLM merges, not a 7B model's): below it a survivor is not merged twice
-KEEP_MERGED_BYTES = 2 * 1024**3
+#: racing keeps the slice stage's merges on disk for the full stage (a survivor is then renamed, not
+#: merged again) while all kept merges fit in this share of the space free beside OUT when the search
+#: began: a quickstart's 15 MiniLM merges anywhere, a 0.6B-8B model's as far as the disk allows
+KEEP_MERGED_SHARE = 0.5
 #: dev caps per source: sized so that the default search on the quickstart's 4 members fits
 #: 10 minutes on 2 CPU cores (see docs of ``boom-merge tune``)
 DEFAULT_MAX_QUERIES = 100
@@ -131,6 +133,7 @@ class _Search:
                  cache: dict[str, Any], objective: Objective, progress: Any, *, racing: Racing | None) -> None:
         self.members, self.base, self.work, self.scorer = members, base, work, scorer
         self.cache, self.objective, self.progress, self.racing = cache, objective, progress, racing
+        self.keep_bytes = int(shutil.disk_usage(work).free * KEEP_MERGED_SHARE)  # kept merges' room, fixed now
         self.stage = "slice" if racing else "full"
         self.scored: dict[str, tuple[Candidate, Scores]] = {}  # at the search's stage, in search order
         self.full: dict[str, tuple[Candidate, Scores]] = {}
@@ -168,7 +171,8 @@ class _Search:
         model = self.work / "model"
         shutil.rmtree(model, ignore_errors=True)
         start = time.perf_counter()
-        if stage == "full" and kept.is_dir():
+        renamed = stage == "full" and kept.is_dir()
+        if renamed:
             kept.rename(model)  # merged for the slice: no second merge
         else:
             recipe = self.work / "candidate.yml"
@@ -186,18 +190,19 @@ class _Search:
         finally:
             shutil.rmtree(model, ignore_errors=True)
         record = {"id_dev": scores.id_dev, "ood_dev": scores.ood_dev, "tasks": scores.tasks,
-                  "merge_s": round(merged - start, 2), "eval_s": round(time.perf_counter() - merged, 2),
+                  "merged": not renamed, "merge_s": round(merged - start, 2),
+                  "eval_s": round(time.perf_counter() - merged, 2),
                   "profile": {"merge": round(merged - start, 3), **scores.profile}}
         if stage == "slice":
             record["per_query"] = scores.per_query
         return record
 
     def _room_for(self, model: Path) -> bool:
-        """Whether ``model`` may stay on disk until the full stage (within :data:`KEEP_MERGED_BYTES`)."""
+        """Whether ``model`` may stay on disk until the full stage (kept merges within ``keep_bytes``)."""
         def size(folder: Path) -> int:
             return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
 
-        return size(self.work / "kept") + size(model) <= KEEP_MERGED_BYTES
+        return size(self.work / "kept") + size(model) <= self.keep_bytes
 
     def ranking_value(self, cand: Candidate, group: Sequence[Candidate]) -> float:
         """``cand``'s objective for ranking it within ``group``: with racing, its full score when the slice
