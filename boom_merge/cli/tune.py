@@ -61,8 +61,7 @@ def _scales(value: str) -> tuple[float, ...]:
                    "--no-racing); skipped where it could drop nothing (few candidates, under 2 slice queries a "
                    "source). --no-racing scores every candidate on the full caps.")
 @click.option("--slice", "slice_fraction", type=click.FloatRange(0, 1, min_open=True), default=_TUNE["slice_fraction"],
-              show_default=True, help="Racing: the share of each dev source's documents in the slice (which takes every "
-                                       "query whose relevant documents fit in them).")
+              show_default=True, help="Racing: the share of each dev source's queries and documents in the slice.")
 @click.option("--merge", "merge", is_flag=True, help="Also merge the chosen recipe into OUT/model.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT (its cached scores are reused).")
 @device_option

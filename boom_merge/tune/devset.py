@@ -10,16 +10,10 @@ data and qrels loaded (computing the main score's cut-off only: :func:`_main_k`)
 shares the members' tokenizer, and sentence-transformers batches texts by length, so a
 candidate's batches are the previous candidate's, bit for bit).
 
-The slice of a source is fixed and seeded: a budget of ``ceil(fraction * documents)``
-documents, filled first with the documents relevant to queries taken in an order drawn with
-``random.Random(f"{seed}:{source}")`` (a query joins while its relevant documents still fit;
-the first always does), then with seeded other documents; queries and documents are kept in file
-order. A subset of the full caps, so a slice score estimates the full one on the same data. The
-documents are what costs (they are long, queries short), so the slice spends its budget on them
-and takes every query they can serve: on the quickstart's dev sources (one relevant document a
-query) a quarter of the documents carries three quarters of the queries, where a quarter of the
-queries (the rule before 2026-12-08) left the racing margin too wide to drop candidates 2 points
-behind (docs/benchmarks.md).
+The slice of a source is fixed and seeded: ``ceil(fraction * queries)`` queries drawn with
+``random.Random(f"{seed}:{source}")`` (kept in file order), the documents relevant to them, and
+seeded other documents up to ``ceil(fraction * documents)``; a subset of the full caps, so a
+slice score estimates the full one on the same data.
 """
 
 from __future__ import annotations
@@ -46,7 +40,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spe
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """The racing slice: the share of each dev source's documents (with the queries they serve), and its seed."""
+    """The racing slice: the share of each dev source's queries and documents, and its seed."""
 
     fraction: float = 0.25
     seed: int = 0
@@ -88,17 +82,11 @@ def slice_ids(source: str, query_ids: Sequence[str], doc_ids: Sequence[str], qre
               spec: SliceSpec) -> tuple[list[str], list[str]]:
     """The queries and documents of ``source``'s slice (module docstring), in their given order."""
     rng = random.Random(f"{spec.seed}:{source}")
-    budget = math.ceil(spec.fraction * len(doc_ids))
-    kept: set[int] = set()
-    relevant: set[str] = set()
-    for i in rng.sample(range(len(query_ids)), len(query_ids)):  # the seeded order queries are offered in
-        own = {doc for doc, score in qrels[query_ids[i]].items() if score > 0}
-        if not kept or len(relevant | own) <= budget:
-            kept.add(i)
-            relevant |= own
+    kept = set(rng.sample(range(len(query_ids)), max(1, math.ceil(spec.fraction * len(query_ids)))))
     queries = [qid for i, qid in enumerate(query_ids) if i in kept]
+    relevant = {doc for qid in queries for doc, score in qrels[qid].items() if score > 0}
     others = [doc for doc in doc_ids if doc not in relevant]
-    room = max(0, budget - len(relevant))
+    room = max(0, math.ceil(spec.fraction * len(doc_ids)) - len(relevant))
     extra = {others[i] for i in rng.sample(range(len(others)), min(room, len(others)))}
     return queries, [doc for doc in doc_ids if doc in relevant or doc in extra]
 

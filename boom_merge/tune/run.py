@@ -283,9 +283,8 @@ def _run_search(search: _Search, full: int, scales: Sequence[float], schemes: Se
 
 def racing_rule(racing: Racing) -> str:
     """The racing rule in words, printed before scoring."""
-    return (f"racing (fixed before scoring): every candidate first on a seeded slice of each dev source "
-            f"({racing.spec.fraction:.0%} of its documents, with every query whose relevant documents fit in them); "
-            f"the search's choices (the bag setting, the greedy soup's "
+    return (f"racing (fixed before scoring): every candidate first on a seeded {racing.spec.fraction:.0%} slice of "
+            f"each dev source's queries and documents; the search's choices (the bag setting, the greedy soup's "
             f"order and steps, bag or soup) are made on the full scores of the candidates within the margin on "
             f"the slice, its other steps on slice scores; then only "
             f"candidates behind the slice leader by more than {racing.z:g} standard errors of the paired per-query "

@@ -27,9 +27,8 @@ from boom_merge.tune.select import Scores
 Scorer = Callable[[Path], Scores]
 #: 2: each encode call split into the slice's texts and the rest (:mod:`.encodings`; other rounding than 1's);
 #: 3: candidates merged in the members' dtype, no longer always float32 (a bf16 search scored other models);
-#: 4: slice membership per task (:mod:`.encodings`; other rounding than 3's where dev sources share a text);
-#: 5: the slice is a document budget with every query it can serve (:mod:`.devset`; other slices than 4's)
-_FINGERPRINT_VERSION = 5
+#: 4: slice membership per task (:mod:`.encodings`; other rounding than 3's where dev sources share a text)
+_FINGERPRINT_VERSION = 4
 
 
 @dataclass(frozen=True)
