@@ -34,7 +34,7 @@ candidates far from the best, where racing has something to drop. Cases:
     python benchmarks/tune_racing.py --quickstart runs/quickstart --workdir /tmp/tune-racing --legacy
     python benchmarks/tune_racing.py --study-v2 runs/v2 --corpus ~/.cache/boom-merge/corpora/HASH \\
         --workdir /tmp/tune-racing-v2
-    python benchmarks/tune_racing.py --quickstart runs/quickstart --workdir /tmp/tune-racing-grid \
+    python benchmarks/tune_racing.py --quickstart runs/quickstart --workdir /tmp/tune-racing-grid \\
         --full-grid --scales 0.25,0.5,0.75,1,1.25
 """
 
